@@ -1,0 +1,173 @@
+"""`LocalCluster`: start, attach to, inspect and stop the embedded cluster.
+
+The supervisor runs as a separate process in a session of its own, so the cluster can
+outlive the process that started it (`inferchaos up --detach`, a game day) or, given an
+owner, stop itself when that owner dies (a pytest session). Either way `stop()` and
+`inferchaos down` end every process group recorded in the state file, so a supervisor
+that was SIGKILLed leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from inferchaos.errors import ClusterStartError, TargetError
+from targets.local import haproxy
+from targets.local.ports import port_in_use
+from targets.local.processes import end_groups, group_alive, spawn
+from targets.local.spec import ClusterSpec
+from targets.local.state import ClusterState, ReplicaRecord, read_state
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
+    """Poll `condition` until it returns something truthy; raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class LocalCluster:
+    """A handle on one local cluster, identified by its state directory."""
+
+    def __init__(self, spec: ClusterSpec | None = None, state_dir: Path | str | None = None,
+                 owner_pid: int | None = None) -> None:
+        self.spec = (spec or ClusterSpec()).validate()
+        self._tmp = state_dir is None
+        self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="inferchaos-")).resolve()
+        self.owner_pid = owner_pid
+        self._proc: subprocess.Popen | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def attach(cls, state_dir: Path | str) -> LocalCluster:
+        state = read_state(state_dir)
+        if state is None:
+            raise TargetError(f"no local cluster in {state_dir} (no state.json): start one with `inferchaos up`")
+        return cls(ClusterSpec.from_dict(state.spec), state_dir)
+
+    def start(self, progress: Callable[[str], None] | None = None) -> LocalCluster:
+        haproxy.find_haproxy()
+        if self.spec.lb_port and port_in_use(self.spec.lb_port):
+            raise ClusterStartError(f"port {self.spec.lb_port} on 127.0.0.1 is already in use")
+        existing = read_state(self.state_dir)
+        if existing and existing.phase in ("starting", "ready") and group_alive(existing.supervisor_pgid):
+            raise ClusterStartError(
+                f"a cluster is already running in {self.state_dir} (supervisor pid "
+                f"{existing.supervisor_pid}): stop it with `inferchaos down --state-dir {self.state_dir}`"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "state.json").unlink(missing_ok=True)
+        (self.state_dir / "spec.json").write_text(json.dumps(self.spec.to_dict()))
+        argv = [sys.executable, "-m", "targets.local.supervisor", "--state-dir", str(self.state_dir)]
+        if self.owner_pid:
+            argv += ["--owner-pid", str(self.owner_pid)]
+        self._proc = spawn(argv, self.state_dir / "logs" / "supervisor.log",
+                           {**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            self._wait_started(progress)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_started(self, progress: Callable[[str], None] | None) -> None:
+        deadline = time.monotonic() + self.spec.startup_timeout_s + 30
+        last = ""
+        while True:
+            state = read_state(self.state_dir)
+            if state is not None:
+                if state.phase == "ready":
+                    return
+                if state.phase == "failed" or (state.phase == "stopped"):
+                    raise ClusterStartError(state.error or "the cluster stopped while starting")
+                if progress:
+                    ready = sum(r.phase == "ready" for r in state.replicas)
+                    line = f"starting: {ready}/{len(state.replicas)} replicas ready"
+                    if line != last:
+                        progress(line)
+                        last = line
+            if self._proc is not None and self._proc.poll() is not None:
+                state = read_state(self.state_dir)
+                raise ClusterStartError(
+                    (state.error if state and state.error else None)
+                    or f"the supervisor exited with code {self._proc.returncode} (see {self.state_dir}/logs)"
+                )
+            if time.monotonic() > deadline:
+                raise ClusterStartError(f"the cluster did not start in time (see {self.state_dir}/logs)")
+            time.sleep(0.1)
+
+    def stop(self, timeout_s: float = 20.0) -> list[int]:
+        """Stop the supervisor (which ends its replicas), then end any group it left.
+        Returns the groups that had to be killed here; empty when teardown went clean."""
+        state = read_state(self.state_dir)
+        if state is not None:
+            end_groups([state.supervisor_pgid], grace_s=timeout_s)
+            state = read_state(self.state_dir)
+        if self._proc is not None:
+            self._proc.poll()
+        leftovers = end_groups(state.pgids(), grace_s=1.0) if state else []
+        return leftovers
+
+    def __enter__(self) -> LocalCluster:
+        if self._proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def state(self) -> ClusterState:
+        state = read_state(self.state_dir)
+        if state is None:
+            raise TargetError(f"no local cluster in {self.state_dir}")
+        return state
+
+    @property
+    def lb_url(self) -> str:
+        url = self.state.lb_url
+        if not url:
+            raise TargetError("the cluster has no load balancer yet")
+        return url
+
+    def running(self) -> bool:
+        state = read_state(self.state_dir)
+        return bool(state and state.phase == "ready" and group_alive(state.supervisor_pgid))
+
+    def replicas(self) -> list[ReplicaRecord]:
+        return self.state.active()
+
+    def replica(self, name: str) -> ReplicaRecord:
+        for rec in self.state.replicas:
+            if rec.name == name:
+                return rec
+        raise TargetError(f"no live replica named {name!r}")
+
+    def admin(self) -> haproxy.AdminSocket:
+        sock = self.state.haproxy_socket
+        if not sock:
+            raise TargetError("the cluster has no HAProxy admin socket yet")
+        return haproxy.AdminSocket(sock)
+
+    def lb_servers(self) -> list[haproxy.ServerState]:
+        """The LB's view of the slots that hold a replica."""
+        slots = {haproxy.slot_name(r.slot) for r in self.state.active() if r.slot is not None}
+        return [s for s in self.admin().servers() if s.name in slots]
+
+    def wait_for(self, condition: Callable[[], T], timeout_s: float, what: str) -> T:
+        return wait_for(condition, timeout_s, what)

@@ -1,0 +1,60 @@
+"""The feature store: the latest feature vector per entity, with its version and time.
+
+The server reads features for every batch and reports their version and age; the
+pipeline writes them. Keeping the two apart lets a fault stop the writer (features go
+stale while reads still succeed) or slow the reader, which are different failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from aiohttp import web
+
+from targets.local.service import run
+
+
+def make_app() -> web.Application:
+    features: dict[str, dict] = {}
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def get(request: web.Request) -> web.Response:
+        entity = request.match_info["entity"]
+        if entity not in features:
+            return web.json_response({"error": f"no features for entity {entity!r}"}, status=404)
+        return web.json_response(features[entity])
+
+    async def put(request: web.Request) -> web.Response:
+        entity = request.match_info["entity"]
+        try:
+            body = await request.json()
+            record = {
+                "entity": entity,
+                "version": int(body["version"]),
+                "updated_at": float(body["updated_at"]),
+                "values": [float(v) for v in body["values"]],
+            }
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": f"bad feature record: {exc}"}, status=400)
+        features[entity] = record
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/features/{entity}", get)
+    app.router.add_put("/features/{entity}", put)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m targets.local.featurestore")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    run(make_app(), args.port, "featurestore")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""HAProxy in front of the replicas: its configuration and its admin socket.
+
+The backend pre-declares `slots` servers with `server-template`; the supervisor points a
+slot at a replica's port at runtime (`set server ... addr`), so a replacement takes its
+predecessor's place without a reload, and HAProxy's own health checks decide when it
+is up. That keeps failover HAProxy's doing, which is what the failover probe measures.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from inferchaos.errors import ClusterStartError
+
+BACKEND = "replicas"
+#: `show servers state` operational states (srv_op_state).
+OP_STATES = {0: "stopped", 1: "starting", 2: "running", 3: "stopping"}
+#: admin-state bits that mean "in maintenance" (forced, inherited, resolver).
+MAINT_MASK = 0x01 | 0x02 | 0x20
+
+
+def find_haproxy() -> str:
+    path = shutil.which("haproxy")
+    if path is None:
+        raise ClusterStartError(
+            "HAProxy not found on PATH: install it (Debian/Ubuntu: apt-get install -y haproxy)"
+        )
+    return path
+
+
+def slot_name(slot: int) -> str:
+    return f"r{slot}"
+
+
+def render_config(lb_port: int, stats_port: int, socket_path: Path, slots: int, ready_path: str) -> str:
+    return f"""\
+global
+  stats socket {socket_path} level admin
+  maxconn 4096
+
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 60s
+  timeout server 30s
+  timeout check 1s
+  timeout http-keep-alive 10s
+
+frontend inference
+  bind 127.0.0.1:{lb_port}
+  default_backend {BACKEND}
+
+frontend stats
+  bind 127.0.0.1:{stats_port}
+  http-request use-service prometheus-exporter if {{ path /metrics }}
+  stats enable
+  stats uri /stats
+
+backend {BACKEND}
+  balance leastconn
+  option httpchk
+  http-check send meth GET uri {ready_path}
+  http-check expect status 200
+  default-server inter 1s fall 2 rise 2 slowstart 10s observe layer7 error-limit 5 on-error mark-down
+  retries 3
+  option redispatch 1
+  retry-on conn-failure empty-response response-timeout 502 503 504
+  server-template r 1-{slots} 127.0.0.1:9 check disabled
+"""
+
+
+def check_config(binary: str, config: Path) -> None:
+    res = subprocess.run([binary, "-c", "-q", "-f", str(config)], capture_output=True, text=True)
+    if res.returncode != 0:
+        last = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise ClusterStartError(f"HAProxy rejected its configuration {config}: {last[0]}")
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """One line of `show servers state`: what the LB thinks of one slot."""
+
+    name: str
+    addr: str
+    port: int
+    op_state: int
+    admin_state: int
+    weight: int
+    since_change_s: int
+
+    @property
+    def state(self) -> str:
+        if self.admin_state & MAINT_MASK:
+            return "maint"
+        return OP_STATES.get(self.op_state, f"unknown({self.op_state})")
+
+    @property
+    def up(self) -> bool:
+        """Taking traffic: 'starting' is HAProxy's slowstart ramp, already in rotation."""
+        return self.state in ("running", "starting")
+
+
+class AdminSocket:
+    """HAProxy's runtime API over its UNIX socket; one short connection per command."""
+
+    def __init__(self, path: Path | str, timeout_s: float = 2.0) -> None:
+        self.path = str(path)
+        self.timeout_s = timeout_s
+
+    def command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(self.timeout_s)
+            s.connect(self.path)
+            s.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def point_slot(self, slot: int, port: int) -> None:
+        """Aim a slot at a replica port and take it out of maintenance; checks decide 'up'."""
+        name = f"{BACKEND}/{slot_name(slot)}"
+        self.command(f"set server {name} addr 127.0.0.1 port {port}")
+        self.command(f"set server {name} state ready")
+
+    def retire_slot(self, slot: int) -> None:
+        self.command(f"set server {BACKEND}/{slot_name(slot)} state maint")
+
+    def servers(self) -> list[ServerState]:
+        out = self.command(f"show servers state {BACKEND}")
+        states = []
+        for line in out.splitlines():
+            if not line or line.startswith("#") or line.strip() == "1":
+                continue
+            f = line.split()
+            if len(f) < 19:
+                continue
+            states.append(
+                ServerState(
+                    name=f[3], addr=f[4], port=int(f[18]), op_state=int(f[5]), admin_state=int(f[6]),
+                    weight=int(f[7]), since_change_s=int(f[9]),
+                )
+            )
+        return states

@@ -1,0 +1,101 @@
+"""The cluster's state file: what runs, where, since when.
+
+The supervisor rewrites `state.json` atomically on every change; the CLI, the fixtures,
+faults and `inferchaos recover` read it. It is the one record of which process groups
+belong to the cluster, so whoever finds the supervisor dead can still end them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ServiceRecord:
+    name: str
+    pid: int
+    pgid: int
+    port: int | None
+    log: str
+
+
+@dataclass
+class ReplicaRecord:
+    name: str
+    #: LB slot (HAProxy server `r<slot>`); None while the replica waits in the warm pool.
+    slot: int | None
+    port: int
+    pid: int
+    pgid: int
+    device: int
+    #: starting -> ready; dead once its process is gone.
+    phase: str
+    started_at: float
+    ready_at: float | None = None
+    cold_start_s: float | None = None
+    exit_code: int | None = None
+    died_at: float | None = None
+    log: str = ""
+
+
+@dataclass
+class ClusterState:
+    phase: str  # starting | ready | failed | stopping | stopped
+    state_dir: str
+    supervisor_pid: int
+    supervisor_pgid: int
+    spec: dict
+    error: str | None = None
+    lb_url: str | None = None
+    stats_url: str | None = None
+    haproxy_socket: str | None = None
+    model_store_url: str | None = None
+    feature_store_url: str | None = None
+    vgpu_dir: str | None = None
+    services: list[ServiceRecord] = field(default_factory=list)
+    replicas: list[ReplicaRecord] = field(default_factory=list)
+    #: Replicas that died, newest last, kept for probes (cold starts, deaths).
+    history: list[ReplicaRecord] = field(default_factory=list)
+    updated_at: float = 0.0
+
+    def pgids(self) -> list[int]:
+        """Every process group the cluster owns (the supervisor's own last)."""
+        groups = [s.pgid for s in self.services] + [r.pgid for r in self.replicas]
+        return groups + [self.supervisor_pgid]
+
+    def active(self) -> list[ReplicaRecord]:
+        return [r for r in self.replicas if r.slot is not None]
+
+    def standby(self) -> list[ReplicaRecord]:
+        return [r for r in self.replicas if r.slot is None]
+
+    def service(self, name: str) -> ServiceRecord:
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def state_path(state_dir: Path | str) -> Path:
+    return Path(state_dir) / "state.json"
+
+
+def write_state(state: ClusterState) -> None:
+    path = state_path(state.state_dir)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=1))
+    os.replace(tmp, path)
+
+
+def read_state(state_dir: Path | str) -> ClusterState | None:
+    try:
+        raw = json.loads(state_path(state_dir).read_text())
+    except FileNotFoundError:
+        return None
+    raw["services"] = [ServiceRecord(**s) for s in raw.get("services", [])]
+    raw["replicas"] = [ReplicaRecord(**r) for r in raw.get("replicas", [])]
+    raw["history"] = [ReplicaRecord(**r) for r in raw.get("history", [])]
+    return ClusterState(**raw)

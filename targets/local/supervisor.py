@@ -1,0 +1,363 @@
+"""The supervisor: keeps the local cluster at its desired state, like a ReplicaSet.
+
+It owns every process of the cluster (each in a process group of its own), points
+HAProxy's slots at replicas, replaces a dead replica after the provisioning delay (or at
+once from the warm pool), and records everything in `state.json`. It does not hide
+failures from the load balancer: a dead replica's slot keeps pointing at the dead port
+until its replacement exists, so HAProxy's own checks must notice the death.
+
+Run as `python -m targets.local.supervisor --state-dir D [--owner-pid PID]`, with the
+spec in `D/spec.json` (written by `LocalCluster`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from inferchaos.errors import ClusterStartError
+from targets.local import haproxy
+from targets.local.ports import free_port, port_in_use
+from targets.local.processes import end_groups, spawn
+from targets.local.spec import ClusterSpec
+from targets.local.state import ClusterState, ReplicaRecord, ServiceRecord, write_state
+from targets.local.vgpu import VirtualDevice
+
+TICK_S = 0.2
+SERVICE_START_TIMEOUT_S = 20.0
+TEARDOWN_GRACE_S = 3.0
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} supervisor: {msg}", flush=True)
+
+
+def log_tail(path: Path | str, lines: int = 1) -> str:
+    try:
+        text = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) if text else "(no output)"
+
+
+@dataclass
+class Pending:
+    """A replica to start once the provisioning delay has passed (a node being acquired)."""
+
+    due: float
+    slot: int | None
+
+
+class Supervisor:
+    def __init__(self, spec: ClusterSpec, state_dir: Path, owner_pid: int | None = None) -> None:
+        self.spec = spec
+        self.dir = state_dir.resolve()
+        self.owner_pid = owner_pid
+        self.logs = self.dir / "logs"
+        self.vgpu_dir = self.dir / "vgpu"
+        self.state = ClusterState(
+            phase="starting", state_dir=str(self.dir), supervisor_pid=os.getpid(),
+            supervisor_pgid=os.getpgrp(), spec=spec.to_dict(), vgpu_dir=str(self.vgpu_dir),
+        )
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.pending: list[Pending] = []
+        self.counter = 0
+        self._started_mono: dict[str, float] = {}
+        self.stopping = asyncio.Event()
+        self.admin: haproxy.AdminSocket | None = None
+        self.http: aiohttp.ClientSession | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self._save()
+        code = 0
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5))
+        try:
+            await self._bring_up()
+            if not self.stopping.is_set():
+                self.state.phase = "ready"
+                self._save()
+                log(f"ready: {len(self.state.active())} replicas behind {self.state.lb_url}")
+                await self._reconcile_until_stopped()
+        except ClusterStartError as exc:
+            self.state.phase, self.state.error, code = "failed", str(exc), 2
+            log(f"failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - recorded, then everything is torn down
+            self.state.phase, self.state.error, code = "failed", f"{type(exc).__name__}: {exc}", 1
+            log(f"crashed: {exc!r}")
+        finally:
+            await self.http.close()
+            self._teardown()
+        return code
+
+    async def _bring_up(self) -> None:
+        binary = haproxy.find_haproxy()
+        if self.spec.lb_port and port_in_use(self.spec.lb_port):
+            raise ClusterStartError(f"port {self.spec.lb_port} on 127.0.0.1 is already in use")
+        shutil.rmtree(self.vgpu_dir, ignore_errors=True)
+        py = [sys.executable, "-m"]
+        ms_port, fs_port = free_port(), free_port()
+        self._start_service("modelstore", py + ["targets.local.modelstore", "--port", str(ms_port)], ms_port)
+        self._start_service("featurestore", py + ["targets.local.featurestore", "--port", str(fs_port)], fs_port)
+        self.state.model_store_url = f"http://127.0.0.1:{ms_port}"
+        self.state.feature_store_url = f"http://127.0.0.1:{fs_port}"
+        await self._wait_healthy("modelstore", f"{self.state.model_store_url}/health")
+        await self._wait_healthy("featurestore", f"{self.state.feature_store_url}/health")
+        self._start_service("pipeline", py + [
+            "targets.local.pipeline", "--feature-store", self.state.feature_store_url,
+            "--interval-s", str(self.spec.feature_interval_s)], None)
+        await self._start_haproxy(binary)
+        for slot in range(1, self.spec.replicas + 1):
+            self._spawn_replica(slot)
+        for _ in range(self.spec.warm_pool):
+            self._spawn_replica(None)
+        self._save()
+        await self._wait_all_ready()
+
+    async def _start_haproxy(self, binary: str) -> None:
+        lb_port = self.spec.lb_port or free_port()
+        stats_port = free_port()
+        sock = self.dir / "haproxy.sock"
+        cfg = self.dir / "haproxy.cfg"
+        cfg.write_text(haproxy.render_config(lb_port, stats_port, sock, self.spec.slots, self.spec.ready_path))
+        haproxy.check_config(binary, cfg)
+        self._start_service("haproxy", [binary, "-db", "-f", str(cfg)], lb_port)
+        self.state.lb_url = f"http://127.0.0.1:{lb_port}"
+        self.state.stats_url = f"http://127.0.0.1:{stats_port}"
+        self.state.haproxy_socket = str(sock)
+        self.admin = haproxy.AdminSocket(sock)
+        deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
+        while True:
+            self._fail_if_exited("haproxy")
+            try:
+                self.admin.servers()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ClusterStartError("HAProxy did not open its admin socket in time") from None
+                await asyncio.sleep(0.05)
+
+    async def _wait_all_ready(self) -> None:
+        deadline = time.monotonic() + self.spec.startup_timeout_s
+        while not self.stopping.is_set():
+            for rec in list(self.state.replicas):
+                code = self.procs[rec.name].poll()
+                if code is not None:
+                    raise ClusterStartError(
+                        f"replica {rec.name} exited at once with code {code}: {log_tail(rec.log)}"
+                    )
+            await self._poll_readiness()
+            if all(r.phase == "ready" for r in self.state.replicas):
+                return
+            if time.monotonic() > deadline:
+                waiting = [r.name for r in self.state.replicas if r.phase != "ready"]
+                raise ClusterStartError(
+                    f"replicas {', '.join(waiting)} not ready after {self.spec.startup_timeout_s:.0f}s "
+                    f"(see {self.logs})"
+                )
+            await asyncio.sleep(TICK_S)
+
+    async def _reconcile_until_stopped(self) -> None:
+        while not self.stopping.is_set():
+            if self.owner_pid and not _pid_alive(self.owner_pid):
+                log(f"owner process {self.owner_pid} is gone: stopping the cluster")
+                return
+            changed = self._reap()
+            changed |= self._start_due()
+            changed |= await self._poll_readiness()
+            if changed:
+                self._save()
+            try:
+                await asyncio.wait_for(self.stopping.wait(), TICK_S)
+            except asyncio.TimeoutError:
+                pass
+
+    def _teardown(self) -> None:
+        if self.state.phase != "failed":
+            self.state.phase = "stopping"
+        self._save()
+        replica_groups = [r.pgid for r in self.state.replicas]
+        end_groups(replica_groups, TEARDOWN_GRACE_S)
+        end_groups([s.pgid for s in self.state.services], TEARDOWN_GRACE_S)
+        for proc in self.procs.values():
+            proc.poll()
+        if self.state.phase != "failed":
+            self.state.phase = "stopped"
+        sock = self.state.haproxy_socket
+        if sock:
+            Path(sock).unlink(missing_ok=True)
+        self._save()
+        log(f"{self.state.phase}")
+
+    # ------------------------------------------------------------------ replicas
+    def _replica_argv(self, name: str, port: int, device: int) -> list[str]:
+        fields = {
+            "port": port, "name": name, "model": self.spec.model, "model_store": self.state.model_store_url,
+            "feature_store": self.state.feature_store_url, "device": device, "vgpu_dir": self.vgpu_dir,
+        }
+        if self.spec.replica_cmd:
+            return shlex.split(self.spec.replica_cmd.format(**fields))
+        return [
+            sys.executable, "-m", "targets.local.server", "--port", str(port), "--name", name,
+            "--model", self.spec.model, "--model-store", str(fields["model_store"]),
+            "--feature-store", str(fields["feature_store"]), "--vgpu-dir", str(self.vgpu_dir),
+            "--device", str(device), "--oom", self.spec.oom, *self.spec.server_args,
+        ]
+
+    def _spawn_replica(self, slot: int | None) -> ReplicaRecord:
+        self.counter += 1
+        name = f"replica-{self.counter}"
+        port = free_port()
+        used = {r.device for r in self.state.replicas}
+        device = next(i for i in range(len(used) + 1) if i not in used)
+        dev = VirtualDevice(self.vgpu_dir, device)
+        if not dev.exists():
+            VirtualDevice.create(self.vgpu_dir, device, self.spec.device_capacity_bytes)
+        log_path = self.logs / f"{name}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "INFERCHAOS_REPLICA": name}
+        try:
+            proc = spawn(self._replica_argv(name, port, device), log_path, env)
+        except OSError as exc:
+            raise ClusterStartError(f"cannot start replica command: {exc.strerror}: {exc.filename}") from None
+        self.procs[name] = proc
+        rec = ReplicaRecord(
+            name=name, slot=slot, port=port, pid=proc.pid, pgid=proc.pid, device=device,
+            phase="starting", started_at=time.time(), log=str(log_path),
+        )
+        self._started_mono[name] = time.monotonic()
+        self.state.replicas.append(rec)
+        if slot is not None and self.admin:
+            self.admin.point_slot(slot, port)
+        log(f"started {name} (pid {proc.pid}, port {port}, device {device}, "
+            f"{'slot r%d' % slot if slot else 'warm pool'})")
+        return rec
+
+    def _reap(self) -> bool:
+        changed = False
+        for rec in list(self.state.replicas):
+            code = self.procs[rec.name].poll()
+            if code is None:
+                continue
+            changed = True
+            rec.phase, rec.exit_code, rec.died_at = "dead", code, time.time()
+            self.state.replicas.remove(rec)
+            self.state.history.append(rec)
+            del self.procs[rec.name]
+            log(f"{rec.name} exited with code {code}")
+            due = time.monotonic() + self.spec.provisioning_delay_s
+            if rec.slot is not None:
+                standby = next((r for r in self.state.standby() if r.phase == "ready"), None)
+                if standby is not None:
+                    standby.slot = rec.slot
+                    assert self.admin is not None
+                    self.admin.point_slot(rec.slot, standby.port)
+                    log(f"promoted warm {standby.name} into slot r{rec.slot}")
+                    self.pending.append(Pending(due, None))
+                else:
+                    self.pending.append(Pending(due, rec.slot))
+            else:
+                self.pending.append(Pending(due, None))
+        return changed
+
+    def _start_due(self) -> bool:
+        now = time.monotonic()
+        due = [p for p in self.pending if p.due <= now]
+        for p in due:
+            self.pending.remove(p)
+            self._spawn_replica(p.slot)
+        return bool(due)
+
+    async def _poll_readiness(self) -> bool:
+        assert self.http is not None
+        recs = list(self.state.replicas)
+        results = await asyncio.gather(*(self._ready(r.port) for r in recs))
+        changed = False
+        for rec, ready in zip(recs, results):
+            phase = "ready" if ready else ("starting" if rec.ready_at is None else "unready")
+            if phase == rec.phase:
+                continue
+            changed = True
+            rec.phase = phase
+            if ready and rec.ready_at is None:
+                rec.ready_at = time.time()
+                rec.cold_start_s = round(time.monotonic() - self._started_mono[rec.name], 3)
+                log(f"{rec.name} ready after {rec.cold_start_s:.2f}s")
+        return changed
+
+    async def _ready(self, port: int) -> bool:
+        assert self.http is not None
+        try:
+            async with self.http.get(f"http://127.0.0.1:{port}{self.spec.ready_path}") as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+
+    # ------------------------------------------------------------------ services
+    def _start_service(self, name: str, argv: list[str], port: int | None) -> None:
+        log_path = self.logs / f"{name}.log"
+        proc = spawn(argv, log_path, {**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.procs[name] = proc
+        self.state.services.append(ServiceRecord(name, proc.pid, proc.pid, port, str(log_path)))
+        self._save()
+
+    def _fail_if_exited(self, name: str) -> None:
+        code = self.procs[name].poll()
+        if code is not None:
+            rec = self.state.service(name)
+            raise ClusterStartError(f"{name} exited at once with code {code}: {log_tail(rec.log)}")
+
+    async def _wait_healthy(self, name: str, url: str) -> None:
+        assert self.http is not None
+        deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._fail_if_exited(name)
+            try:
+                async with self.http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.05)
+        raise ClusterStartError(f"{name} did not turn healthy within {SERVICE_START_TIMEOUT_S:.0f}s")
+
+    def _save(self) -> None:
+        self.state.updated_at = time.time()
+        write_state(self.state)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m targets.local.supervisor")
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--owner-pid", type=int, default=None)
+    args = parser.parse_args(argv)
+    spec = ClusterSpec.from_dict(json.loads((args.state_dir / "spec.json").read_text()))
+    sys.exit(asyncio.run(Supervisor(spec, args.state_dir, args.owner_pid).main()))
+
+
+if __name__ == "__main__":
+    main()
