@@ -112,15 +112,18 @@ class LocalCluster:
 
     def stop(self, timeout_s: float = 20.0) -> list[int]:
         """Stop the supervisor (which ends its replicas), then end any group it left.
-        Returns the groups that had to be killed here; empty when teardown went clean."""
+        Returns the groups found orphaned and ended here; empty when teardown went clean."""
         state = read_state(self.state_dir)
         if state is not None:
             end_groups([state.supervisor_pgid], grace_s=timeout_s)
             state = read_state(self.state_dir)
         if self._proc is not None:
             self._proc.poll()
-        leftovers = end_groups(state.pgids(), grace_s=1.0) if state else []
-        return leftovers
+        if state is None:
+            return []
+        orphans = [g for g in state.pgids() if group_alive(g)]
+        end_groups(orphans, grace_s=2.0)
+        return orphans
 
     def __enter__(self) -> LocalCluster:
         if self._proc is None:

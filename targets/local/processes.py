@@ -85,3 +85,14 @@ def end_groups(pgids: Iterable[int], grace_s: float = 5.0) -> list[int]:
     while time.monotonic() < deadline and any(group_alive(p) for p in killed):
         time.sleep(0.05)
     return killed
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22):
+    with the pid, it names one process for good, so an undo recorded before a crash never
+    signals an unrelated process that reused the pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None

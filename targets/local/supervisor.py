@@ -30,7 +30,8 @@ import aiohttp
 from inferchaos.errors import ClusterStartError
 from targets.local import haproxy
 from targets.local.ports import free_port, port_in_use
-from targets.local.processes import end_groups, spawn
+from targets.local.control import read_desired
+from targets.local.processes import end_groups, signal_group, spawn
 from targets.local.spec import ClusterSpec
 from targets.local.state import ClusterState, ReplicaRecord, ServiceRecord, write_state
 from targets.local.vgpu import VirtualDevice
@@ -74,6 +75,7 @@ class Supervisor:
         self.procs: dict[str, subprocess.Popen] = {}
         self.pending: list[Pending] = []
         self.counter = 0
+        self.retiring: set[str] = set()
         self._started_mono: dict[str, float] = {}
         self.stopping = asyncio.Event()
         self.admin: haproxy.AdminSocket | None = None
@@ -162,7 +164,7 @@ class Supervisor:
                         f"replica {rec.name} exited at once with code {code}: {log_tail(rec.log)}"
                     )
             await self._poll_readiness()
-            if all(r.phase == "ready" for r in self.state.replicas):
+            if all(r.phase == "ready" for r in self.state.replicas) and self._lb_all_up():
                 return
             if time.monotonic() > deadline:
                 waiting = [r.name for r in self.state.replicas if r.phase != "ready"]
@@ -172,12 +174,18 @@ class Supervisor:
                 )
             await asyncio.sleep(TICK_S)
 
+    def _lb_all_up(self) -> bool:
+        assert self.admin is not None
+        up = {s.name for s in self.admin.servers() if s.up}
+        return all(haproxy.slot_name(r.slot) in up for r in self.state.active() if r.slot is not None)
+
     async def _reconcile_until_stopped(self) -> None:
         while not self.stopping.is_set():
             if self.owner_pid and not _pid_alive(self.owner_pid):
                 log(f"owner process {self.owner_pid} is gone: stopping the cluster")
                 return
             changed = self._reap()
+            changed |= self._converge()
             changed |= self._start_due()
             changed |= await self._poll_readiness()
             if changed:
@@ -247,7 +255,12 @@ class Supervisor:
             f"{'slot r%d' % slot if slot else 'warm pool'})")
         return rec
 
+    def _setting(self, key: str) -> float:
+        return read_desired(self.dir).get(key, getattr(self.spec, key))
+
     def _reap(self) -> bool:
+        """Record replicas whose process ended. Their LB slot is left as it was: HAProxy
+        must find out by itself, as it would for a node that vanished."""
         changed = False
         for rec in list(self.state.replicas):
             code = self.procs[rec.name].poll()
@@ -258,21 +271,60 @@ class Supervisor:
             self.state.replicas.remove(rec)
             self.state.history.append(rec)
             del self.procs[rec.name]
+            self.retiring.discard(rec.name)
             log(f"{rec.name} exited with code {code}")
-            due = time.monotonic() + self.spec.provisioning_delay_s
-            if rec.slot is not None:
-                standby = next((r for r in self.state.standby() if r.phase == "ready"), None)
-                if standby is not None:
-                    standby.slot = rec.slot
-                    assert self.admin is not None
-                    self.admin.point_slot(rec.slot, standby.port)
-                    log(f"promoted warm {standby.name} into slot r{rec.slot}")
-                    self.pending.append(Pending(due, None))
-                else:
-                    self.pending.append(Pending(due, rec.slot))
-            else:
-                self.pending.append(Pending(due, None))
         return changed
+
+    def _converge(self) -> bool:
+        """Bring active replicas and the warm pool to their desired counts: promote a ready
+        standby into an empty slot at once, else schedule a new replica after the
+        provisioning delay (a node being acquired); retire what is over."""
+        changed = False
+        now = time.monotonic()
+        delay = float(self._setting("provisioning_delay_s"))
+        live = [r for r in self.state.replicas if r.name not in self.retiring]
+        active = [r for r in live if r.slot is not None]
+        taken = {r.slot for r in active} | {p.slot for p in self.pending if p.slot is not None}
+        missing = int(self._setting("replicas")) - len(taken)
+        for _ in range(max(0, missing)):
+            slot = next(i for i in range(1, self.spec.slots + 1) if i not in taken)
+            taken.add(slot)
+            standby = next((r for r in live if r.slot is None and r.phase == "ready"), None)
+            if standby is not None:
+                standby.slot = slot
+                assert self.admin is not None
+                self.admin.point_slot(slot, standby.port)
+                log(f"promoted warm {standby.name} into slot r{slot}")
+            else:
+                self.pending.append(Pending(now + delay, slot))
+                log(f"slot r{slot} empty: a replacement starts in {delay:.1f}s")
+            changed = True
+        if missing < 0:  # scale in: cancel pending starts first, then retire the highest slots
+            excess = -missing
+            for p in sorted((p for p in self.pending if p.slot is not None), key=lambda p: -(p.slot or 0))[:excess]:
+                self.pending.remove(p)
+                excess -= 1
+            for rec in sorted(active, key=lambda r: -(r.slot or 0))[:excess]:
+                self._retire(rec)
+            changed = True
+        standby = [r for r in self.state.replicas if r.slot is None and r.name not in self.retiring]
+        waiting = [p for p in self.pending if p.slot is None]
+        want = int(self._setting("warm_pool")) - len(standby) - len(waiting)
+        for _ in range(max(0, want)):
+            self.pending.append(Pending(now + delay, None))
+            changed = True
+        for rec in sorted(standby, key=lambda r: r.phase == "ready")[: max(0, -want)]:
+            self._retire(rec)
+            changed = True
+        return changed
+
+    def _retire(self, rec: ReplicaRecord) -> None:
+        """Scale-in: out of the LB first, then a graceful stop."""
+        self.retiring.add(rec.name)
+        if rec.slot is not None and self.admin is not None:
+            self.admin.retire_slot(rec.slot)
+        signal_group(rec.pgid, signal.SIGTERM)
+        log(f"retiring {rec.name}")
 
     def _start_due(self) -> bool:
         now = time.monotonic()
