@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import NoReturn
 from inferchaos.errors import InferchaosError, UsageError
 
 DEFAULT_STATE_DIR = Path(".inferchaos/cluster")
+DEFAULT_LEDGER = Path(".inferchaos/ledger.jsonl")
 
 EPILOG = """\
 examples:
@@ -27,6 +29,7 @@ examples:
   inferchaos status --state-dir /tmp/ic          # replicas, readiness, LB server states
   inferchaos down --state-dir /tmp/ic            # stop everything it started
   inferchaos up --replica-cmd 'mlserver start . --http-port {port}'
+  inferchaos recover                             # undo what a killed runner left applied
 
 exit codes: 0 ok, 1 target/fault failure or nothing running, 2 bad input
 """
@@ -65,6 +68,13 @@ def build_parser() -> Parser:
     up.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     up.add_argument("--detach", action="store_true", help="start in the background and return")
 
+    rec = sub.add_parser("recover", help="undo every change the ledger says is still applied",
+                         description="Replay the undo of every ledger entry left open by a runner that "
+                         "died (SIGKILL, power loss): faults, load generators, local clusters it started.")
+    rec.add_argument("--ledger", type=Path, default=DEFAULT_LEDGER, help="default: %(default)s")
+    rec.add_argument("--force", action="store_true",
+                     help="also undo entries whose runner is still alive (it would revert them itself)")
+
     for verb, text in (("status", "show the local cluster"), ("down", "stop the local cluster")):
         p = sub.add_parser(verb, help=text)
         p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
@@ -76,7 +86,8 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"up": cmd_up, "status": cmd_status, "down": cmd_down}[args.verb](args)
+        verbs = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "recover": cmd_recover}
+        return verbs[args.verb](args)
     except UsageError as exc:
         print(f"inferchaos: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -169,6 +180,50 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from faults.ledger import Ledger
+    from faults.undo import run_step
+    from inferchaos.errors import FaultError
+    from targets.local.processes import start_time
+
+    ledger = Ledger(args.ledger)
+    if args.ledger.exists() and not os.access(args.ledger, os.R_OK):
+        raise UsageError(f"cannot read the ledger {args.ledger}")
+    entries = ledger.open_entries()
+    if not entries:
+        print(f"inferchaos: nothing to recover: every change in {args.ledger} is reverted")
+        return 0
+    failed = 0
+    # Faults and load first, clusters last: a fault's undo may need its cluster running.
+    for entry in sorted(entries, key=lambda e: (e.fault == "cluster", -e.wall)):
+        if not args.force and entry.runner_pid != os.getpid() and start_time(entry.runner_pid) is not None \
+                and _runner_alive(entry.runner_pid):
+            print(f"skipped {entry.fault} {entry.id}: its runner (pid {entry.runner_pid}) is still running "
+                  "and will revert it; --force to undo anyway")
+            continue
+        try:
+            for undo in reversed(entry.undo):
+                print(f"{entry.fault} {entry.id}: {run_step(undo)}")
+        except FaultError as exc:
+            failed += 1
+            ledger.reverted(entry, ok=False, detail=str(exc))
+            print(f"{entry.fault} {entry.id}: FAILED: {exc}", file=sys.stderr)
+            continue
+        ledger.reverted(entry, detail="recovered")
+        print(f"{entry.fault} {entry.id}: reverted")
+    return 1 if failed else 0
+
+
+def _runner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 def _print_urls(cluster) -> None:  # type: ignore[no-untyped-def]
     s = cluster.state
     ready = sum(r.phase == "ready" for r in s.active())
@@ -179,8 +234,6 @@ def _print_urls(cluster) -> None:  # type: ignore[no-untyped-def]
 
 
 def _own_pid() -> int:
-    import os
-
     return os.getpid()
 
 

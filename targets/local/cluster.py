@@ -94,7 +94,7 @@ class LocalCluster:
                     return
                 if state.phase == "failed" or (state.phase == "stopped"):
                     raise ClusterStartError(state.error or "the cluster stopped while starting")
-                if progress:
+                if progress and state.replicas:
                     ready = sum(r.phase == "ready" for r in state.replicas)
                     line = f"starting: {ready}/{len(state.replicas)} replicas ready"
                     if line != last:

@@ -62,6 +62,9 @@ frontend stats
 
 backend {BACKEND}
   balance leastconn
+  # Without it HAProxy holds back SSE chunks and time-to-first-token through the LB is
+  # meaningless (measured: all tokens arrived at the end).
+  option http-no-delay
   option httpchk
   http-check send meth GET uri {ready_path}
   http-check expect status 200

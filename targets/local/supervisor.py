@@ -55,9 +55,11 @@ def log_tail(path: Path | str, lines: int = 1) -> str:
 
 @dataclass
 class Pending:
-    """A replica to start once the provisioning delay has passed (a node being acquired)."""
+    """A replica to start once the provisioning delay has passed (a node being acquired).
+    The delay is read when checking, not fixed when asking, so an undo that restores the
+    delay also brings the replacement forward."""
 
-    due: float
+    since: float
     slot: int | None
 
 
@@ -296,7 +298,7 @@ class Supervisor:
                 self.admin.point_slot(slot, standby.port)
                 log(f"promoted warm {standby.name} into slot r{slot}")
             else:
-                self.pending.append(Pending(now + delay, slot))
+                self.pending.append(Pending(now, slot))
                 log(f"slot r{slot} empty: a replacement starts in {delay:.1f}s")
             changed = True
         if missing < 0:  # scale in: cancel pending starts first, then retire the highest slots
@@ -311,7 +313,7 @@ class Supervisor:
         waiting = [p for p in self.pending if p.slot is None]
         want = int(self._setting("warm_pool")) - len(standby) - len(waiting)
         for _ in range(max(0, want)):
-            self.pending.append(Pending(now + delay, None))
+            self.pending.append(Pending(now, None))
             changed = True
         for rec in sorted(standby, key=lambda r: r.phase == "ready")[: max(0, -want)]:
             self._retire(rec)
@@ -328,7 +330,8 @@ class Supervisor:
 
     def _start_due(self) -> bool:
         now = time.monotonic()
-        due = [p for p in self.pending if p.due <= now]
+        delay = float(self._setting("provisioning_delay_s"))
+        due = [p for p in self.pending if p.since + delay <= now]
         for p in due:
             self.pending.remove(p)
             self._spawn_replica(p.slot)

@@ -1,0 +1,18 @@
+"""Spot reclamation mid-inference: one replica gets the notice, drains, is killed at the
+deadline with requests in flight, and comes back only after the provisioning delay.
+
+Graceful means: clients barely notice (availability, p99), the load balancer stops
+routing to the reclaimed replica quickly (failover_s), and once the fault is over the
+service is back within its objectives in bounded time (recovery_s).
+"""
+
+import pytest
+
+from faults.spot_reclamation import SpotReclamation
+
+
+@pytest.mark.spot_reclamation
+def test_spot_reclamation(run_experiment, target):
+    fault = SpotReclamation(target=target, notice_s=2.0, replicas="1", provisioning_delay_s=3.0)
+    result = run_experiment(fault)
+    assert result.verdict == "pass", result.failure_message()

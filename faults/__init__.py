@@ -1,0 +1,1 @@
+"""Fault injectors: each knows how to inject, how to undo (as data), and journals both."""

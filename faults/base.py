@@ -1,0 +1,149 @@
+"""The fault protocol: plan, prepare, inject, revert — with blast radius and a journal.
+
+A fault is a small object with one job. `Fault` does the bookkeeping every fault shares:
+the ledger entry is opened before the first change (with the undo known so far),
+extended as the fault learns what it touched, and closed only after the undo ran;
+`revert()` is safe to call any number of times, from `finally`, a signal handler or the
+safeguard. Subclasses implement `_plan`, `_prepare` (optional), `_inject` and `_revert`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from faults.ledger import Entry, Ledger, UndoStep
+from inferchaos.errors import UsageError
+
+
+@dataclass(frozen=True)
+class BlastRadius:
+    """How much of the target a fault may touch: a count ("2") or a share ("50%")."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    @classmethod
+    def parse(cls, value: str | int | float) -> BlastRadius:
+        text = str(value).strip()
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)%", text)
+        if m:
+            pct = float(m.group(1))
+            if not 0 < pct <= 100:
+                raise UsageError(f"blast radius {text}: a percentage must be in (0, 100]")
+            return cls(percent=pct)
+        if re.fullmatch(r"\d+", text) and int(text) >= 1:
+            return cls(count=int(text))
+        raise UsageError(f"blast radius {text!r}: give a count (e.g. 1) or a percentage (e.g. 50%)")
+
+    def resolve(self, total: int, what: str, keep_at_least: int = 1) -> int:
+        """How many of `total` to touch; refuses to exceed what may be touched."""
+        n = self.count if self.count is not None else math.ceil(total * (self.percent or 0) / 100)
+        limit = total - keep_at_least
+        if n > limit:
+            raise UsageError(
+                f"blast radius {self} would touch {n} of {total} {what}; at most {max(limit, 0)} "
+                f"(at least {keep_at_least} must keep serving)"
+            )
+        return n
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.percent is not None else str(self.count)
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """Something the fault did or saw, on the monotonic clock (e.g. "sigkill replica-2")."""
+
+    t: float
+    what: str
+    subject: str = ""
+
+
+@dataclass
+class Fault:
+    """Base of every fault. Subclass fields are the fault's parameters."""
+
+    name: ClassVar[str] = "fault"
+    ledger: Ledger = field(default_factory=Ledger, repr=False)
+    experiment: str | None = None
+    events: list[FaultEvent] = field(default_factory=list, init=False, repr=False)
+    _entry: Entry | None = field(default=None, init=False, repr=False)
+    _reverted: bool = field(default=False, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    # ---------------------------------------------------------------- public protocol
+    def plan(self) -> list[str]:
+        """What would be done, to which objects, in plain lines. Changes nothing."""
+        return self._plan()
+
+    def prepare(self) -> None:
+        """Changes needed before the baseline (e.g. a warm pool); journalled."""
+        self._open()
+        self._prepare()
+
+    def inject(self) -> None:
+        self._open()
+        self._inject()
+
+    def revert(self) -> None:
+        """Undo everything; idempotent and thread-safe."""
+        with self._lock:
+            if self._reverted or self._entry is None:
+                return
+            self._reverted = True
+            try:
+                self._revert()
+            except Exception as exc:
+                self.ledger.reverted(self._entry, ok=False, detail=str(exc))
+                raise
+            self.ledger.reverted(self._entry)
+            self.note("reverted")
+
+    @property
+    def applied(self) -> bool:
+        return self._entry is not None and not self._reverted
+
+    def note(self, what: str, subject: str = "") -> None:
+        self.events.append(FaultEvent(time.monotonic(), what, subject))
+
+    def first(self, what: str, subject: str | None = None) -> FaultEvent | None:
+        return next((e for e in self.events if e.what == what and (subject is None or e.subject == subject)), None)
+
+    def journal(self, undo: list[UndoStep]) -> None:
+        """Record more undo *before* making the change it undoes."""
+        assert self._entry is not None, "journal() before prepare()/inject()"
+        self._entry = self.ledger.extend(self._entry, undo)
+
+    # ---------------------------------------------------------------- for subclasses
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def target_ref(self) -> dict[str, Any]:
+        return {}
+
+    def _open(self) -> None:
+        if self._entry is None:
+            self._entry = self.ledger.applied(self.name, [], self.target_ref(), self.params(), self.experiment)
+
+    def _plan(self) -> list[str]:
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        pass
+
+    def _inject(self) -> None:
+        raise NotImplementedError
+
+    def _revert(self) -> None:
+        """By default, replay the journalled undo, newest first: the very steps
+        `inferchaos recover` would run, so the two paths cannot drift apart."""
+        from faults.undo import run_step
+
+        assert self._entry is not None
+        for undo in reversed(self._entry.undo):
+            self.note("undo", run_step(undo))

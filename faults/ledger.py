@@ -1,0 +1,126 @@
+"""The ledger: an append-only journal of everything the suite changed, and its undo.
+
+An entry is written *before* a change takes effect and closed *after* its undo ran, so a
+runner killed at any moment leaves a ledger from which `inferchaos recover` can restore
+the target: open entries are exactly the changes that may still be in force. Undo is
+data (a list of `UndoStep`s), never code, so it survives the process that wrote it.
+
+Lines are appended with `O_APPEND` under an exclusive lock and fsynced; a line cut short
+by a crash is skipped on reading, and the entries before it are kept.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+DEFAULT_LEDGER = Path(".inferchaos/ledger.jsonl")
+
+
+@dataclass(frozen=True)
+class UndoStep:
+    """One idempotent step that puts something back. `op` names an executor in
+    `faults.undo`; `args` are its JSON arguments."""
+
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    event: str  # "applied" | "reverted" | "revert_failed"
+    fault: str
+    wall: float
+    runner_pid: int
+    target: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    undo: tuple[UndoStep, ...] = ()
+    experiment: str | None = None
+    detail: str | None = None
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["undo"] = [asdict(u) for u in self.undo]
+        return json.dumps(d, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Entry:
+        d = dict(d)
+        d["undo"] = tuple(UndoStep(**u) for u in d.get("undo", ()))
+        return cls(**d)
+
+
+class Ledger:
+    def __init__(self, path: Path | str = DEFAULT_LEDGER) -> None:
+        self.path = Path(path)
+
+    def _append(self, entry: Entry) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # A previous writer may have died mid-line: start ours on a fresh line.
+            if os.fstat(fd).st_size and not self._ends_with_newline():
+                os.write(fd, b"\n")
+            os.write(fd, entry.to_json().encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def applied(self, fault: str, undo: list[UndoStep], target: dict[str, Any] | None = None,
+                params: dict[str, Any] | None = None, experiment: str | None = None) -> Entry:
+        """Journal a change about to be made. Call before the change, not after."""
+        entry = Entry(
+            id=uuid.uuid4().hex[:12], event="applied", fault=fault, wall=time.time(), runner_pid=os.getpid(),
+            target=target or {}, params=params or {}, undo=tuple(undo), experiment=experiment,
+        )
+        self._append(entry)
+        return entry
+
+    def extend(self, entry: Entry, undo: list[UndoStep]) -> Entry:
+        """Add undo steps learnt after the fact (a replica picked, a process started):
+        re-journalled under the same id, so the newest copy is the one recovered."""
+        grown = Entry(**{**asdict(entry), "undo": entry.undo + tuple(undo), "wall": time.time()})
+        self._append(grown)
+        return grown
+
+    def reverted(self, entry: Entry, ok: bool = True, detail: str | None = None) -> None:
+        self._append(Entry(
+            id=entry.id, event="reverted" if ok else "revert_failed", fault=entry.fault, wall=time.time(),
+            runner_pid=os.getpid(), target=entry.target, experiment=entry.experiment, detail=detail,
+        ))
+
+    def entries(self) -> Iterator[Entry]:
+        try:
+            lines = self.path.read_bytes().split(b"\n")
+        except FileNotFoundError:
+            return
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                yield Entry.from_dict(json.loads(line))
+            except (json.JSONDecodeError, TypeError, KeyError):
+                continue  # a line cut short by a crash
+
+    def open_entries(self) -> list[Entry]:
+        """Changes applied and not (successfully) reverted, newest copy of each."""
+        latest: dict[str, Entry] = {}
+        for e in self.entries():
+            if e.event == "applied":
+                latest[e.id] = e
+            elif e.event == "reverted":
+                latest.pop(e.id, None)
+        return list(latest.values())

@@ -1,0 +1,76 @@
+"""Executors for undo steps: how recorded undo data is turned back into actions.
+
+Every executor is idempotent (running it twice, or on a target already restored, is
+harmless) and checks identity before acting: a process is named by pid *and* start time.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable
+
+from faults.ledger import UndoStep
+from inferchaos.errors import FaultError
+from targets.local.control import replace_desired
+from targets.local.processes import end_groups, group_alive, signal_group, start_time
+
+Executor = Callable[..., str]
+
+
+def _same_process(pid: int, started: int | None) -> bool:
+    return started is not None and start_time(pid) == started
+
+
+def end_group(pgid: int, started: int | None = None, what: str = "process group") -> str:
+    if not group_alive(pgid):
+        return f"{what} {pgid}: already gone"
+    if start_time(pgid) is not None and not _same_process(pgid, started):
+        return f"{what} {pgid}: pid reused by another process, left alone"
+    end_groups([pgid], grace_s=3.0)
+    return f"{what} {pgid}: ended"
+
+
+def signal_process(pid: int, started: int | None, sig: str, what: str = "process") -> str:
+    if not _same_process(pid, started):
+        return f"{what} {pid}: gone, nothing to do"
+    signal_group(pid, getattr(signal, sig))
+    return f"{what} {pid}: sent {sig}"
+
+
+def restore_desired(state_dir: str, values: dict[str, Any]) -> str:
+    replace_desired(state_dir, values)
+    return f"cluster {state_dir}: runtime settings restored to {values or 'the spec'}"
+
+
+def stop_cluster(state_dir: str) -> str:
+    from targets.local.cluster import LocalCluster  # a heavier import, only for recover
+
+    orphans = LocalCluster.attach(state_dir).stop()
+    return f"cluster {state_dir}: stopped" + (f" ({len(orphans)} orphaned groups ended)" if orphans else "")
+
+
+EXECUTORS: dict[str, Executor] = {
+    "end_group": end_group,
+    "signal_process": signal_process,
+    "restore_desired": restore_desired,
+    "stop_cluster": stop_cluster,
+}
+
+
+def run_step(step: UndoStep) -> str:
+    try:
+        executor = EXECUTORS[step.op]
+    except KeyError:
+        raise FaultError(f"unknown undo step {step.op!r} in the ledger") from None
+    try:
+        return executor(**step.args)
+    except FaultError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported per step, recover goes on
+        raise FaultError(f"undo step {step.op} failed: {exc}") from exc
+
+
+def step(op: str, **args: Any) -> UndoStep:
+    if op not in EXECUTORS:
+        raise ValueError(f"no executor for undo op {op!r}")
+    return UndoStep(op, args)

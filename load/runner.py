@@ -1,0 +1,341 @@
+"""Run locust (load/locustfile.py) in its own process group and collect its request log.
+
+    with LoadRunner(lb_url, out / "requests.jsonl", LoadProfile(users=8)) as load:
+        tail = load.tail()
+        ...                       # tail() gives the records that came since the last call
+    records = load.records()      # after stop(): the merged log, sorted by start
+
+Locust is never imported here: it monkey-patches whatever process imports it.
+
+Stopping: SIGINT to the whole process group, as a terminal's Ctrl-C would. In headless
+mode locust turns SIGINT (KeyboardInterrupt) and SIGTERM alike into its shutdown()
+(quitting event, summary, exit), but with `--processes N` only SIGINT is what the
+forked workers expect: the parent ignores the first SIGINT and waits for its children,
+who each shut down on their own SIGINT. After 15 s the group gets SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from inferchaos.errors import UsageError
+from load.records import (
+    RequestLogTail,
+    RequestRecord,
+    parse_mix,
+    part_paths,
+    read_log,
+    read_parts,
+    write_log,
+)
+
+__all__ = ["LoadProfile", "LoadRunner", "LoadStartError", "RequestLogTail", "read_log"]
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+
+
+class LoadStartError(RuntimeError):
+    """Locust did not produce a first request record in time (or exited)."""
+
+
+@dataclass(frozen=True)
+class LoadProfile:
+    users: int = 8
+    spawn_rate: float = 50.0
+    processes: int = 1
+    mix: str = "infer=8,completion=1,stream=1"
+    model: str = "mlp"
+    max_tokens: int = 8
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> LoadProfile:
+        if type(self.users) is not int or self.users < 1:
+            raise UsageError(f"load users must be a whole number of at least 1, got {self.users!r}")
+        if not isinstance(self.spawn_rate, (int, float)) or isinstance(self.spawn_rate, bool) \
+                or not self.spawn_rate > 0:
+            raise UsageError(f"load spawn rate must be above 0 users/s, got {self.spawn_rate!r}")
+        if type(self.processes) is not int or self.processes < 1:
+            raise UsageError(f"load processes must be a whole number of at least 1, got {self.processes!r}")
+        if self.processes > (os.cpu_count() or 1) * 4:
+            raise UsageError(f"load processes {self.processes} is more than 4 per CPU core "
+                             f"({os.cpu_count()} cores)")
+        parse_mix(self.mix)
+        if not isinstance(self.model, str) or not self.model.strip() or "/" in self.model:
+            raise UsageError(f"load model must be a model name, got {self.model!r}")
+        if type(self.max_tokens) is not int or self.max_tokens < 1:
+            raise UsageError(f"load max_tokens must be a whole number of at least 1, got {self.max_tokens!r}")
+        return self
+
+
+class LoadRunner:
+    """One locust run: start() → tail() while it runs → stop() → records().
+
+    `log_path` is the merged JSONL request log; while running, each load process
+    appends to `<log_path>.<hostname>-<pid>.part`. Locust's own output goes to
+    `log_locust_to` (default `<log_path>.locust.log`).
+    """
+
+    def __init__(self, host: str, log_path: Path, profile: LoadProfile,
+                 log_locust_to: Path | None = None, *, record_requests: bool = True,
+                 extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
+                 timeout_s: float = 30.0, wait_s: float = 0.0) -> None:
+        if not isinstance(host, str) or not host.startswith(("http://", "https://")):
+            raise UsageError(f"load target must be an http(s) URL, got {host!r}")
+        profile.validate()
+        self.host = host.rstrip("/")
+        self.log_path = Path(log_path).resolve()
+        self.profile = profile
+        self.locust_log = Path(log_locust_to).resolve() if log_locust_to else \
+            self.log_path.with_name(self.log_path.name + ".locust.log")
+        self.record_requests = record_requests
+        self.extra_args = tuple(extra_args)
+        self.extra_env = dict(env or {})
+        self.timeout_s = timeout_s
+        self.wait_s = wait_s
+        self._proc: subprocess.Popen | None = None
+        self._master_port: int | None = None
+        self._log_fh = None
+        self._log_start = 0
+        self._stopped = False
+        self._merged: list[RequestRecord] | None = None
+        self.started_at: float | None = None  # monotonic, when the first record appeared
+        self.stopped_at: float | None = None  # monotonic, when stop() signalled locust
+        self.exit_code: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def command(self) -> list[str]:
+        p = self.profile
+        cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+               "-u", str(p.users), "-r", str(p.spawn_rate), "--host", self.host,
+               "--exit-code-on-error", "0", "--only-summary", "--loglevel", "INFO"]
+        if p.processes > 1:
+            # the forked master binds a ZeroMQ port (default 5557, shared by every run on
+            # the machine): give each run its own, on loopback only
+            port = self._master_port or 5557
+            cmd += ["--processes", str(p.processes), "--master-bind-host", "127.0.0.1",
+                    "--master-bind-port", str(port), "--master-host", "127.0.0.1", "--master-port", str(port)]
+        return cmd + list(self.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "INFERCHAOS_"))}
+        p = self.profile
+        env.update({
+            "INFERCHAOS_MIX": p.mix, "INFERCHAOS_MODEL": p.model, "INFERCHAOS_MAX_TOKENS": str(p.max_tokens),
+            "INFERCHAOS_TIMEOUT_S": str(self.timeout_s), "INFERCHAOS_WAIT_S": str(self.wait_s),
+            "PYTHONUNBUFFERED": "1",
+        })
+        if self.record_requests:
+            env["INFERCHAOS_REQUEST_LOG"] = str(self.log_path)
+        # the locustfile imports load.records and inferchaos.errors from this checkout
+        root = str(LOCUSTFILE.parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def pgid(self) -> int | None:
+        """Locust's process group (its own session): every load process is in it."""
+        return self._proc.pid if self._proc else None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> LoadRunner:
+        if self._proc is not None:
+            raise RuntimeError("this LoadRunner was already started; make a new one")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.locust_log.parent.mkdir(parents=True, exist_ok=True)
+        for stale in part_paths(self.log_path):
+            stale.unlink(missing_ok=True)
+        self._log_fh = open(self.locust_log, "ab")
+        for attempt in range(1, 4):
+            if self.profile.processes > 1:
+                self._master_port = free_port()
+            self._spawn()
+            try:
+                self._wait_started()
+                return self
+            except LoadStartError as exc:
+                # another run took the free port we picked before locust bound it: pick again
+                if attempt < 3 and self._master_port and "Address already in use" in str(exc):
+                    self._end_group()
+                    continue
+                self.stop()
+                raise
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def _spawn(self) -> None:
+        self._log_fh.write(("$ " + " ".join(self.command()) + "\n").encode())
+        self._log_fh.flush()
+        self._log_start = self._log_fh.tell()
+        self._proc = subprocess.Popen(
+            self.command(), env=self.environment(), stdin=subprocess.DEVNULL,
+            stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=str(LOCUSTFILE.parent.parent),
+        )
+
+    def _wait_started(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self._started():
+                self.started_at = time.monotonic()
+                return
+            if self._proc.poll() is not None:
+                raise LoadStartError(f"locust exited with code {self._proc.returncode} before its first "
+                                     f"request{self._log_tail()}")
+            if time.monotonic() > deadline:
+                what = "first request record" if self.record_requests else "users"
+                raise LoadStartError(f"locust gave no {what} within {START_TIMEOUT_S:.0f} s{self._log_tail()}")
+            time.sleep(0.05)  # polling a condition, with a deadline
+
+    def _started(self) -> bool:
+        if self.record_requests:
+            return any(_size(p) > 0 for p in part_paths(self.log_path))
+        return self.users_started()
+
+    def _this_log(self) -> bytes:
+        try:
+            with open(self.locust_log, "rb") as fh:
+                fh.seek(self._log_start)
+                return fh.read()
+        except FileNotFoundError:
+            return b""
+
+    def users_started(self) -> bool:
+        """True when locust says it has spawned all its users."""
+        return b"All users spawned" in self._this_log()
+
+    def _log_tail(self, lines: int = 15) -> str:
+        text = self._this_log().decode(errors="replace").strip().splitlines()[-lines:]
+        return "; locust log " + str(self.locust_log) + ":\n  " + "\n  ".join(text) if text else ""
+
+    def tail(self) -> RequestLogTail:
+        """A reader of the records written since its previous call (from all load processes)."""
+        return RequestLogTail(self.log_path)
+
+    def stop(self) -> list[RequestRecord]:
+        """Stop locust (SIGINT to its group; SIGKILL after 15 s), merge the part files
+        into `log_path` and return the records. Idempotent; safe in `finally`."""
+        if self._stopped:
+            return list(self._merged or [])
+        self._stopped = True
+        try:
+            if self._proc is not None:
+                self.stopped_at = time.monotonic()
+                self._end_group()
+        finally:
+            if self._log_fh is not None:
+                self._log_fh.close()
+                self._log_fh = None
+            self._merged = self._merge() if self._proc is not None else []
+        return list(self._merged)
+
+    def _end_group(self) -> None:
+        proc, pgid = self._proc, self._proc.pid
+        if proc.poll() is None:
+            _killpg(pgid, signal.SIGINT)
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        self.exit_code = proc.poll()
+        # locust's parent may be gone while forked workers linger: the group must be empty
+        deadline = time.monotonic() + (STOP_TIMEOUT_S if self.exit_code is None else 2.0)
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if group_members(pgid) or proc.poll() is None:
+            _killpg(pgid, signal.SIGKILL)
+            proc.wait()
+            deadline = time.monotonic() + 5.0
+            while group_members(pgid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self.exit_code = proc.returncode
+
+    def _merge(self) -> list[RequestRecord]:
+        if not self.record_requests:
+            return []
+        parts = part_paths(self.log_path)
+        records = read_parts(self.log_path)
+        if parts or not self.log_path.exists():
+            write_log(self.log_path, records)
+        else:
+            records = read_log(self.log_path)
+        for p in parts:
+            p.unlink(missing_ok=True)
+        return records
+
+    def records(self) -> list[RequestRecord]:
+        """The merged request log (after stop())."""
+        if self._merged is not None:
+            return list(self._merged)
+        return read_log(self.log_path)
+
+    def __enter__(self) -> LoadRunner:
+        if self._proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # last resort: never leave a load generator behind
+        proc = getattr(self, "_proc", None)
+        if proc is not None and not getattr(self, "_stopped", True) and proc.poll() is None:
+            _killpg(proc.pid, signal.SIGKILL)
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) pids in process group `pgid`, from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may contain spaces and parens
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            members.append(int(entry))
+    return members

@@ -1,0 +1,79 @@
+"""Did the load balancer fail over gracefully? Measured from LB samples and the request log.
+
+For each replica a fault removed, three times on the run's clock:
+- `failover_s`: from the replica's death until the LB stopped routing to it (0 when the
+  LB had already taken it out during the notice, which is the graceful case);
+- the requests that failed between its death and its ejection;
+- `replacement_traffic_s`: from its death until its replacement served a valid answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol, Sequence
+
+from probes.lb_sampler import LbSample
+
+
+class Record(Protocol):
+    start: float
+    ok: bool
+    replica: str | None
+
+
+@dataclass(frozen=True)
+class Failover:
+    replica: str
+    port: int
+    server: str | None
+    died_at: float
+    ejected_at: float | None
+    failover_s: float | None
+    failed_before_ejection: int
+    served_after_death: int
+    replacement: str | None
+    replacement_traffic_s: float | None
+
+    def summary(self) -> str:
+        fo = f"{self.failover_s:.2f}s" if self.failover_s is not None else "never"
+        rt = f"{self.replacement_traffic_s:.2f}s" if self.replacement_traffic_s is not None else "not seen"
+        return (f"{self.replica}: LB stopped routing to it {fo} after its death; "
+                f"{self.failed_before_ejection} requests failed meanwhile; replacement "
+                f"{self.replacement or '-'} took traffic after {rt}")
+
+
+def ejected_at(samples: Sequence[LbSample], port: int, since: float) -> tuple[str | None, float | None]:
+    """When the server that pointed at `port` was last seen up before going out of rotation.
+    Returns (server name, time of the first sample at or after which it is no longer up)."""
+    mine = [s for s in samples if s.port == port]
+    if not mine:
+        return None, None
+    server = mine[0].server
+    # Walk the samples of that server (its port may be re-pointed to a replacement).
+    history = [s for s in samples if s.server == server]
+    out_since: float | None = None
+    for s in history:
+        serving = s.up and s.port == port
+        if serving:
+            out_since = None
+        elif out_since is None:
+            out_since = s.t
+    if out_since is None:
+        return server, None
+    return server, out_since
+
+
+def analyse(replica: str, port: int, died_at: float, samples: Sequence[LbSample], records: Iterable[Record],
+            replacement: str | None) -> Failover:
+    records = list(records)
+    server, out = ejected_at(samples, port, died_at)
+    failover = None if out is None else max(0.0, out - died_at)
+    failed_before = sum(1 for r in records if not r.ok and died_at <= r.start < (out if out else float("inf")))
+    served_after = sum(1 for r in records if r.replica == replica and r.ok and r.start > died_at)
+    first = min((r.start for r in records if replacement and r.replica == replacement and r.ok and r.start >= died_at),
+                default=None)
+    return Failover(
+        replica=replica, port=port, server=server, died_at=died_at, ejected_at=out, failover_s=failover,
+        failed_before_ejection=failed_before, served_after_death=served_after, replacement=replacement,
+        replacement_traffic_s=None if first is None else first - died_at,
+    )

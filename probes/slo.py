@@ -1,0 +1,379 @@
+"""The SLO file: what every experiment is judged on, and how long each phase lasts.
+
+A file and not code, because the same experiments run nightly in staging, as a short CI
+gate and on game days, and each audience tightens or loosens objectives without touching
+the tests. Layers, lowest first: built-in defaults → `[defaults]` and `[safeguard]` in
+the file → `[experiments.<name>]` → `--slo-set KEY=VALUE` (for every experiment, wins
+over all), merged key by key. Every mistake is a `UsageError` of one line naming the
+file, the section, the key and the problem, raised before anything is injected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from inferchaos.errors import UsageError
+
+
+# --------------------------------------------------------------------------- registries
+@dataclass(frozen=True)
+class Bound:
+    """The numbers a key accepts; checked once, at load time, so a run never starts on nonsense."""
+
+    low: float = 0.0
+    low_open: bool = False
+    high: float | None = None
+    integer: bool = False
+
+    def problem(self, v: float) -> str | None:
+        if self.integer and not float(v).is_integer():
+            return f"expected an integer, got {v:g}"
+        too_low = v <= self.low if self.low_open else v < self.low
+        if too_low or (self.high is not None and v > self.high):
+            return f"must be {self.describe()}, got {v:g}"
+        return None
+
+    def describe(self) -> str:
+        if self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        return f"{'>' if self.low_open else '>='} {self.low:g}"
+
+
+FRACTION = Bound(0.0, high=1.0)
+DURATION = Bound(0.0)
+POSITIVE = Bound(0.0, low_open=True)
+COUNT = Bound(1.0, integer=True)
+
+
+@dataclass(frozen=True)
+class SloKey:
+    op: str
+    unit: str
+    meaning: str
+    bound: Bound = DURATION
+
+
+#: Every objective an experiment can be judged on: direction, unit, one-line meaning.
+SLO_KEYS: dict[str, SloKey] = {
+    "availability": SloKey(">=", "fraction", "fraction of requests (inject -> end) that got a valid answer", FRACTION),
+    "error_rate": SloKey("<=", "fraction", "fraction of requests (inject -> end) that did not", FRACTION),
+    "p50_ms": SloKey("<=", "ms", "median latency (inject -> end), failed requests included"),
+    "p95_ms": SloKey("<=", "ms", "95th percentile latency (inject -> end), failed requests included"),
+    "p99_ms": SloKey("<=", "ms", "99th percentile latency (inject -> end), failed requests included"),
+    "ttft_p99_ms": SloKey("<=", "ms", "99th percentile time to first token of streaming requests"),
+    "throughput_rps": SloKey(">=", "req/s", "valid answers per second (inject -> end)"),
+    "recovery_s": SloKey("<=", "s", "seconds after revert until errors and p99 are back within objective"),
+    "failover_s": SloKey("<=", "s", "seconds from replica death until the LB stopped routing to it"),
+    "freshness_s": SloKey("<=", "s", "worst age of the features a request was answered with"),
+    "cold_start_s": SloKey("<=", "s", "seconds from a replacement replica's start until it is ready"),
+    "scale_out_s": SloKey("<=", "s", "seconds from the scale-out trigger until a new replica serves"),
+}
+
+PHASE_KEYS: dict[str, Bound] = {
+    "baseline_s": DURATION,
+    "hold_s": POSITIVE,
+    "recovery_window_s": POSITIVE,
+    "users": COUNT,
+    "spawn_rate": POSITIVE,
+    "processes": COUNT,
+}
+
+SAFEGUARD_KEYS: dict[str, Bound] = {
+    "max_error_rate": Bound(0.0, low_open=True, high=1.0),
+    "window_s": POSITIVE,
+    "max_p99_ms": POSITIVE,
+}
+
+BUILTIN_SLO: dict[str, float] = {"availability": 0.99, "p99_ms": 2000, "recovery_s": 20, "failover_s": 10}
+BUILTIN_PHASES: dict[str, float] = {"baseline_s": 5, "hold_s": 10, "recovery_window_s": 15, "users": 8, "processes": 1}
+BUILTIN_SAFEGUARD: dict[str, float] = {"max_error_rate": 0.5, "window_s": 3}
+
+OVERRIDE_KEYS: tuple[str, ...] = (*SLO_KEYS, *PHASE_KEYS, *(f"safeguard.{k}" for k in SAFEGUARD_KEYS))
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class Objective:
+    key: str
+    op: str
+    value: float
+    unit: str
+    optional: bool = False
+
+    def target(self) -> str:
+        """The bound alone, e.g. "<= 2000 ms", as the SLO table shows it."""
+        unit = "" if self.unit == "fraction" else f" {self.unit}"
+        return f"{self.op} {self.value:g}{unit}"
+
+    def describe(self) -> str:
+        return f"{self.key} {self.target()}" + (" (optional)" if self.optional else "")
+
+
+@dataclass(frozen=True)
+class Phases:
+    baseline_s: float
+    hold_s: float
+    recovery_window_s: float
+    users: int
+    spawn_rate: float
+    processes: int
+
+
+@dataclass(frozen=True)
+class Safeguard:
+    max_error_rate: float
+    window_s: float
+    max_p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentSlo:
+    experiment: str
+    objectives: tuple[Objective, ...]
+    phases: Phases
+    safeguard: Safeguard
+
+    def objective(self, key: str) -> Objective | None:
+        return next((o for o in self.objectives if o.key == key), None)
+
+
+# --------------------------------------------------------------------------- layers
+@dataclass(frozen=True)
+class _Spec:
+    """One objective as one layer writes it; None means "inherit from the layer below"."""
+
+    value: float | None
+    optional: bool | None = None
+
+
+@dataclass
+class _Layer:
+    where: str
+    slo: dict[str, _Spec] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    safeguard: dict[str, float] = field(default_factory=dict)
+
+
+def default_slo_path() -> Path:
+    """experiments/slo.toml in the repository this package lives in."""
+    return Path(__file__).resolve().parent.parent / "experiments" / "slo.toml"
+
+
+def load_slo(path: Path | None, experiment: str, overrides: Sequence[str] = ()) -> ExperimentSlo:
+    """Objectives, phases and safeguard for `experiment`.
+
+    `path` None reads the default file, and falls back to the built-in defaults when the
+    package was installed without it; a file the user named must exist. Every
+    experiment section in the file is checked, not only this one, so a typo in another
+    experiment's section fails tonight's run rather than next week's."""
+    wins = _override_layer(parse_overrides(overrides))
+    if path is None and not default_slo_path().is_file():
+        src, doc = "built-in defaults", {}
+    else:
+        path = default_slo_path() if path is None else Path(path)
+        src, doc = _display(path), _read(path)
+    defaults, experiments = _parse_doc(doc, src)
+    builtin = _Layer("built-in defaults", {k: _Spec(v, False) for k, v in BUILTIN_SLO.items()},
+                     dict(BUILTIN_PHASES), dict(BUILTIN_SAFEGUARD))
+    for name, layer in experiments.items():
+        _build(name, [builtin, defaults, layer], src)
+    own = experiments.get(experiment, _Layer(f"[experiments.{experiment}]"))
+    return _build(experiment, [builtin, defaults, own, wins], src)
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, float]:
+    """`--slo-set KEY=VALUE` strings → {key: value}, validated, so option parsing can fail
+    early with one line. KEY is an SLO key, a phase key or `safeguard.<key>`."""
+    out: dict[str, float] = {}
+    for raw in overrides:
+        where = f"--slo-set {raw}"
+        key, sep, text = (part.strip() for part in raw.partition("="))
+        if not sep or not key or not text:
+            raise UsageError(f"{where}: expected KEY=VALUE, e.g. p99_ms=2500")
+        bound = _override_bound(key)
+        if bound is None:
+            raise UsageError(f"{where}: unknown key {key!r}{_suggest(key, OVERRIDE_KEYS)}")
+        try:
+            value: Any = float(text)
+        except ValueError:
+            value = text
+        out[key] = _number(value, f"{where}: {key}", bound)
+    return out
+
+
+# --------------------------------------------------------------------------- reading
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    src = _display(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise UsageError(f"{src}: cannot read SLO file: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{src}: not UTF-8 text: {e.reason} at byte {e.start}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{src}: invalid TOML: {_one_line(str(e))}") from None
+
+
+def _parse_doc(doc: Mapping[str, Any], src: str) -> tuple[_Layer, dict[str, _Layer]]:
+    top = ("defaults", "safeguard", "experiments")
+    for name in doc:
+        if name not in top:
+            raise UsageError(f"{src}: unknown section [{name}]{_suggest(name, top)};"
+                             " expected [defaults], [safeguard] or [experiments.<name>]")
+    defaults = _layer(_table(doc.get("defaults", {}), src, "[defaults]"), src, "defaults",
+                      allowed=("slo", "phases"))
+    defaults.safeguard = _numbers(_table(doc.get("safeguard", {}), src, "[safeguard]"),
+                                  src, "[safeguard]", SAFEGUARD_KEYS, "safeguard key")
+    experiments: dict[str, _Layer] = {}
+    for name, section in _table(doc.get("experiments", {}), src, "[experiments]").items():
+        where = f"experiments.{name}"
+        experiments[name] = _layer(_table(section, src, f"[{where}]"), src, where,
+                                   allowed=("slo", "phases", "safeguard"))
+    return defaults, experiments
+
+
+def _layer(section: Mapping[str, Any], src: str, where: str, allowed: tuple[str, ...]) -> _Layer:
+    layer = _Layer(f"[{where}]")
+    for name, value in section.items():
+        if name not in allowed:
+            listed = ", ".join(f"[{where}.{a}]" for a in allowed)
+            raise UsageError(f"{src}: [{where}] unknown key {name!r}{_suggest(name, allowed)};"
+                             f" expected the sections {listed}")
+        table = _table(value, src, f"[{where}.{name}]")
+        if name == "slo":
+            layer.slo = {k: _objective(k, v, src, f"[{where}.slo] {k}") for k, v in _known(
+                table, src, f"[{where}.slo]", SLO_KEYS, "SLO key").items()}
+        elif name == "phases":
+            layer.phases = _numbers(table, src, f"[{where}.phases]", PHASE_KEYS, "phase key")
+        else:
+            layer.safeguard = _numbers(table, src, f"[{where}.safeguard]", SAFEGUARD_KEYS, "safeguard key")
+    return layer
+
+
+def _objective(key: str, value: Any, src: str, where: str) -> _Spec:
+    """A number, or `{ value = 10, optional = true }` (either part may be inherited)."""
+    bound = SLO_KEYS[key].bound
+    if not isinstance(value, dict):
+        return _Spec(_number(value, f"{src}: {where}", bound))
+    for k in value:
+        if k not in ("value", "optional"):
+            raise UsageError(f"{src}: {where}: unknown key {k!r} in the objective's table"
+                             f"{_suggest(k, ('value', 'optional'))}")
+    optional = value.get("optional")
+    if optional is not None and not isinstance(optional, bool):
+        raise UsageError(f"{src}: {where}: optional: expected true or false, got {_show(optional)}")
+    number = _number(value["value"], f"{src}: {where}: value", bound) if "value" in value else None
+    return _Spec(number, optional)
+
+
+def _numbers(table: Mapping[str, Any], src: str, where: str, keys: Mapping[str, Bound],
+             what: str) -> dict[str, float]:
+    return {k: _number(v, f"{src}: {where} {k}", keys[k]) for k, v in _known(table, src, where, keys, what).items()}
+
+
+def _known(table: Mapping[str, Any], src: str, where: str, keys: Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    for k in table:
+        if k not in keys:
+            raise UsageError(f"{src}: {where} unknown {what} {k!r}{_suggest(k, keys)}")
+    return table
+
+
+def _table(value: Any, src: str, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise UsageError(f"{src}: {where}: expected a table, got {_show(value)}")
+    return value
+
+
+def _number(value: Any, where: str, bound: Bound) -> float:
+    """A finite int or float within `bound`; a bool is not a number, whatever Python says."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{where}: expected a number, got {_show(value)}")
+    if not math.isfinite(value):
+        raise UsageError(f"{where}: expected a finite number, got {value}")
+    problem = bound.problem(value)
+    if problem:
+        raise UsageError(f"{where}: {problem}")
+    return float(value)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _suggest(word: str, known: Sequence[str] | Mapping[str, Any]) -> str:
+    """The closest known name, else the list of them: the fix should be in the message."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- merging
+def _override_bound(key: str) -> Bound | None:
+    if key in SLO_KEYS:
+        return SLO_KEYS[key].bound
+    if key in PHASE_KEYS:
+        return PHASE_KEYS[key]
+    prefix, _, rest = key.partition(".")
+    return SAFEGUARD_KEYS.get(rest) if prefix == "safeguard" else None
+
+
+def _override_layer(values: Mapping[str, float]) -> _Layer:
+    layer = _Layer("--slo-set")
+    for key, value in values.items():
+        if key in SLO_KEYS:
+            layer.slo[key] = _Spec(value)
+        elif key in PHASE_KEYS:
+            layer.phases[key] = value
+        else:
+            layer.safeguard[key.partition(".")[2]] = value
+    return layer
+
+
+def _build(experiment: str, layers: Sequence[_Layer], src: str) -> ExperimentSlo:
+    specs: dict[str, _Spec] = {}
+    phases: dict[str, float] = {}
+    guard: dict[str, float] = {}
+    for layer in layers:
+        for key, spec in layer.slo.items():
+            below = specs.get(key, _Spec(None, False))
+            if spec.value is None and below.value is None:
+                raise UsageError(f"{src}: {layer.where.rstrip(']')}.slo] {key}: the objective's table needs"
+                                 " a value (no default to inherit)")
+            specs[key] = _Spec(below.value if spec.value is None else spec.value,
+                               below.optional if spec.optional is None else spec.optional)
+        phases.update(layer.phases)
+        guard.update(layer.safeguard)
+    objectives = tuple(Objective(k, SLO_KEYS[k].op, s.value, SLO_KEYS[k].unit, bool(s.optional))
+                       for k in SLO_KEYS if (s := specs.get(k)) is not None and s.value is not None)
+    users = int(phases["users"])
+    return ExperimentSlo(
+        experiment=experiment,
+        objectives=objectives,
+        phases=Phases(baseline_s=phases["baseline_s"], hold_s=phases["hold_s"],
+                      recovery_window_s=phases["recovery_window_s"], users=users,
+                      spawn_rate=phases.get("spawn_rate", users * 10.0), processes=int(phases["processes"])),
+        safeguard=Safeguard(guard["max_error_rate"], guard["window_s"], guard.get("max_p99_ms")),
+    )
