@@ -25,13 +25,14 @@ haproxy:
 setup: $(VENV)/.installed haproxy
 
 demo: setup
-	$(PY) -m inferchaos.demo
+	$(PY) -m pytest experiments/ --chaos-report reports/out $(PYTEST_ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/lb_throughput.py
+	$(PY) bench/load_logging.py
 
 clean:
 	rm -rf $(VENV) reports/out .inferchaos .pytest_cache
