@@ -74,27 +74,34 @@ class SpotReclamation(Fault):
 
     def _settings(self) -> dict[str, Any]:
         s: dict[str, Any] = {}
-        if self.provisioning_delay_s is not None:
-            s["provisioning_delay_s"] = self.provisioning_delay_s
         if self.warm_pool is not None:
             s["warm_pool"] = self.warm_pool
+        if self.provisioning_delay_s is not None:
+            s["provisioning_delay_s"] = self.provisioning_delay_s
         return s
 
-    def _prepare(self) -> None:
-        settings = self._settings()
-        if not settings:
-            return
+    def _change(self, **settings: Any) -> None:
+        """Change runtime settings; the first change journals the settings to restore."""
         state_dir = str(self.cluster.state_dir)
-        self.journal([step("restore_desired", state_dir=state_dir, values=read_desired(state_dir))])
+        if not any(u.op == "restore_desired" for u in (self._entry.undo if self._entry else ())):
+            self.journal([step("restore_desired", state_dir=state_dir, values=read_desired(state_dir))])
         set_desired(state_dir, **settings)
-        if self.warm_pool:
-            wait_for(lambda: sum(r.phase == "ready" for r in self.cluster.state.standby()) >= (self.warm_pool or 0),
-                     90, f"{self.warm_pool} warm-pool replica(s) ready")
+
+    def _prepare(self) -> None:
+        """The warm pool must be loaded before the notice, so it is set up before the baseline
+        (with the cluster's own provisioning delay: the fault's applies to the reclamation)."""
+        if self.warm_pool is None:
+            return
+        self._change(warm_pool=self.warm_pool)
+        wait_for(lambda: sum(r.phase == "ready" for r in self.cluster.state.standby()) >= (self.warm_pool or 0),
+                 90, f"{self.warm_pool} warm-pool replica(s) ready")
 
     def _inject(self) -> None:
         self.victims = self._choose()
         if not self.victims:
             raise UsageError("spot_reclamation: no ready replica to reclaim")
+        if self.provisioning_delay_s is not None:
+            self._change(provisioning_delay_s=self.provisioning_delay_s)
         self.journal([step("end_group", pgid=v.pgid, started=start_time(v.pid), what=f"replica {v.name}")
                       for v in self.victims])
         for v in self.victims:

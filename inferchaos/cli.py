@@ -164,6 +164,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         lb_state = lb[slot].state if slot in lb else "-"
         cold = f"{r.cold_start_s:.2f}s" if r.cold_start_s is not None else "-"
         print(f"{r.name:<12}{slot:<6}{r.port:<7}{r.pid:<9}{r.device:<8}{r.phase:<10}{lb_state:<10}{cold}")
+    for p in state.pending:
+        slot = f"r{p['slot']}" if p["slot"] else "warm"
+        print(f"{'(pending)':<12}{slot:<6}replacement starts in {max(0.0, p['due_wall'] - time.time()):.1f}s "
+              "(provisioning delay)")
     return 0 if phase == "ready" else 1
 
 

@@ -55,8 +55,9 @@ def test_notice_then_kill_at_deadline_with_requests_in_flight(cluster, tmp_path)
     wait_for(lambda: httpx.get(f"http://127.0.0.1:{victim.port}/metrics").text.count(
         'vllm:num_requests_running{model_name="mlp"} 1.0') == 1, 10, "the request in flight")
     fault.prepare()
-    assert read_desired(cluster.state_dir) == {"provisioning_delay_s": 4.0}
+    assert read_desired(cluster.state_dir) == {}, "no warm pool asked: nothing to prepare"
     fault.inject()
+    assert read_desired(cluster.state_dir) == {"provisioning_delay_s": 4.0}
     assert [e.what for e in fault.events] == ["notice"]
     wait_for(lambda: fault.first("sigkill", victim.name), 10, "SIGKILL at the deadline")
     t.join(15)
@@ -95,3 +96,24 @@ def test_plan_changes_nothing(cluster, tmp_path):
     lines = SpotReclamation(ledger=Ledger(tmp_path / "l.jsonl"), target=cluster, notice_s=5).plan()
     assert any(line.startswith("SIGTERM replica-") for line in lines)
     assert [(r.name, r.pid) for r in cluster.replicas()] == before
+
+
+def test_warm_pool_replica_takes_the_slot_at_once(cluster, tmp_path):
+    wait_for(lambda: all_ready(cluster), 60, "3 ready replicas")
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    # A provisioning delay far beyond the test: only the warm pool can refill the slot.
+    fault = SpotReclamation(ledger=ledger, target=cluster, notice_s=0.5, provisioning_delay_s=300.0, warm_pool=1)
+    fault.prepare()
+    (standby,) = [r for r in cluster.state.standby() if r.phase == "ready"]
+    fault.inject()
+    (victim,) = fault.victims
+    promoted = wait_for(lambda: next((r for r in cluster.replicas() if r.slot == victim.slot
+                                      and r.name == standby.name), None), 20, "the warm replica promoted")
+    assert promoted.port == standby.port
+    wait_for(lambda: {s.name: s for s in cluster.admin().servers()}[f"r{victim.slot}"].up, 20,
+             "the promoted replica up in the LB")
+    fault.revert()
+    assert read_desired(cluster.state_dir) == {}
+    # Back to the spec: 3 active, no warm pool (the standby being provisioned is cancelled).
+    wait_for(lambda: all_ready(cluster) and not cluster.state.standby(), 30, "3 active replicas and no standby")
+    assert ledger.open_entries() == []

@@ -57,6 +57,8 @@ class ClusterState:
     vgpu_dir: str | None = None
     services: list[ServiceRecord] = field(default_factory=list)
     replicas: list[ReplicaRecord] = field(default_factory=list)
+    #: Replicas asked for and not started yet: {"slot": int | None, "due_wall": float}.
+    pending: list[dict] = field(default_factory=list)
     #: Replicas that died, newest last, kept for probes (cold starts, deaths).
     history: list[ReplicaRecord] = field(default_factory=list)
     updated_at: float = 0.0

@@ -315,6 +315,10 @@ class Supervisor:
         for _ in range(max(0, want)):
             self.pending.append(Pending(now, None))
             changed = True
+        for p in waiting[: max(0, -want)]:  # scale down: cancel starts not yet made first
+            self.pending.remove(p)
+            want += 1
+            changed = True
         for rec in sorted(standby, key=lambda r: r.phase == "ready")[: max(0, -want)]:
             self._retire(rec)
             changed = True
@@ -392,6 +396,13 @@ class Supervisor:
 
     def _save(self) -> None:
         self.state.updated_at = time.time()
+        if self.pending:
+            delay = float(self._setting("provisioning_delay_s"))
+            offset = self.state.updated_at - time.monotonic()
+            self.state.pending = [{"slot": p.slot, "due_wall": round(p.since + delay + offset, 3)}
+                                  for p in self.pending]
+        else:
+            self.state.pending = []
         write_state(self.state)
 
 
