@@ -1,7 +1,6 @@
 """HAProxy's configuration is accepted by the real binary, and a slot follows the runtime API."""
 
 import shutil
-import subprocess
 
 import pytest
 

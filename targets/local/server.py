@@ -10,7 +10,6 @@ be told apart from a slow one. Run: `python -m targets.local.server --help`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -20,7 +19,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -29,7 +27,9 @@ from aiohttp import web
 from prometheus_client import disable_created_metrics
 
 from targets.local import model as mdl
-from targets.local.batching import BatchConfig, Batcher, EngineUnavailable, ItemResult
+from targets.local.batching import Batcher, EngineUnavailable, ItemResult
+from targets.local.protocol import BadRequest, parse_infer
+from targets.local.server_config import ServerConfig, parse_args
 from targets.local.server_metrics import CONTENT_TYPE, DeviceMemory, ServerMetrics
 from targets.local.vgpu import DeviceOutOfMemory, VirtualDevice
 
@@ -42,23 +42,6 @@ PROBE_PATHS = frozenset({"/health", "/metrics", "/v2/health/live", "/v2/health/r
 ABORTED = "aborted: shutdown timeout"
 OOM_EXIT_GRACE_S = 0.5
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    port: int
-    name: str
-    model_store: str
-    feature_store: str
-    model: str = "mlp"
-    vgpu_dir: Path | None = None
-    device: int = 0
-    weights_bytes: int = 2 * 1024**3
-    batch: BatchConfig = BatchConfig()
-    token_latency_s: float = 0.005
-    shutdown_timeout_s: float = 10.0
-    oom: str = "exit"
-    feature_timeout_s: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -85,48 +68,6 @@ def log(name: str, msg: str) -> None:
 
 def error(status: int, msg: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": msg}, status=status, headers=headers)
-
-
-class BadRequest(ValueError):
-    """A request the client got wrong: answered 400 with this text."""
-
-
-def _flatten(data: object) -> list[float]:
-    """Flat or nested lists of JSON numbers; strings and booleans are refused, not coerced."""
-    out: list[float] = []
-    stack = [data]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, list):
-            stack.extend(reversed(x))
-        elif isinstance(x, (int, float)) and not isinstance(x, bool):
-            out.append(float(x))
-        else:
-            raise BadRequest(f"data must hold numbers, got {type(x).__name__}")
-    return out
-
-
-def parse_infer(body: object) -> tuple[str | None, np.ndarray]:
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
-        raise BadRequest("body must be an object with an 'inputs' list")
-    if len(body["inputs"]) != 1 or not isinstance(body["inputs"][0], dict):
-        raise BadRequest("exactly one input tensor named 'input' is expected")
-    t = body["inputs"][0]
-    if t.get("name") != "input":
-        raise BadRequest(f"unknown input {t.get('name')!r}; expected 'input'")
-    if t.get("datatype") != "FP32":
-        raise BadRequest(f"input datatype must be FP32, got {t.get('datatype')!r}")
-    shape = t.get("shape")
-    if (not isinstance(shape, list) or len(shape) != 2 or not all(type(d) is int for d in shape)
-            or shape[0] < 1 or shape[1] != mdl.INPUT_DIM):
-        raise BadRequest(f"input shape must be [batch >= 1, {mdl.INPUT_DIM}], got {shape!r}")
-    data = _flatten(t.get("data"))
-    if len(data) != shape[0] * shape[1]:
-        raise BadRequest(f"shape {shape} needs {shape[0] * shape[1]} values, data has {len(data)}")
-    req_id = body.get("id")
-    if req_id is not None and not isinstance(req_id, str):
-        raise BadRequest("id must be a string")
-    return req_id, np.asarray(data, dtype=np.float32).reshape(shape)
 
 
 class ReferenceServer:
@@ -488,50 +429,6 @@ class ReferenceServer:
             return resp
         finally:
             self.decoding -= 1
-
-
-def _at_least(low: float, cast: type = float):
-    def parse(text: str):
-        value = cast(text)
-        if not value >= low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
-        return value
-    return parse
-
-
-positive_int, non_negative = _at_least(1, int), _at_least(0)
-
-
-def parse_args(argv: list[str] | None = None) -> ServerConfig:
-    p = argparse.ArgumentParser(prog="python -m targets.local.server", description=__doc__.splitlines()[0])
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--name", required=True, help="replica name, sent back in x-inferchaos-replica")
-    p.add_argument("--model-store", required=True, help="base URL of the model store")
-    p.add_argument("--feature-store", required=True, help="base URL of the feature store")
-    p.add_argument("--model", default="mlp")
-    p.add_argument("--vgpu-dir", type=Path, help="virtual GPU ledger directory (none: no device memory)")
-    p.add_argument("--device", type=int, default=0)
-    p.add_argument("--weights-bytes", type=int, default=2 * 1024**3)
-    p.add_argument("--batch-bytes-per-item", type=int, default=64 * 1024**2, help="device memory per row")
-    p.add_argument("--max-batch-size", type=positive_int, default=8, help="rows per batch")
-    p.add_argument("--max-queue-delay-ms", type=non_negative, default=5.0)
-    p.add_argument("--batch-latency-ms", type=non_negative, default=20.0)
-    p.add_argument("--per-item-latency-ms", type=non_negative, default=2.0, help="per row")
-    p.add_argument("--token-latency-ms", type=non_negative, default=5.0)
-    p.add_argument("--shutdown-timeout-s", type=non_negative, default=10.0)
-    p.add_argument("--oom", choices=("exit", "reject"), default="exit")
-    p.add_argument("--feature-timeout-ms", type=non_negative, default=200.0)
-    a = p.parse_args(argv)
-    if not 0 < a.port < 65536:
-        p.error(f"--port must be 1..65535, got {a.port}")
-    return ServerConfig(
-        port=a.port, name=a.name, model_store=a.model_store, feature_store=a.feature_store, model=a.model,
-        vgpu_dir=a.vgpu_dir, device=a.device, weights_bytes=a.weights_bytes,
-        batch=BatchConfig(a.max_batch_size, a.max_queue_delay_ms / 1000, a.batch_latency_ms / 1000,
-                          a.per_item_latency_ms / 1000, a.batch_bytes_per_item),
-        token_latency_s=a.token_latency_ms / 1000, shutdown_timeout_s=a.shutdown_timeout_s, oom=a.oom,
-        feature_timeout_s=a.feature_timeout_ms / 1000,
-    )
 
 
 def main(argv: list[str] | None = None) -> None:
