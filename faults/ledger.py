@@ -44,6 +44,8 @@ class Entry:
     undo: tuple[UndoStep, ...] = ()
     experiment: str | None = None
     detail: str | None = None
+    #: the runner's start time (clock ticks since boot): with its pid, names it for good.
+    runner_started: int | None = None
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -55,6 +57,14 @@ class Entry:
         d = dict(d)
         d["undo"] = tuple(UndoStep(**u) for u in d.get("undo", ()))
         return cls(**d)
+
+
+def _own_start_time() -> int | None:
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class Ledger:
@@ -85,6 +95,7 @@ class Ledger:
         entry = Entry(
             id=uuid.uuid4().hex[:12], event="applied", fault=fault, wall=time.time(), runner_pid=os.getpid(),
             target=target or {}, params=params or {}, undo=tuple(undo), experiment=experiment,
+            runner_started=_own_start_time(),
         )
         self._append(entry)
         return entry

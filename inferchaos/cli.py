@@ -188,7 +188,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from faults.ledger import Ledger
     from faults.undo import run_step
     from inferchaos.errors import FaultError
-    from targets.local.processes import start_time
+    from targets.local.processes import pid_alive, start_time
 
     ledger = Ledger(args.ledger)
     if args.ledger.exists() and not os.access(args.ledger, os.R_OK):
@@ -200,8 +200,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
     failed = 0
     # Faults and load first, clusters last: a fault's undo may need its cluster running.
     for entry in sorted(entries, key=lambda e: (e.fault == "cluster", -e.wall)):
-        if not args.force and entry.runner_pid != os.getpid() and start_time(entry.runner_pid) is not None \
-                and _runner_alive(entry.runner_pid):
+        if not args.force and entry.runner_pid != os.getpid() and pid_alive(entry.runner_pid) \
+                and start_time(entry.runner_pid) == entry.runner_started:
             print(f"skipped {entry.fault} {entry.id}: its runner (pid {entry.runner_pid}) is still running "
                   "and will revert it; --force to undo anyway")
             continue
@@ -216,16 +216,6 @@ def cmd_recover(args: argparse.Namespace) -> int:
         ledger.reverted(entry, detail="recovered")
         print(f"{entry.fault} {entry.id}: reverted")
     return 1 if failed else 0
-
-
-def _runner_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def _print_urls(cluster) -> None:  # type: ignore[no-untyped-def]

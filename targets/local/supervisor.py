@@ -31,7 +31,7 @@ from inferchaos.errors import ClusterStartError
 from targets.local import haproxy
 from targets.local.ports import free_port, port_in_use
 from targets.local.control import read_desired
-from targets.local.processes import end_groups, signal_group, spawn
+from targets.local.processes import end_groups, pid_alive, signal_group, spawn
 from targets.local.spec import ClusterSpec
 from targets.local.state import ClusterState, ReplicaRecord, ServiceRecord, write_state
 from targets.local.vgpu import VirtualDevice
@@ -183,7 +183,7 @@ class Supervisor:
 
     async def _reconcile_until_stopped(self) -> None:
         while not self.stopping.is_set():
-            if self.owner_pid and not _pid_alive(self.owner_pid):
+            if self.owner_pid and not pid_alive(self.owner_pid):
                 log(f"owner process {self.owner_pid} is gone: stopping the cluster")
                 return
             changed = self._reap()
@@ -404,16 +404,6 @@ class Supervisor:
         else:
             self.state.pending = []
         write_state(self.state)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def main(argv: list[str] | None = None) -> None:
