@@ -1,6 +1,11 @@
 """Local cluster figures: start time to all-ready, and requests/s through HAProxy at saturation.
 
-    python bench/lb_throughput.py [--replicas 3] [--starts 3] [--seconds 8] [--concurrency 8,32,64]
+    python bench/lb_throughput.py [--replicas 3] [--starts 3] [--seconds 8] [--concurrency 8,32,64,128]
+                                  [--server-arg=--batch-latency-ms=0 --server-arg=--per-item-latency-ms=0]
+
+With the default server, the ceiling is the simulated GPU (8 rows per 20 + 8x2 ms batch,
+about 222 rows/s per replica); with its time set to 0 the ceiling is the software stack
+(HAProxy, aiohttp, numpy, the client) on this machine's cores.
 
 Prints numbers only; nothing here is asserted. The client runs in this process on the same
 machine as the cluster, so on a small machine it competes with the servers for CPU: the
@@ -25,12 +30,14 @@ def main() -> int:
     ap.add_argument("--replicas", type=int, default=3)
     ap.add_argument("--starts", type=int, default=3, help="cold starts to time")
     ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--concurrency", default="8,32,64")
+    ap.add_argument("--concurrency", default="8,32,64,128")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="reference-server option, e.g. --server-arg=--batch-latency-ms=0 (CPU-bound stack)")
     args = ap.parse_args()
     print(f"# {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
 
-    spec = ClusterSpec(replicas=args.replicas)
+    spec = ClusterSpec(replicas=args.replicas, server_args=tuple(args.server_arg))
     times = []
     for _ in range(args.starts):
         t0 = time.monotonic()
