@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.leftovers import assert_nothing_left
+from targets.local import wait_for
+from targets.local.state import read_state
+from tests.leftovers import assert_nothing_left, live_groups
 
 VENV_BIN = str(Path(sys.executable).parent)
 
@@ -86,3 +90,27 @@ def test_status_and_down_without_a_cluster(tmp_path):
     assert res.returncode == 1 and "no local cluster" in one_line(res.stderr)
     res = inferchaos("down", "--state-dir", str(tmp_path))
     assert res.returncode == 0 and "nothing to stop" in res.stdout
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "sigterm", "sigkill"])
+def test_foreground_up_stops_everything_when_it_ends(tmp_path, sig):
+    state_dir = tmp_path / "c"
+    proc = subprocess.Popen([sys.executable, "-m", "inferchaos.cli", "up", "--replicas", "1", "--state-dir",
+                             str(state_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (s := read_state(state_dir)) is not None and s.phase == "ready", 60, "the cluster ready")
+        status = inferchaos("status", "--state-dir", str(state_dir), "--json")
+        assert status.returncode == 0
+        doc = json.loads(status.stdout)
+        assert doc["phase"] == "ready" and len(doc["replicas"]) == 1 and doc["lb_servers"][0]["state"] in (
+            "running", "starting", "stopped")
+        proc.send_signal(sig)
+        proc.wait(60)
+        if sig != signal.SIGKILL:
+            assert proc.returncode == 0
+        wait_for(lambda: not live_groups(state_dir), 30, "every process group gone")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert_nothing_left(state_dir)
