@@ -91,7 +91,9 @@ class ExperimentResult:
             "requests": self.requests, "fault_window": self.fault_window,
             "phases": [{"name": p.name, "start_s": round(p.start - self.t0, 3), "end_s": round(p.end - self.t0, 3)}
                        for p in self.phases],
-            "failover": [asdict(f) | {"died_at": round(f.died_at - self.t0, 3)} for f in self.failover],
+            "failover": [asdict(f) | {"died_at": round(f.died_at - self.t0, 3),
+                                      "ejected_at": None if f.ejected_at is None else round(f.ejected_at - self.t0, 3)}
+                         for f in self.failover],
             "aborted": self.aborted, "error": self.error, "request_log": self.request_log,
         }
 

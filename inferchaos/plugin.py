@@ -178,10 +178,19 @@ def run_experiment(chaos: ChaosSession, target: LocalCluster,
 
 
 def _say(config: pytest.Config) -> Callable[[str], None]:
+    """Progress lines shown while the test runs: pytest captures the test's output, so
+    write with capture suspended, as pytest's own live logging does."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
 
     def say(line: str) -> None:
-        if reporter is not None:
+        if reporter is None:
+            return
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"  inferchaos: {line}")
+                reporter._tw.flush()
+        else:
             reporter.write_line(f"  inferchaos: {line}")
 
     return say

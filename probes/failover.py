@@ -68,7 +68,8 @@ def analyse(replica: str, port: int, died_at: float, samples: Sequence[LbSample]
     records = list(records)
     server, out = ejected_at(samples, port, died_at)
     failover = None if out is None else max(0.0, out - died_at)
-    failed_before = sum(1 for r in records if not r.ok and died_at <= r.start < (out if out else float("inf")))
+    failed_before = sum(1 for r in records
+                        if not r.ok and died_at <= r.start < (out if out is not None else float("inf")))
     served_after = sum(1 for r in records if r.replica == replica and r.ok and r.start > died_at)
     first = min((r.start for r in records if replacement and r.replica == replacement and r.ok and r.start >= died_at),
                 default=None)
