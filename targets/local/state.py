@@ -55,6 +55,9 @@ class ClusterState:
     model_store_url: str | None = None
     feature_store_url: str | None = None
     vgpu_dir: str | None = None
+    #: the dependency proxy's control API, and the store URLs replicas use through it.
+    proxy_url: str | None = None
+    via_proxy: dict[str, str] = field(default_factory=dict)
     services: list[ServiceRecord] = field(default_factory=list)
     replicas: list[ReplicaRecord] = field(default_factory=list)
     #: Replicas asked for and not started yet: {"slot": int | None, "due_wall": float}.

@@ -122,6 +122,16 @@ class Supervisor:
         self.state.feature_store_url = f"http://127.0.0.1:{fs_port}"
         await self._wait_healthy("modelstore", f"{self.state.model_store_url}/health")
         await self._wait_healthy("featurestore", f"{self.state.feature_store_url}/health")
+        # Replicas reach both stores through the dependency proxy, where faults add latency,
+        # bandwidth limits, stalls and resets; the pipeline writes to the store directly.
+        proxy_port, routes = free_port(), {"model_store": ms_port, "feature_store": fs_port}
+        listen = {name: free_port() for name in routes}
+        self._start_service("depproxy", py + ["targets.local.depproxy", "--control-port", str(proxy_port)] + [
+            arg for name, up in routes.items() for arg in ("--route", f"{name}={listen[name]}:127.0.0.1:{up}")],
+            proxy_port)
+        self.state.proxy_url = f"http://127.0.0.1:{proxy_port}"
+        self.state.via_proxy = {name: f"http://127.0.0.1:{port}" for name, port in listen.items()}
+        await self._wait_healthy("depproxy", f"{self.state.proxy_url}/health")
         self._start_service("pipeline", py + [
             "targets.local.pipeline", "--feature-store", self.state.feature_store_url,
             "--interval-s", str(self.spec.feature_interval_s)], None)
@@ -217,8 +227,8 @@ class Supervisor:
     # ------------------------------------------------------------------ replicas
     def _replica_argv(self, name: str, port: int, device: int) -> list[str]:
         fields = {
-            "port": port, "name": name, "model": self.spec.model, "model_store": self.state.model_store_url,
-            "feature_store": self.state.feature_store_url, "device": device, "vgpu_dir": self.vgpu_dir,
+            "port": port, "name": name, "model": self.spec.model, "model_store": self.state.via_proxy["model_store"],
+            "feature_store": self.state.via_proxy["feature_store"], "device": device, "vgpu_dir": self.vgpu_dir,
         }
         if self.spec.replica_cmd:
             return shlex.split(self.spec.replica_cmd.format(**fields))
