@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from faults.ledger import Entry, Ledger, UndoStep
@@ -64,6 +65,16 @@ class FaultEvent:
     subject: str = ""
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What a fault may know of the experiment it runs in (a surge adds load to it)."""
+
+    lb_url: str
+    out_dir: Path
+    users: int
+    spawn_rate: float
+
+
 @dataclass
 class Fault:
     """Base of every fault. Subclass fields are the fault's parameters."""
@@ -72,6 +83,8 @@ class Fault:
     ledger: Ledger = field(default_factory=Ledger, repr=False)
     experiment: str | None = None
     events: list[FaultEvent] = field(default_factory=list, init=False, repr=False)
+    #: Set by the engine before prepare().
+    run: RunContext | None = field(default=None, init=False, repr=False)
     _entry: Entry | None = field(default=None, init=False, repr=False)
     _reverted: bool = field(default=False, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -121,6 +134,15 @@ class Fault:
 
     # ---------------------------------------------------------------- for subclasses
     def params(self) -> dict[str, Any]:
+        return {}
+
+    def load_runners(self) -> list[Any]:
+        """Load generators the fault started (a surge); the engine reads their request logs
+        with its own, so the probes judge everything the clients saw."""
+        return []
+
+    def figures(self) -> dict[str, Any]:
+        """What the fault measured on the target to prove it took effect (reported)."""
         return {}
 
     def target_ref(self) -> dict[str, Any]:

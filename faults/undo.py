@@ -42,6 +42,18 @@ def restore_desired(state_dir: str, values: dict[str, Any]) -> str:
     return f"cluster {state_dir}: runtime settings restored to {values or 'the spec'}"
 
 
+def clear_toxics(proxy_url: str, route: str) -> str:
+    import httpx
+
+    from targets.local.depproxy import ProxyControl
+
+    try:
+        ProxyControl(proxy_url).clear(route)
+    except httpx.ConnectError:
+        return f"dependency proxy {proxy_url}: gone (its cluster stopped), nothing to clear"
+    return f"dependency proxy {proxy_url}: {route} restored to full speed"
+
+
 def stop_cluster(state_dir: str) -> str:
     from targets.local.cluster import LocalCluster  # a heavier import, only for recover
 
@@ -54,6 +66,7 @@ EXECUTORS: dict[str, Executor] = {
     "signal_process": signal_process,
     "restore_desired": restore_desired,
     "stop_cluster": stop_cluster,
+    "clear_toxics": clear_toxics,
 }
 
 

@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from inferchaos.errors import UsageError
 from load.records import (
@@ -156,7 +156,9 @@ class LoadRunner:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self) -> LoadRunner:
+    def start(self, on_spawn: Callable[[int], None] | None = None) -> LoadRunner:
+        """Start locust and wait for its first record. `on_spawn(pgid)` is called as soon
+        as the process group exists, before the wait: the caller's chance to journal it."""
         if self._proc is not None:
             raise RuntimeError("this LoadRunner was already started; make a new one")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +171,8 @@ class LoadRunner:
                 self._master_port = free_port()
             self._spawn()
             try:
+                if on_spawn is not None:
+                    on_spawn(self._proc.pid)
                 self._wait_started()
                 return self
             except LoadStartError as exc:

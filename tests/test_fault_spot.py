@@ -38,7 +38,7 @@ def test_notice_then_kill_at_deadline_with_requests_in_flight(cluster, tmp_path)
     wait_for(lambda: all_ready(cluster), 60, "3 ready replicas")
     ledger = Ledger(tmp_path / "ledger.jsonl")
     fault = SpotReclamation(ledger=ledger, target=cluster, notice_s=1.0, replicas="1", provisioning_delay_s=4.0)
-    victim = fault._choose()[0]
+    victim = fault.choose()[0]
     long_request = {"model": "mlp", "prompt": "long", "max_tokens": 200}  # 200 x 50 ms = 10 s
     outcome: list[str] = []
 

@@ -22,6 +22,7 @@ from inferchaos.errors import ClusterStartError, TargetError
 from targets.local import haproxy
 from targets.local.ports import port_in_use
 from targets.local.processes import end_groups, group_alive, spawn
+from targets.local.control import read_desired
 from targets.local.spec import ClusterSpec
 from targets.local.state import ClusterState, ReplicaRecord, read_state
 
@@ -174,3 +175,33 @@ class LocalCluster:
 
     def wait_for(self, condition: Callable[[], T], timeout_s: float, what: str) -> T:
         return wait_for(condition, timeout_s, what)
+
+    def unsteady(self) -> str | None:
+        """Why the cluster is not in its steady state (every desired replica and warm-pool
+        replica ready, each in rotation at the LB, nothing pending), or None when it is.
+        Experiments start from here so one run's aftermath cannot leak into the next."""
+        state = self.state
+        desired = {**state.spec, **read_desired(self.state_dir)}
+        active, standby = state.active(), state.standby()
+        if state.phase != "ready":
+            return f"cluster phase is {state.phase}"
+        if len(active) != desired["replicas"] or len(standby) != desired["warm_pool"]:
+            return (f"{len(active)}/{desired['replicas']} replicas, "
+                    f"{len(standby)}/{desired['warm_pool']} warm-pool replicas")
+        gone = [r.name for r in state.replicas if not group_alive(r.pgid)]
+        if gone:  # dead, and the supervisor has not reaped it yet
+            return "died, not replaced yet: " + ", ".join(gone)
+        not_ready = [r.name for r in state.replicas if r.phase != "ready"]
+        if not_ready:
+            return "not ready yet: " + ", ".join(not_ready)
+        down = [s.name for s in self.lb_servers() if not s.up]
+        if down:
+            return "not in rotation at the LB yet: " + ", ".join(down)
+        return None
+
+    def wait_steady(self, timeout_s: float = 90.0) -> None:
+        try:
+            wait_for(lambda: self.unsteady() is None, timeout_s, "the cluster's steady state")
+        except TimeoutError:
+            raise TargetError(f"the cluster did not reach its steady state in {timeout_s:g}s: "
+                              f"{self.unsteady()}") from None

@@ -80,6 +80,7 @@ class ReferenceServer:
         self.session: aiohttp.ClientSession | None = None
         self.site: web.TCPSite | None = None
         self.last_features: tuple[int, float] | None = None  # (version, updated_at)
+        self._feature_retry_at = 0.0  # monotonic; reads pause until then after a failure
         self.draining = False
         self.dead = False
         self.abort = asyncio.Event()  # decoding streams stop when set
@@ -214,17 +215,22 @@ class ReferenceServer:
         self._finish(1)
 
     async def _read_features(self) -> FeatureUse:
-        """Once per batch; on any failure the last good record is used and reported."""
-        url = f"{self.cfg.feature_store.rstrip('/')}/features/default"
-        assert self.session is not None
-        try:
-            timeout = aiohttp.ClientTimeout(total=self.cfg.feature_timeout_s)
-            async with self.session.get(url, timeout=timeout) as resp:
-                if resp.status == 200:
-                    body = await resp.json()
-                    self.last_features = (int(body["version"]), float(body["updated_at"]))
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
-            pass
+        """Once per batch, with a timeout; on any failure the last good record is used and
+        reported, and reads pause for `feature_backoff_s` (a circuit breaker: a slow store
+        must not cost every batch its timeout, or a slow dependency becomes an outage)."""
+        if time.monotonic() >= self._feature_retry_at:
+            url = f"{self.cfg.feature_store.rstrip('/')}/features/default"
+            assert self.session is not None
+            try:
+                timeout = aiohttp.ClientTimeout(total=self.cfg.feature_timeout_s)
+                async with self.session.get(url, timeout=timeout) as resp:
+                    if resp.status == 200:  # a quick "no features yet" costs nothing: no backoff
+                        body = await resp.json()
+                        self.last_features = (int(body["version"]), float(body["updated_at"]))
+            except (aiohttp.ClientError, TimeoutError):
+                self._feature_retry_at = time.monotonic() + self.cfg.feature_backoff_s
+            except (ValueError, KeyError, TypeError):
+                pass
         if self.last_features is None:
             return FeatureUse()
         version, updated_at = self.last_features

@@ -28,6 +28,7 @@ class ServerConfig:
     shutdown_timeout_s: float = 10.0
     oom: str = "exit"
     feature_timeout_s: float = 0.2
+    feature_backoff_s: float = 1.0
 
 
 
@@ -61,7 +62,10 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     p.add_argument("--token-latency-ms", type=non_negative, default=5.0)
     p.add_argument("--shutdown-timeout-s", type=non_negative, default=10.0)
     p.add_argument("--oom", choices=("exit", "reject"), default="exit")
-    p.add_argument("--feature-timeout-ms", type=non_negative, default=200.0)
+    p.add_argument("--feature-timeout-ms", type=non_negative, default=200.0,
+                   help="per feature read; on timeout the last features are used")
+    p.add_argument("--feature-backoff-ms", type=non_negative, default=1000.0,
+                   help="after a failed feature read, reuse the last features this long before reading again")
     a = p.parse_args(argv)
     if not 0 < a.port < 65536:
         p.error(f"--port must be 1..65535, got {a.port}")
@@ -71,5 +75,5 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         batch=BatchConfig(a.max_batch_size, a.max_queue_delay_ms / 1000, a.batch_latency_ms / 1000,
                           a.per_item_latency_ms / 1000, a.batch_bytes_per_item),
         token_latency_s=a.token_latency_ms / 1000, shutdown_timeout_s=a.shutdown_timeout_s, oom=a.oom,
-        feature_timeout_s=a.feature_timeout_ms / 1000,
+        feature_timeout_s=a.feature_timeout_ms / 1000, feature_backoff_s=a.feature_backoff_ms / 1000,
     )

@@ -1,0 +1,138 @@
+"""What every fault on the local cluster shares: choosing replicas within the blast
+radius, changing runtime settings with their undo journalled first, and watching the
+replicas it hit so probes know when each one stopped serving.
+
+Kept out of `faults/base.py` because the base knows nothing about any target; the
+kubernetes target gets its own counterpart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from faults.base import BlastRadius, Fault
+from faults.undo import step
+from inferchaos.errors import UsageError
+from targets.local.cluster import LocalCluster
+from targets.local.control import read_desired, set_desired
+from targets.local.processes import group_alive
+from targets.local.state import ReplicaRecord
+
+
+def non_negative(name: str, value: float | None, what: str) -> None:
+    if value is not None and not value >= 0:
+        raise UsageError(f"{name}: {what} must be 0 or more, got {value}")
+
+
+def positive(name: str, value: float | None, what: str) -> None:
+    if value is not None and not value > 0:
+        raise UsageError(f"{name}: {what} must be above 0, got {value}")
+
+
+@dataclass
+class LocalFault(Fault):
+    """A fault on a `LocalCluster`. `replicas` is the blast radius (count or percentage)."""
+
+    target: LocalCluster | None = None
+    replicas: str = "1"
+    #: Replicas this fault took out of service, with the monotonic time each stopped serving.
+    victims: list[ReplicaRecord] = field(default_factory=list, init=False)
+    _down_at: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _watch_stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _watcher: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.target is None:
+            raise UsageError(f"{self.name} needs a target cluster")
+        self.radius = BlastRadius.parse(self.replicas)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the fault's own parameters; raise UsageError with one line."""
+
+    @property
+    def cluster(self) -> LocalCluster:
+        assert self.target is not None
+        return self.target
+
+    def target_ref(self) -> dict[str, Any]:
+        return {"kind": "local", "state_dir": str(self.cluster.state_dir)}
+
+    # ----------------------------------------------------------------------- choosing
+    def choose(self) -> list[ReplicaRecord]:
+        """The first ready replicas by slot, as many as the blast radius allows (it refuses
+        to take every replica: at least one must keep serving)."""
+        active = sorted(self.cluster.state.active(), key=lambda r: r.slot or 0)
+        n = self.radius.resolve(len(active), "replicas")
+        return [r for r in active if r.phase == "ready"][:n]
+
+    def _victims_or_fail(self) -> list[ReplicaRecord]:
+        victims = self.choose()
+        if not victims:
+            raise UsageError(f"{self.name}: no ready replica to act on")
+        return victims
+
+    # ----------------------------------------------------------------------- settings
+    def change_settings(self, **settings: Any) -> None:
+        """Change runtime settings (desired.json); the first change journals what to restore."""
+        state_dir = str(self.cluster.state_dir)
+        if not any(u.op == "restore_desired" for u in (self._entry.undo if self._entry else ())):
+            self.journal([step("restore_desired", state_dir=state_dir, values=read_desired(state_dir))])
+        set_desired(state_dir, **settings)
+
+    # ----------------------------------------------------------------------- dependencies
+    def degrade(self, dependency: str, toxics: Any) -> dict:
+        """Put `toxics` on the proxy route to `dependency` (journalled clear first)."""
+        from targets.local.depproxy import ProxyControl
+
+        url = self.cluster.state.proxy_url
+        if not url:
+            raise UsageError(f"{self.name}: this cluster has no dependency proxy (started by an older version?)")
+        self.journal([step("clear_toxics", proxy_url=url, route=dependency)])
+        route = ProxyControl(url).set_toxics(dependency, toxics)
+        self.note("toxics", dependency)
+        return route
+
+    def dependency_route(self, dependency: str) -> dict:
+        from targets.local.depproxy import ProxyControl
+
+        return ProxyControl(self.cluster.state.proxy_url or "").route(dependency)
+
+    # ----------------------------------------------------------------------- deaths
+    def mark_down(self, victim: ReplicaRecord, at: float | None = None) -> None:
+        """Record that `victim` stopped serving (died, or hung) at `at` (default: now)."""
+        self._down_at.setdefault(victim.name, time.monotonic() if at is None else at)
+
+    def watch_deaths(self, victims: list[ReplicaRecord], until: float | None = None,
+                     on_deadline: Any = None) -> None:
+        """Note each victim's death as it happens, in a thread; `on_deadline(pending)` is
+        called once at monotonic `until` with the victims still alive."""
+        self._watcher = threading.Thread(target=self._watch, args=(victims, until, on_deadline),
+                                         name=f"{self.name}-deaths", daemon=True)
+        self._watcher.start()
+
+    def _watch(self, victims: list[ReplicaRecord], until: float | None, on_deadline: Any) -> None:
+        pending = {v.name: v for v in victims}
+        while pending and not self._watch_stop.is_set():
+            for name, v in list(pending.items()):
+                if not group_alive(v.pgid):
+                    self.note("exited", name)
+                    self.mark_down(v)
+                    del pending[name]
+            if pending and until is not None and time.monotonic() >= until:
+                until = None
+                if on_deadline is not None:
+                    on_deadline(list(pending.values()))
+            self._watch_stop.wait(0.02)
+
+    def stop_watching(self) -> None:
+        self._watch_stop.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
+
+    def casualties(self) -> list[tuple[ReplicaRecord, float]]:
+        """The replicas this fault took out of service, each with when (monotonic)."""
+        return [(v, self._down_at[v.name]) for v in self.victims if v.name in self._down_at]

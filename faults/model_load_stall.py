@@ -1,0 +1,84 @@
+"""Model-load stall: the model store gets slow or stalls exactly when replicas must
+(re)load their weights, so a replacement's cold start stretches from seconds to minutes.
+
+The fault degrades the proxy route to the model store (a full stall for `stall_s`
+seconds, a bandwidth limit, added latency), then crashes `replicas` replicas so their
+replacements have to load through it. A warm pool (pre-loaded standby replicas, set up
+before the baseline) is what turns "capacity back after the stall" into "capacity back
+in seconds"; the experiment runs both ways to show the difference.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from faults.local import LocalFault, non_negative
+from faults.undo import step
+from inferchaos.errors import UsageError
+from targets.local.cluster import wait_for
+from targets.local.depproxy import Toxics
+from targets.local.processes import signal_group, start_time
+
+
+@dataclass
+class ModelLoadStall(LocalFault):
+    name = "model_load_stall"
+    #: seconds the store stalls from injection; math.inf = until revert.
+    stall_s: float = 5.0
+    bandwidth_kbs: float | None = None
+    latency_ms: float = 0.0
+    warm_pool: int | None = None
+    provisioning_delay_s: float | None = None
+
+    def validate(self) -> None:
+        for key in ("stall_s", "latency_ms", "provisioning_delay_s", "warm_pool"):
+            non_negative(self.name, getattr(self, key), key)
+        if self.bandwidth_kbs is not None and not self.bandwidth_kbs > 0:
+            raise UsageError(f"{self.name}: bandwidth_kbs must be above 0, got {self.bandwidth_kbs}")
+        if not self.toxics().active:
+            raise UsageError(f"{self.name}: nothing slows the store (give stall_s, bandwidth_kbs or latency_ms)")
+
+    def toxics(self) -> Toxics:
+        return Toxics(latency_ms=self.latency_ms, bandwidth_kbs=self.bandwidth_kbs, stall_s=self.stall_s)
+
+    def params(self) -> dict[str, Any]:
+        return {"replicas": str(self.radius), **self.toxics().to_dict(), "warm_pool": self.warm_pool,
+                "provisioning_delay_s": self.provisioning_delay_s}
+
+    def _plan(self) -> list[str]:
+        stall = "until revert" if math.isinf(self.stall_s) else f"{self.stall_s:g}s"
+        lines = [f"set warm_pool={self.warm_pool} before the baseline"] if self.warm_pool is not None else []
+        lines.append(f"model store route: stall {stall}, bandwidth {self.bandwidth_kbs or 'unlimited'} KB/s, "
+                     f"+{self.latency_ms:g} ms; clear on revert")
+        return lines + [f"SIGKILL {v.name} (slot r{v.slot}) so its replacement loads through the slow store"
+                        for v in self.choose()]
+
+    def _prepare(self) -> None:
+        if self.warm_pool is None:
+            return
+        self.change_settings(warm_pool=self.warm_pool)
+        wait_for(lambda: sum(r.phase == "ready" for r in self.cluster.state.standby()) >= (self.warm_pool or 0),
+                 90, f"{self.warm_pool} warm-pool replica(s) ready")
+
+    def _inject(self) -> None:
+        self.victims = self._victims_or_fail()
+        if self.provisioning_delay_s is not None:
+            self.change_settings(provisioning_delay_s=self.provisioning_delay_s)
+        self.degrade("model_store", self.toxics())
+        self.journal([step("end_group", pgid=v.pgid, started=start_time(v.pid), what=f"replica {v.name}")
+                      for v in self.victims])
+        for v in self.victims:
+            signal_group(v.pgid, signal.SIGKILL)
+            self.note("sigkill", v.name)
+            self.mark_down(v)
+        self.watch_deaths(self.victims)
+
+    def _revert(self) -> None:
+        super()._revert()
+        self.stop_watching()
+
+    def figures(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,91 @@
+"""Data-pipeline lag: the feature pipeline stops and/or reads from the feature store get slow.
+
+Either way the service stays up and answers 200 — with features that grow older by the
+second. That is the failure uptime checks miss, so the experiment is judged on the age
+of the features behind each answer (`freshness_s`), not only on errors and latency.
+
+- `stop`: SIGSTOP the pipeline process (SIGCONT on revert) — a stuck job, as when a
+  streaming job stalls or a batch pipeline is scaled to zero.
+- `slow_reads`: the proxy route to the feature store gets `read_latency_ms` (above the
+  server's feature timeout, so every read times out and the server falls back to the
+  last features it had).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from faults.local import LocalFault, non_negative
+from faults.undo import step
+from inferchaos.errors import UsageError
+from targets.local.depproxy import Toxics
+from targets.local.processes import signal_group, start_time
+
+MODES = ("stop", "slow_reads", "both")
+
+
+@dataclass
+class PipelineLag(LocalFault):
+    name = "pipeline_lag"
+    mode: str = "stop"
+    read_latency_ms: float = 1000.0
+    age_at_inject_s: float | None = field(default=None, init=False)
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"{self.name}: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        non_negative(self.name, self.read_latency_ms, "read_latency_ms")
+
+    def params(self) -> dict[str, Any]:
+        return {"mode": self.mode, **({"read_latency_ms": self.read_latency_ms} if self.slow else {})}
+
+    @property
+    def stops(self) -> bool:
+        return self.mode in ("stop", "both")
+
+    @property
+    def slow(self) -> bool:
+        return self.mode in ("slow_reads", "both")
+
+    def _plan(self) -> list[str]:
+        lines = []
+        if self.stops:
+            p = self.cluster.state.service("pipeline")
+            lines.append(f"SIGSTOP the feature pipeline (pid {p.pid}); SIGCONT on revert")
+        if self.slow:
+            lines.append(f"add {self.read_latency_ms:g} ms to every read from the feature store "
+                         f"(proxy {self.cluster.state.proxy_url}); clear on revert")
+        return lines
+
+    def _inject(self) -> None:
+        self.age_at_inject_s = self.feature_age()
+        if self.stops:
+            p = self.cluster.state.service("pipeline")
+            self.journal([step("signal_process", pid=p.pid, started=start_time(p.pid), sig="SIGCONT",
+                               what="feature pipeline")])
+            signal_group(p.pgid, signal.SIGSTOP)
+            self.note("sigstop", "pipeline")
+        if self.slow:
+            self.degrade("feature_store", Toxics(latency_ms=self.read_latency_ms))
+
+    def feature_age(self) -> float | None:
+        """Age of the newest features in the store itself (read directly, not through the proxy)."""
+        url = self.cluster.state.feature_store_url
+        try:
+            body = httpx.get(f"{url}/features/default", timeout=2.0).json()
+            return round(time.time() - float(body["updated_at"]), 3)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+
+    def _revert(self) -> None:
+        self.age_at_revert_s = self.feature_age()
+        super()._revert()
+
+    def figures(self) -> dict[str, Any]:
+        return {"store_feature_age_at_inject_s": self.age_at_inject_s,
+                "store_feature_age_at_revert_s": getattr(self, "age_at_revert_s", None)}

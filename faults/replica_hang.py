@@ -1,0 +1,38 @@
+"""Replica hang: SIGSTOP, then SIGCONT on revert.
+
+A hung replica is not a dead one: its socket stays open and accepts connections, so
+the LB's connection-failure retries never fire; only the health check's timeout takes
+it out of rotation, and requests already routed to it wait (for `timeout server`, or
+until it resumes). Probes must see that as tail latency, not as errors.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from faults.local import LocalFault
+from faults.undo import step
+from targets.local.processes import signal_group, start_time
+
+
+@dataclass
+class ReplicaHang(LocalFault):
+    name = "replica_hang"
+
+    def params(self) -> dict[str, Any]:
+        return {"replicas": str(self.radius)}
+
+    def _plan(self) -> list[str]:
+        return [f"SIGSTOP {v.name} (pid {v.pid}, slot r{v.slot}); SIGCONT on revert" for v in self.choose()]
+
+    def _inject(self) -> None:
+        self.victims = self._victims_or_fail()
+        # SIGCONT first in the undo: a replica left stopped would hold its slot forever.
+        self.journal([step("signal_process", pid=v.pid, started=start_time(v.pid), sig="SIGCONT",
+                           what=f"replica {v.name}") for v in self.victims])
+        for v in self.victims:
+            signal_group(v.pgid, signal.SIGSTOP)
+            self.note("sigstop", v.name)
+            self.mark_down(v)
