@@ -14,16 +14,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from faults.base import Fault, FaultEvent
+from faults.base import Fault, FaultEvent, RunContext
 from faults.ledger import Ledger
 from faults.undo import step
 from load.records import RequestRecord
-from load.runner import LoadProfile, LoadRunner
+from load.runner import LoadProfile, LoadRunner, RequestLogTail
+from probes.cold_start import ColdStart, cold_starts, worst
 from probes.failover import Failover, analyse
+from probes.queue_time import QueueTime, over_window
+from probes.queue_time import scrape as scrape_queues
 from probes.lb_sampler import LbSample, LbSampler
 from probes.safeguard import Safeguard
 from probes.slo import ExperimentSlo
-from probes.verdict import SloResult, judge, observed_from_window, recovery_time, verdict
+from probes.verdict import SloResult, judge, observed_from_window, reasons_from_window, recovery_time, verdict
 from probes.window import WindowStats, percentile, window
 from targets.local.cluster import LocalCluster
 from targets.local.processes import start_time
@@ -54,6 +57,11 @@ class ExperimentResult:
     aborted: str | None = None
     error: str | None = None
     request_log: str = ""
+    #: server-side queue time over inject -> revert (None: not measured).
+    queue: QueueTime | None = None
+    cold_starts: list[ColdStart] = field(default_factory=list)
+    #: what the fault measured on the target to show it took effect.
+    figures: dict = field(default_factory=dict)
     lb_samples: list[LbSample] = field(default_factory=list, repr=False)
     records: list[RequestRecord] = field(default_factory=list, repr=False)
     #: monotonic and wall clock at the start, to turn run times into dates at the edges.
@@ -81,7 +89,17 @@ class ExperimentResult:
         if self.verdict == "error":
             return f"{self.id}: error: {self.error}"
         parts = [f"{s.name} {s.objective} ({s.detail})" for s in self.breached()]
-        return f"{self.id}: SLO breached: " + "; ".join(parts)
+        message = f"{self.id}: SLO breached: " + "; ".join(parts)
+        if self.stale_but_up():
+            message += ("; the service was up but serving stale answers: every request got a valid 200, "
+                        "with features older than the freshness objective")
+        return message
+
+    def stale_but_up(self) -> bool:
+        """The case a plain uptime check hides: answers all valid, features too old."""
+        by = {s.name: s for s in self.slos}
+        fresh, up = by.get("freshness_s"), by.get("availability")
+        return bool(fresh and not fresh.ok and fresh.observed is not None and up and up.ok)
 
     def to_summary(self) -> dict:
         return {
@@ -94,6 +112,9 @@ class ExperimentResult:
             "failover": [asdict(f) | {"died_at": round(f.died_at - self.t0, 3),
                                       "ejected_at": None if f.ejected_at is None else round(f.ejected_at - self.t0, 3)}
                          for f in self.failover],
+            "cold_starts": [asdict(c) for c in self.cold_starts],
+            "queue_time": self.queue.to_dict() if self.queue else None,
+            "figures": self.figures,
             "aborted": self.aborted, "error": self.error, "request_log": self.request_log,
         }
 
@@ -106,6 +127,8 @@ class Experiment:
         self.safeguard = Safeguard(slo.safeguard.max_error_rate, slo.safeguard.window_s, slo.safeguard.max_p99_ms)
         self.phases: list[Phase] = []
         self._records: list[RequestRecord] = []
+        self._tails: list[RequestLogTail] = []
+        self._queue_before: dict = {}
 
     def run(self) -> ExperimentResult:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -116,20 +139,30 @@ class Experiment:
         sampler = LbSampler(self.target.admin())
         result = ExperimentResult(self.id, self.fault.name, "error", t0=time.monotonic(), wall0=time.time(),
                                   request_log=str(self.out_dir / "requests.jsonl"))
+        self.fault.run = RunContext(self.target.lb_url, self.out_dir, p.users, p.spawn_rate)
         load_entry = None
+
+        def journal_load(pgid: int) -> None:
+            nonlocal load_entry
+            undo = [step("end_group", pgid=pgid, started=start_time(pgid), what="locust")]
+            if load_entry is None:
+                load_entry = self.ledger.applied("load", undo, {"kind": "process"}, experiment=self.id)
+            else:
+                load_entry = self.ledger.extend(load_entry, undo)
+
         try:
+            self.target.wait_steady()
             self.say(f"{self.id}: plan: " + "; ".join(self.fault.plan()))
             self.fault.prepare()
             sampler.start()
-            load.start()
-            load_entry = self.ledger.applied(
-                "load", [step("end_group", pgid=load.pgid, started=start_time(load.pgid), what="locust")],
-                {"kind": "process"}, experiment=self.id)
-            self._tail = load.tail()
+            load.start(on_spawn=journal_load)
+            self._tails = [load.tail()]
             self._phase("baseline", p.baseline_s)
+            self._queue_before = self._scrape_queues()
             self._phase("inject", 0, action=self.fault.inject, arm=True)
             if not self.safeguard.tripped:
                 self._phase("hold", p.hold_s)
+            result.queue = over_window(self._queue_before, self._scrape_queues())
             self._phase("revert", 0, action=self.fault.revert)
             self._phase("recovery", p.recovery_window_s)
         except KeyboardInterrupt:
@@ -145,13 +178,21 @@ class Experiment:
                 if load_entry is not None:
                     self.ledger.reverted(load_entry)
                 result.lb_samples = sampler.stop()
+        for extra in self.fault.load_runners():
+            records = records + extra.records()
+        records.sort(key=lambda r: r.start)
         result.records = records
         result.phases = list(self.phases)
         result.events = list(self.fault.events)
         result.requests = len(records)
+        result.figures = self.fault.figures()
         if result.error is None:
             self._evaluate(result)
         return result
+
+    def _scrape_queues(self) -> dict:
+        return scrape_queues({r.name: f"http://127.0.0.1:{r.port}/metrics" for r in self.target.state.replicas
+                              if r.phase == "ready"})
 
     # ----------------------------------------------------------------------------- phases
     def _phase(self, name: str, seconds: float, action: Callable[[], None] | None = None,
@@ -178,7 +219,11 @@ class Experiment:
         self.phases.append(Phase(name, start, time.monotonic()))
 
     def _watch(self) -> None:
-        new = self._tail.read_new()
+        known = {t.prefix for t in self._tails}
+        for extra in self.fault.load_runners():
+            if str(extra.log_path) not in known:
+                self._tails.append(extra.tail())
+        new = [r for tail in self._tails for r in tail.read_new()]
         self._records.extend(new)
         self.safeguard.feed(new)
         if getattr(self, "_armed", False) and self.fault.applied:
@@ -203,9 +248,7 @@ class Experiment:
         result.baseline = window(result.records, baseline.start, inject.start)
         result.during = window(result.records, inject.start, end)
         observed = observed_from_window(result.during)
-        reasons: dict[str, str] = {}
-        if result.during.requests == 0:
-            reasons.update({k: "no requests in the fault window" for k in observed})
+        reasons = reasons_from_window(result.during)
         observed["recovery_s"] = recovery_time(result.records, revert.end, end, self.slo.objectives)
         if observed["recovery_s"] is None:
             reasons["recovery_s"] = "errors or p99 never came back within objective before the run ended"
@@ -215,8 +258,21 @@ class Experiment:
             observed["failover_s"] = None if None in values else max(v for v in values if v is not None)
             if observed["failover_s"] is None:
                 reasons["failover_s"] = "the LB never stopped routing to a removed replica"
+            took = [f.replacement_traffic_s for f in result.failover]
+            observed["replacement_s"] = None if None in took else max(t for t in took if t is not None)
+            if observed["replacement_s"] is None:
+                reasons["replacement_s"] = "no replacement served a valid answer before the run ended"
         else:
-            reasons["failover_s"] = f"{self.fault.name} removed no replica"
+            reasons["failover_s"] = reasons["replacement_s"] = f"{self.fault.name} removed no replica"
+        wall = lambda t: result.wall0 + (t - result.t0)  # noqa: E731
+        state = self.target.state
+        result.cold_starts = cold_starts(state.replicas + state.history, wall(inject.start), wall(end))
+        observed["cold_start_s"], why = worst(result.cold_starts)
+        if why:
+            reasons["cold_start_s"] = why
+        observed["queue_p99_ms"] = result.queue.p99_ms if result.queue else None
+        if result.queue is None:
+            reasons["queue_p99_ms"] = f"no replica reported {'vllm:request_queue_time_seconds'} over the fault window"
         result.slos = judge(self.slo.objectives, observed, reasons)
         if self.safeguard.tripped:
             result.verdict, result.aborted = "aborted", self.safeguard.tripped
@@ -232,7 +288,10 @@ class Experiment:
             later = sorted((r for r in everyone if r.name != victim.name and r.started_at >= victim.started_at
                             and r.slot == victim.slot), key=lambda r: r.started_at)
             promoted = [r for r in state.replicas if r.slot == victim.slot and r.name != victim.name]
-            replacement = (promoted or later or [None])[0]
+            candidates = promoted + later
+            served = {r.replica for r in result.records if r.ok and r.start >= died_at}
+            # a crash-looping replacement never serves; the one that did is the replacement
+            replacement = next((r for r in candidates if r.name in served), candidates[0] if candidates else None)
             out.append(analyse(victim.name, victim.port, died_at, result.lb_samples, result.records,
                                replacement.name if replacement else None))
         return out

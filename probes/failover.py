@@ -3,7 +3,8 @@
 For each replica a fault removed, three times on the run's clock:
 - `failover_s`: from the replica's death until the LB stopped routing to it (0 when the
   LB had already taken it out during the notice, which is the graceful case);
-- the requests that failed between its death and its ejection;
+- the requests that failed between its death and its ejection, and those the LB still
+  sent it that it answered (a hung replica answers them late, once resumed);
 - `replacement_traffic_s`: from its death until its replacement served a valid answer.
 """
 
@@ -43,24 +44,25 @@ class Failover:
 
 
 def ejected_at(samples: Sequence[LbSample], port: int, since: float) -> tuple[str | None, float | None]:
-    """When the server that pointed at `port` was last seen up before going out of rotation.
-    Returns (server name, time of the first sample at or after which it is no longer up)."""
+    """When the LB took the server that pointed at `port` out of rotation, for the first
+    time at or after `since` (the start of that out-of-rotation period, which may lie
+    before `since` when it was ejected during a notice). A replica that comes back later
+    (a hung one, resumed) keeps its ejection time. Returns (server name, time or None)."""
     mine = [s for s in samples if s.port == port]
     if not mine:
         return None, None
     server = mine[0].server
     # Walk the samples of that server (its port may be re-pointed to a replacement).
-    history = [s for s in samples if s.server == server]
     out_since: float | None = None
-    for s in history:
-        serving = s.up and s.port == port
-        if serving:
+    for s in (s for s in samples if s.server == server):
+        if s.up and s.port == port:
             out_since = None
-        elif out_since is None:
+            continue
+        if out_since is None:
             out_since = s.t
-    if out_since is None:
-        return server, None
-    return server, out_since
+        if s.t >= since:
+            return server, out_since
+    return server, None
 
 
 def analyse(replica: str, port: int, died_at: float, samples: Sequence[LbSample], records: Iterable[Record],
@@ -70,7 +72,8 @@ def analyse(replica: str, port: int, died_at: float, samples: Sequence[LbSample]
     failover = None if out is None else max(0.0, out - died_at)
     failed_before = sum(1 for r in records
                         if not r.ok and died_at <= r.start < (out if out is not None else float("inf")))
-    served_after = sum(1 for r in records if r.replica == replica and r.ok and r.start > died_at)
+    served_after = sum(1 for r in records if r.replica == replica and r.ok
+                       and died_at < r.start < (out if out is not None else float("inf")))
     first = min((r.start for r in records if replacement and r.replica == replacement and r.ok and r.start >= died_at),
                 default=None)
     return Failover(

@@ -70,7 +70,9 @@ SLO_KEYS: dict[str, SloKey] = {
     "recovery_s": SloKey("<=", "s", "seconds after revert until errors and p99 are back within objective"),
     "failover_s": SloKey("<=", "s", "seconds from replica death until the LB stopped routing to it"),
     "freshness_s": SloKey("<=", "s", "worst age of the features a request was answered with"),
-    "cold_start_s": SloKey("<=", "s", "seconds from a replacement replica's start until it is ready"),
+    "cold_start_s": SloKey("<=", "s", "seconds from a replica's start until it is ready (the slowest started in the run)"),
+    "replacement_s": SloKey("<=", "s", "seconds from a removed replica's death until its replacement served a valid answer"),
+    "queue_p99_ms": SloKey("<=", "ms", "99th percentile of the servers' own queue time (inject -> revert)"),
     "scale_out_s": SloKey("<=", "s", "seconds from the scale-out trigger until a new replica serves"),
 }
 
@@ -89,8 +91,8 @@ SAFEGUARD_KEYS: dict[str, Bound] = {
     "max_p99_ms": POSITIVE,
 }
 
-BUILTIN_SLO: dict[str, float] = {"availability": 0.99, "p99_ms": 2000, "recovery_s": 20, "failover_s": 10}
-BUILTIN_PHASES: dict[str, float] = {"baseline_s": 5, "hold_s": 10, "recovery_window_s": 15, "users": 8, "processes": 1}
+BUILTIN_SLO: dict[str, float] = {"availability": 0.99, "p99_ms": 2000, "recovery_s": 6, "failover_s": 10}
+BUILTIN_PHASES: dict[str, float] = {"baseline_s": 3, "hold_s": 6, "recovery_window_s": 8, "users": 8, "processes": 1}
 BUILTIN_SAFEGUARD: dict[str, float] = {"max_error_rate": 0.5, "window_s": 3}
 
 OVERRIDE_KEYS: tuple[str, ...] = (*SLO_KEYS, *PHASE_KEYS, *(f"safeguard.{k}" for k in SAFEGUARD_KEYS))

@@ -15,7 +15,8 @@ from probes.slo import ExperimentSlo, Objective
 from probes.window import Record, WindowStats, series
 
 #: The window statistics an objective can be judged on directly.
-WINDOW_KEYS = ("availability", "error_rate", "p50_ms", "p95_ms", "p99_ms", "ttft_p99_ms", "throughput_rps")
+WINDOW_KEYS = ("availability", "error_rate", "p50_ms", "p95_ms", "p99_ms", "ttft_p99_ms", "throughput_rps",
+               "freshness_s")
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,12 @@ def reasons_from_window(stats: WindowStats) -> dict[str, str]:
     span = f"[{stats.start:.1f}, {stats.end:.1f})"
     if stats.requests == 0:
         return {key: f"no requests in window {span}" for key in WINDOW_KEYS}
+    reasons = {}
     if stats.ttft_p99_ms is None:
-        return {"ttft_p99_ms": f"no streaming request got a first token in window {span}"}
-    return {}
+        reasons["ttft_p99_ms"] = f"no streaming request got a first token in window {span}"
+    if stats.freshness_s is None:
+        reasons["freshness_s"] = f"no valid answer reported its feature age in window {span}"
+    return reasons
 
 
 def recovery_time(records: Iterable[Record], revert_at: float, end: float,

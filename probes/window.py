@@ -36,6 +36,8 @@ class Record(Protocol):
     def replica(self) -> str | None: ...
     @property
     def kind(self) -> str: ...
+    @property
+    def feature_age_s(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class WindowStats:
     throughput_rps: float | None
     ttft_p50_ms: float | None
     ttft_p99_ms: float | None
+    #: worst age of the features behind a valid answer (None: no answer reported one).
+    freshness_s: float | None
     #: failure reason -> count, failed requests only.
     errors: dict[str, int]
     #: replica -> requests it answered (any outcome).
@@ -135,6 +139,7 @@ def _stats(rs: Sequence[Record], start: float, end: float) -> WindowStats:
         throughput_rps=ok / seconds if n and seconds > 0 else None,
         ttft_p50_ms=_nearest_rank(ttft, 50),
         ttft_p99_ms=_nearest_rank(ttft, 99),
+        freshness_s=max((r.feature_age_s for r in rs if r.ok and r.feature_age_s is not None), default=None),
         errors=dict(Counter(failure_reason(r) for r in rs if not r.ok)),
         replicas=dict(Counter(r.replica for r in rs if r.replica is not None)),
     )

@@ -151,8 +151,11 @@ def test_healthy_run_passes_and_writes_the_documented_summary(cluster, healthy):
     assert e["id"] == "spot_reclamation" and e["fault"] == "spot_reclamation"
     assert e["verdict"] == "pass", e
     assert e["aborted"] is None and e["error"] is None
+    assert set(e["queue_time"]) == {"requests", "p99_ms", "mean_ms", "replicas"}
+    assert e["queue_time"]["requests"] > 0
+    assert any(c["outcome"] == "ready" for c in e["cold_starts"]), "the replacement's cold start is listed"
 
-    assert {s["name"] for s in e["slos"]} == {"availability", "p99_ms", "recovery_s", "failover_s"}
+    assert {s["name"] for s in e["slos"]} == {"availability", "p99_ms", "recovery_s", "failover_s", "freshness_s"}
     for s in e["slos"]:
         assert {"name", "objective", "observed", "ok"} <= set(s)
         assert isinstance(s["objective"], str) and s["objective"].startswith((">=", "<="))

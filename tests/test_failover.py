@@ -226,3 +226,17 @@ def test_an_ejection_at_time_zero_is_still_an_ejection():
     f = analyse(VICTIM, VICTIM_PORT, -0.5, samples, records, None)
     assert f.ejected_at == 0.0 and f.failover_s == pytest.approx(0.5)
     assert f.failed_before_ejection == 0
+
+
+def test_a_hung_replica_that_comes_back_keeps_its_ejection_time():
+    """SIGSTOP at 5 s, ejected by the health check at 7 s, resumed at 11 s and back in
+    rotation at 12 s: failover is 2 s, and the answers it gave after resuming do not count
+    as routed to it while it hung."""
+    died = T0 + 5.0
+    samples = states("r1", VICTIM_PORT, [(T0, "running"), (T0 + 7.0, "stopped"), (T0 + 12.0, "running")], T0 + 15)
+    records = [Rec(T0 + 5.5, replica=VICTIM), Rec(T0 + 6.5, replica=VICTIM),  # stuck, answered late
+               Rec(T0 + 12.5, replica=VICTIM), Rec(T0 + 13.0, replica=VICTIM)]  # after it came back
+    f = analyse(VICTIM, VICTIM_PORT, died, samples, records, None)
+    assert f.ejected_at == pytest.approx(T0 + 7.0)
+    assert f.failover_s == pytest.approx(2.0)
+    assert f.served_after_death == 2

@@ -41,10 +41,12 @@ def usage_error(fn, *args) -> str:  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------------- the default file
 def test_default_file_exists_and_loads() -> None:
     assert default_slo_path().is_file()
-    slo = load_slo(default_slo_path(), "replica_crash")
-    assert values(slo) == {"availability": 0.99, "p99_ms": 2000, "recovery_s": 20, "failover_s": 10}
+    slo = load_slo(default_slo_path(), "an_experiment_without_a_section")
+    assert values(slo) == {"availability": 0.99, "p99_ms": 2000, "recovery_s": 6, "failover_s": 10,
+                           "freshness_s": 5}
+    assert slo.objective("freshness_s").optional  # type: ignore[union-attr]
     p = slo.phases
-    assert (p.baseline_s, p.hold_s, p.recovery_window_s, p.users, p.spawn_rate, p.processes) == (5, 10, 15, 8, 80, 1)
+    assert (p.baseline_s, p.hold_s, p.recovery_window_s, p.users, p.spawn_rate, p.processes) == (3, 6, 8, 8, 80, 1)
     assert isinstance(p.users, int) and isinstance(p.processes, int)
     assert (slo.safeguard.max_error_rate, slo.safeguard.window_s, slo.safeguard.max_p99_ms) == (0.5, 3, None)
 
@@ -53,7 +55,7 @@ def test_default_file_overrides_spot_reclamation() -> None:
     slo = load_slo(None, "spot_reclamation")
     assert slo.experiment == "spot_reclamation"
     assert slo.objective("failover_s") == Objective("failover_s", "<=", 8, "s")
-    assert slo.phases.hold_s == 12
+    assert slo.phases.hold_s == 8
     assert slo.objective("p99_ms").value == 2000  # type: ignore[union-attr]
 
 
@@ -73,7 +75,7 @@ def test_describe_and_lookup() -> None:
     slo = load_slo(None, "x")
     assert slo.objective("p99_ms").describe() == "p99_ms <= 2000 ms"  # type: ignore[union-attr]
     assert slo.objective("availability").describe() == "availability >= 0.99"  # type: ignore[union-attr]
-    assert slo.objective("recovery_s").target() == "<= 20 s"  # type: ignore[union-attr]
+    assert slo.objective("recovery_s").target() == "<= 6 s"  # type: ignore[union-attr]
     assert slo.objective("throughput_rps") is None
     assert Objective("failover_s", "<=", 10, "s", optional=True).describe() == "failover_s <= 10 s (optional)"
 
@@ -103,7 +105,7 @@ def test_experiment_section_overrides_defaults_key_by_key(tmp_path: Path) -> Non
     path = write(tmp_path, LAYERED)
     surge = load_slo(path, "surge")
     assert values(surge) == {"availability": 0.99, "error_rate": 0.02, "p99_ms": 4000,
-                             "throughput_rps": 20, "recovery_s": 20, "failover_s": 10}
+                             "throughput_rps": 20, "recovery_s": 6, "failover_s": 10}
     assert (surge.phases.users, surge.phases.hold_s, surge.phases.spawn_rate) == (40, 6, 400)
     assert (surge.safeguard.max_error_rate, surge.safeguard.window_s, surge.safeguard.max_p99_ms) == (0.3, 5, 9000)
     other = load_slo(path, "other")

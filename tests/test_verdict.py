@@ -21,7 +21,7 @@ from probes.verdict import (
 from probes.window import window
 
 
-@dataclass(frozen=True)
+@dataclass
 class Rec:
     start: float
     latency_s: float
@@ -31,6 +31,7 @@ class Rec:
     ttft_s: float | None = None
     replica: str | None = "r1"
     kind: str = "infer"
+    feature_age_s: float | None = None
 
 
 def obj(key: str, op: str, value: float, unit: str = "ms", optional: bool = False) -> Objective:
@@ -237,3 +238,44 @@ def test_recovery_too_slow_breaches_recovery_objective() -> None:
 def test_recovery_needs_a_criterion() -> None:
     with pytest.raises(ValueError):
         recovery_time(traffic(10, 20), 10.0, 20.0, [obj("failover_s", "<=", 10, "s")])
+
+
+# --------------------------------------------------------------------------- freshness
+FRESH = [obj("availability", ">=", 0.99, "fraction"), obj("freshness_s", "<=", 5, "s")]
+
+
+def judged_fresh(recs: list[Rec]) -> dict[str, SloResult]:
+    stats = window(recs, 0, 10)
+    return by_name(judge(FRESH, observed_from_window(stats), reasons_from_window(stats)))
+
+
+def aged(recs: list[Rec], age_of) -> list[Rec]:  # type: ignore[no-untyped-def]
+    for r in recs:
+        r.feature_age_s = age_of(r.start)
+    return recs
+
+
+def test_fresh_features_pass() -> None:
+    results = judged_fresh(aged(traffic(0, 10), lambda t: 0.2 + (t % 1.0)))
+    assert all(r.ok for r in results.values())
+    assert results["freshness_s"].observed == pytest.approx(1.19, abs=0.011)
+
+
+def test_stale_features_fail_freshness_while_availability_passes() -> None:
+    # the pipeline stopped at t=3: every answer is a valid 200, the features grow old
+    results = judged_fresh(aged(traffic(0, 10), lambda t: 0.5 if t < 3 else 0.5 + (t - 3)))
+    assert results["availability"].ok and results["availability"].observed == 1.0
+    assert not results["freshness_s"].ok
+    assert results["freshness_s"].detail == "observed 7.49 s"
+
+
+def test_failed_requests_do_not_count_for_freshness() -> None:
+    recs = aged(traffic(0, 10), lambda t: 1.0)
+    recs[5].ok, recs[5].feature_age_s = False, 99.0  # an error has no answer whose age matters
+    assert judged_fresh(recs)["freshness_s"].observed == 1.0
+
+
+def test_freshness_unreported_is_not_measured() -> None:
+    results = judged_fresh(traffic(0, 10))  # a server that does not report feature age
+    assert not results["freshness_s"].ok
+    assert "not measured" in results["freshness_s"].detail and "feature age" in results["freshness_s"].detail
