@@ -1,0 +1,15 @@
+"""Replica crash: one replica SIGKILLed with requests in flight, no notice.
+
+Graceful means: the LB's retries hide most of it (availability), it stops routing to
+the dead replica within seconds (failover_s), and the replacement restores capacity.
+"""
+
+import pytest
+
+from faults.replica_crash import ReplicaCrash
+
+
+@pytest.mark.replica_crash
+def test_replica_crash(run_experiment, target):
+    result = run_experiment(ReplicaCrash(target=target, replicas="1"))
+    assert result.verdict == "pass", result.failure_message()

@@ -1,0 +1,15 @@
+"""Traffic surge: the load jumps 4x for the fault window — the flash sale.
+
+Batches fill and queues grow. Graceful means no errors, and the client tail (p99_ms) and
+the servers' own queue time (queue_p99_ms) stay within what the surge objective allows.
+"""
+
+import pytest
+
+from faults.traffic_surge import TrafficSurge
+
+
+@pytest.mark.traffic_surge
+def test_traffic_surge(run_experiment, target):
+    result = run_experiment(TrafficSurge(factor=4.0))
+    assert result.verdict == "pass", result.failure_message()

@@ -1,0 +1,115 @@
+"""The fault catalogue as test data: how to build each fault for the shared test cluster,
+how to see on the target that it took effect, and what a planted breach looks like.
+
+Used by test_fault_catalogue.py (in-process) and by the runner script that
+test_fault_recover.py SIGKILLs, so both act on exactly the same faults.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from faults.base import Fault, RunContext
+from faults.dependency_latency import DependencyLatency
+from faults.gpu_oom import GpuOom
+from faults.ledger import Ledger
+from faults.model_load_stall import ModelLoadStall
+from faults.pipeline_lag import PipelineLag
+from faults.replica_crash import ReplicaCrash
+from faults.replica_hang import ReplicaHang
+from faults.spot_reclamation import SpotReclamation
+from faults.traffic_surge import TrafficSurge
+from targets.local import LocalCluster
+from targets.local.control import read_desired
+from targets.local.depproxy import ProxyControl, Toxics
+from targets.local.processes import stopped
+from targets.local.vgpu import VirtualDevice
+
+INFER = {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]}
+
+BUILDERS: dict[str, Callable[[LocalCluster, Ledger], Fault]] = {
+    "spot_reclamation": lambda c, l: SpotReclamation(ledger=l, target=c, notice_s=1.0, provisioning_delay_s=600.0),
+    "gpu_oom": lambda c, l: GpuOom(ledger=l, target=c, leave="0"),
+    "model_load_stall": lambda c, l: ModelLoadStall(ledger=l, target=c, stall_s=math.inf, provisioning_delay_s=0.2),
+    "pipeline_lag": lambda c, l: PipelineLag(ledger=l, target=c, mode="both", read_latency_ms=1000.0),
+    "dependency_latency": lambda c, l: DependencyLatency(ledger=l, target=c, dependency="feature_store",
+                                                         latency_ms=300.0),
+    "replica_crash": lambda c, l: ReplicaCrash(ledger=l, target=c, provisioning_delay_s=600.0),
+    "replica_hang": lambda c, l: ReplicaHang(ledger=l, target=c),
+    "traffic_surge": lambda c, l: TrafficSurge(ledger=l, factor=3.0),
+}
+
+
+def build(name: str, cluster: LocalCluster, ledger: Ledger, out_dir: Path) -> Fault:
+    fault = BUILDERS[name](cluster, ledger)
+    fault.run = RunContext(cluster.lb_url, out_dir, users=2, spawn_rate=50.0)
+    return fault
+
+
+@dataclass(frozen=True)
+class Planted:
+    """A run of the fault's experiment with one objective set so that it must fail."""
+
+    experiment: str
+    select: str  # -k expression: one parametrisation
+    slo_set: tuple[str, ...]
+    breached: str
+
+
+PLANTED = {
+    "spot_reclamation": Planted("test_spot_reclamation.py", "spot", ("replacement_s=0.5",), "replacement_s"),
+    "gpu_oom": Planted("test_gpu_oom.py", "sudden", ("availability=1",), "availability"),
+    "model_load_stall": Planted("test_model_load_stall.py", "cold", ("cold_start_s=1",), "cold_start_s"),
+    "pipeline_lag": Planted("test_pipeline_lag.py", "stop", ("freshness_s=1",), "freshness_s"),
+    "dependency_latency": Planted("test_dependency_latency.py", "latency", ("p99_ms=150",), "p99_ms"),
+    "replica_crash": Planted("test_replica_crash.py", "crash", ("replacement_s=0.5",), "replacement_s"),
+    "replica_hang": Planted("test_replica_hang.py", "hang", ("failover_s=0.5",), "failover_s"),
+    "traffic_surge": Planted("test_traffic_surge.py", "surge", ("queue_p99_ms=1",), "queue_p99_ms"),
+}
+
+
+# ----------------------------------------------------------------------------- the target's state
+def snapshot(cluster: LocalCluster) -> dict:
+    """What "the cluster as before" means, read from the target itself."""
+    cluster.wait_steady(90)
+    state = cluster.state
+    pids = {str(r.pid) for r in state.replicas}
+    memory, foreign = {}, []
+    for r in state.replicas:
+        usage = VirtualDevice(state.vgpu_dir or "", r.device).usage()
+        memory[r.device] = usage.used
+        foreign += [k for k in usage.allocations if k.split("/", 1)[0] not in pids]
+    pipeline = state.service("pipeline")
+    return {
+        "replicas": len(state.active()), "standby": len(state.standby()), "desired": read_desired(cluster.state_dir),
+        "memory": memory, "foreign_allocations": foreign,
+        "toxics": {name: route["toxics"] for name, route in ProxyControl(state.proxy_url or "").routes().items()},
+        "pipeline_stopped": stopped(pipeline.pid),
+        "stopped_replicas": [r.name for r in state.replicas if stopped(r.pid)],
+        "lb_up": sorted(s.name for s in cluster.lb_servers() if s.up),
+    }
+
+
+CLEAN_TOXICS = Toxics().to_dict()
+
+
+def store_feature_age(cluster: LocalCluster) -> float:
+    body = httpx.get(f"{cluster.state.feature_store_url}/features/default", timeout=2).json()
+    return time.time() - float(body["updated_at"])
+
+
+def infer(url: str, timeout: float = 10.0) -> httpx.Response:
+    return httpx.post(f"{url}/v2/models/mlp/infer", json=INFER, timeout=timeout)
+
+
+def repo_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
