@@ -158,6 +158,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"error: {state.error}")
     print(f"load balancer: {state.lb_url}   stats: {state.stats_url}/stats   LB metrics: {state.stats_url}/metrics")
     print(f"model store: {state.model_store_url}   feature store: {state.feature_store_url}")
+    if state.proxy_url:
+        print(f"dependency proxy: {state.proxy_url}/routes   replicas use {state.via_proxy}")
     print(f"{'REPLICA':<12}{'SLOT':<6}{'PORT':<7}{'PID':<9}{'DEVICE':<8}{'PHASE':<10}{'LB':<10}COLD START")
     for r in state.replicas:
         slot = f"r{r.slot}" if r.slot else "warm"

@@ -444,3 +444,32 @@ def test_bad_option_exits_2(procs: Launcher) -> None:
     proc = procs.start("server", "--name", "x", "--model-store", "http://a", "--feature-store", "http://b",
                        "--oom", "sometimes")
     assert proc.wait_exit(15) == 2
+
+
+def test_a_slow_feature_store_costs_one_timeout_per_backoff_not_every_batch(procs: Launcher,
+                                                                            stores: tuple[Proc, Proc]) -> None:
+    """Feature reads time out after 200 ms; then the last features are reused for the backoff
+    (1 s), so a black-holed store does not add 200 ms to every batch. With no backoff it does."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)  # accepts connections (the kernel does), never answers
+    try:
+        black_hole = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        breaker = procs.server(stores[0], black_hole)
+        no_breaker = procs.server(stores[0], black_hole, "--feature-backoff-ms", "0")
+
+        def latencies(srv: Proc, n: int) -> list[float]:
+            out = []
+            for _ in range(n):
+                started = time.monotonic()
+                assert post(srv, "/v2/models/mlp/infer", infer_body([ROW_A])).status_code == 200
+                out.append(time.monotonic() - started)
+            return out
+
+        time.sleep(1.2)  # past any backoff started by the warm-up
+        first, *rest = latencies(breaker, 5)
+        assert first >= 0.2, "the first read after the backoff waits for its timeout"
+        assert max(rest) < 0.15, f"reads inside the backoff must not wait: {rest}"
+        assert min(latencies(no_breaker, 4)) >= 0.2, "without the breaker every batch pays the timeout"
+    finally:
+        hole.close()
