@@ -110,7 +110,6 @@ class GpuOom(LocalFault):
         super()._revert()  # ends the hogs: their memory is freed with their process
         for proc in self._hogs:
             proc.wait(5)  # reap our child, or it lingers as a zombie
-        self.stop_watching()
 
     def figures(self) -> dict[str, Any]:
         return {"hog": {str(d): s for d, s in self.hog_status.items()}}

@@ -8,6 +8,7 @@ kubernetes target gets its own counterpart.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,9 +17,9 @@ from typing import Any
 from faults.base import BlastRadius, Fault
 from faults.undo import step
 from inferchaos.errors import UsageError
-from targets.local.cluster import LocalCluster
+from targets.local.cluster import LocalCluster, wait_for
 from targets.local.control import read_desired, set_desired
-from targets.local.processes import group_alive
+from targets.local.processes import group_alive, signal_group, start_time
 from targets.local.state import ReplicaRecord
 
 
@@ -83,6 +84,29 @@ class LocalFault(Fault):
             self.journal([step("restore_desired", state_dir=state_dir, values=read_desired(state_dir))])
         set_desired(state_dir, **settings)
 
+    def fill_warm_pool(self, size: int | None) -> None:
+        """Ask for `size` warm-pool replicas and wait until they are loaded: a pool only
+        helps if it is ready before the fault, so this belongs in `_prepare`."""
+        if size is None:
+            return
+        self.change_settings(warm_pool=size)
+        wait_for(lambda: sum(r.phase == "ready" for r in self.cluster.state.standby()) >= size,
+                 90, f"{size} warm-pool replica(s) ready")
+
+    def journal_victims(self) -> None:
+        """Journal ending each victim's group: whatever of it still runs at undo is gone."""
+        self.journal([step("end_group", pgid=v.pgid, started=start_time(v.pid), what=f"replica {v.name}")
+                      for v in self.victims])
+
+    def crash(self) -> None:
+        """SIGKILL every victim now (journalled first); the supervisor replaces them."""
+        self.journal_victims()
+        for v in self.victims:
+            signal_group(v.pgid, signal.SIGKILL)
+            self.note("sigkill", v.name)
+            self.mark_down(v)  # it stops serving now; the watcher notes when it is reaped
+        self.watch_deaths(self.victims)
+
     # ----------------------------------------------------------------------- dependencies
     def degrade(self, dependency: str, toxics: Any) -> dict:
         """Put `toxics` on the proxy route to `dependency` (journalled clear first)."""
@@ -132,6 +156,10 @@ class LocalFault(Fault):
         self._watch_stop.set()
         if self._watcher is not None:
             self._watcher.join(5)
+
+    def _revert(self) -> None:
+        super()._revert()
+        self.stop_watching()
 
     def casualties(self) -> list[tuple[ReplicaRecord, float]]:
         """The replicas this fault took out of service, each with when (monotonic)."""

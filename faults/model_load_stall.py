@@ -11,16 +11,12 @@ in seconds"; the experiment runs both ways to show the difference.
 from __future__ import annotations
 
 import math
-import signal
 from dataclasses import dataclass
 from typing import Any
 
 from faults.local import LocalFault, non_negative
-from faults.undo import step
 from inferchaos.errors import UsageError
-from targets.local.cluster import wait_for
 from targets.local.depproxy import Toxics
-from targets.local.processes import signal_group, start_time
 
 
 @dataclass
@@ -57,28 +53,11 @@ class ModelLoadStall(LocalFault):
                         for v in self.choose()]
 
     def _prepare(self) -> None:
-        if self.warm_pool is None:
-            return
-        self.change_settings(warm_pool=self.warm_pool)
-        wait_for(lambda: sum(r.phase == "ready" for r in self.cluster.state.standby()) >= (self.warm_pool or 0),
-                 90, f"{self.warm_pool} warm-pool replica(s) ready")
+        self.fill_warm_pool(self.warm_pool)
 
     def _inject(self) -> None:
         self.victims = self._victims_or_fail()
         if self.provisioning_delay_s is not None:
             self.change_settings(provisioning_delay_s=self.provisioning_delay_s)
         self.degrade("model_store", self.toxics())
-        self.journal([step("end_group", pgid=v.pgid, started=start_time(v.pid), what=f"replica {v.name}")
-                      for v in self.victims])
-        for v in self.victims:
-            signal_group(v.pgid, signal.SIGKILL)
-            self.note("sigkill", v.name)
-            self.mark_down(v)
-        self.watch_deaths(self.victims)
-
-    def _revert(self) -> None:
-        super()._revert()
-        self.stop_watching()
-
-    def figures(self) -> dict[str, Any]:
-        return {}
+        self.crash()

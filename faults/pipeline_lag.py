@@ -35,6 +35,7 @@ class PipelineLag(LocalFault):
     mode: str = "stop"
     read_latency_ms: float = 1000.0
     age_at_inject_s: float | None = field(default=None, init=False)
+    age_at_revert_s: float | None = field(default=None, init=False)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -88,4 +89,4 @@ class PipelineLag(LocalFault):
 
     def figures(self) -> dict[str, Any]:
         return {"store_feature_age_at_inject_s": self.age_at_inject_s,
-                "store_feature_age_at_revert_s": getattr(self, "age_at_revert_s", None)}
+                "store_feature_age_at_revert_s": self.age_at_revert_s}

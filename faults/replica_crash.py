@@ -7,13 +7,10 @@ provisioning delay. There is nothing to put back on revert except that delay.
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
 from typing import Any
 
 from faults.local import LocalFault, non_negative
-from faults.undo import step
-from targets.local.processes import signal_group, start_time
 
 
 @dataclass
@@ -37,14 +34,4 @@ class ReplicaCrash(LocalFault):
         self.victims = self._victims_or_fail()
         if self.provisioning_delay_s is not None:
             self.change_settings(provisioning_delay_s=self.provisioning_delay_s)
-        self.journal([step("end_group", pgid=v.pgid, started=start_time(v.pid), what=f"replica {v.name}")
-                      for v in self.victims])
-        for v in self.victims:
-            signal_group(v.pgid, signal.SIGKILL)
-            self.note("sigkill", v.name)
-            self.mark_down(v)  # it stops serving now; the watcher notes when it is reaped
-        self.watch_deaths(self.victims)
-
-    def _revert(self) -> None:
-        super()._revert()
-        self.stop_watching()
+        self.crash()

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from faults.local import LocalFault, non_negative
-from faults.undo import step
-from targets.local.cluster import wait_for
-from targets.local.processes import signal_group, start_time
+from targets.local.processes import signal_group
 from targets.local.state import ReplicaRecord
 
 
@@ -55,18 +53,13 @@ class SpotReclamation(LocalFault):
     def _prepare(self) -> None:
         """The warm pool must be loaded before the notice, so it is set up before the baseline
         (with the cluster's own provisioning delay: the fault's applies to the reclamation)."""
-        if self.warm_pool is None:
-            return
-        self.change_settings(warm_pool=self.warm_pool)
-        wait_for(lambda: sum(r.phase == "ready" for r in self.cluster.state.standby()) >= (self.warm_pool or 0),
-                 90, f"{self.warm_pool} warm-pool replica(s) ready")
+        self.fill_warm_pool(self.warm_pool)
 
     def _inject(self) -> None:
         self.victims = self._victims_or_fail()
         if self.provisioning_delay_s is not None:
             self.change_settings(provisioning_delay_s=self.provisioning_delay_s)
-        self.journal([step("end_group", pgid=v.pgid, started=start_time(v.pid), what=f"replica {v.name}")
-                      for v in self.victims])
+        self.journal_victims()
         for v in self.victims:
             signal_group(v.pgid, signal.SIGTERM)
             self.note("notice", v.name)
@@ -83,7 +76,6 @@ class SpotReclamation(LocalFault):
 
     def _revert(self) -> None:
         super()._revert()  # ends what still runs (the node is gone) and restores settings
-        self.stop_watching()
         for v in self.victims:
             if self.died_at(v.name) is None:
                 self.note("exited", v.name)
