@@ -100,7 +100,11 @@ class Fault:
         self._prepare()
 
     def inject(self) -> None:
-        self._open()
+        if self._entry is None:
+            self._entry = self.ledger.applied(self.name, [], self.target_ref(), self.params(), self.experiment,
+                                              detail="injected")
+        else:  # opened by prepare(): the ledger still says when the fault itself began
+            self._entry = self.ledger.extend(self._entry, [], detail="injected")
         self._inject()
 
     def revert(self) -> None:

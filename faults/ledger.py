@@ -90,20 +90,23 @@ class Ledger:
             return f.read(1) == b"\n"
 
     def applied(self, fault: str, undo: list[UndoStep], target: dict[str, Any] | None = None,
-                params: dict[str, Any] | None = None, experiment: str | None = None) -> Entry:
+                params: dict[str, Any] | None = None, experiment: str | None = None,
+                detail: str | None = None) -> Entry:
         """Journal a change about to be made. Call before the change, not after."""
         entry = Entry(
             id=uuid.uuid4().hex[:12], event="applied", fault=fault, wall=time.time(), runner_pid=os.getpid(),
             target=target or {}, params=params or {}, undo=tuple(undo), experiment=experiment,
-            runner_started=_own_start_time(),
+            runner_started=_own_start_time(), detail=detail,
         )
         self._append(entry)
         return entry
 
-    def extend(self, entry: Entry, undo: list[UndoStep]) -> Entry:
+    def extend(self, entry: Entry, undo: list[UndoStep], detail: str | None = None) -> Entry:
         """Add undo steps learnt after the fact (a replica picked, a process started):
-        re-journalled under the same id, so the newest copy is the one recovered."""
-        grown = Entry(**{**asdict(entry), "undo": entry.undo + tuple(undo), "wall": time.time()})
+        re-journalled under the same id, so the newest copy is the one recovered.
+        `detail` (e.g. "injected") marks the moment, for the report's timeline."""
+        grown = Entry(**{**asdict(entry), "undo": entry.undo + tuple(undo), "wall": time.time(),
+                         "detail": detail or entry.detail})
         self._append(grown)
         return grown
 

@@ -30,6 +30,8 @@ examples:
   inferchaos down --state-dir /tmp/ic            # stop everything it started
   inferchaos up --replica-cmd 'mlserver start . --http-port {port}'
   inferchaos recover                             # undo what a killed runner left applied
+  inferchaos report reports/out                  # summary.html, and the Allure site when Node.js is there
+  inferchaos report --compare last/ tonight/     # what changed night to night; exit 1 on a regression
 
 exit codes: 0 ok, 1 target/fault failure or nothing running, 2 bad input
 """
@@ -75,6 +77,18 @@ def build_parser() -> Parser:
     rec.add_argument("--force", action="store_true",
                      help="also undo entries whose runner is still alive (it would revert them itself)")
 
+    rep = sub.add_parser("report", help="render a run's reports, or compare two runs",
+                         description="Render a finished run's report directory (the --chaos-report DIR of a "
+                         "pytest run): timelines missing from it, summary.html, and the Allure HTML site from "
+                         "DIR/allure-results with the npm package `allure` when Node.js is present. With "
+                         "--compare, print what changed between two runs: verdict flips, newly breached SLOs, "
+                         "observed values that moved more than 10%%; exit code 1 when anything regressed.")
+    rep.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="the report directory (holds summary.json)")
+    rep.add_argument("--allure-results", type=Path, metavar="DIR",
+                     help="Allure results to render (default: DIR/allure-results)")
+    rep.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
+                     help="two summary.json files, or report directories holding them")
+
     for verb, text in (("status", "show the local cluster"), ("down", "stop the local cluster")):
         p = sub.add_parser(verb, help=text)
         p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
@@ -86,7 +100,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        verbs = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "recover": cmd_recover}
+        verbs = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "recover": cmd_recover, "report": cmd_report}
         return verbs[args.verb](args)
     except UsageError as exc:
         print(f"inferchaos: error: {exc}", file=sys.stderr)
@@ -218,6 +232,31 @@ def cmd_recover(args: argparse.Namespace) -> int:
         ledger.reverted(entry, detail="recovered")
         print(f"{entry.fault} {entry.id}: reverted")
     return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports import compare, load_summary, render, replot_missing, write_summary_html
+    from reports.allure_site import render as render_allure
+
+    if args.compare:
+        if args.dir is not None:
+            raise UsageError("give either DIR or --compare OLD NEW, not both")
+        old, new = (load_summary(p) for p in args.compare)
+        changes = compare(old, new)
+        print(render(changes, str(args.compare[0]), str(args.compare[1])))
+        return 1 if any(c.regression for c in changes) else 0
+    if args.dir is None:
+        raise UsageError("report needs DIR (a --chaos-report directory) or --compare OLD NEW")
+    summary = load_summary(args.dir)
+    for png in replot_missing(summary, args.dir):
+        print(f"timeline: {png}")
+    print(f"summary: {write_summary_html(summary, args.dir)}")
+    results = args.allure_results or args.dir / "allure-results"
+    if args.allure_results and not results.is_dir():
+        raise UsageError(f"no Allure results directory {results}")
+    rendered = render_allure(results, args.dir / "allure-report")
+    print(rendered.message if rendered.ok else f"Allure HTML not rendered: {rendered.message}")
+    return 0
 
 
 def _print_urls(cluster) -> None:  # type: ignore[no-untyped-def]

@@ -9,14 +9,16 @@ open until the undo ran, so `inferchaos recover` can finish the job after a SIGK
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 from faults.base import Fault, FaultEvent, RunContext
 from faults.ledger import Ledger
 from faults.undo import step
+from inferchaos.progress import Progress, Status
 from load.records import RequestRecord
 from load.runner import LoadProfile, LoadRunner, RequestLogTail
 from probes.cold_start import ColdStart, cold_starts, worst
@@ -95,6 +97,17 @@ class ExperimentResult:
                         "with features older than the freshness objective")
         return message
 
+    def lb_changes(self) -> list[dict]:
+        """HAProxy's view as it changed: each server's first state, then every change,
+        seconds from the run's start. The samples themselves (10 a second) are too many to keep."""
+        last: dict[str, str] = {}
+        out = []
+        for s in self.lb_samples:
+            if last.get(s.server) != s.state:
+                last[s.server] = s.state
+                out.append({"t": round(s.t - self.t0, 3), "server": s.server, "port": s.port, "state": s.state})
+        return out
+
     def stale_but_up(self) -> bool:
         """The case a plain uptime check hides: answers all valid, features too old."""
         by = {s.name: s for s in self.slos}
@@ -115,15 +128,22 @@ class ExperimentResult:
             "cold_starts": [asdict(c) for c in self.cold_starts],
             "queue_time": self.queue.to_dict() if self.queue else None,
             "figures": self.figures,
+            "lb_changes": self.lb_changes(),
+            "clock": {"t0_monotonic": self.t0, "wall0": self.wall0},
             "aborted": self.aborted, "error": self.error, "request_log": self.request_log,
         }
 
 
 class Experiment:
     def __init__(self, id: str, target: LocalCluster, fault: Fault, slo: ExperimentSlo, out_dir: Path,
-                 ledger: Ledger, say: Callable[[str], None] = print) -> None:
+                 ledger: Ledger, progress: Progress | None = None,
+                 scope: Callable[[str], ContextManager[object]] = lambda title: contextlib.nullcontext()) -> None:
+        """`scope(title)` wraps each stage of the run (steady state, each phase): the
+        report layer turns them into Allure steps without the engine knowing of Allure."""
         self.id, self.target, self.fault, self.slo = id, target, fault, slo
-        self.out_dir, self.ledger, self.say = out_dir, ledger, say
+        self.out_dir, self.ledger = out_dir, ledger
+        self.progress = progress or Progress.to_stream()
+        self.say, self.scope = self.progress.say, scope
         self.safeguard = Safeguard(slo.safeguard.max_error_rate, slo.safeguard.window_s, slo.safeguard.max_p99_ms)
         self.phases: list[Phase] = []
         self._records: list[RequestRecord] = []
@@ -151,9 +171,12 @@ class Experiment:
                 load_entry = self.ledger.extend(load_entry, undo)
 
         try:
-            self.target.wait_steady()
-            self.say(f"{self.id}: plan: " + "; ".join(self.fault.plan()))
-            self.fault.prepare()
+            with self.scope("steady state: every replica ready and in rotation"):
+                self.target.wait_steady()
+            plan = self.fault.plan()
+            self.say(f"{self.id}: plan: " + "; ".join(plan))
+            with self.scope("prepare: " + "; ".join(plan)):
+                self.fault.prepare()
             sampler.start()
             load.start(on_spawn=journal_load)
             self._tails = [load.tail()]
@@ -178,6 +201,7 @@ class Experiment:
                 if load_entry is not None:
                     self.ledger.reverted(load_entry)
                 result.lb_samples = sampler.stop()
+                self.progress.done()
         for extra in self.fault.load_runners():
             records = records + extra.records()
         records.sort(key=lambda r: r.start)
@@ -197,26 +221,28 @@ class Experiment:
     # ----------------------------------------------------------------------------- phases
     def _phase(self, name: str, seconds: float, action: Callable[[], None] | None = None,
                arm: bool = False) -> None:
-        start = time.monotonic()
-        self.say(f"{self.id}: {name}" + (f" for {seconds:g}s" if seconds else ""))
-        if action is not None:
-            action()
-        self._armed = self._armed or arm if hasattr(self, "_armed") else arm
-        end = start + seconds
-        last_line = 0.0
-        while True:
-            self._watch()
-            now = time.monotonic()
-            if now >= end or (self.safeguard.tripped and self.fault.applied):
-                break
-            if now - last_line >= 2.0:
-                self.say(self._progress(name, now - start, seconds))
-                last_line = now
-            time.sleep(min(TICK_S, max(0.0, end - now)))
-        if self.safeguard.tripped and self.fault.applied:
-            self.say(f"{self.id}: {self.safeguard.tripped}: reverting the fault now")
-            self.fault.revert()
-        self.phases.append(Phase(name, start, time.monotonic()))
+        title = f"{name}" + (f" for {seconds:g}s" if seconds else "")
+        with self.scope(title):
+            start = time.monotonic()
+            self.say(f"{self.id}: {title}")
+            if action is not None:
+                action()
+            self._armed = self._armed or arm if hasattr(self, "_armed") else arm
+            end = start + seconds
+            first = True
+            while True:
+                self._watch()
+                now = time.monotonic()
+                if now >= end or (self.safeguard.tripped and self.fault.applied):
+                    break
+                if seconds and now - start >= 1.0:  # a status needs a second of requests behind it
+                    self.progress.status(self._status(name, end - now), force=first)
+                    first = False
+                time.sleep(min(TICK_S, max(0.0, end - now)))
+            if self.safeguard.tripped and self.fault.applied:
+                self.say(f"{self.id}: {self.safeguard.tripped}: reverting the fault now")
+                self.fault.revert()
+            self.phases.append(Phase(name, start, time.monotonic()))
 
     def _watch(self) -> None:
         known = {t.prefix for t in self._tails}
@@ -229,15 +255,12 @@ class Experiment:
         if getattr(self, "_armed", False) and self.fault.applied:
             self.safeguard.check()
 
-    def _progress(self, phase: str, elapsed: float, total: float) -> str:
+    def _status(self, phase: str, left_s: float) -> Status:
         recent = self.safeguard.recent()
-        secs = self.safeguard.window_s
-        errors = sum(not r.ok for r in recent)
-        p99 = percentile([r.latency_s * 1000 for r in recent], 99)
-        ready = sum(r.phase == "ready" for r in self.target.replicas())
-        p99_text = f"{p99:.0f} ms" if p99 is not None else "-"
-        return (f"{self.id}: {phase} {elapsed:4.1f}/{total:g}s  {len(recent) / secs:6.1f} req/s  "
-                f"errors {errors}  p99 {p99_text}  replicas ready {ready}")
+        replicas = self.target.replicas()
+        return Status(self.id, phase, max(0.0, left_s), len(recent) / self.safeguard.window_s,
+                      sum(not r.ok for r in recent), percentile([r.latency_s * 1000 for r in recent], 99),
+                      sum(r.phase == "ready" for r in replicas), self.target.spec.replicas)
 
     # ----------------------------------------------------------------------------- verdict
     def _evaluate(self, result: ExperimentResult) -> None:

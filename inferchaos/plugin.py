@@ -8,10 +8,11 @@ KeyboardInterrupt so every `finally` (fault revert, load stop, cluster stop) run
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import re
 import signal
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,7 +24,9 @@ from faults.ledger import DEFAULT_LEDGER, Ledger
 from faults.undo import step
 from inferchaos.engine import Experiment, ExperimentResult
 from inferchaos.errors import InferchaosError, UsageError
+from inferchaos.progress import CLEAR, Progress
 from probes.slo import default_slo_path, load_slo
+from reports import allure_results, write_run, write_summary
 from targets.local import ClusterSpec, LocalCluster
 
 FAULT_MARKERS = {
@@ -49,6 +52,12 @@ class ChaosSession:
     summary: bool
     state_dir: Path | None
     results: list[ExperimentResult] = field(default_factory=list)
+    #: what environment.properties says of the cluster under test.
+    cluster: dict = field(default_factory=dict)
+
+
+CHAOS_MARK = ("chaos(severity='normal', owner=None, model=None, runbook=None): what the report says of an "
+              "experiment: Allure severity, owning team, model, and a link to its runbook")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,6 +75,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in FAULT_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    config.addinivalue_line("markers", CHAOS_MARK)
     try:
         session = _chaos_session(config)
     except UsageError as exc:
@@ -97,13 +107,37 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
     )
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A bad `chaos` marker stops the run before anything starts, like a bad option."""
+    for item in items:
+        for mark in item.iter_markers("chaos"):
+            try:
+                _chaos_meta(mark)
+            except UsageError as exc:
+                pytest.exit(f"inferchaos: error: {item.nodeid}: {exc}", returncode=2)
+
+
+def _chaos_meta(mark: pytest.Mark) -> dict[str, str]:
+    known = ("severity", "owner", "model", "runbook")
+    if mark.args or set(mark.kwargs) - set(known):
+        raise UsageError(f"@pytest.mark.chaos takes keywords {', '.join(known)}; got "
+                         f"{', '.join(map(repr, mark.args)) or ', '.join(sorted(set(mark.kwargs) - set(known)))}")
+    severity = mark.kwargs.get("severity", "normal")
+    if severity not in allure_results.SEVERITIES:
+        raise UsageError(f"chaos severity {severity!r} is not one of {', '.join(allure_results.SEVERITIES)}")
+    return {k: str(v) for k, v in mark.kwargs.items()}
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     chaos = session.config.stash.get(SESSION, None)
-    if chaos is None or not chaos.summary or not chaos.results:
+    if chaos is None or not chaos.results:
         return
-    chaos.report_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"target": chaos.target_name, "experiments": [r.to_summary() for r in chaos.results]}
-    (chaos.report_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    alluredir = getattr(session.config.option, "allure_report_dir", None)
+    if alluredir:
+        allure_results.write_environment(Path(alluredir), allure_results.environment(chaos.target_name, chaos.cluster))
+    if chaos.summary:
+        write_summary({"target": chaos.target_name, "experiments": [r.to_summary() for r in chaos.results]},
+                      chaos.report_dir)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
@@ -117,7 +151,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             mark = "ok " if s.ok else "BREACHED"
             terminalreporter.write_line(f"           {mark:9}{s.name} {s.objective}: {s.detail}")
     if chaos.summary:
-        terminalreporter.write_line(f"summary: {chaos.report_dir / 'summary.json'}")
+        terminalreporter.write_line(f"summary: {chaos.report_dir / 'summary.json'} and "
+                                    f"{chaos.report_dir / 'summary.html'}")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -138,14 +173,16 @@ def chaos(request: pytest.FixtureRequest) -> ChaosSession:
 @pytest.fixture(scope="session")
 def target(chaos: ChaosSession, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """The cluster under test: one already running (--state-dir), or one started for the session."""
-    say = _say(request.config)
+    say = _progress(request.config).say
     if chaos.state_dir is not None:
         cluster = LocalCluster.attach(chaos.state_dir)
         if not cluster.running():
             pytest.exit(f"inferchaos: error: no running cluster in {chaos.state_dir}", returncode=2)
+        chaos.cluster = _cluster_info(cluster)
         yield cluster
         return
     cluster = LocalCluster(ClusterSpec(replicas=3, provisioning_delay_s=2.0), owner_pid=os.getpid())
+    chaos.cluster = _cluster_info(cluster)
     entry = chaos.ledger.applied("cluster", [step("stop_cluster", state_dir=str(cluster.state_dir))],
                                  {"kind": "local", "state_dir": str(cluster.state_dir)})
     try:
@@ -170,27 +207,52 @@ def run_experiment(chaos: ChaosSession, target: LocalCluster,
         fault.ledger, fault.experiment = chaos.ledger, experiment_id
         slo = load_slo(chaos.slo_path, fault.name, chaos.overrides)
         out = chaos.report_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment_id)
-        result = Experiment(experiment_id, target, fault, slo, out, chaos.ledger, _say(request.config)).run()
+        meta = {}
+        for mark in reversed(list(request.node.iter_markers("chaos"))):  # the closest marker wins
+            meta.update(_chaos_meta(mark))
+        meta.setdefault("model", chaos.cluster.get("model"))
+        allure_results.label(allure_results.Labels(experiment_id, fault.name, chaos.target_name, **meta))
+        progress = _progress(request.config)
+        result = Experiment(experiment_id, target, fault, slo, out, chaos.ledger, progress,
+                            scope=allure_results.step).run()
         chaos.results.append(result)
+        summary = result.to_summary()
+        try:
+            write_run(summary, result.records, out, chaos.ledger)
+        except Exception as exc:  # noqa: BLE001 - a report that failed must not hide the verdict
+            progress.say(f"{experiment_id}: report files not written: {type(exc).__name__}: {exc}")
+            warnings.warn(f"{experiment_id}: report files not written: {exc!r}", stacklevel=1)
+        allure_results.verdict_steps(summary)
+        allure_results.attach_run(out)
         return result
 
     return run
 
 
-def _say(config: pytest.Config) -> Callable[[str], None]:
-    """Progress lines shown while the test runs: pytest captures the test's output, so
-    write with capture suspended, as pytest's own live logging does."""
+def _cluster_info(cluster: LocalCluster) -> dict:
+    spec = cluster.spec
+    return {"kind": "local", "replicas": spec.replicas, "warm_pool": spec.warm_pool,
+            "provisioning_delay_s": spec.provisioning_delay_s, "model": spec.model}
+
+
+def _progress(config: pytest.Config) -> Progress:
+    """The run's events and live status on pytest's terminal. pytest captures the test's
+    output, so write with capture suspended, as pytest's own live logging does; the
+    status is redrawn in place only when the terminal is a TTY (plain lines in CI)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return Progress(lambda text: None)
+    suspended = capture.global_and_fixture_disabled if capture is not None else contextlib.nullcontext
 
-    def say(line: str) -> None:
-        if reporter is None:
-            return
-        if capture is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line(f"  inferchaos: {line}")
-                reporter._tw.flush()
-        else:
-            reporter.write_line(f"  inferchaos: {line}")
+    def line(text: str) -> None:
+        with suspended():
+            reporter.write_line(f"  inferchaos: {text}")
+            reporter._tw.flush()
 
-    return say
+    def raw(text: str) -> None:
+        with suspended():
+            reporter._tw.write(text.replace(CLEAR, CLEAR + "  inferchaos: ") if text != CLEAR else text, flush=True)
+
+    tty = getattr(getattr(reporter._tw, "_file", None), "isatty", lambda: False)()
+    return Progress(line, raw if tty else None)

@@ -19,9 +19,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from faults.ledger import Ledger
+from reports.plot import FAULT_RGB
+from tests.browser import dump_dom, screenshot
+from tests.reportcheck import assert_experiment_reported
 from targets.local import ClusterSpec, LocalCluster, wait_for
 from targets.local.control import read_desired
 from targets.local.processes import group_alive
@@ -134,7 +139,8 @@ def healthy(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory):
     """One healthy run with the short phases, shared by the tests that read it."""
     wait_all_ready(cluster)
     tmp = tmp_path_factory.mktemp("healthy")
-    proc, out = run_chaos(cluster, tmp, *SHORT)
+    proc, out = run_chaos(cluster, tmp, *SHORT, "--alluredir", str(tmp / "allure"), "--junitxml",
+                          str(tmp / "junit.xml"))
     return proc, out, tmp
 
 
@@ -198,13 +204,58 @@ def test_progress_lines_are_shown_while_the_experiment_runs(healthy):
     proc, out, _ = healthy
     assert proc.returncode == 0, out
     assert "inferchaos: spot_reclamation: plan: " in out
-    assert re.search(r"inferchaos: spot_reclamation: hold +\d+\.\d/4s +[\d.]+ req/s +errors \d+ +p99 ", out), out
+    assert re.search(r"inferchaos: spot_reclamation: hold +\d+\.\ds left +[\d.]+ req/s +errors \d+ +p99 [\d-]"
+                     r".* replicas ready \d/3", out), out
+    assert "\x1b[K" not in out, "not a terminal: plain lines, no in-place refresh"
+
+
+# ----------------------------------------------------------------------------- reports
+def test_allure_results_hold_phases_labels_and_attachments(healthy):
+    """Every phase a step, the SLOs under the verdict, the five attachments; the PNG's fault
+    band sits where the ledger says the fault was injected and reverted."""
+    proc, out, tmp = healthy
+    assert proc.returncode == 0, out
+    (e,) = read_summary(tmp)["experiments"]
+    result = assert_experiment_reported(tmp / "allure", e, tmp / "ledger.jsonl")
+    assert result["status"] == "passed"
+    props = dict(line.split("=", 1) for line in (tmp / "allure" / "environment.properties").read_text().splitlines())
+    assert props["target"] == "local" and props["cluster.replicas"] == "3" and props["cluster.model"] == "mlp"
+    assert props["locust"] and props["haproxy"].startswith("HAProxy version") and "python" in props
+    assert re.fullmatch(r"[0-9a-f]{40}", props.get("git.commit", "0" * 40))
+
+
+def test_summary_html_renders_in_headless_chromium(healthy, tmp_path):
+    """The self-contained page shows the verdict table and the timeline image, with nothing
+    beside it: the screenshot holds the plot's fault band, so the inlined PNG was drawn."""
+    proc, out, tmp = healthy
+    page = tmp / "report" / "summary.html"
+    assert page.is_file(), out
+    alone = tmp_path / "alone" / "summary.html"  # away from the run's files: nothing else to load
+    alone.parent.mkdir()
+    alone.write_bytes(page.read_bytes())
+    dom = dump_dom(alone, tmp_path / "profile")
+    assert re.search(r"<td class=\"?pass\"?>PASS</td>", dom), dom[:2000]
+    assert 'id="verdicts"' in dom or "id=verdicts" in dom
+    shot = screenshot(alone, REPO / ".inferchaos" / "test-artifacts" / "summary-html.png", tmp_path / "profile")
+    with Image.open(shot) as im:
+        pixels = np.asarray(im.convert("RGB"), dtype=int)
+    band = int((np.abs(pixels - np.array(FAULT_RGB)) <= 6).all(axis=2).sum())
+    assert band > 500, f"no fault band in the screenshot {shot} ({band} pixels)"
+
+
+def test_junit_xml_carries_the_verdict_for_ci(healthy):
+    proc, out, tmp = healthy
+    xml = (tmp / "junit.xml").read_text()
+    assert 'tests="1"' in xml and 'failures="0"' in xml and "test_spot_reclamation" in xml
 
 
 # ----------------------------------------------------------------------------- SLO breached
 def test_breached_slo_fails_the_run_by_name_and_restores_everything(ready, run_dir):
-    proc, out = run_chaos(ready, run_dir, *SHORT, "--slo-set", "p99_ms=0.001")
+    proc, out = run_chaos(ready, run_dir, *SHORT, "--slo-set", "p99_ms=0.001", "--junitxml",
+                          str(run_dir / "junit.xml"))
     assert proc.returncode == 1, out
+    failure = re.search(r'<failure message="([^"]*)"', (run_dir / "junit.xml").read_text())
+    assert failure and "SLO breached: p99_ms &lt;= 0.001 ms (observed" in failure.group(1), "the CI gate names the SLO"
     assert re.search(r"BREACHED\s+p99_ms <= 0\.001 ms", out), out
     assert re.search(r"spot_reclamation: SLO breached: .*p99_ms <= 0\.001 ms \(observed", out), out
 

@@ -1,0 +1,94 @@
+"""One experiment as time series: what the timeline plot draws, from the run's own data.
+
+Built from an experiment's entry in `summary.json` and its request log only, so a
+finished run directory can be plotted again later (`inferchaos report DIR`) without the
+process that ran it. Every time is seconds from the run's start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from load.records import RequestRecord
+from probes.window import series
+
+#: HAProxy states drawn as lanes; "starting" is the slow-start ramp, already in rotation.
+LB_STATES = ("running", "starting", "stopping", "stopped", "maint")
+
+
+@dataclass(frozen=True)
+class Bucket:
+    t: float
+    requests: int
+    rps: float
+    errors_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+@dataclass(frozen=True)
+class Span:
+    start: float
+    end: float
+    state: str
+
+
+@dataclass(frozen=True)
+class Mark:
+    t: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Timeline:
+    experiment: str
+    fault: str
+    verdict: str
+    end: float
+    buckets: list[Bucket]
+    phases: list[tuple[str, float, float]]
+    #: (inject, revert) seconds; None when the run never injected.
+    fault_window: tuple[float, float] | None
+    #: LB server -> its states over the run.
+    lb: dict[str, list[Span]] = field(default_factory=dict)
+    #: replica deaths, LB ejections and replacements' first answers.
+    marks: list[Mark] = field(default_factory=list)
+
+
+def build(experiment: dict, records: Sequence[RequestRecord], step_s: float = 1.0) -> Timeline:
+    """`experiment`: one entry of summary.json's `experiments`; `records`: its request log."""
+    t0 = experiment["clock"]["t0_monotonic"]
+    phases = [(p["name"], p["start_s"], p["end_s"]) for p in experiment.get("phases", [])]
+    end = max([p[2] for p in phases] + [r.start - t0 + r.latency_s for r in records[-1:]] + [0.0])
+    buckets = []
+    for w in series(records, t0, t0 + end, step_s):
+        span = w.end - w.start
+        buckets.append(Bucket(round(w.start - t0, 3), w.requests, w.requests / span, w.failed / span,
+                              w.p50_ms, w.p99_ms))
+    fw = experiment.get("fault_window") or {}
+    window = (fw["inject_s"], fw["revert_s"]) if fw.get("inject_s") is not None and fw.get("revert_s") else None
+    return Timeline(experiment["id"], experiment["fault"], experiment["verdict"], end, buckets, phases, window,
+                    lb_spans(experiment.get("lb_changes", []), end), marks(experiment))
+
+
+def lb_spans(changes: list[dict], end: float) -> dict[str, list[Span]]:
+    by: dict[str, list[dict]] = {}
+    for c in sorted(changes, key=lambda c: c["t"]):
+        by.setdefault(c["server"], []).append(c)
+    out = {}
+    for server, cs in sorted(by.items()):
+        bounds = [c["t"] for c in cs[1:]] + [end]
+        out[server] = [Span(c["t"], b, c["state"]) for c, b in zip(cs, bounds) if b > c["t"]]
+    return out
+
+
+def marks(experiment: dict) -> list[Mark]:
+    out = []
+    for f in experiment.get("failover", []):
+        out.append(Mark(f["died_at"], f"{f['replica']} died"))
+        if f.get("ejected_at") is not None:
+            out.append(Mark(f["ejected_at"], f"LB ejected {f['server'] or f['replica']}"))
+        if f.get("replacement_traffic_s") is not None and f.get("replacement"):
+            out.append(Mark(round(f["died_at"] + f["replacement_traffic_s"], 3), f"{f['replacement']} serving"))
+    return sorted(out, key=lambda m: m.t)

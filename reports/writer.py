@@ -1,0 +1,61 @@
+"""Writes a run's report files: per experiment as it finishes, the summary at the end.
+
+Everything is derived from data the engine already wrote (the experiment's summary entry
+and its request log), so `inferchaos report DIR` can write the same files again later.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from faults.ledger import Ledger
+from load.records import RequestRecord, read_log
+from reports import artifacts, html, plot, timeline
+
+
+def write_run(experiment: dict, records: Sequence[RequestRecord], run_dir: Path, ledger: Ledger | None) -> Path:
+    """The experiment's timeline, SLO table, CSV request log, ledger and probe files."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plot.plot(timeline.build(experiment, records), run_dir / artifacts.TIMELINE)
+    (run_dir / artifacts.SLO_TABLE).write_text(html.slo_page(experiment))
+    artifacts.write_requests_csv(records, run_dir / artifacts.REQUESTS_CSV, experiment["clock"]["t0_monotonic"])
+    if ledger is not None:
+        entries = artifacts.experiment_entries(ledger, experiment["id"], experiment["clock"]["wall0"])
+        artifacts.write_ledger_json(entries, run_dir / artifacts.LEDGER_JSON)
+    artifacts.write_probes_json(experiment, run_dir / artifacts.PROBES_JSON)
+    return run_dir
+
+
+def run_dir_of(experiment: dict, report_dir: Path) -> Path:
+    log = experiment.get("request_log")
+    return Path(log).parent if log else report_dir / experiment["id"]
+
+
+def write_summary(summary: dict, report_dir: Path) -> tuple[Path, Path]:
+    """summary.json (the machine's verdict) and summary.html (the person's)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    as_json = report_dir / "summary.json"
+    as_json.write_text(json.dumps(summary, indent=2))
+    return as_json, write_summary_html(summary, report_dir)
+
+
+def write_summary_html(summary: dict, report_dir: Path) -> Path:
+    timelines = {e["id"]: run_dir_of(e, report_dir) / artifacts.TIMELINE for e in summary["experiments"]}
+    page = report_dir / "summary.html"
+    page.write_text(html.summary_page(summary, timelines))
+    return page
+
+
+def replot_missing(summary: dict, report_dir: Path) -> list[Path]:
+    """Timelines for experiments whose run directory has a request log but no plot
+    (a run killed before its report was written)."""
+    done = []
+    for e in summary["experiments"]:
+        run_dir = run_dir_of(e, report_dir)
+        log = Path(e.get("request_log") or run_dir / "requests.jsonl")
+        if not (run_dir / artifacts.TIMELINE).is_file() and log.is_file() and "clock" in e:
+            plot.plot(timeline.build(e, read_log(log)), run_dir / artifacts.TIMELINE)
+            done.append(run_dir / artifacts.TIMELINE)
+    return done
