@@ -1,10 +1,11 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv,
-# install the project and HAProxy (apt-get when root), then do their work.
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv, install
+# the project, HAProxy (required) and, where they can, the optional tools; then do their work.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+REPORT ?= reports/out
 
-.PHONY: setup haproxy demo test bench clean
+.PHONY: setup system demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,20 +13,37 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-haproxy:
-	@command -v haproxy >/dev/null 2>&1 || { \
+# HAProxy is required. Chromium (summary.html checked in a real browser) and Prometheus (the
+# Prometheus probe against a real server) are optional: tests that need them skip without.
+system:
+	@missing=$$(for c in haproxy chromium prometheus; do command -v $$c >/dev/null 2>&1 || printf '%s ' $$c; done); \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing HAProxy with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; \
-	  else \
+	    echo "installing $$missing with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  elif ! command -v haproxy >/dev/null 2>&1; then \
 	    echo "HAProxy is missing: install it (Debian/Ubuntu: sudo apt-get install -y haproxy), then run make again"; \
 	    exit 2; \
-	  fi; }
+	  else \
+	    echo "optional tools not installed: $$missing(the tests that need them are skipped)"; \
+	  fi; \
+	fi
 
-setup: $(VENV)/.installed haproxy
+# Allure 3 (npm package `allure`) renders the Allure results to HTML; it needs only Node.js.
+$(VENV)/node/.installed:
+	@if command -v npm >/dev/null 2>&1; then \
+	  echo "installing Allure 3 (npm package allure) into $(VENV)/node"; \
+	  npm install --silent --no-audit --no-fund --prefix $(VENV)/node allure@3 >/dev/null && touch $@; \
+	else \
+	  echo "npm not found: reports get summary.html but no Allure HTML site (install Node.js 20+ for it)"; \
+	fi
 
+setup: $(VENV)/.installed system $(VENV)/node/.installed
+
+# The experiments' verdict is the exit code; the reports are written whatever it is.
 demo: setup
-	$(PY) -m pytest experiments/ --chaos-report reports/out $(PYTEST_ARGS)
+	@$(PY) -m pytest experiments/ --chaos-report $(REPORT) --alluredir $(REPORT)/allure-results --clean-alluredir \
+	  $(PYTEST_ARGS); status=$$?; $(VENV)/bin/inferchaos report $(REPORT); exit $$status
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -35,4 +53,4 @@ bench: setup
 	$(PY) bench/load_logging.py
 
 clean:
-	rm -rf $(VENV) reports/out .inferchaos .pytest_cache
+	rm -rf $(VENV) $(REPORT) .inferchaos .pytest_cache

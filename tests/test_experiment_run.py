@@ -26,7 +26,7 @@ from PIL import Image
 from faults.ledger import Ledger
 from reports.plot import FAULT_RGB
 from tests.browser import dump_dom, screenshot
-from tests.reportcheck import assert_experiment_reported
+from tests.reportcheck import assert_experiment_reported, labels
 from targets.local import ClusterSpec, LocalCluster, wait_for
 from targets.local.control import read_desired
 from targets.local.processes import group_alive
@@ -218,6 +218,8 @@ def test_allure_results_hold_phases_labels_and_attachments(healthy):
     (e,) = read_summary(tmp)["experiments"]
     result = assert_experiment_reported(tmp / "allure", e, tmp / "ledger.jsonl")
     assert result["status"] == "passed"
+    tags = labels(result)
+    assert tags["severity"] == ["critical"] and tags["owner"] == ["ml-platform"] and tags["model"] == ["mlp"], tags
     props = dict(line.split("=", 1) for line in (tmp / "allure" / "environment.properties").read_text().splitlines())
     assert props["target"] == "local" and props["cluster.replicas"] == "3" and props["cluster.model"] == "mlp"
     assert props["locust"] and props["haproxy"].startswith("HAProxy version") and "python" in props

@@ -26,6 +26,7 @@ from targets.local.processes import group_alive, stopped
 from targets.local.vgpu import VirtualDevice
 from tests.faultcases import BUILDERS, CLEAN_TOXICS, PLANTED, build, infer, repo_env, snapshot, store_feature_age
 from tests.leftovers import assert_nothing_left, processes_mentioning
+from tests.reportcheck import assert_experiment_reported
 
 pytestmark = pytest.mark.cluster
 
@@ -156,7 +157,8 @@ def test_planted_breach_fails_naming_the_slo(name: str, cluster: LocalCluster, b
     plant = PLANTED[name]
     argv = [sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust", "-p", "no:cacheprovider",
             f"experiments/{plant.experiment}", "-k", plant.select, "--state-dir", str(cluster.state_dir),
-            "--ledger", str(tmp_path / "ledger.jsonl"), "--chaos-report", str(tmp_path / "report")]
+            "--ledger", str(tmp_path / "ledger.jsonl"), "--chaos-report", str(tmp_path / "report"),
+            "--alluredir", str(tmp_path / "allure")]
     for kv in SHORT + plant.slo_set:
         argv += ["--slo-set", kv]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd=REPO, env=repo_env())
@@ -174,6 +176,10 @@ def test_planted_breach_fails_naming_the_slo(name: str, cluster: LocalCluster, b
         assert "up but serving stale answers" in out
     assert Ledger(tmp_path / "ledger.jsonl").open_entries() == []
     assert snapshot(cluster) == before
+    # Reported: every phase a step, the breached SLO a failed step, the five attachments,
+    # and the timeline's fault band where the ledger says the fault was.
+    result = assert_experiment_reported(tmp_path / "allure", exp, tmp_path / "ledger.jsonl")
+    assert result["status"] == "failed" and plant.breached in result["statusDetails"]["message"]
 
 
 # ----------------------------------------------------------------------------- recover after SIGKILL
