@@ -1,0 +1,267 @@
+"""The fake API server's state: objects by (group, version, plural, namespace, name), one
+resourceVersion counter, and the change history that watches replay.
+
+Thread-safe: the aiohttp handlers run in the server's thread, tests seed and inspect from theirs.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+Key = tuple[str, str, str, str, str]  # group, version, plural, namespace ("" if cluster-scoped), name
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+BUILTIN = [
+    Resource("", "v1", "pods", "Pod"),
+    Resource("", "v1", "nodes", "Node", namespaced=False),
+    Resource("", "v1", "namespaces", "Namespace", namespaced=False),
+    Resource("", "v1", "events", "Event"),
+    Resource("", "v1", "services", "Service"),
+    Resource("", "v1", "endpoints", "Endpoints"),
+    Resource("", "v1", "configmaps", "ConfigMap"),
+    Resource("", "v1", "secrets", "Secret"),
+    Resource("", "v1", "serviceaccounts", "ServiceAccount"),
+    Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim"),
+    Resource("apps", "v1", "deployments", "Deployment"),
+    Resource("apps", "v1", "replicasets", "ReplicaSet"),
+    Resource("apps", "v1", "statefulsets", "StatefulSet"),
+    Resource("apps", "v1", "daemonsets", "DaemonSet"),
+    Resource("batch", "v1", "jobs", "Job"),
+    Resource("batch", "v1", "cronjobs", "CronJob"),
+    Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    Resource("autoscaling", "v1", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+    Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+    Resource("events.k8s.io", "v1", "events", "Event"),
+    Resource("chaos-mesh.org", "v1alpha1", "networkchaos", "NetworkChaos"),
+    Resource("chaos-mesh.org", "v1alpha1", "iochaos", "IOChaos"),
+    Resource("chaos-mesh.org", "v1alpha1", "podchaos", "PodChaos"),
+    Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject"),
+    Resource("monitoring.coreos.com", "v1", "prometheusrules", "PrometheusRule"),
+]
+SCALABLE = {("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets")}
+
+
+class Conflict(Exception):
+    """Create of an existing name (AlreadyExists) or a stale resourceVersion (Conflict)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Change:
+    resource_version: int
+    type: str  # ADDED, MODIFIED, DELETED
+    resource: Resource
+    object: dict[str, Any]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Store:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._objects: dict[Key, dict[str, Any]] = {}
+        self._resources: dict[tuple[str, str, str], Resource] = {}
+        self._rv = 0
+        self._history: list[Change] = []
+        self._compacted = 0
+        self._listeners: list[Callable[[], None]] = []
+        for resource in BUILTIN:
+            self.register(resource)
+
+    # --- resources -------------------------------------------------------------------------
+
+    def register(self, resource: Resource) -> None:
+        """Declare a resource (a CRD, say); unknown plurals are otherwise taken as namespaced CRs."""
+        with self._lock:
+            self._resources[(resource.group, resource.version, resource.plural)] = resource
+
+    def resource(self, group: str, version: str, plural: str, kind: str | None = None) -> Resource:
+        with self._lock:
+            found = self._resources.get((group, version, plural))
+            if found is None:
+                found = Resource(group, version, plural, kind or plural.rstrip("s").capitalize())
+                if kind:
+                    self._resources[(group, version, plural)] = found
+            return found
+
+    def resources(self) -> list[Resource]:
+        with self._lock:
+            return list(self._resources.values())
+
+    # --- watch plumbing --------------------------------------------------------------------
+
+    def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            self._listeners.append(wake)
+        return lambda: self._unsubscribe(wake)
+
+    def _unsubscribe(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            if wake in self._listeners:
+                self._listeners.remove(wake)
+
+    def _record(self, type_: str, resource: Resource, obj: dict[str, Any]) -> None:
+        self._history.append(Change(self._rv, type_, resource, copy.deepcopy(obj)))
+        for wake in list(self._listeners):
+            wake()
+
+    @property
+    def resource_version(self) -> int:
+        with self._lock:
+            return self._rv
+
+    def compact(self, through: int | None = None) -> int:
+        """Forget history up to `through` (default: now). A watch from an older resourceVersion
+        is then answered 410 Expired, as after etcd compaction."""
+        with self._lock:
+            self._compacted = self._rv if through is None else through
+            self._history = [c for c in self._history if c.resource_version > self._compacted]
+            return self._compacted
+
+    def changes_since(self, rv: int) -> list[Change] | None:
+        """Changes after rv, or None when rv is older than the compacted history (410)."""
+        with self._lock:
+            if rv < self._compacted:
+                return None
+            return [c for c in self._history if c.resource_version > rv]
+
+    # --- objects ---------------------------------------------------------------------------
+
+    @staticmethod
+    def key(resource: Resource, namespace: str, name: str) -> Key:
+        return (resource.group, resource.version, resource.plural, namespace if resource.namespaced else "", name)
+
+    def _peers(self, resource: Resource) -> list[tuple[str, str]]:
+        """Versions of the same group/plural share storage (autoscaling v1 and v2 HPAs)."""
+        return [(r.group, r.version) for r in self._resources.values()
+                if r.group == resource.group and r.plural == resource.plural]
+
+    def _find(self, resource: Resource, namespace: str, name: str) -> tuple[Key, dict[str, Any]] | None:
+        ns = namespace if resource.namespaced else ""
+        for group, version in self._peers(resource) or [(resource.group, resource.version)]:
+            key = (group, version, resource.plural, ns, name)
+            if key in self._objects:
+                return key, self._objects[key]
+        return None
+
+    def _stamp(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        obj["apiVersion"] = resource.api_version
+        obj["kind"] = resource.kind
+        return obj
+
+    def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any]:
+        with self._lock:
+            found = self._find(resource, namespace, name)
+            if found is None:
+                raise NotFound(f'{resource.plural}{"." + resource.group if resource.group else ""} "{name}" not found')
+            return self._stamp(resource, found[1])
+
+    def list(self, resource: Resource, namespace: str | None,
+             predicate: Callable[[dict[str, Any]], bool] = lambda o: True) -> tuple[list[dict[str, Any]], int]:
+        with self._lock:
+            peers = set(self._peers(resource)) or {(resource.group, resource.version)}
+            items = [
+                self._stamp(resource, obj) for (g, v, p, ns, _), obj in sorted(self._objects.items())
+                if (g, v) in peers and p == resource.plural
+                and (not namespace or not resource.namespaced or ns == namespace)
+            ]
+            return [o for o in items if predicate(o)], self._rv
+
+    def create(self, resource: Resource, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            obj = copy.deepcopy(obj)
+            meta = obj.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            name = meta.get("name")
+            if not name:
+                raise ValueError("name or generateName is required")
+            if resource.namespaced:
+                meta["namespace"] = namespace or meta.get("namespace") or "default"
+            else:
+                meta.pop("namespace", None)
+            if self._find(resource, meta.get("namespace", ""), name) is not None:
+                what = f'{resource.plural}{"." + resource.group if resource.group else ""}'
+                raise Conflict("AlreadyExists", f'{what} "{name}" already exists')
+            self._rv += 1
+            meta.update(uid=str(uuid.uuid4()), resourceVersion=str(self._rv),
+                        creationTimestamp=_now(), generation=1)
+            obj = self._stamp(resource, obj)
+            self._objects[self.key(resource, meta.get("namespace", ""), name)] = obj
+            self._record("ADDED", resource, obj)
+            return copy.deepcopy(obj)
+
+    def replace(self, resource: Resource, namespace: str, name: str, obj: dict[str, Any],
+                check_version: bool = True) -> dict[str, Any]:
+        """PUT: keeps identity (uid, creationTimestamp); a stale resourceVersion is a Conflict."""
+        with self._lock:
+            found = self._find(resource, namespace, name)
+            if found is None:
+                raise NotFound(f'{resource.plural} "{name}" not found')
+            key, old = found
+            sent = (obj.get("metadata") or {}).get("resourceVersion")
+            if check_version and sent and sent != old["metadata"]["resourceVersion"]:
+                raise Conflict("Conflict", f'Operation cannot be fulfilled on {resource.plural} "{name}": '
+                               "the object has been modified; please apply your changes to the latest version and try again")
+            obj = self._stamp(resource, obj)
+            meta = obj.setdefault("metadata", {})
+            for field in ("uid", "creationTimestamp", "namespace", "name"):
+                if field in old["metadata"]:
+                    meta[field] = old["metadata"][field]
+            generation = old["metadata"].get("generation", 1)
+            meta["generation"] = generation + 1 if obj.get("spec") != old.get("spec") else generation
+            self._rv += 1
+            meta["resourceVersion"] = str(self._rv)
+            self._objects[key] = obj
+            self._record("MODIFIED", resource, obj)
+            return copy.deepcopy(obj)
+
+    def update(self, resource: Resource, namespace: str, name: str,
+               change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Read-modify-write under the lock (PATCH and the scale subresource)."""
+        with self._lock:
+            current = self.get(resource, namespace, name)
+            new = change(copy.deepcopy(current))
+            new.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
+            return self.replace(resource, namespace, name, new)
+
+    def delete(self, resource: Resource, namespace: str, name: str) -> dict[str, Any]:
+        with self._lock:
+            found = self._find(resource, namespace, name)
+            if found is None:
+                raise NotFound(f'{resource.plural}{"." + resource.group if resource.group else ""} "{name}" not found')
+            key, obj = found
+            del self._objects[key]
+            self._rv += 1
+            obj = copy.deepcopy(obj)
+            obj["metadata"]["resourceVersion"] = str(self._rv)
+            self._record("DELETED", resource, obj)
+            return obj

@@ -1,0 +1,370 @@
+"""Every manifest under deploy/ is checked strictly, without a cluster.
+
+Built-in kinds are validated against the kubernetes client's own models: keys must be the
+wire names the API knows (a typo like `contianers` or a snake_case `api_version` fails, as
+`kubectl apply --validate=strict` would), then pydantic checks types and required fields.
+Custom resources are checked against small hand-written schemas of the fields we use.
+Kustomizations must reference files that exist, and every manifest must be reachable from a
+kustomization (or be an example).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client import models
+from pydantic import ValidationError
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+IMAGE = "ghcr.io/inferchaos/inferchaos:latest"
+NS = "inferchaos"
+
+# --- strict checking against the client's models ----------------------------------------------
+
+_GENERIC = re.compile(r"^(List|Dict)\[(?:str, )?(.+)\]$")
+
+
+def model_for(api_version: str, kind: str) -> type | None:
+    version = api_version.rsplit("/", 1)[-1]
+    return getattr(models, version[:1].upper() + version[1:] + kind, None)
+
+
+def _unknown_keys(model: type, data: Any, path: str) -> list[str]:
+    if not isinstance(data, dict):
+        return []  # wrong shapes are pydantic's to report
+    wire = {json_name: attr for attr, json_name in model.attribute_map.items()}
+    errors = []
+    for key, value in data.items():
+        if key not in wire:
+            errors.append(f"{path}.{key}: unknown field for {model.__name__}")
+            continue
+        errors += _check_type(model.openapi_types[wire[key]], value, f"{path}.{key}")
+    return errors
+
+
+def _check_type(type_name: str, value: Any, path: str) -> list[str]:
+    if m := _GENERIC.match(type_name):
+        inner = m.group(2)
+        if m.group(1) == "List" and isinstance(value, list):
+            return [e for i, item in enumerate(value) for e in _check_type(inner, item, f"{path}[{i}]")]
+        if m.group(1) == "Dict" and isinstance(value, dict):
+            return [e for k, item in value.items() for e in _check_type(inner, item, f"{path}.{k}")]
+        return []
+    model = getattr(models, type_name, None)
+    return _unknown_keys(model, value, path) if isinstance(model, type) and hasattr(model, "attribute_map") else []
+
+
+def check_builtin(doc: dict[str, Any], where: str, partial: bool = False) -> list[str]:
+    """Problems with one built-in object; `partial` (a strategic merge patch) skips required fields."""
+    model = model_for(doc.get("apiVersion", ""), doc.get("kind", ""))
+    if model is None:
+        return [f"{where}: no client model for {doc.get('apiVersion')}/{doc.get('kind')}"]
+    errors = _unknown_keys(model, doc, where)
+    if not errors and not partial:
+        try:
+            model.model_validate(doc)
+        except ValidationError as exc:
+            errors += [f"{where}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    return errors
+
+
+# --- hand-written schemas for custom resources ------------------------------------------------
+# A schema is a type (str, int, bool), a list holding one schema (every item), a dict of
+# field -> schema (the only fields allowed), or {"*": schema} (any keys).
+
+STR_MAP = {"*": str}
+META = {"name": str, "namespace": str, "labels": STR_MAP, "annotations": STR_MAP}
+CHAOS_SELECTOR = {"namespaces": [str], "labelSelectors": STR_MAP, "pods": {"*": [str]}}
+CR_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    ("keda.sh/v1alpha1", "ScaledObject"): {"spec": {
+        "scaleTargetRef": {"apiVersion": str, "kind": str, "name": str},
+        "minReplicaCount": int, "maxReplicaCount": int, "pollingInterval": int, "cooldownPeriod": int,
+        "triggers": [{"type": str, "metadata": {"serverAddress": str, "query": str, "threshold": str,
+                                                 "activationThreshold": str}}]}},
+    ("monitoring.coreos.com/v1", "PrometheusRule"): {"spec": {"groups": [{
+        "name": str, "interval": str,
+        "rules": [{"alert": str, "record": str, "expr": str, "for": str, "labels": STR_MAP,
+                   "annotations": STR_MAP}]}]}},
+    ("monitoring.coreos.com/v1", "PodMonitor"): {"spec": {
+        "selector": {"matchLabels": STR_MAP},
+        "podMetricsEndpoints": [{"port": str, "path": str, "interval": str}]}},
+    ("chaos-mesh.org/v1alpha1", "NetworkChaos"): {"spec": {
+        "action": str, "mode": str, "value": str, "selector": CHAOS_SELECTOR, "direction": str, "duration": str,
+        "delay": {"latency": str, "jitter": str, "correlation": str},
+        "loss": {"loss": str, "correlation": str}}},
+    ("chaos-mesh.org/v1alpha1", "IOChaos"): {"spec": {
+        "action": str, "mode": str, "value": str, "selector": CHAOS_SELECTOR, "volumePath": str, "path": str,
+        "methods": [str], "delay": str, "percent": int, "errno": int, "duration": str}},
+    ("kustomize.config.k8s.io/v1beta1", "Kustomization"): {
+        "namespace": str, "resources": [str], "components": [str],
+        "labels": [{"pairs": STR_MAP, "includeSelectors": bool, "includeTemplates": bool}],
+        "patches": [{"path": str, "patch": str, "target": STR_MAP}],
+        "images": [{"name": str, "newName": str, "newTag": str, "digest": str}]},
+    ("kustomize.config.k8s.io/v1alpha1", "Component"): {
+        "resources": [str], "patches": [{"path": str, "patch": str, "target": STR_MAP}]},
+}
+CHAOS_ACTIONS = {"NetworkChaos": {"delay", "loss", "partition", "bandwidth", "duplicate", "corrupt"},
+                 "IOChaos": {"latency", "fault", "attrOverride", "mistake"}}
+
+
+def _check_schema(schema: Any, value: Any, path: str) -> list[str]:
+    if schema in (str, int, bool):
+        ok = isinstance(value, schema) and not (schema is int and isinstance(value, bool))
+        return [] if ok else [f"{path}: expected {schema.__name__}, got {type(value).__name__}"]
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            return [f"{path}: expected a list"]
+        return [e for i, item in enumerate(value) for e in _check_schema(schema[0], item, f"{path}[{i}]")]
+    if not isinstance(value, dict):
+        return [f"{path}: expected a mapping"]
+    if set(schema) == {"*"}:
+        return [e for k, item in value.items() for e in _check_schema(schema["*"], item, f"{path}.{k}")]
+    errors = []
+    for key, item in value.items():
+        if key not in schema:
+            errors.append(f"{path}.{key}: unknown field")
+        else:
+            errors += _check_schema(schema[key], item, f"{path}.{key}")
+    return errors
+
+
+def check_custom(doc: dict[str, Any], where: str) -> list[str]:
+    api_version, kind = doc.get("apiVersion", ""), doc.get("kind", "")
+    body = CR_SCHEMAS.get((api_version, kind))
+    if body is None:
+        return [f"{where}: no schema for {api_version}/{kind}"]
+    schema = {"apiVersion": str, "kind": str, "metadata": META, **body}
+    errors = _check_schema(schema, doc, where)
+    if kind in CHAOS_ACTIONS and doc.get("spec", {}).get("action") not in CHAOS_ACTIONS[kind]:
+        errors.append(f"{where}.spec.action: not a {kind} action")
+    return errors
+
+
+def check_document(doc: dict[str, Any], where: str, partial: bool = False) -> list[str]:
+    if (doc.get("apiVersion"), doc.get("kind")) in CR_SCHEMAS:
+        return check_custom(doc, where)
+    return check_builtin(doc, where, partial)
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+ALL_YAML = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
+KUSTOMIZATIONS = [p for p in ALL_YAML if p.name == "kustomization.yaml"]
+
+
+def patch_files() -> set[Path]:
+    return {(k.parent / p["path"]).resolve() for k in KUSTOMIZATIONS for d in load(k)
+            for p in d.get("patches", []) if "path" in p}
+
+
+def objects(kind: str, under: str = "") -> list[dict[str, Any]]:
+    return [d for p in ALL_YAML if p not in KUSTOMIZATIONS and str(p.relative_to(DEPLOY)).startswith(under)
+            and p.resolve() not in patch_files() for d in load(p) if d.get("kind") == kind]
+
+
+def one(kind: str, name: str) -> dict[str, Any]:
+    [found] = [d for d in objects(kind) if d["metadata"]["name"] == name]
+    return found
+
+
+def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = doc["spec"]
+    if doc["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"]["containers"]
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+def test_there_are_manifests() -> None:
+    assert len(ALL_YAML) >= 10 and len(KUSTOMIZATIONS) >= 4
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_every_document_is_strictly_valid(path: Path) -> None:
+    docs = load(path)
+    assert docs, f"{path} holds no document"
+    partial = path.resolve() in patch_files()
+    errors = [e for i, d in enumerate(docs) for e in check_document(d, f"{path.name}#{i}", partial)]
+    assert errors == []
+
+
+def test_the_checker_fails_on_a_planted_typo() -> None:
+    deployment = one("Deployment", "reference-server")
+    assert check_document(deployment, "ok") == []
+    typo = yaml.safe_load(yaml.safe_dump(deployment).replace("containers:", "contianers:"))
+    errors = check_document(typo, "typo")
+    assert any("contianers: unknown field for V1PodSpec" in e for e in errors), errors
+    snake = yaml.safe_load(yaml.safe_dump(deployment).replace("readinessProbe:", "readiness_probe:"))
+    assert any("readiness_probe: unknown field" in e for e in check_document(snake, "snake"))
+    wrong_type = yaml.safe_load(yaml.safe_dump(deployment).replace("replicas: 3", "replicas: three"))
+    assert any("replicas" in e for e in check_document(wrong_type, "type"))
+    missing = yaml.safe_load(yaml.safe_dump(deployment))
+    del missing["spec"]["selector"]
+    assert any("selector" in e and "required" in e.lower() for e in check_document(missing, "missing"))
+
+
+def test_the_custom_checker_fails_on_a_planted_typo() -> None:
+    scaled = one("ScaledObject", "reference-server")
+    assert check_document(scaled, "ok") == []
+    scaled["spec"]["maxReplicasCount"] = scaled["spec"].pop("maxReplicaCount")
+    assert check_document(scaled, "so") == ["so.spec.maxReplicasCount: unknown field"]
+    chaos = objects("NetworkChaos")[0]
+    chaos["spec"]["action"] = "delayy"
+    assert check_document(chaos, "nc") == ["nc.spec.action: not a NetworkChaos action"]
+    rule = one("PrometheusRule", "inferchaos-slo")
+    rule["spec"]["groups"][0]["rules"][0]["for"] = 5
+    assert check_document(rule, "pr") == ["pr.spec.groups[0].rules[0].for: expected str, got int"]
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=lambda p: str(p.parent.relative_to(DEPLOY)))
+def test_kustomizations_reference_what_exists(kustomization: Path) -> None:
+    [doc] = load(kustomization)
+    listed = doc.get("resources", []) + doc.get("components", []) + [p["path"] for p in doc.get("patches", [])
+                                                                     if "path" in p]
+    assert listed, "an empty kustomization"
+    for entry in listed:
+        target = kustomization.parent / entry
+        assert target.is_file() or (target / "kustomization.yaml").is_file(), f"{entry} does not exist"
+    for component in doc.get("components", []):
+        [comp] = load(kustomization.parent / component / "kustomization.yaml")
+        assert comp["kind"] == "Component", f"{component} is not a Component"
+
+
+def test_every_manifest_is_reachable_from_a_kustomization() -> None:
+    reached = set(patch_files())
+    for k in KUSTOMIZATIONS:
+        for entry in load(k)[0].get("resources", []):
+            reached.add((k.parent / entry).resolve())
+    examples = DEPLOY / "examples"
+    stray = [p for p in ALL_YAML if p not in KUSTOMIZATIONS and p.resolve() not in reached
+             and examples not in p.parents]
+    assert stray == []
+
+
+def test_base_rbac_is_least_privilege() -> None:
+    assert objects("ClusterRole", "base") == [] and objects("ClusterRoleBinding", "base") == []
+    [role] = objects("Role", "base")
+    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"]
+             for g in rule["apiGroups"] for r in rule["resources"]}
+    assert rules == {
+        ("", "pods"): {"get", "list", "watch", "delete"},
+        ("", "pods/eviction"): {"create"},
+        ("", "pods/exec"): {"create"},
+        ("", "events"): {"list", "watch"},
+        ("apps", "deployments"): {"get", "list", "patch", "update"},
+        ("apps", "deployments/scale"): {"get", "list", "patch", "update"},
+        ("apps", "replicasets"): {"get", "list"},
+        ("policy", "poddisruptionbudgets"): {"list"},
+        ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch"},
+        ("chaos-mesh.org", "networkchaos"): {"create", "get", "list", "delete"},
+        ("chaos-mesh.org", "iochaos"): {"create", "get", "list", "delete"},
+        ("keda.sh", "scaledobjects"): {"get", "list"},
+    }
+    [binding] = objects("RoleBinding", "base")
+    [account] = objects("ServiceAccount", "base")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NS}]
+
+
+def test_node_access_only_in_the_spot_faults_component() -> None:
+    [cluster_role] = objects("ClusterRole")
+    assert [(r["apiGroups"], r["resources"], set(r["verbs"])) for r in cluster_role["rules"]] == [
+        ([""], ["nodes"], {"get", "list", "patch"})]
+    spot = DEPLOY / "components" / "spot-faults" / "kustomization.yaml"
+    users = [k for k in KUSTOMIZATIONS if "../../components/spot-faults" in load(k)[0].get("components", [])]
+    assert [k.parent.name for k in users] == ["staging-spot"] and spot.is_file()
+
+
+def test_cronjob_runs_the_experiments_nightly_into_the_reports_volume() -> None:
+    [cron] = objects("CronJob")
+    [container] = containers(cron)
+    script = " ".join(container["command"] + container["args"])
+    assert "pytest experiments/ --target kubernetes" in script
+    assert '--chaos-report "$run"' in script and "--alluredir" in script and "$(date" in script
+    assert len(cron["spec"]["schedule"].split()) == 5 and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == one("ServiceAccount", "inferchaos-runner")["metadata"]["name"]
+    [volume] = pod["volumes"]
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    assert one("PersistentVolumeClaim", claim) and container["volumeMounts"][0]["mountPath"] == "/reports"
+
+
+def test_reference_server_args_parse_with_the_real_server() -> None:
+    from targets.local.server_config import parse_args
+
+    deployment = one("Deployment", "reference-server")
+    [container] = containers(deployment)
+    assert container["command"] == ["python", "-m", "targets.local.server"]
+    config = parse_args([a.replace("$(POD_NAME)", "ref-0") for a in container["args"]])
+    assert config.port == container["ports"][0]["containerPort"] == 8000 and config.name == "ref-0"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > float(
+        container["args"][container["args"].index("--shutdown-timeout-s") + 1])
+
+
+def test_selectors_match_their_pods() -> None:
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in objects("Deployment")}
+    for deployment in objects("Deployment"):
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= pods[deployment["metadata"]["name"]].items()
+    for service in objects("Service"):
+        assert any(service["spec"]["selector"].items() <= labels.items() for labels in pods.values()), service
+    for pdb in objects("PodDisruptionBudget"):
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= pods[pdb["metadata"]["name"]].items()
+    target = one("ScaledObject", "reference-server")["spec"]["scaleTargetRef"]
+    assert target["kind"] == "Deployment" and target["name"] in pods
+
+
+def test_locust_master_and_workers() -> None:
+    [master] = containers(one("Deployment", "locust-master"))
+    [worker] = containers(one("Deployment", "locust-worker"))
+    assert "load/locustfile.py" in master["command"] and "load/locustfile.py" in worker["command"]
+    assert {"--master", "--master-bind-port", "5557"} <= set(master["command"])
+    assert worker["command"][worker["command"].index("--master-host") + 1] == "locust-master"
+    ports = {p["port"] for p in one("Service", "locust-master")["spec"]["ports"]}
+    assert 5557 in ports
+    assert (DEPLOY.parent / "load" / "locustfile.py").is_file()
+
+
+def test_every_image_is_the_placeholder() -> None:
+    images = {c["image"] for kind in ("Deployment", "CronJob") for d in objects(kind) for c in containers(d)}
+    assert images == {IMAGE}
+
+
+def test_slo_queries_use_the_server_metrics() -> None:
+    query = one("ScaledObject", "reference-server")["spec"]["triggers"][0]["metadata"]["query"]
+    assert query == 'sum(vllm:num_requests_waiting{namespace="inferchaos"})'
+    exprs = " ".join(r["expr"] for g in one("PrometheusRule", "inferchaos-slo")["spec"]["groups"] for r in g["rules"])
+    assert "vllm:e2e_request_latency_seconds_bucket" in exprs and "histogram_quantile(0.99" in exprs
+    assert "vllm:num_requests_waiting" in exprs
+    alerts = {r.get("alert") for g in one("PrometheusRule", "inferchaos-slo")["spec"]["groups"] for r in g["rules"]}
+    assert {"InferenceAvailabilityLow", "InferenceLatencyP99High", "InferenceQueueBacklog"} <= alerts
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.parametrize("overlay", ["base", "overlays/staging", "overlays/staging-spot"])
+def test_kustomize_builds_and_the_result_is_valid(overlay: str) -> None:
+    built = subprocess.run(["kubectl", "kustomize", str(DEPLOY / overlay)], capture_output=True, text=True,
+                           timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    errors = [e for i, d in enumerate(docs) for e in check_document(d, f"{overlay}#{i}")]
+    assert errors == []
+    namespaced = [d for d in docs if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding")]
+    assert {d["metadata"].get("namespace") for d in namespaced} == {NS}
+    has_node_access = any(d["kind"] == "ClusterRole" for d in docs)
+    assert has_node_access == (overlay == "overlays/staging-spot")
+    [cron] = [d for d in docs if d["kind"] == "CronJob"]
+    addopts = {e["name"]: e.get("value") for e in containers(cron)[0]["env"]}["PYTEST_ADDOPTS"]
+    assert shlex.split(addopts) == ([] if has_node_access else ["-m", "not spot_reclamation"])
