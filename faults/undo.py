@@ -54,6 +54,20 @@ def clear_toxics(proxy_url: str, route: str) -> str:
     return f"dependency proxy {proxy_url}: {route} restored to full speed"
 
 
+def clear_perturbation(port: int, pid: int, started: int | None, what: str = "replica") -> str:
+    import httpx
+
+    from targets.local.server import PERTURB_PATH
+
+    if not _same_process(pid, started):
+        return f"{what}: gone, nothing to clear"
+    try:
+        httpx.delete(f"http://127.0.0.1:{port}{PERTURB_PATH}", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise FaultError(f"{what}: could not stop perturbing its outputs: {exc}") from None
+    return f"{what}: answers exact again"
+
+
 def stop_cluster(state_dir: str) -> str:
     from targets.local.cluster import LocalCluster  # a heavier import, only for recover
 
@@ -67,6 +81,7 @@ EXECUTORS: dict[str, Executor] = {
     "restore_desired": restore_desired,
     "stop_cluster": stop_cluster,
     "clear_toxics": clear_toxics,
+    "clear_perturbation": clear_perturbation,
 }
 
 

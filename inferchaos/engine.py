@@ -11,127 +11,34 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager
 
-from faults.base import Fault, FaultEvent, RunContext
+from faults.base import Fault, RunContext
 from faults.ledger import Ledger
 from faults.undo import step
 from inferchaos.progress import Progress, Status
+from inferchaos.result import ExperimentResult, Phase
 from load.records import RequestRecord
 from load.runner import LoadProfile, LoadRunner, RequestLogTail
-from probes.cold_start import ColdStart, cold_starts, worst
+from probes.canary import Canary, golden_window
+from probes.cold_start import cold_starts, worst
 from probes.failover import Failover, analyse
-from probes.queue_time import QueueTime, over_window
+from probes.gpu import GpuProbe, observed_from_gpu, reasons_from_gpu
+from probes.model_health import drift, golden_set
+from probes.queue_time import over_window
 from probes.queue_time import scrape as scrape_queues
-from probes.lb_sampler import LbSample, LbSampler
+from probes.lb_sampler import LbSampler
 from probes.safeguard import Safeguard
 from probes.slo import ExperimentSlo
-from probes.verdict import SloResult, judge, observed_from_window, reasons_from_window, recovery_time, verdict
-from probes.window import WindowStats, percentile, window
+from probes.verdict import judge, observed_from_window, reasons_from_window, recovery_time, verdict
+from probes.window import percentile, window
 from targets.local.cluster import LocalCluster
 from targets.local.processes import start_time
 
 TICK_S = 0.25
 PHASES = ("baseline", "inject", "hold", "revert", "recovery")
 
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    start: float
-    end: float
-
-
-@dataclass
-class ExperimentResult:
-    id: str
-    fault: str
-    verdict: str  # pass | fail | aborted | error
-    slos: list[SloResult] = field(default_factory=list)
-    requests: int = 0
-    phases: list[Phase] = field(default_factory=list)
-    failover: list[Failover] = field(default_factory=list)
-    events: list[FaultEvent] = field(default_factory=list)
-    baseline: WindowStats | None = None
-    during: WindowStats | None = None
-    aborted: str | None = None
-    error: str | None = None
-    request_log: str = ""
-    #: server-side queue time over inject -> revert (None: not measured).
-    queue: QueueTime | None = None
-    cold_starts: list[ColdStart] = field(default_factory=list)
-    #: what the fault measured on the target to show it took effect.
-    figures: dict = field(default_factory=dict)
-    lb_samples: list[LbSample] = field(default_factory=list, repr=False)
-    records: list[RequestRecord] = field(default_factory=list, repr=False)
-    #: monotonic and wall clock at the start, to turn run times into dates at the edges.
-    t0: float = 0.0
-    wall0: float = 0.0
-
-    def phase(self, name: str) -> Phase | None:
-        return next((p for p in self.phases if p.name == name), None)
-
-    @property
-    def fault_window(self) -> dict[str, float | None]:
-        """Seconds from the run's start: when the fault took effect and when it was undone."""
-        inject, revert = self.phase("inject"), self.phase("revert")
-        rel = lambda t: None if t is None else round(t - self.t0, 3)  # noqa: E731
-        return {"inject_s": rel(inject.start if inject else None), "revert_s": rel(revert.end if revert else None),
-                "inject_wall": None if not inject else round(self.wall0 + inject.start - self.t0, 3),
-                "revert_wall": None if not revert else round(self.wall0 + revert.end - self.t0, 3)}
-
-    def breached(self) -> list[SloResult]:
-        return [s for s in self.slos if not s.ok]
-
-    def failure_message(self) -> str:
-        if self.verdict == "aborted":
-            return f"{self.id}: aborted ({self.aborted}); the fault was reverted first"
-        if self.verdict == "error":
-            return f"{self.id}: error: {self.error}"
-        parts = [f"{s.name} {s.objective} ({s.detail})" for s in self.breached()]
-        message = f"{self.id}: SLO breached: " + "; ".join(parts)
-        if self.stale_but_up():
-            message += ("; the service was up but serving stale answers: every request got a valid 200, "
-                        "with features older than the freshness objective")
-        return message
-
-    def lb_changes(self) -> list[dict]:
-        """HAProxy's view as it changed: each server's first state, then every change,
-        seconds from the run's start. The samples themselves (10 a second) are too many to keep."""
-        last: dict[str, str] = {}
-        out = []
-        for s in self.lb_samples:
-            if last.get(s.server) != s.state:
-                last[s.server] = s.state
-                out.append({"t": round(s.t - self.t0, 3), "server": s.server, "port": s.port, "state": s.state})
-        return out
-
-    def stale_but_up(self) -> bool:
-        """The case a plain uptime check hides: answers all valid, features too old."""
-        by = {s.name: s for s in self.slos}
-        fresh, up = by.get("freshness_s"), by.get("availability")
-        return bool(fresh and not fresh.ok and fresh.observed is not None and up and up.ok)
-
-    def to_summary(self) -> dict:
-        return {
-            "id": self.id, "fault": self.fault, "verdict": self.verdict,
-            "slos": [{"name": s.name, "objective": s.objective, "observed": s.observed, "ok": s.ok,
-                      **({"optional": True} if s.optional else {}), "detail": s.detail} for s in self.slos],
-            "requests": self.requests, "fault_window": self.fault_window,
-            "phases": [{"name": p.name, "start_s": round(p.start - self.t0, 3), "end_s": round(p.end - self.t0, 3)}
-                       for p in self.phases],
-            "failover": [asdict(f) | {"died_at": round(f.died_at - self.t0, 3),
-                                      "ejected_at": None if f.ejected_at is None else round(f.ejected_at - self.t0, 3)}
-                         for f in self.failover],
-            "cold_starts": [asdict(c) for c in self.cold_starts],
-            "queue_time": self.queue.to_dict() if self.queue else None,
-            "figures": self.figures,
-            "lb_changes": self.lb_changes(),
-            "clock": {"t0_monotonic": self.t0, "wall0": self.wall0},
-            "aborted": self.aborted, "error": self.error, "request_log": self.request_log,
-        }
 
 
 class Experiment:
@@ -161,6 +68,8 @@ class Experiment:
                                   request_log=str(self.out_dir / "requests.jsonl"))
         self.fault.run = RunContext(self.target.lb_url, self.out_dir, p.users, p.spawn_rate)
         load_entry = None
+        gpu = GpuProbe(interval_s=0.5)
+        canary = self._canary()
 
         def journal_load(pgid: int) -> None:
             nonlocal load_entry
@@ -178,6 +87,9 @@ class Experiment:
             with self.scope("prepare: " + "; ".join(plan)):
                 self.fault.prepare()
             sampler.start()
+            gpu.start()
+            if canary is not None:
+                canary.start()
             load.start(on_spawn=journal_load)
             self._tails = [load.tail()]
             self._phase("baseline", p.baseline_s)
@@ -201,6 +113,8 @@ class Experiment:
                 if load_entry is not None:
                     self.ledger.reverted(load_entry)
                 result.lb_samples = sampler.stop()
+                result.gpu = gpu.stop()
+                result.canary = canary.stop() if canary is not None else []
                 self.progress.done()
         for extra in self.fault.load_runners():
             records = records + extra.records()
@@ -213,6 +127,13 @@ class Experiment:
         if result.error is None:
             self._evaluate(result)
         return result
+
+    def _canary(self) -> Canary | None:
+        """The golden set is the reference model's own answers: a cluster serving another
+        model (`--replica-cmd`) gets no canary, and its golden SLO says why."""
+        if self.target.spec.replica_cmd:
+            return None
+        return Canary(self.target.lb_url, golden_set(self.target.spec.model), self.target.spec.model)
 
     def _scrape_queues(self) -> dict:
         return scrape_queues({r.name: f"http://127.0.0.1:{r.port}/metrics" for r in self.target.state.replicas
@@ -296,11 +217,41 @@ class Experiment:
         observed["queue_p99_ms"] = result.queue.p99_ms if result.queue else None
         if result.queue is None:
             reasons["queue_p99_ms"] = f"no replica reported {'vllm:request_queue_time_seconds'} over the fault window"
+        self._model_health(result, observed, reasons)
+        if result.gpu is not None:
+            observed.update(observed_from_gpu(result.gpu, inject.start, end))
+            reasons.update(reasons_from_gpu(result.gpu, inject.start, end))
         result.slos = judge(self.slo.objectives, observed, reasons)
         if self.safeguard.tripped:
             result.verdict, result.aborted = "aborted", self.safeguard.tripped
         else:
             result.verdict = verdict(result.slos)
+
+    def _model_health(self, result: ExperimentResult, observed: dict, reasons: dict) -> None:
+        """Right answers, not only answers: the golden set over inject -> end, and the
+        predictions of the fault window (inject -> revert) against the baseline's."""
+        baseline, inject, revert, recovery = (result.phase(n) for n in ("baseline", "inject", "revert", "recovery"))
+        assert baseline and inject and revert and recovery
+        if self.target.spec.replica_cmd:
+            reasons["golden_pass_rate"] = "the golden set holds the reference model's answers; this cluster runs " \
+                                          "its own server (--replica-cmd)"
+        else:
+            result.golden = golden_window(result.canary, inject.start, recovery.end)
+            observed["golden_pass_rate"] = result.golden.pass_rate
+            if result.golden.pass_rate is None:
+                reasons["golden_pass_rate"] = (f"no golden-set answer came back between inject and the end "
+                                               f"({result.golden.unanswered} unanswered)")
+
+        def predictions(start: float, end: float) -> list[float]:
+            return [r.prediction for r in result.records if start <= r.start < end and r.ok
+                    and r.prediction is not None]
+
+        before, during = predictions(baseline.start, inject.start), predictions(inject.start, revert.end)
+        result.drift = drift(before, during, bins=max(2, min(10, min(len(before), len(during)) // 25)))
+        observed["prediction_psi"], observed["prediction_ks_pvalue"] = result.drift.psi, result.drift.ks_pvalue
+        if not result.drift.measured:
+            why = result.drift.reason.removeprefix("not measured: ")
+            reasons["prediction_psi"] = reasons["prediction_ks_pvalue"] = f"{why} (infer answers' predictions)"
 
     def _failover(self, result: ExperimentResult) -> list[Failover]:
         casualties = getattr(self.fault, "casualties", lambda: [])()

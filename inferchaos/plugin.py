@@ -38,6 +38,7 @@ FAULT_MARKERS = {
     "replica_crash": "a replica SIGKILLed",
     "replica_hang": "a replica SIGSTOPped (socket open, no answers)",
     "traffic_surge": "load jumps N-fold for the fault window",
+    "wrong_answers": "a replica answers 200 OK with wrong numbers",
 }
 TARGETS = ("local", "kubernetes")
 

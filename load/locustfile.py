@@ -38,9 +38,9 @@ from load.records import (  # noqa: E402
     RequestRecord,
     SSEScanner,
     check_completion_body,
-    check_infer_body,
     header_float,
     header_int,
+    parse_infer_body,
     parse_mix,
     worker_id,
 )
@@ -137,7 +137,7 @@ class InferenceUser(FastHttpUser):
     max_retries = 0
 
     def _record(self, kind: str, t0: float, wall: float, latency_s: float, resp, error: str | None,
-                ttft_s: float | None = None) -> None:
+                ttft_s: float | None = None, prediction: float | None = None) -> None:
         status = int(getattr(resp, "status_code", 0) or 0)
         if error is None and status != 200:
             error = f"HTTP {status}" if status else "no response"
@@ -147,11 +147,13 @@ class InferenceUser(FastHttpUser):
             replica=_header(resp, REPLICA_HEADER), ttft_s=ttft_s,
             feature_version=header_int(_header(resp, FEATURE_VERSION_HEADER)),
             feature_age_s=header_float(_header(resp, FEATURE_AGE_HEADER)),
-            worker=_worker_name(),
+            worker=_worker_name(), prediction=prediction if ok else None,
         ))
 
     def _unary(self, kind: str, path: str, payload: bytes, check) -> None:
+        """`check(body)` -> (error or None, prediction or None)."""
         wall, t0 = time.time(), time.monotonic()
+        prediction = None
         with self.client.post(path, data=payload, headers=JSON_HEADERS, name=kind, catch_response=True) as resp:
             exc = resp.request_meta.get("exception")
             status = int(resp.status_code or 0)
@@ -165,21 +167,22 @@ class InferenceUser(FastHttpUser):
                 except Exception as e:  # noqa: BLE001
                     body, error = None, f"truncated body ({_exc_name(e)})"
                 else:
-                    error = check(body)
+                    error, prediction = check(body)
             latency = time.monotonic() - t0
             if error is None:
                 resp.success()
             else:
                 resp.failure(error)
-            self._record(kind, t0, wall, latency, resp, error)
+            self._record(kind, t0, wall, latency, resp, error, prediction=prediction)
 
     @task(MIX.get("infer", 0))
     def infer(self) -> None:
-        self._unary("infer", INFER_PATH, _infer_payload(), check_infer_body)
+        self._unary("infer", INFER_PATH, _infer_payload(), parse_infer_body)
 
     @task(MIX.get("completion", 0))
     def completion(self) -> None:
-        self._unary("completion", COMPLETIONS_PATH, _completion_payload(False), check_completion_body)
+        self._unary("completion", COMPLETIONS_PATH, _completion_payload(False),
+                    lambda body: (check_completion_body(body), None))
 
     @task(MIX.get("stream", 0))
     def stream(self) -> None:

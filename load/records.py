@@ -54,6 +54,8 @@ class RequestRecord:
     feature_age_s: float | None = None
     #: hostname:pid of the load process.
     worker: str = ""
+    #: infer only: the answer's top-class probability, whose distribution the drift probe compares.
+    prediction: float | None = None
 
     @property
     def end(self) -> float:
@@ -77,6 +79,7 @@ class RequestRecord:
                 feature_version=None if d.get("feature_version") is None else int(d["feature_version"]),
                 feature_age_s=None if d.get("feature_age_s") is None else float(d["feature_age_s"]),
                 worker=str(d.get("worker") or ""),
+                prediction=None if d.get("prediction") is None else float(d["prediction"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a request record ({type(exc).__name__}: {exc}): {d!r:.200}") from None
@@ -112,21 +115,28 @@ def header_float(value: str | None) -> float | None:
 # --------------------------------------------------------------------------- what "ok" means
 def check_infer_body(body: bytes | None) -> str | None:
     """None when `body` is a valid answer of /v2/models/{m}/infer, else a short reason."""
+    return parse_infer_body(body)[0]
+
+
+def parse_infer_body(body: bytes | None) -> tuple[str | None, float | None]:
+    """(None, top-class probability) for a valid infer answer, else (reason, None): one
+    parse serves both the validity check and the drift probe's prediction."""
     if not body:
-        return "empty body"
+        return "empty body", None
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return "truncated or invalid JSON"
+        return "truncated or invalid JSON", None
     try:
         data = doc["outputs"][0]["data"]
     except (KeyError, IndexError, TypeError):
-        return "no outputs[0].data"
+        return "no outputs[0].data", None
     if not isinstance(data, list) or len(data) != OUTPUT_DIM:
-        return f"outputs[0].data is not {OUTPUT_DIM} numbers"
+        return f"outputs[0].data is not {OUTPUT_DIM} numbers", None
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in data):
-        return f"outputs[0].data is not {OUTPUT_DIM} numbers"
-    return None
+        return f"outputs[0].data is not {OUTPUT_DIM} numbers", None
+    top = max(data)
+    return (None, float(top)) if math.isfinite(top) else ("outputs[0].data is not finite", None)
 
 
 def check_completion_body(body: bytes | None) -> str | None:

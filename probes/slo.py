@@ -74,6 +74,18 @@ SLO_KEYS: dict[str, SloKey] = {
     "replacement_s": SloKey("<=", "s", "seconds from a removed replica's death until its replacement served a valid answer"),
     "queue_p99_ms": SloKey("<=", "ms", "99th percentile of the servers' own queue time (inject -> revert)"),
     "scale_out_s": SloKey("<=", "s", "seconds from the scale-out trigger until a new replica serves"),
+    "golden_pass_rate": SloKey(">=", "fraction", "golden-set canary answers (inject -> end) that matched the "
+                               "expected outputs, of those answered", FRACTION),
+    "prediction_psi": SloKey("<=", "PSI", "population stability index of the answers' top-class probability, "
+                             "fault window (inject -> revert) against baseline"),
+    "prediction_ks_pvalue": SloKey(">=", "fraction", "two-sample Kolmogorov-Smirnov p-value of the same; low "
+                                   "means the distribution moved", FRACTION),
+    "gpu_memory_peak_frac": SloKey("<=", "fraction", "peak device memory in use / total on any GPU (inject -> end, "
+                                   "NVML)", FRACTION),
+    "gpu_xid_errors": SloKey("<=", "errors", "XID critical errors NVML reported (inject -> end)",
+                             Bound(0.0, integer=True)),
+    "gpu_power_peak_w": SloKey("<=", "W", "peak board power on any GPU (inject -> end, NVML)"),
+    "gpu_temperature_peak_c": SloKey("<=", "C", "peak temperature on any GPU (inject -> end, NVML)"),
 }
 
 PHASE_KEYS: dict[str, Bound] = {

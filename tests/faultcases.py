@@ -26,6 +26,8 @@ from faults.replica_crash import ReplicaCrash
 from faults.replica_hang import ReplicaHang
 from faults.spot_reclamation import SpotReclamation
 from faults.traffic_surge import TrafficSurge
+from faults.wrong_answers import WrongAnswers
+from probes.model_health import check_answer, golden_set, infer_body
 from targets.local import LocalCluster
 from targets.local.control import read_desired
 from targets.local.depproxy import ProxyControl, Toxics
@@ -44,6 +46,7 @@ BUILDERS: dict[str, Callable[[LocalCluster, Ledger], Fault]] = {
     "replica_crash": lambda c, l: ReplicaCrash(ledger=l, target=c, provisioning_delay_s=600.0),
     "replica_hang": lambda c, l: ReplicaHang(ledger=l, target=c),
     "traffic_surge": lambda c, l: TrafficSurge(ledger=l, factor=3.0),
+    "wrong_answers": lambda c, l: WrongAnswers(ledger=l, target=c, sigma=2.0),
 }
 
 
@@ -61,6 +64,9 @@ class Planted:
     select: str  # -k expression: one parametrisation
     slo_set: tuple[str, ...]
     breached: str
+    #: the experiment is an expected failure on the reference cluster (pytest exits 0),
+    #: its verdict still "fail" with `breached` named.
+    xfail: bool = False
 
 
 PLANTED = {
@@ -72,6 +78,7 @@ PLANTED = {
     "replica_crash": Planted("test_replica_crash.py", "crash", ("replacement_s=0.5",), "replacement_s"),
     "replica_hang": Planted("test_replica_hang.py", "hang", ("failover_s=0.5",), "failover_s"),
     "traffic_surge": Planted("test_traffic_surge.py", "surge", ("queue_p99_ms=1",), "queue_p99_ms"),
+    "wrong_answers": Planted("test_wrong_answers.py", "wrong", ("baseline_s=3",), "golden_pass_rate", xfail=True),
 }
 
 
@@ -93,11 +100,19 @@ def snapshot(cluster: LocalCluster) -> dict:
         "toxics": {name: route["toxics"] for name, route in ProxyControl(state.proxy_url or "").routes().items()},
         "pipeline_stopped": stopped(pipeline.pid),
         "stopped_replicas": [r.name for r in state.replicas if stopped(r.pid)],
+        "wrong_replicas": [r.name for r in state.active() if not answers_right(r.port)],
         "lb_up": sorted(s.name for s in cluster.lb_servers() if s.up),
     }
 
 
 CLEAN_TOXICS = Toxics().to_dict()
+GOLDEN = golden_set()[0]
+
+
+def answers_right(port: int) -> bool:
+    """One golden case asked of one replica directly, judged by the canary's own check."""
+    resp = httpx.post(f"http://127.0.0.1:{port}/v2/models/mlp/infer", json=infer_body(GOLDEN), timeout=10)
+    return resp.status_code == 200 and check_answer(GOLDEN, resp.json()).ok
 
 
 def store_feature_age(cluster: LocalCluster) -> float:

@@ -161,11 +161,21 @@ def test_healthy_run_passes_and_writes_the_documented_summary(cluster, healthy):
     assert e["queue_time"]["requests"] > 0
     assert any(c["outcome"] == "ready" for c in e["cold_starts"]), "the replacement's cold start is listed"
 
-    assert {s["name"] for s in e["slos"]} == {"availability", "p99_ms", "recovery_s", "failover_s", "freshness_s"}
+    assert {s["name"] for s in e["slos"]} == {"availability", "p99_ms", "recovery_s", "failover_s", "freshness_s",
+                                             "golden_pass_rate", "prediction_psi", "gpu_xid_errors"}
     for s in e["slos"]:
         assert {"name", "objective", "observed", "ok"} <= set(s)
         assert isinstance(s["objective"], str) and s["objective"].startswith((">=", "<="))
-        assert isinstance(s["observed"], (int, float)) and s["ok"] is True, s
+        assert s["ok"] is True, s
+        if s["name"] != "gpu_xid_errors":
+            assert isinstance(s["observed"], (int, float)), s
+    # Model health measured; the GPU probe says why it measured nothing on a machine without one.
+    assert e["model_health"]["golden"]["checked"] > 10 and e["model_health"]["golden"]["wrong"] == 0
+    assert e["model_health"]["drift"]["measured"] and e["model_health"]["drift"]["band"] == "stable"
+    (xid,) = [s for s in e["slos"] if s["name"] == "gpu_xid_errors"]
+    if not e["gpu"]["measured"]:
+        assert xid["observed"] is None and xid["detail"].startswith("not measured (optional): NVML"), xid
+        assert e["gpu"]["reason"].startswith("not measured: NVML")
 
     assert isinstance(e["requests"], int) and e["requests"] > 0
     log = Path(e["request_log"])

@@ -116,12 +116,15 @@ def test_records_have_every_field_with_plausible_values(run_one):
         host, _, pid = r.worker.rpartition(":")
         assert host and pid.isdigit()
         assert (r.ttft_s is not None) == (r.kind == "stream")
+        # infer answers carry their top-class probability, for the drift probe
+        assert (r.prediction is not None) == (r.kind == "infer")
+        assert r.prediction is None or 1 / 8 <= r.prediction <= 1
     # the JSON lines round-trip exactly
     lines = load.log_path.read_text().splitlines()
     assert len(lines) == len(merged)
     assert RequestRecord.from_dict(json.loads(lines[0])) == merged[0]
     assert set(json.loads(lines[0])) == {"start", "wall", "latency_s", "kind", "status", "ok", "error", "replica",
-                                         "ttft_s", "feature_version", "feature_age_s", "worker"}
+                                         "ttft_s", "feature_version", "feature_age_s", "worker", "prediction"}
 
 
 def test_live_tail_sees_records_once_and_all_end_in_the_merged_log(run_one):

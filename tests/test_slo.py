@@ -43,8 +43,9 @@ def test_default_file_exists_and_loads() -> None:
     assert default_slo_path().is_file()
     slo = load_slo(default_slo_path(), "an_experiment_without_a_section")
     assert values(slo) == {"availability": 0.99, "p99_ms": 2000, "recovery_s": 6, "failover_s": 10,
-                           "freshness_s": 5}
-    assert slo.objective("freshness_s").optional  # type: ignore[union-attr]
+                           "freshness_s": 5, "golden_pass_rate": 1.0, "prediction_psi": 0.25, "gpu_xid_errors": 0}
+    for key in ("freshness_s", "golden_pass_rate", "prediction_psi", "gpu_xid_errors"):
+        assert slo.objective(key).optional, key  # type: ignore[union-attr]
     p = slo.phases
     assert (p.baseline_s, p.hold_s, p.recovery_window_s, p.users, p.spawn_rate, p.processes) == (3, 6, 8, 8, 80, 1)
     assert isinstance(p.users, int) and isinstance(p.processes, int)

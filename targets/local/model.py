@@ -83,3 +83,12 @@ class Model:
             words.append(WORDS[k])
             tokens.append(tokenize(WORDS[k])[0])
         return words
+
+
+def perturb(probs: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Silent data corruption: noise of `sigma` added to the log-probabilities, renormalised.
+    The answer stays a valid probability vector, so only a check of the numbers catches it."""
+    logits = np.log(np.maximum(probs, 1e-12)) + rng.normal(0.0, sigma, probs.shape)
+    logits -= logits.max(axis=-1, keepdims=True)
+    e = np.exp(logits)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(probs.dtype)

@@ -41,6 +41,8 @@ FEATURE_AGE_HEADER = "x-inferchaos-feature-age-s"
 PROBE_PATHS = frozenset({"/health", "/metrics", "/v2/health/live", "/v2/health/ready"})
 ABORTED = "aborted: shutdown timeout"
 OOM_EXIT_GRACE_S = 0.5
+#: where the `wrong_answers` fault switches output perturbation on (PUT) and off (DELETE).
+PERTURB_PATH = "/inferchaos/perturb"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -91,6 +93,8 @@ class ReferenceServer:
         self.decoding = 0
         self.stopped = asyncio.Event()
         self.exit_code = 0
+        self.perturb_sigma = 0.0
+        self._rng = np.random.default_rng()
 
     # ------------------------------------------------------------ lifecycle
     async def run(self) -> int:
@@ -272,7 +276,27 @@ class ReferenceServer:
         r.add_post("/v1/completions", self.completions)
         r.add_get("/health", lambda _: web.Response(status=503 if self.dead or self.draining else 200))
         r.add_get("/metrics", self.metrics_handler)
+        r.add_put(PERTURB_PATH, self.set_perturb)
+        r.add_delete(PERTURB_PATH, self.clear_perturb)
         return app
+
+    async def set_perturb(self, request: web.Request) -> web.Response:
+        """The `wrong_answers` fault: answers stay 200 and well-formed, the numbers go wrong."""
+        try:
+            sigma = float((await request.json())["sigma"])
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+            return error(400, 'expected {"sigma": <number > 0>}')
+        if not sigma > 0:
+            return error(400, f"sigma must be > 0, got {sigma}")
+        self.perturb_sigma = sigma
+        log(self.cfg.name, f"perturbing infer outputs (sigma {sigma})")
+        return web.json_response({"sigma": sigma})
+
+    async def clear_perturb(self, _: web.Request) -> web.Response:
+        if self.perturb_sigma:
+            log(self.cfg.name, "infer outputs exact again")
+        self.perturb_sigma = 0.0
+        return web.json_response({"sigma": 0.0})
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -342,10 +366,13 @@ class ReferenceServer:
                 return res
             self.metrics.e2e.observe(time.monotonic() - t0)
             feats: FeatureUse = res.context or FeatureUse()
+            outputs = res.outputs
+            if self.perturb_sigma:
+                outputs = mdl.perturb(outputs, self.perturb_sigma, self._rng)
             return web.json_response({
                 "model_name": self.cfg.model, "model_version": "1", "id": req_id or uuid.uuid4().hex,
-                "outputs": [{"name": "probabilities", "shape": list(res.outputs.shape), "datatype": "FP32",
-                             "data": res.outputs.reshape(-1).tolist()}],
+                "outputs": [{"name": "probabilities", "shape": list(outputs.shape), "datatype": "FP32",
+                             "data": outputs.reshape(-1).tolist()}],
                 "parameters": {"replica": self.cfg.name, "feature_version": feats.version,
                                "feature_age_s": feats.age_s},
             }, headers=feats.headers())

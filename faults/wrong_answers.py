@@ -1,0 +1,44 @@
+"""Wrong answers: a replica keeps answering 200 OK with well-formed outputs, but the
+numbers are off (noise of `sigma` on the log-probabilities).
+
+What silent data corruption on a GPU, a bad quantisation or a half-applied weight update
+look like from outside: every uptime check passes. Only the model-health probes (the
+golden-set canary, prediction drift) can tell, and this fault is how they are tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from faults.local import LocalFault, positive
+from faults.undo import step
+from targets.local.processes import start_time
+from targets.local.server import PERTURB_PATH
+
+
+@dataclass
+class WrongAnswers(LocalFault):
+    name = "wrong_answers"
+    sigma: float = 2.0
+
+    def validate(self) -> None:
+        positive(self.name, self.sigma, "sigma (noise on the log-probabilities)")
+
+    def params(self) -> dict[str, Any]:
+        return {"replicas": str(self.radius), "sigma": self.sigma}
+
+    def _plan(self) -> list[str]:
+        return [f"perturb the infer outputs of {v.name} (port {v.port}, slot r{v.slot}) with sigma {self.sigma:g}; "
+                "exact again on revert" for v in self.choose()]
+
+    def _inject(self) -> None:
+        self.victims = self._victims_or_fail()
+        self.journal([step("clear_perturbation", port=v.port, pid=v.pid, started=start_time(v.pid),
+                           what=f"replica {v.name}") for v in self.victims])
+        for v in self.victims:
+            resp = httpx.put(f"http://127.0.0.1:{v.port}{PERTURB_PATH}", json={"sigma": self.sigma}, timeout=5)
+            resp.raise_for_status()
+            self.note("perturbing", v.name)

@@ -1,0 +1,152 @@
+"""What one experiment run produced: phases, verdicts, probe figures, and summary.json's entry.
+
+Data only, kept apart from the engine that fills it: the plugin, the reports and the CLI
+read results without importing how they are made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from faults.base import FaultEvent
+from load.records import RequestRecord
+from probes.canary import Check, GoldenWindow
+from probes.cold_start import ColdStart
+from probes.failover import Failover
+from probes.gpu import GpuRun
+from probes.lb_sampler import LbSample
+from probes.model_health import DriftResult
+from probes.queue_time import QueueTime
+from probes.verdict import SloResult
+from probes.window import WindowStats
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    start: float
+    end: float
+
+
+@dataclass
+class ExperimentResult:
+    id: str
+    fault: str
+    verdict: str  # pass | fail | aborted | error
+    slos: list[SloResult] = field(default_factory=list)
+    requests: int = 0
+    phases: list[Phase] = field(default_factory=list)
+    failover: list[Failover] = field(default_factory=list)
+    events: list[FaultEvent] = field(default_factory=list)
+    baseline: WindowStats | None = None
+    during: WindowStats | None = None
+    aborted: str | None = None
+    error: str | None = None
+    request_log: str = ""
+    #: server-side queue time over inject -> revert (None: not measured).
+    queue: QueueTime | None = None
+    cold_starts: list[ColdStart] = field(default_factory=list)
+    #: what the fault measured on the target to show it took effect.
+    figures: dict = field(default_factory=dict)
+    #: golden-set canary over inject -> end, and every check it made.
+    golden: GoldenWindow | None = None
+    canary: list[Check] = field(default_factory=list, repr=False)
+    #: prediction drift, fault window against baseline.
+    drift: DriftResult | None = None
+    #: NVML through the run; `measured` False with the reason on a machine without a GPU.
+    gpu: GpuRun | None = None
+    lb_samples: list[LbSample] = field(default_factory=list, repr=False)
+    records: list[RequestRecord] = field(default_factory=list, repr=False)
+    #: monotonic and wall clock at the start, to turn run times into dates at the edges.
+    t0: float = 0.0
+    wall0: float = 0.0
+
+    def phase(self, name: str) -> Phase | None:
+        return next((p for p in self.phases if p.name == name), None)
+
+    @property
+    def fault_window(self) -> dict[str, float | None]:
+        """Seconds from the run's start: when the fault took effect and when it was undone."""
+        inject, revert = self.phase("inject"), self.phase("revert")
+        rel = lambda t: None if t is None else round(t - self.t0, 3)  # noqa: E731
+        return {"inject_s": rel(inject.start if inject else None), "revert_s": rel(revert.end if revert else None),
+                "inject_wall": None if not inject else round(self.wall0 + inject.start - self.t0, 3),
+                "revert_wall": None if not revert else round(self.wall0 + revert.end - self.t0, 3)}
+
+    def breached(self) -> list[SloResult]:
+        return [s for s in self.slos if not s.ok]
+
+    def failure_message(self) -> str:
+        if self.verdict == "aborted":
+            return f"{self.id}: aborted ({self.aborted}); the fault was reverted first"
+        if self.verdict == "error":
+            return f"{self.id}: error: {self.error}"
+        parts = [f"{s.name} {s.objective} ({s.detail})" for s in self.breached()]
+        message = f"{self.id}: SLO breached: " + "; ".join(parts)
+        names = {s.name for s in self.breached()}
+        if "golden_pass_rate" in names and self.golden and self.golden.examples:
+            message += "; wrong golden answers: " + "; ".join(self.golden.examples)
+        if names & {"prediction_psi", "prediction_ks_pvalue"} and self.drift and self.drift.measured:
+            message += f"; predictions drifted: {self.drift.line()}"
+        if self.stale_but_up():
+            message += ("; the service was up but serving stale answers: every request got a valid 200, "
+                        "with features older than the freshness objective")
+        return message
+
+    def model_health(self) -> dict:
+        golden = None
+        if self.golden is not None:
+            golden = asdict(self.golden) | {"pass_rate": self.golden.pass_rate}
+        drift = None
+        if self.drift is not None:
+            drift = {k: getattr(self.drift, k) for k in ("measured", "reason", "baseline_n", "current_n", "psi",
+                                                          "band", "ks_statistic", "ks_pvalue")}
+        return {"golden": golden, "drift": drift}
+
+    def gpu_summary(self) -> dict | None:
+        """Whether NVML measured, and if not why — shown, never silently absent."""
+        if self.gpu is None:
+            return None
+        g = self.gpu
+        return {"measured": g.measured, "reason": g.reason, "devices": [asdict(d) for d in g.devices],
+                "samples": len(g.samples), "xid_events": [asdict(e) | {"t": round(e.t - self.t0, 3)}
+                                                          for e in g.xid_events],
+                "xid_unwatched": g.xid_unwatched}
+
+    def lb_changes(self) -> list[dict]:
+        """HAProxy's view as it changed: each server's first state, then every change,
+        seconds from the run's start. The samples themselves (10 a second) are too many to keep."""
+        last: dict[str, str] = {}
+        out = []
+        for s in self.lb_samples:
+            if last.get(s.server) != s.state:
+                last[s.server] = s.state
+                out.append({"t": round(s.t - self.t0, 3), "server": s.server, "port": s.port, "state": s.state})
+        return out
+
+    def stale_but_up(self) -> bool:
+        """The case a plain uptime check hides: answers all valid, features too old."""
+        by = {s.name: s for s in self.slos}
+        fresh, up = by.get("freshness_s"), by.get("availability")
+        return bool(fresh and not fresh.ok and fresh.observed is not None and up and up.ok)
+
+    def to_summary(self) -> dict:
+        return {
+            "id": self.id, "fault": self.fault, "verdict": self.verdict,
+            "slos": [{"name": s.name, "objective": s.objective, "observed": s.observed, "ok": s.ok,
+                      **({"optional": True} if s.optional else {}), "detail": s.detail} for s in self.slos],
+            "requests": self.requests, "fault_window": self.fault_window,
+            "phases": [{"name": p.name, "start_s": round(p.start - self.t0, 3), "end_s": round(p.end - self.t0, 3)}
+                       for p in self.phases],
+            "failover": [asdict(f) | {"died_at": round(f.died_at - self.t0, 3),
+                                      "ejected_at": None if f.ejected_at is None else round(f.ejected_at - self.t0, 3)}
+                         for f in self.failover],
+            "cold_starts": [asdict(c) for c in self.cold_starts],
+            "queue_time": self.queue.to_dict() if self.queue else None,
+            "figures": self.figures,
+            "model_health": self.model_health(),
+            "gpu": self.gpu_summary(),
+            "lb_changes": self.lb_changes(),
+            "clock": {"t0_monotonic": self.t0, "wall0": self.wall0},
+            "aborted": self.aborted, "error": self.error, "request_log": self.request_log,
+        }
