@@ -17,6 +17,7 @@ from typing import Callable, ContextManager
 from faults.base import Fault, RunContext
 from faults.ledger import Ledger
 from faults.undo import step
+from inferchaos.annotations import Annotations
 from inferchaos.progress import Progress, Status
 from inferchaos.result import ExperimentResult, Phase
 from load.records import RequestRecord
@@ -26,6 +27,7 @@ from probes.cold_start import cold_starts, worst
 from probes.failover import Failover, analyse
 from probes.gpu import GpuProbe, observed_from_gpu, reasons_from_gpu
 from probes.model_health import drift, golden_set
+from probes.prometheus import PrometheusClient, PrometheusError, PromSlo
 from probes.queue_time import over_window
 from probes.queue_time import scrape as scrape_queues
 from probes.lb_sampler import LbSampler
@@ -44,9 +46,14 @@ PHASES = ("baseline", "inject", "hold", "revert", "recovery")
 class Experiment:
     def __init__(self, id: str, target: LocalCluster, fault: Fault, slo: ExperimentSlo, out_dir: Path,
                  ledger: Ledger, progress: Progress | None = None,
-                 scope: Callable[[str], ContextManager[object]] = lambda title: contextlib.nullcontext()) -> None:
+                 scope: Callable[[str], ContextManager[object]] = lambda title: contextlib.nullcontext(),
+                 prometheus_url: str | None = None, annotations: Annotations | None = None) -> None:
         """`scope(title)` wraps each stage of the run (steady state, each phase): the
-        report layer turns them into Allure steps without the engine knowing of Allure."""
+        report layer turns them into Allure steps without the engine knowing of Allure.
+        `prometheus_url` answers the SLO file's PromQL objectives; `annotations` tells the
+        dashboards when the fault was applied."""
+        self.prometheus_url, self.annotations = prometheus_url, annotations
+        self._window_open = False
         self.id, self.target, self.fault, self.slo = id, target, fault, slo
         self.out_dir, self.ledger = out_dir, ledger
         self.progress = progress or Progress.to_stream()
@@ -94,11 +101,11 @@ class Experiment:
             self._tails = [load.tail()]
             self._phase("baseline", p.baseline_s)
             self._queue_before = self._scrape_queues()
-            self._phase("inject", 0, action=self.fault.inject, arm=True)
+            self._phase("inject", 0, action=self._inject, arm=True)
             if not self.safeguard.tripped:
                 self._phase("hold", p.hold_s)
             result.queue = over_window(self._queue_before, self._scrape_queues())
-            self._phase("revert", 0, action=self.fault.revert)
+            self._phase("revert", 0, action=self._revert)
             self._phase("recovery", p.recovery_window_s)
         except KeyboardInterrupt:
             result.error = "interrupted"
@@ -107,7 +114,7 @@ class Experiment:
             result.error = f"{type(exc).__name__}: {exc}"
         finally:
             try:
-                self.fault.revert()
+                self._revert()
             finally:
                 records = load.stop()
                 if load_entry is not None:
@@ -127,6 +134,18 @@ class Experiment:
         if result.error is None:
             self._evaluate(result)
         return result
+
+    def _inject(self) -> None:
+        self.fault.inject()
+        if self.annotations is not None:
+            self._window_open = True
+            self.annotations.fault_started(self.fault.name, self.id, time.time())
+
+    def _revert(self) -> None:
+        self.fault.revert()
+        if self.annotations is not None and self._window_open:
+            self._window_open = False
+            self.annotations.fault_ended(self.fault.name, self.id, time.time())
 
     def _canary(self) -> Canary | None:
         """The golden set is the reference model's own answers: a cluster serving another
@@ -162,7 +181,7 @@ class Experiment:
                 time.sleep(min(TICK_S, max(0.0, end - now)))
             if self.safeguard.tripped and self.fault.applied:
                 self.say(f"{self.id}: {self.safeguard.tripped}: reverting the fault now")
-                self.fault.revert()
+                self._revert()
             self.phases.append(Phase(name, start, time.monotonic()))
 
     def _watch(self) -> None:
@@ -221,11 +240,33 @@ class Experiment:
         if result.gpu is not None:
             observed.update(observed_from_gpu(result.gpu, inject.start, end))
             reasons.update(reasons_from_gpu(result.gpu, inject.start, end))
-        result.slos = judge(self.slo.objectives, observed, reasons)
+        if self.slo.promql:
+            self._promql(result.wall0 + inject.start - result.t0, result.wall0 + end - result.t0, observed, reasons)
+        objectives = list(self.slo.objectives) + [p.objective for p in self.slo.promql]
+        result.slos = judge(objectives, observed, reasons)
         if self.safeguard.tripped:
             result.verdict, result.aborted = "aborted", self.safeguard.tripped
         else:
             result.verdict = verdict(result.slos)
+
+    def _promql(self, start_wall: float, end_wall: float, observed: dict, reasons: dict) -> None:
+        """The SLO file's PromQL objectives over inject -> end, once Prometheus has scraped
+        the last second of it."""
+        if not self.prometheus_url:
+            for p in self.slo.promql:
+                reasons[p.key] = ("no Prometheus to ask: give --prometheus URL, or a local cluster with one "
+                                  "(inferchaos up --prometheus; the session's own cluster has one when the "
+                                  "prometheus binary is installed)")
+            return
+        time.sleep(max(0.0, end_wall + 2.0 - time.time()))
+        with PrometheusClient(self.prometheus_url, retry_for_s=5.0) as client:
+            for p in self.slo.promql:
+                try:
+                    observed[p.key], why = PromSlo(p.key, p.query, p.reduce).observe(client, start_wall, end_wall)
+                except PrometheusError as exc:
+                    observed[p.key], why = None, str(exc)
+                if why:
+                    reasons[p.key] = why
 
     def _model_health(self, result: ExperimentResult, observed: dict, reasons: dict) -> None:
         """Right answers, not only answers: the golden set over inject -> end, and the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import warnings
 from dataclasses import dataclass, field
@@ -23,11 +24,13 @@ from faults.base import Fault
 from faults.ledger import DEFAULT_LEDGER, Ledger
 from faults.undo import step
 from inferchaos.engine import Experiment, ExperimentResult
+from inferchaos.annotations import GRAFANA_TOKEN_ENV, Annotations
 from inferchaos.errors import InferchaosError, UsageError
 from inferchaos.progress import CLEAR, Progress
 from probes.slo import default_slo_path, load_slo
 from reports import allure_results, write_run, write_summary
 from targets.local import ClusterSpec, LocalCluster
+from targets.local.prometheus import write_targets
 
 FAULT_MARKERS = {
     "spot_reclamation": "spot instance reclaimed mid-inference (notice, then kill)",
@@ -41,6 +44,8 @@ FAULT_MARKERS = {
     "wrong_answers": "a replica answers 200 OK with wrong numbers",
 }
 TARGETS = ("local", "kubernetes")
+RUNBOOK_BASE_ENV = "INFERCHAOS_RUNBOOK_BASE"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -55,6 +60,9 @@ class ChaosSession:
     results: list[ExperimentResult] = field(default_factory=list)
     #: what environment.properties says of the cluster under test.
     cluster: dict = field(default_factory=dict)
+    prometheus_url: str | None = None
+    grafana_url: str | None = None
+    metrics_port: int | None = 0
 
 
 CHAOS_MARK = ("chaos(severity='normal', owner=None, model=None, runbook=None): what the report says of an "
@@ -63,7 +71,7 @@ CHAOS_MARK = ("chaos(severity='normal', owner=None, model=None, runbook=None): w
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("inferchaos", "chaos experiments")
-    g.addoption("--target", choices=TARGETS, default="local", help="where faults land (default: local)")
+    g.addoption("--target", metavar="NAME", default="local", help="where faults land: local (default) or kubernetes")
     g.addoption("--slo", metavar="FILE", default=None, help="SLO file (default: experiments/slo.toml)")
     g.addoption("--slo-set", metavar="KEY=VALUE", action="append", default=[],
                 help="override an SLO or phase key for every experiment (repeatable)")
@@ -71,6 +79,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--ledger", metavar="PATH", default=str(DEFAULT_LEDGER), help="fault ledger (default: %(default)s)")
     g.addoption("--state-dir", metavar="DIR", default=None,
                 help="run against a local cluster already started with `inferchaos up --detach`")
+    g.addoption("--prometheus", metavar="URL", default=None,
+                help="Prometheus for the SLO file's PromQL objectives (default: the local cluster's own, if any)")
+    g.addoption("--grafana", metavar="URL", default=None,
+                help=f"write a Grafana annotation per fault window (token in ${GRAFANA_TOKEN_ENV})")
+    g.addoption("--metrics-port", metavar="PORT", default="0",
+                help="serve inferchaos_fault_active on 127.0.0.1:PORT/metrics (default 0: a free port; off: none)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -94,6 +108,15 @@ SESSION = pytest.StashKey[ChaosSession]()
 
 def _chaos_session(config: pytest.Config) -> ChaosSession:
     target = config.getoption("--target")
+    if target not in TARGETS:
+        raise UsageError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
+    for option in ("--prometheus", "--grafana"):
+        url = config.getoption(option)
+        if url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+            raise UsageError(f"{option} {url!r}: expected an http(s):// URL")
+    port = config.getoption("--metrics-port")
+    if port != "off" and not (port.isdigit() and 0 <= int(port) <= 65535):
+        raise UsageError(f"--metrics-port {port!r}: expected a port number 0..65535, or off")
     slo_path = Path(config.getoption("--slo") or default_slo_path())
     overrides = list(config.getoption("--slo-set"))
     load_slo(slo_path, "spot_reclamation", overrides)  # validates the file and every override now
@@ -104,7 +127,8 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
     return ChaosSession(
         target_name=target, slo_path=slo_path, overrides=overrides, ledger=Ledger(config.getoption("--ledger")),
         report_dir=Path(report) if report else Path(".inferchaos/runs"), summary=bool(report),
-        state_dir=Path(state_dir) if state_dir else None,
+        state_dir=Path(state_dir) if state_dir else None, prometheus_url=config.getoption("--prometheus"),
+        grafana_url=config.getoption("--grafana"), metrics_port=None if port == "off" else int(port),
     )
 
 
@@ -182,7 +206,8 @@ def target(chaos: ChaosSession, request: pytest.FixtureRequest) -> Iterator[Loca
         chaos.cluster = _cluster_info(cluster)
         yield cluster
         return
-    cluster = LocalCluster(ClusterSpec(replicas=3, provisioning_delay_s=2.0), owner_pid=os.getpid())
+    spec = ClusterSpec(replicas=3, provisioning_delay_s=2.0, prometheus=shutil.which("prometheus") is not None)
+    cluster = LocalCluster(spec, owner_pid=os.getpid())
     chaos.cluster = _cluster_info(cluster)
     entry = chaos.ledger.applied("cluster", [step("stop_cluster", state_dir=str(cluster.state_dir))],
                                  {"kind": "local", "state_dir": str(cluster.state_dir)})
@@ -198,8 +223,32 @@ def target(chaos: ChaosSession, request: pytest.FixtureRequest) -> Iterator[Loca
         chaos.ledger.reverted(entry)
 
 
+@pytest.fixture(scope="session")
+def annotations(chaos: ChaosSession, target: LocalCluster, request: pytest.FixtureRequest) -> Iterator[Annotations]:
+    """The fault windows for dashboards: `inferchaos_fault_active` on the runner's /metrics
+    (scraped by the local cluster's Prometheus when it has one) and Grafana annotations."""
+    say = _progress(request.config).say
+    ann = Annotations(port=chaos.metrics_port, grafana_url=chaos.grafana_url, say=say)
+    try:
+        ann.start()
+    except OSError as exc:
+        pytest.exit(f"inferchaos: error: --metrics-port {chaos.metrics_port}: {exc.strerror or exc}", returncode=2)
+    scrape = None
+    if ann.bound_port is not None:
+        say(f"fault windows as a metric: {ann.metrics_url}")
+        if target.state.prometheus_url:
+            scrape = Path(target.state_dir) / "prometheus" / "targets" / f"runner-{os.getpid()}.json"
+            write_targets(scrape, [{"targets": [f"127.0.0.1:{ann.bound_port}"], "labels": {"job": "inferchaos"}}])
+    try:
+        yield ann
+    finally:
+        ann.stop()
+        if scrape is not None:
+            scrape.unlink(missing_ok=True)
+
+
 @pytest.fixture
-def run_experiment(chaos: ChaosSession, target: LocalCluster,
+def run_experiment(chaos: ChaosSession, target: LocalCluster, annotations: Annotations,
                    request: pytest.FixtureRequest) -> Callable[[Fault], ExperimentResult]:
     """Run one fault under load through all phases; returns the result with SLO verdicts."""
 
@@ -212,10 +261,15 @@ def run_experiment(chaos: ChaosSession, target: LocalCluster,
         for mark in reversed(list(request.node.iter_markers("chaos"))):  # the closest marker wins
             meta.update(_chaos_meta(mark))
         meta.setdefault("model", chaos.cluster.get("model"))
+        if meta.get("runbook"):
+            meta["runbook"] = runbook_url(meta["runbook"])
         allure_results.label(allure_results.Labels(experiment_id, fault.name, chaos.target_name, **meta))
         progress = _progress(request.config)
         result = Experiment(experiment_id, target, fault, slo, out, chaos.ledger, progress,
-                            scope=allure_results.step).run()
+                            scope=allure_results.step,
+                            prometheus_url=chaos.prometheus_url or target.state.prometheus_url,
+                            annotations=annotations).run()
+        result.labels = meta
         chaos.results.append(result)
         summary = result.to_summary()
         try:
@@ -228,6 +282,17 @@ def run_experiment(chaos: ChaosSession, target: LocalCluster,
         return result
 
     return run
+
+
+def runbook_url(runbook: str) -> str:
+    """A runbook named by path (`runbooks/gpu_oom.md`) becomes a link: under
+    $INFERCHAOS_RUNBOOK_BASE (e.g. the repository's web URL) when set, else this checkout."""
+    if re.match(r"[a-z][a-z0-9+.-]*://", runbook):
+        return runbook
+    base = os.environ.get(RUNBOOK_BASE_ENV)
+    if base:
+        return base.rstrip("/") + "/" + runbook.lstrip("/")
+    return (REPO / runbook).resolve().as_uri()
 
 
 def _cluster_info(cluster: LocalCluster) -> dict:

@@ -55,6 +55,8 @@ class ExperimentResult:
     drift: DriftResult | None = None
     #: NVML through the run; `measured` False with the reason on a machine without a GPU.
     gpu: GpuRun | None = None
+    #: what the experiment says of itself (severity, owner, model, runbook link).
+    labels: dict = field(default_factory=dict)
     lb_samples: list[LbSample] = field(default_factory=list, repr=False)
     records: list[RequestRecord] = field(default_factory=list, repr=False)
     #: monotonic and wall clock at the start, to turn run times into dates at the edges.
@@ -132,7 +134,7 @@ class ExperimentResult:
 
     def to_summary(self) -> dict:
         return {
-            "id": self.id, "fault": self.fault, "verdict": self.verdict,
+            "id": self.id, "fault": self.fault, "verdict": self.verdict, "labels": self.labels,
             "slos": [{"name": s.name, "objective": s.objective, "observed": s.observed, "ok": s.ok,
                       **({"optional": True} if s.optional else {}), "detail": s.detail} for s in self.slos],
             "requests": self.requests, "fault_window": self.fault_window,

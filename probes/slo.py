@@ -121,11 +121,34 @@ class Objective:
 
     def target(self) -> str:
         """The bound alone, e.g. "<= 2000 ms", as the SLO table shows it."""
-        unit = "" if self.unit == "fraction" else f" {self.unit}"
+        unit = "" if self.unit in ("fraction", "") else f" {self.unit}"
         return f"{self.op} {self.value:g}{unit}"
 
     def describe(self) -> str:
         return f"{self.key} {self.target()}" + (" (optional)" if self.optional else "")
+
+
+#: How a PromQL range (every series, every 1-s point of inject -> end) becomes one value.
+REDUCERS = ("max", "min", "mean", "last")
+PROMQL_FIELDS = ("query", "op", "value", "unit", "reduce", "optional")
+
+
+@dataclass(frozen=True)
+class PromObjective:
+    """An objective whose observation is a PromQL query, e.g. the servers' own p99 from
+    `histogram_quantile(0.99, sum by (le) (rate(vllm:e2e_request_latency_seconds_bucket[5s])))`."""
+
+    key: str
+    query: str
+    op: str
+    value: float
+    unit: str = ""
+    reduce: str = "max"
+    optional: bool = False
+
+    @property
+    def objective(self) -> Objective:
+        return Objective(self.key, self.op, self.value, self.unit, self.optional)
 
 
 @dataclass(frozen=True)
@@ -151,6 +174,7 @@ class ExperimentSlo:
     objectives: tuple[Objective, ...]
     phases: Phases
     safeguard: Safeguard
+    promql: tuple[PromObjective, ...] = ()
 
     def objective(self, key: str) -> Objective | None:
         return next((o for o in self.objectives if o.key == key), None)
@@ -171,6 +195,7 @@ class _Layer:
     slo: dict[str, _Spec] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
     safeguard: dict[str, float] = field(default_factory=dict)
+    promql: dict[str, PromObjective] = field(default_factory=dict)
 
 
 def default_slo_path() -> Path:
@@ -249,14 +274,14 @@ def _parse_doc(doc: Mapping[str, Any], src: str) -> tuple[_Layer, dict[str, _Lay
             raise UsageError(f"{src}: unknown section [{name}]{_suggest(name, top)};"
                              " expected [defaults], [safeguard] or [experiments.<name>]")
     defaults = _layer(_table(doc.get("defaults", {}), src, "[defaults]"), src, "defaults",
-                      allowed=("slo", "phases"))
+                      allowed=("slo", "phases", "promql"))
     defaults.safeguard = _numbers(_table(doc.get("safeguard", {}), src, "[safeguard]"),
                                   src, "[safeguard]", SAFEGUARD_KEYS, "safeguard key")
     experiments: dict[str, _Layer] = {}
     for name, section in _table(doc.get("experiments", {}), src, "[experiments]").items():
         where = f"experiments.{name}"
         experiments[name] = _layer(_table(section, src, f"[{where}]"), src, where,
-                                   allowed=("slo", "phases", "safeguard"))
+                                   allowed=("slo", "phases", "safeguard", "promql"))
     return defaults, experiments
 
 
@@ -273,6 +298,8 @@ def _layer(section: Mapping[str, Any], src: str, where: str, allowed: tuple[str,
                 table, src, f"[{where}.slo]", SLO_KEYS, "SLO key").items()}
         elif name == "phases":
             layer.phases = _numbers(table, src, f"[{where}.phases]", PHASE_KEYS, "phase key")
+        elif name == "promql":
+            layer.promql = {k: _prom_objective(k, v, src, f"[{where}.promql.{k}]") for k, v in table.items()}
         else:
             layer.safeguard = _numbers(table, src, f"[{where}.safeguard]", SAFEGUARD_KEYS, "safeguard key")
     return layer
@@ -292,6 +319,37 @@ def _objective(key: str, value: Any, src: str, where: str) -> _Spec:
         raise UsageError(f"{src}: {where}: optional: expected true or false, got {_show(optional)}")
     number = _number(value["value"], f"{src}: {where}: value", bound) if "value" in value else None
     return _Spec(number, optional)
+
+
+def _prom_objective(key: str, value: Any, src: str, where: str) -> PromObjective:
+    """`[experiments.x.promql.<key>]`: query, op ("<=" or ">="), value; unit, reduce and
+    optional if wanted. The key names the objective in verdicts, so it may not shadow one
+    of the built-in SLO keys."""
+    if not key.isidentifier():
+        raise UsageError(f"{src}: {where}: the name must be a word like queue_waiting_max, got {key!r}")
+    if key in SLO_KEYS:
+        raise UsageError(f"{src}: {where}: {key!r} is a built-in SLO key; give the PromQL objective its own name")
+    table = _table(value, src, where)
+    for k in table:
+        if k not in PROMQL_FIELDS:
+            raise UsageError(f"{src}: {where}: unknown key {k!r}{_suggest(k, PROMQL_FIELDS)}")
+    for k in ("query", "op", "value"):
+        if k not in table:
+            raise UsageError(f"{src}: {where}: missing {k!r} (a PromQL objective needs query, op and value)")
+    query, op, unit, reduce = table["query"], table["op"], table.get("unit", ""), table.get("reduce", "max")
+    if not isinstance(query, str) or not query.strip():
+        raise UsageError(f"{src}: {where}: query: expected a PromQL expression, got {_show(query)}")
+    if op not in ("<=", ">="):
+        raise UsageError(f"{src}: {where}: op: expected \"<=\" or \">=\", got {_show(op)}")
+    if not isinstance(unit, str):
+        raise UsageError(f"{src}: {where}: unit: expected text, got {_show(unit)}")
+    if reduce not in REDUCERS:
+        raise UsageError(f"{src}: {where}: reduce: expected one of {', '.join(REDUCERS)}, got {_show(reduce)}")
+    optional = table.get("optional", False)
+    if not isinstance(optional, bool):
+        raise UsageError(f"{src}: {where}: optional: expected true or false, got {_show(optional)}")
+    number = _number(table["value"], f"{src}: {where}: value", Bound(-math.inf))
+    return PromObjective(key, query.strip(), op, number, unit, reduce, optional)
 
 
 def _numbers(table: Mapping[str, Any], src: str, where: str, keys: Mapping[str, Bound],
@@ -370,7 +428,9 @@ def _build(experiment: str, layers: Sequence[_Layer], src: str) -> ExperimentSlo
     specs: dict[str, _Spec] = {}
     phases: dict[str, float] = {}
     guard: dict[str, float] = {}
+    promql: dict[str, PromObjective] = {}
     for layer in layers:
+        promql.update(layer.promql)
         for key, spec in layer.slo.items():
             below = specs.get(key, _Spec(None, False))
             if spec.value is None and below.value is None:
@@ -390,4 +450,5 @@ def _build(experiment: str, layers: Sequence[_Layer], src: str) -> ExperimentSlo
                       recovery_window_s=phases["recovery_window_s"], users=users,
                       spawn_rate=phases.get("spawn_rate", users * 10.0), processes=int(phases["processes"])),
         safeguard=Safeguard(guard["max_error_rate"], guard["window_s"], guard.get("max_p99_ms")),
+        promql=tuple(promql.values()),
     )

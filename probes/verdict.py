@@ -123,7 +123,7 @@ def _within(o: Objective, w: WindowStats) -> bool:
 
 
 def _show(o: Objective, value: float, ok: bool) -> str:
-    unit = "" if o.unit == "fraction" else f" {o.unit}"
+    unit = "" if o.unit in ("fraction", "") else f" {o.unit}"
     text = f"{value:.4f}".rstrip("0").rstrip(".")
     if not ok and text == f"{o.value:g}":  # rounding must not hide why it failed
         text = repr(value)

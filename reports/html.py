@@ -73,7 +73,9 @@ def _verdict_line(e: dict) -> str:
         window = f" · fault from +{fw['inject_s']:.1f}s to +{fw['revert_s']:.1f}s"
     return (f"<p><span class={escape(e['verdict'])}>{escape(e['verdict'].upper())}</span> · fault "
             f"{escape(e['fault'])} · {e.get('requests', 0)} requests{window}"
-            + (f" · {escape(why)}" if why else "") + "</p>")
+            + (f" · {escape(why)}" if why else "")
+            + (f" · <a href=\"{escape(e['labels']['runbook'])}\">runbook</a>" if e.get("labels", {}).get("runbook")
+               else "") + "</p>")
 
 
 def _page(title: str, body: str) -> str:

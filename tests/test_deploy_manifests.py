@@ -108,7 +108,8 @@ CR_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
         "patches": [{"path": str, "patch": str, "target": STR_MAP}],
         "images": [{"name": str, "newName": str, "newTag": str, "digest": str}]},
     ("kustomize.config.k8s.io/v1alpha1", "Component"): {
-        "resources": [str], "patches": [{"path": str, "patch": str, "target": STR_MAP}]},
+        "resources": [str], "patches": [{"path": str, "patch": str, "target": STR_MAP}],
+        "configMapGenerator": [{"name": str, "files": [str], "options": {"labels": STR_MAP}}]},
 }
 CHAOS_ACTIONS = {"NetworkChaos": {"delay", "loss", "partition", "bandwidth", "duplicate", "corrupt"},
                  "IOChaos": {"latency", "fault", "attrOverride", "mistake"}}
@@ -233,6 +234,7 @@ def test_kustomizations_reference_what_exists(kustomization: Path) -> None:
     [doc] = load(kustomization)
     listed = doc.get("resources", []) + doc.get("components", []) + [p["path"] for p in doc.get("patches", [])
                                                                      if "path" in p]
+    listed += [f for gen in doc.get("configMapGenerator", []) for f in gen.get("files", [])]
     assert listed, "an empty kustomization"
     for entry in listed:
         target = kustomization.parent / entry
@@ -368,3 +370,28 @@ def test_kustomize_builds_and_the_result_is_valid(overlay: str) -> None:
     [cron] = [d for d in docs if d["kind"] == "CronJob"]
     addopts = {e["name"]: e.get("value") for e in containers(cron)[0]["env"]}["PYTEST_ADDOPTS"]
     assert shlex.split(addopts) == ([] if has_node_access else ["-m", "not spot_reclamation"])
+
+
+# --- the Grafana dashboard --------------------------------------------------------------------
+DASHBOARD = DEPLOY / "components" / "monitoring" / "inferchaos-dashboard.json"
+
+
+def test_the_grafana_dashboard_shows_the_three_layers_and_the_fault_windows() -> None:
+    """GPU (memory, power, XID), performance (p99, cold starts, queue) and the fault windows,
+    each panel a Prometheus query; the windows also as annotations over every panel."""
+    import json
+
+    dash = json.loads(DASHBOARD.read_text())
+    exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in dash["panels"]}
+    needed = {"GPU memory used": "DCGM_FI_DEV_FB_USED", "GPU power": "DCGM_FI_DEV_POWER_USAGE",
+              "GPU XID errors": "DCGM_FI_DEV_XID_ERRORS", "p99 latency (servers)": "vllm:e2e_request_latency_seconds",
+              "Queue length": "vllm:num_requests_waiting", "Cold starts and restarts": "kube_pod_status_ready",
+              "Fault windows": "inferchaos_fault_active"}
+    for title, metric in needed.items():
+        assert metric in exprs.get(title, ""), f"panel {title!r} should query {metric}"
+    for p in dash["panels"]:
+        assert p["datasource"]["type"] == "prometheus" and p["targets"], p["title"]
+    kinds = {a["datasource"]["type"] for a in dash["annotations"]["list"]}
+    assert kinds == {"prometheus", "grafana"}
+    assert any("inferchaos_fault_active" in a.get("expr", "") for a in dash["annotations"]["list"])
+    assert any("inferchaos" in a.get("target", {}).get("tags", []) for a in dash["annotations"]["list"])

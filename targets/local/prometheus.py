@@ -32,17 +32,42 @@ def find_prometheus() -> str:
     return path
 
 
-def render_config(targets: Sequence[str], interval_s: float = 1.0, job: str = "inferchaos") -> str:
-    """The config file's text. JSON is YAML, so no YAML writer is needed."""
+def render_config(targets: Sequence[str] = (), interval_s: float = 1.0, job: str = "inferchaos",
+                  file_sd: Sequence[str] = (), extra_jobs: dict[str, Sequence[str]] | None = None) -> str:
+    """The config file's text. JSON is YAML, so no YAML writer is needed. `file_sd`: globs
+    of target files Prometheus re-reads when they change (replicas come and go)."""
     interval = f"{int(interval_s * 1000)}ms"
+    job_config: dict = {"job_name": job, "metrics_path": "/metrics"}
+    if targets:
+        job_config["static_configs"] = [{"targets": list(targets)}]
+    if file_sd:
+        job_config["file_sd_configs"] = [{"files": list(file_sd), "refresh_interval": interval}]
+    jobs = [job_config] + [{"job_name": name, "metrics_path": "/metrics", "static_configs": [{"targets": list(t)}]}
+                           for name, t in (extra_jobs or {}).items()]
     return json.dumps({
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
-        "scrape_configs": [{
-            "job_name": job,
-            "metrics_path": "/metrics",
-            "static_configs": [{"targets": list(targets)}],
-        }],
+        "scrape_configs": jobs,
     }, indent=1)
+
+
+def prometheus_argv(binary: str, config: Path, data_dir: Path, port: int) -> list[str]:
+    return [binary, f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
+            f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1d", "--log.level=warn"]
+
+
+def write_targets(path: Path, groups: list[dict]) -> bool:
+    """Write a file_sd target file atomically, only when it changed (Prometheus watches it)."""
+    text = json.dumps(groups, indent=1, sort_keys=True)
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True
 
 
 class LocalPrometheus:
@@ -84,9 +109,7 @@ class LocalPrometheus:
         config = self.state_dir / "prometheus.yml"
         config.write_text(render_config(self.targets, self.interval_s, self.job))
         self.port = free_port()
-        argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={self.state_dir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1d",
-                "--log.level=warn"]
+        argv = prometheus_argv(binary, config, self.state_dir / "data", self.port)
         proc = self._proc = spawn(argv, self.log_path)
         self.pgid = proc.pid  # start_new_session: the child leads its own group
         try:

@@ -31,6 +31,8 @@ class ClusterSpec:
     slots: int = 16
     #: Extra options for the reference server (`python -m targets.local.server --help`).
     server_args: tuple[str, ...] = field(default_factory=tuple)
+    #: Run a Prometheus (the `prometheus` binary) scraping every replica and HAProxy.
+    prometheus: bool = False
 
     def validate(self) -> ClusterSpec:
         if self.replicas < 1:

@@ -58,6 +58,8 @@ class ClusterState:
     #: the dependency proxy's control API, and the store URLs replicas use through it.
     proxy_url: str | None = None
     via_proxy: dict[str, str] = field(default_factory=dict)
+    #: Prometheus scraping the replicas and HAProxy (`ClusterSpec.prometheus`), else None.
+    prometheus_url: str | None = None
     services: list[ServiceRecord] = field(default_factory=list)
     replicas: list[ReplicaRecord] = field(default_factory=list)
     #: Replicas asked for and not started yet: {"slot": int | None, "due_wall": float}.

@@ -28,7 +28,7 @@ from pathlib import Path
 import aiohttp
 
 from inferchaos.errors import ClusterStartError
-from targets.local import haproxy
+from targets.local import haproxy, prometheus
 from targets.local.ports import free_port, port_in_use
 from targets.local.control import read_desired
 from targets.local.processes import end_groups, pid_alive, signal_group, spawn
@@ -136,6 +136,8 @@ class Supervisor:
             "targets.local.pipeline", "--feature-store", self.state.feature_store_url,
             "--interval-s", str(self.spec.feature_interval_s)], None)
         await self._start_haproxy(binary)
+        if self.spec.prometheus:
+            await self._start_prometheus()
         for slot in range(1, self.spec.replicas + 1):
             self._spawn_replica(slot)
         for _ in range(self.spec.warm_pool):
@@ -165,6 +167,30 @@ class Supervisor:
                 if time.monotonic() > deadline:
                     raise ClusterStartError("HAProxy did not open its admin socket in time") from None
                 await asyncio.sleep(0.05)
+
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.dir / "prometheus"
+
+    async def _start_prometheus(self) -> None:
+        """Replicas come and go on new ports: Prometheus follows them through a file_sd
+        target file that every state change rewrites (`_scrape_targets`)."""
+        binary = prometheus.find_prometheus()
+        port, config = free_port(), self.prometheus_dir / "prometheus.yml"
+        self._scrape_targets()
+        config.write_text(prometheus.render_config(
+            job="replicas", file_sd=[str(self.prometheus_dir / "targets" / "*.json")],
+            extra_jobs={"haproxy": [self.state.stats_url.removeprefix("http://")]} if self.state.stats_url else None))
+        self._start_service("prometheus", prometheus.prometheus_argv(binary, config, self.prometheus_dir / "data", port),
+                            port)
+        self.state.prometheus_url = f"http://127.0.0.1:{port}"
+        await self._wait_healthy("prometheus", f"{self.state.prometheus_url}/-/ready")
+
+    def _scrape_targets(self) -> None:
+        groups = [{"targets": [f"127.0.0.1:{r.port}"],
+                   "labels": {"replica": r.name, "slot": f"r{r.slot}" if r.slot else "warm"}}
+                  for r in self.state.replicas if r.phase in ("starting", "ready")]
+        prometheus.write_targets(self.prometheus_dir / "targets" / "replicas.json", groups)
 
     async def _wait_all_ready(self) -> None:
         deadline = time.monotonic() + self.spec.startup_timeout_s
@@ -414,6 +440,8 @@ class Supervisor:
         else:
             self.state.pending = []
         write_state(self.state)
+        if self.spec.prometheus:
+            self._scrape_targets()
 
 
 def main(argv: list[str] | None = None) -> None:
