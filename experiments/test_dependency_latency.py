@@ -10,6 +10,7 @@ from faults.dependency_latency import DependencyLatency
 
 
 @pytest.mark.dependency_latency
+@pytest.mark.chaos(runbook="runbooks/dependency_latency.md")
 def test_dependency_latency(run_experiment, target):
     fault = DependencyLatency(target=target, dependency="feature_store", latency_ms=50.0, jitter_ms=20.0)
     result = run_experiment(fault)

@@ -15,6 +15,7 @@ from faults.gpu_oom import GpuOom
 
 
 @pytest.mark.gpu_oom
+@pytest.mark.chaos(runbook="runbooks/gpu_oom.md")
 @pytest.mark.parametrize("ramp_s", [0.0, 4.0], ids=["sudden", "gradual"])
 def test_gpu_oom(run_experiment, target, ramp_s):
     result = run_experiment(GpuOom(target=target, replicas="1", leave="0", ramp_s=ramp_s))

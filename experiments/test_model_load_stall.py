@@ -13,6 +13,7 @@ from faults.model_load_stall import ModelLoadStall
 
 
 @pytest.mark.model_load_stall
+@pytest.mark.chaos(runbook="runbooks/model_load_stall.md")
 @pytest.mark.parametrize("warm_pool", [0, 1], ids=["cold", "warm_pool"])
 def test_model_load_stall(run_experiment, target, warm_pool):
     fault = ModelLoadStall(target=target, replicas="1", stall_s=5.0, warm_pool=warm_pool, provisioning_delay_s=1.0)

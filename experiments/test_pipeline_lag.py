@@ -13,6 +13,7 @@ from faults.pipeline_lag import PipelineLag
 
 
 @pytest.mark.pipeline_lag
+@pytest.mark.chaos(runbook="runbooks/pipeline_lag.md")
 @pytest.mark.parametrize("mode", ["stop", "slow_reads"])
 def test_pipeline_lag(run_experiment, target, mode):
     result = run_experiment(PipelineLag(target=target, mode=mode, read_latency_ms=1000.0))

@@ -10,6 +10,7 @@ from faults.replica_crash import ReplicaCrash
 
 
 @pytest.mark.replica_crash
+@pytest.mark.chaos(runbook="runbooks/replica_crash.md")
 def test_replica_crash(run_experiment, target):
     result = run_experiment(ReplicaCrash(target=target, replicas="1"))
     assert result.verdict == "pass", result.failure_message()

@@ -12,6 +12,7 @@ from faults.replica_hang import ReplicaHang
 
 
 @pytest.mark.replica_hang
+@pytest.mark.chaos(runbook="runbooks/replica_hang.md")
 def test_replica_hang(run_experiment, target):
     result = run_experiment(ReplicaHang(target=target, replicas="1"))
     assert result.verdict == "pass", result.failure_message()

@@ -12,7 +12,7 @@ from faults.spot_reclamation import SpotReclamation
 
 
 @pytest.mark.spot_reclamation
-@pytest.mark.chaos(severity="critical", owner="ml-platform")
+@pytest.mark.chaos(severity="critical", owner="ml-platform", runbook="runbooks/spot_reclamation.md")
 def test_spot_reclamation(run_experiment, target):
     fault = SpotReclamation(target=target, notice_s=2.0, replicas="1", provisioning_delay_s=3.0)
     result = run_experiment(fault)

@@ -10,6 +10,7 @@ from faults.traffic_surge import TrafficSurge
 
 
 @pytest.mark.traffic_surge
+@pytest.mark.chaos(runbook="runbooks/traffic_surge.md")
 def test_traffic_surge(run_experiment, target):
     result = run_experiment(TrafficSurge(factor=4.0))
     assert result.verdict == "pass", result.failure_message()

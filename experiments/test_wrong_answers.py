@@ -17,7 +17,7 @@ CAUGHT = {"golden_pass_rate", "prediction_psi", "prediction_ks_pvalue"}
 
 
 @pytest.mark.wrong_answers
-@pytest.mark.chaos(severity="critical")
+@pytest.mark.chaos(severity="critical", runbook="runbooks/wrong_answers.md")
 @pytest.mark.xfail(strict=True, raises=AssertionError,
                    reason="the reference cluster serves wrong answers until the fault ends; the suite must say so")
 def test_wrong_answers(run_experiment, target):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -114,3 +115,32 @@ def test_foreground_up_stops_everything_when_it_ends(tmp_path, sig):
         proc.kill()
         proc.wait()
     assert_nothing_left(state_dir)
+
+
+@pytest.mark.cluster
+def test_up_prometheus_asks_the_cluster_for_it_and_status_shows_where(tmp_path):
+    state_dir = tmp_path / "c"
+    res = inferchaos("up", "--detach", "--prometheus", "--replicas", "1", "--state-dir", str(state_dir))
+    try:
+        assert res.returncode == 0, res.stderr
+        assert json.loads((state_dir / "spec.json").read_text())["prometheus"] is True
+        state = read_state(state_dir)
+        status = inferchaos("status", "--state-dir", str(state_dir))
+        assert status.returncode == 0, status.stderr
+        url = getattr(state, "prometheus_url", None)
+        if shutil.which("prometheus"):  # `make setup` installs it where it can
+            assert url, "the cluster runs Prometheus when asked and the binary is there"
+        if url:
+            assert f"prometheus: {url}" in status.stdout and f"Prometheus     {url}" in res.stdout
+        else:
+            assert "prometheus:" not in status.stdout
+    finally:
+        inferchaos("down", "--state-dir", str(state_dir))
+    assert_nothing_left(state_dir)
+    plain = tmp_path / "plain"
+    assert inferchaos("up", "--detach", "--replicas", "1", "--state-dir", str(plain)).returncode == 0
+    try:
+        assert json.loads((plain / "spec.json").read_text())["prometheus"] is False
+    finally:
+        inferchaos("down", "--state-dir", str(plain))
+    assert_nothing_left(plain)

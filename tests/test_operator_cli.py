@@ -1,0 +1,396 @@
+"""The operator's verbs on a real local cluster: `faults`, `plan`, `inject`, `revert`, `watch`.
+
+`inject` runs in its own process and exits with the fault applied (a game day's way of
+working); each fault's effect is then measured on the target, and `revert` must leave
+the cluster exactly as before (replicas, memory, proxy routes, pipeline, answers, LB).
+`watch` is checked against what the test itself sent and saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from faults.catalogue import CATALOGUE, constructor_params, lookup
+from faults.ledger import Ledger
+from inferchaos.errors import UsageError
+from inferchaos.plugin import FAULT_MARKERS
+from inferchaos.watch import between, frontend_counters, take, watch
+from targets.local import ClusterSpec, LocalCluster, wait_for
+from targets.local.control import read_desired
+from targets.local.depproxy import ProxyControl
+from targets.local.processes import group_alive, pid_alive, stopped
+from targets.local.state import ClusterState, write_state
+from targets.local.vgpu import VirtualDevice
+from tests.faultcases import CLEAN_TOXICS, answers_right, infer, snapshot, store_feature_age
+from tests.leftovers import assert_nothing_left, processes_mentioning
+from tests.test_cli import inferchaos, one_line
+
+REPO = Path(__file__).resolve().parent.parent
+#: Inherited fields a fault ignores; the catalogue leaves them out on purpose.
+IGNORED = {"pipeline_lag": {"replicas"}, "dependency_latency": {"replicas"}}
+
+
+# ----------------------------------------------------------------------------- the catalogue (no cluster)
+def test_catalogue_names_every_fault_and_every_parameter_of_its_class():
+    assert set(CATALOGUE) == set(FAULT_MARKERS), "one catalogue entry per fault marker"
+    for spec in CATALOGUE.values():
+        assert spec.cls.name == spec.id
+        assert {p.name for p in spec.params} == constructor_params(spec.cls) - IGNORED.get(spec.id, set()), spec.id
+        assert all(p.meaning for p in spec.params) and spec.blast_radius and spec.summary
+
+
+def test_catalogue_defaults_are_the_classes_own():
+    spot = lookup("spot_reclamation")
+    field = {f.name: f.default for f in dataclasses.fields(spot.cls)}
+    assert spot.defaults() == {k: field[k] for k in ("replicas", "notice_s", "provisioning_delay_s", "warm_pool")}
+    assert spot.defaults()["notice_s"] == 2.0
+
+
+def test_parameters_parse_to_the_types_the_fault_takes():
+    assert lookup("spot_reclamation").parse(["notice_s=5", "warm_pool=none", "replicas=50%"]) == {
+        "notice_s": 5.0, "warm_pool": None, "replicas": "50%"}
+    assert lookup("dependency_latency").parse(["reset=yes", "stall_s=inf"]) == {"reset": True, "stall_s": float("inf")}
+    assert lookup("gpu_oom").parse(["leave=256MiB"]) == {"leave": "256MiB"}
+    for bad in (["notice_s=-1"], ["notice_s=soon"], ["notice_s=nan"], ["notice_s=inf"], ["notice=1"],
+                ["notice_s=1", "notice_s=2"], ["replicas=150%"], ["replicas=0"], ["5"]):
+        with pytest.raises(UsageError) as exc:
+            lookup("spot_reclamation").parse(bad)
+        assert "\n" not in str(exc.value) and str(exc.value).startswith("spot_reclamation: "), (bad, exc.value)
+
+
+def test_faults_verb_shows_ids_defaults_meaning_and_blast_radius():
+    res = inferchaos("faults")
+    assert res.returncode == 0, res.stderr
+    for spec in CATALOGUE.values():
+        assert f"{spec.id}: " in res.stdout
+        assert f"runbook:      {spec.runbook}" in res.stdout
+        for p in spec.params:
+            assert f"{p.name}=" in res.stdout
+    assert "notice_s=2.0" in res.stdout and "leave=0" in res.stdout and "mode=stop" in res.stdout
+    one = inferchaos("faults", "replica_hang")
+    assert one.returncode == 0 and one.stdout.startswith("replica_hang: ") and "spot_reclamation" not in one.stdout
+
+
+@pytest.mark.parametrize("fault", sorted(CATALOGUE))
+def test_every_fault_has_a_runbook_with_the_four_parts(fault):
+    text = (REPO / CATALOGUE[fault].runbook).read_text()
+    for heading in ("## What it simulates", "## What good looks like", "## When it fails, check", "## Run it by hand"):
+        assert heading in text, f"{fault}: {heading} missing"
+    assert f"inferchaos plan {fault}" in text
+    if CATALOGUE[fault].standalone_refusal is None:
+        assert f"inferchaos inject {fault}" in text and "inferchaos revert" in text
+    experiment = (REPO / "experiments" / f"test_{fault}.py").read_text()
+    assert f'runbook="runbooks/{fault}.md"' in experiment
+    assert experiment.count("@pytest.mark.chaos(") == 1
+
+
+def test_every_verb_has_examples_and_the_exit_codes_in_its_help():
+    for verb in ("up", "down", "status", "recover", "report", "faults", "inject", "revert", "plan", "watch"):
+        res = inferchaos(verb, "--help")
+        assert res.returncode == 0
+        assert "examples:" in res.stdout and f"inferchaos {verb}" in res.stdout, verb
+        assert "exit codes: 0 ok, 1" in res.stdout and "2 bad input" in res.stdout, verb
+
+
+def test_status_shows_the_prometheus_url_when_the_cluster_has_one(tmp_path):
+    state = ClusterState(phase="stopped", state_dir=str(tmp_path), supervisor_pid=0, supervisor_pgid=0, spec={})
+    state.prometheus_url = "http://127.0.0.1:9"
+    write_state(state)
+    res = inferchaos("status", "--state-dir", str(tmp_path))
+    assert "prometheus: http://127.0.0.1:9" in res.stdout
+    state.prometheus_url = None
+    write_state(state)
+    assert "prometheus" not in inferchaos("status", "--state-dir", str(tmp_path)).stdout
+
+
+def test_frontend_counters_read_show_stat_csv():
+    text = ("# pxname,svname,qcur,req_tot,hrsp_5xx,\ninference,FRONTEND,,120,7,\n"
+            "replicas,r1,0,,3,\n")
+    assert frontend_counters(text) == (120, 7)
+    with pytest.raises(ValueError):
+        frontend_counters("# pxname,svname\nstats,FRONTEND\n")
+
+
+# ----------------------------------------------------------------------------- on a real cluster
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    state_dir = tmp_path_factory.mktemp("operator") / "cluster"
+    # --oom reject: an OOMing replica answers 500 and stays up, so 5xx are there to count.
+    c = LocalCluster(ClusterSpec(replicas=3, provisioning_delay_s=0.5, oom="reject"), state_dir).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+    assert_nothing_left(state_dir)
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path):
+    path = tmp_path / "ledger.jsonl"
+    yield path
+    if Ledger(path).open_entries():  # a failed test must not leave its fault applied
+        inferchaos("recover", "--ledger", str(path), "--force")
+
+
+@pytest.fixture
+def before(cluster: LocalCluster) -> dict:
+    snap = snapshot(cluster)
+    assert snap["foreign_allocations"] == [] and not snap["pipeline_stopped"] and snap["wrong_replicas"] == []
+    assert all(t == CLEAN_TOXICS for t in snap["toxics"].values())
+    return snap
+
+
+def ids(cluster: LocalCluster) -> set[tuple[str, int]]:
+    return {(r.name, r.pid) for r in cluster.state.replicas}
+
+
+def cli(cluster: LocalCluster, ledger: Path, *args: str):  # type: ignore[no-untyped-def]
+    return inferchaos(*args, "--state-dir", str(cluster.state_dir), "--ledger", str(ledger))
+
+
+def injected_id(stdout: str) -> str:
+    m = re.search(r"ledger id ([0-9a-f]{12})", stdout)
+    assert m, stdout
+    return m.group(1)
+
+
+# Effects, measured on the target after the inject process has exited.
+def effect_replica_hang(c: LocalCluster) -> None:
+    hung = [r for r in c.state.active() if stopped(r.pid)]
+    assert len(hung) == 1, "exactly one replica stopped (state T)"
+    with pytest.raises(httpx.ReadTimeout):
+        infer(f"http://127.0.0.1:{hung[0].port}", timeout=1.0)
+    wait_for(lambda: any(s.name == f"r{hung[0].slot}" and not s.up for s in c.lb_servers()), 8,
+             "the LB to eject the hung replica")
+
+
+def effect_replica_crash(c: LocalCluster) -> None:
+    wait_for(lambda: len(c.state.active()) == 2, 5, "the supervisor to see one replica dead")
+    assert read_desired(c.state_dir) == {"provisioning_delay_s": 600.0}
+    time.sleep(1.0)  # the delay is 600 s: the slot must stay empty
+    assert len(c.state.active()) == 2
+
+
+def effect_spot_reclamation(c: LocalCluster) -> None:
+    # inject waited for the notice deadline before it exited: the victim is already gone
+    assert sum(group_alive(r.pgid) for r in c.state.active()) == 2
+    wait_for(lambda: len(c.state.active()) == 2, 5, "the supervisor to see it gone")
+
+
+def effect_gpu_oom(c: LocalCluster) -> None:
+    hogs = [p for p in processes_mentioning(f"--vgpu-dir {c.state.vgpu_dir}") if "faults.gpu_hog" in p]
+    assert len(hogs) == 1, "the hog outlives the inject process"
+    full = [r for r in c.state.active() if VirtualDevice(c.state.vgpu_dir or "", r.device).usage().free == 0]
+    assert len(full) == 1
+    r = infer(f"http://127.0.0.1:{full[0].port}")
+    assert r.status_code == 500 and "out of memory" in r.text.lower()
+
+
+def effect_wrong_answers(c: LocalCluster) -> None:
+    wrong = [r.name for r in c.state.active() if not answers_right(r.port)]
+    assert len(wrong) == 1, wrong
+    assert infer(c.lb_url).status_code == 200
+
+
+def effect_pipeline_lag(c: LocalCluster) -> None:
+    assert stopped(c.state.service("pipeline").pid)
+    time.sleep(2.2)
+    assert store_feature_age(c) >= 2.0
+
+
+def effect_dependency_latency(c: LocalCluster) -> None:
+    assert ProxyControl(c.state.proxy_url or "").route("feature_store")["toxics"]["latency_ms"] == 300
+    started = time.monotonic()
+    assert httpx.get(f"{c.state.via_proxy['feature_store']}/features/default", timeout=5).status_code == 200
+    assert time.monotonic() - started >= 0.3
+
+
+def effect_model_load_stall(c: LocalCluster) -> None:
+    assert ProxyControl(c.state.proxy_url or "").route("model_store")["stall_left_s"] == "inf"
+    new = wait_for(lambda: [r for r in c.state.active() if r.phase == "starting"], 10, "a replacement starting")
+    time.sleep(2.0)
+    assert next(r for r in c.state.replicas if r.name == new[0].name).phase == "starting", "loads through a stall"
+
+
+INJECT = {
+    "replica_hang": [],
+    "replica_crash": ["provisioning_delay_s=600"],
+    "spot_reclamation": ["notice_s=1", "provisioning_delay_s=600"],
+    "gpu_oom": ["leave=0"],
+    "wrong_answers": ["sigma=2"],
+    "pipeline_lag": ["mode=stop"],
+    "dependency_latency": ["latency_ms=300"],
+    "model_load_stall": ["stall_s=inf", "provisioning_delay_s=0.2"],
+}
+EFFECTS = {name: globals()[f"effect_{name}"] for name in INJECT}
+
+
+def test_every_fault_but_the_surge_can_be_injected_by_hand():
+    assert set(INJECT) == {k for k, s in CATALOGUE.items() if s.standalone_refusal is None}
+    assert set(CATALOGUE) - set(INJECT) == {"traffic_surge"}
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("name", sorted(INJECT))
+def test_inject_leaves_the_fault_applied_and_revert_restores(name, cluster, before, ledger_path):
+    res = cli(cluster, ledger_path, "inject", name, *INJECT[name])
+    assert res.returncode == 0, res.stdout + res.stderr
+    entry_id = injected_id(res.stdout)
+    assert f"inferchaos revert {entry_id} --ledger {ledger_path}" in res.stdout
+    (entry,) = Ledger(ledger_path).open_entries()
+    assert entry.id == entry_id and entry.fault == name
+    assert not pid_alive(entry.runner_pid), "the inject process is gone; its entry stays open"
+    EFFECTS[name](cluster)
+
+    rev = inferchaos("revert", entry_id, "--ledger", str(ledger_path))
+    assert rev.returncode == 0, rev.stdout + rev.stderr
+    assert f"{name} {entry_id}: reverted" in rev.stdout
+    assert Ledger(ledger_path).open_entries() == []
+    assert snapshot(cluster) == before
+    again = inferchaos("revert", entry_id, "--ledger", str(ledger_path))
+    assert again.returncode == 0 and "already reverted" in again.stdout
+
+
+@pytest.mark.cluster
+def test_revert_all_closes_the_ledger_and_recover_handles_inject_entries(cluster, before, ledger_path):
+    res = cli(cluster, ledger_path, "inject", "replica_hang")
+    assert res.returncode == 0, res.stderr
+    hung = [r for r in cluster.state.active() if stopped(r.pid)]
+    assert len(hung) == 1
+    rev = inferchaos("revert", "--all", "--ledger", str(ledger_path))
+    assert rev.returncode == 0, rev.stdout + rev.stderr
+    assert Ledger(ledger_path).open_entries() == []
+    assert not stopped(hung[0].pid)
+    assert snapshot(cluster) == before
+    nothing = inferchaos("revert", "--all", "--ledger", str(ledger_path))
+    assert nothing.returncode == 0 and "nothing to revert" in nothing.stdout
+
+    res = cli(cluster, ledger_path, "inject", "wrong_answers")
+    assert res.returncode == 0, res.stderr
+    assert len([r for r in cluster.state.active() if not answers_right(r.port)]) == 1
+    rec = inferchaos("recover", "--ledger", str(ledger_path))  # the inject process is gone: recover undoes it
+    assert rec.returncode == 0 and "wrong_answers" in rec.stdout, rec.stdout + rec.stderr
+    assert Ledger(ledger_path).open_entries() == []
+    assert snapshot(cluster) == before
+
+
+@pytest.mark.cluster
+def test_plan_names_the_victims_and_changes_nothing(cluster, before, ledger_path):
+    res = cli(cluster, ledger_path, "plan", "replica_crash", "replicas=2")
+    assert res.returncode == 0, res.stderr
+    victims = [r for r in sorted(cluster.state.active(), key=lambda r: r.slot or 0)][:2]
+    for v in victims:
+        assert f"SIGKILL {v.name} (pid {v.pid}, slot r{v.slot})" in res.stdout
+    assert res.stdout.count("SIGKILL") == 2
+    assert "nothing is changed" in res.stdout and "inferchaos inject replica_crash replicas=2" in res.stdout
+    surge = cli(cluster, ledger_path, "plan", "traffic_surge", "factor=3")
+    assert surge.returncode == 0 and "second locust" in surge.stdout and "only inside an experiment" in surge.stdout
+    assert not ledger_path.exists()
+    assert snapshot(cluster) == before
+
+
+@pytest.mark.cluster
+def test_inject_is_refused_while_another_fault_is_applied(cluster, before, ledger_path):
+    first = cli(cluster, ledger_path, "inject", "wrong_answers")
+    assert first.returncode == 0, first.stderr
+    entry_id = injected_id(first.stdout)
+    written = ledger_path.read_bytes()
+    pids = ids(cluster)
+    second = cli(cluster, ledger_path, "inject", "replica_crash")
+    assert second.returncode == 2
+    line = one_line(second.stderr)
+    assert line.startswith("inferchaos: error:") and entry_id in line and "revert" in line
+    assert ledger_path.read_bytes() == written and ids(cluster) == pids
+    assert inferchaos("revert", entry_id, "--ledger", str(ledger_path)).returncode == 0
+    assert snapshot(cluster) == before
+
+
+@pytest.mark.cluster
+def test_inject_beyond_the_blast_radius_touches_nothing(cluster, before, ledger_path):
+    pids = ids(cluster)
+    for args in (["replica_crash", "replicas=3"], ["replica_hang", "replicas=100%"]):
+        res = cli(cluster, ledger_path, "inject", *args)
+        assert res.returncode == 2
+        line = one_line(res.stderr)
+        assert line.startswith(f"inferchaos: error: {args[0]}: blast radius") and "at most 2" in line, line
+    assert not ledger_path.exists() and ids(cluster) == pids
+
+
+# ----------------------------------------------------------------------------- watch
+def send(url: str, n: int) -> tuple[int, int, list[float]]:
+    """n requests one after another: (answered 200, answered 5xx, latencies in ms)."""
+    ok = errors = 0
+    latencies = []
+    with httpx.Client(timeout=10) as client:
+        for _ in range(n):
+            started = time.monotonic()
+            r = client.post(f"{url}/v2/models/mlp/infer", json={"inputs": [
+                {"name": "input", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]})
+            latencies.append((time.monotonic() - started) * 1000)
+            ok += r.status_code == 200
+            errors += r.status_code >= 500
+    return ok, errors, latencies
+
+
+@pytest.mark.cluster
+def test_watch_counts_exactly_what_clients_sent(cluster, before, ledger_path):
+    ledger = Ledger(ledger_path)
+    first = take(cluster, ledger)
+    ok, errors, latencies = send(cluster.lb_url, 40)
+    reading = between(first, take(cluster, ledger))
+    assert (ok, errors) == (40, 0)
+    assert reading.requests == 40 and reading.errors_5xx == 0
+    assert reading.latency_count == 40, "every answer is in the replicas' e2e histograms"
+    assert reading.p99_ms is not None and 0 < reading.p99_ms <= max(latencies) * 2.5
+    assert reading.now.ready == 3 and len(reading.now.lb) == 3
+    assert all(state in ("running", "starting") for _, state, _ in reading.now.lb), reading.now.lb
+    assert reading.now.faults == []
+    idle = between(reading.now, take(cluster, ledger))
+    assert idle.requests == 0 and idle.p99_ms is None
+
+
+@pytest.mark.cluster
+def test_watch_counts_the_5xx_clients_got_and_shows_the_fault(cluster, before, ledger_path):
+    res = cli(cluster, ledger_path, "inject", "gpu_oom", "leave=0")
+    assert res.returncode == 0, res.stderr
+    entry_id = injected_id(res.stdout)
+    ledger = Ledger(ledger_path)
+    try:
+        first = take(cluster, ledger)
+        ok, errors, _ = send(cluster.lb_url, 30)
+        reading = between(first, take(cluster, ledger))
+        assert errors > 0, "the OOMing replica (--oom reject) answers 500 until the LB ejects it"
+        assert reading.requests == 30 and reading.errors_5xx == errors
+        assert [e.id for e in reading.now.faults] == [entry_id]
+        once = cli(cluster, ledger_path, "watch", "--once", "--interval", "0.5")
+        assert once.returncode == 0, once.stderr
+        line = one_line(once.stdout)
+        assert f"faults=gpu_oom:{entry_id}" in line and "req/s=" in line and "5xx/s=" in line and "ready=" in line
+        assert re.search(r"lb=r\d+:\w+,r\d+:\w+,r\d+:\w+ ", line), line
+    finally:
+        assert inferchaos("revert", "--all", "--ledger", str(ledger_path)).returncode == 0
+    assert snapshot(cluster) == before
+
+
+@pytest.mark.cluster
+def test_watch_redraws_in_place_on_a_terminal(cluster, ledger_path):
+    out: list[str] = []
+    ticks = iter(range(3))
+    rc = watch(cluster, Ledger(ledger_path), 0.2, once=False, tty=True, write=out.append,
+               running=lambda: next(ticks, None) is not None)
+    assert rc == 0 and len(out) == 3
+    assert not out[0].startswith("\x1b[") and all(o.startswith("\x1b[5F\x1b[J") for o in out[1:])
+    assert "requests/s" in out[0] and "faults     none applied" in out[0]
+
+
+@pytest.mark.cluster
+def test_watch_without_a_running_cluster_is_bad_input(tmp_path):
+    res = inferchaos("watch", "--once", "--state-dir", str(tmp_path / "nothing"))
+    assert res.returncode == 2 and "no local cluster" in one_line(res.stderr)
