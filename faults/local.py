@@ -45,6 +45,14 @@ class LocalFault(Fault):
     _watch_stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _watcher: threading.Thread | None = field(default=None, init=False, repr=False)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """On a Kubernetes target the same experiment builds the Kubernetes counterpart."""
+        if getattr(kwargs.get("target"), "kind", "local") == "kubernetes":
+            from faults.kubernetes import counterpart
+
+            return counterpart(cls.name, kwargs)
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         if self.target is None:
             raise UsageError(f"{self.name} needs a target cluster")

@@ -68,6 +68,37 @@ def clear_perturbation(port: int, pid: int, started: int | None, what: str = "re
     return f"{what}: answers exact again"
 
 
+def kube_cordon(conn: dict, node: str, on: bool = False) -> str:
+    from targets.kubernetes import Connection, ops
+
+    return ops.cordon(Connection(**conn), node, on)
+
+
+def kube_taint(conn: dict, node: str, key: str, on: bool = False) -> str:
+    from targets.kubernetes import Connection, ops
+
+    return ops.taint(Connection(**conn), node, key, on=on)
+
+
+def kube_scale(conn: dict, namespace: str, deployment: str, replicas: int) -> str:
+    from targets.kubernetes import Connection, ops
+
+    return ops.scale(Connection(**conn), namespace, deployment, replicas)
+
+
+def kube_delete_custom(conn: dict, group: str, version: str, namespace: str, plural: str, name: str) -> str:
+    from targets.kubernetes import Connection, ops
+
+    return ops.delete_custom(Connection(**conn), group, version, namespace, plural, name)
+
+
+def kube_exec(conn: dict, namespace: str, pod: str, container: str, argv: list[str], what: str = "") -> str:
+    from targets.kubernetes import Connection, ops
+
+    result = ops.exec_in(Connection(**conn), namespace, pod, container, argv)
+    return f"{what or 'pod ' + pod}: {' '.join(argv)}: {result.detail}"
+
+
 def stop_cluster(state_dir: str) -> str:
     from targets.local.cluster import LocalCluster  # a heavier import, only for recover
 
@@ -82,6 +113,11 @@ EXECUTORS: dict[str, Executor] = {
     "stop_cluster": stop_cluster,
     "clear_toxics": clear_toxics,
     "clear_perturbation": clear_perturbation,
+    "kube_cordon": kube_cordon,
+    "kube_taint": kube_taint,
+    "kube_scale": kube_scale,
+    "kube_delete_custom": kube_delete_custom,
+    "kube_exec": kube_exec,
 }
 
 

@@ -35,7 +35,7 @@ from probes.safeguard import Safeguard
 from probes.slo import ExperimentSlo
 from probes.verdict import judge, observed_from_window, reasons_from_window, recovery_time, verdict
 from probes.window import percentile, window
-from targets.local.cluster import LocalCluster
+from targets.base import Target
 from targets.local.processes import start_time
 
 TICK_S = 0.25
@@ -44,7 +44,7 @@ PHASES = ("baseline", "inject", "hold", "revert", "recovery")
 
 
 class Experiment:
-    def __init__(self, id: str, target: LocalCluster, fault: Fault, slo: ExperimentSlo, out_dir: Path,
+    def __init__(self, id: str, target: Target, fault: Fault, slo: ExperimentSlo, out_dir: Path,
                  ledger: Ledger, progress: Progress | None = None,
                  scope: Callable[[str], ContextManager[object]] = lambda title: contextlib.nullcontext(),
                  prometheus_url: str | None = None, annotations: Annotations | None = None) -> None:
@@ -70,7 +70,7 @@ class Experiment:
         profile = LoadProfile(users=p.users, spawn_rate=p.spawn_rate, processes=p.processes)
         load = LoadRunner(self.target.lb_url, self.out_dir / "requests.jsonl", profile,
                           log_locust_to=self.out_dir / "locust.log")
-        sampler = LbSampler(self.target.admin())
+        sampler = LbSampler(self.target.lb_source())
         result = ExperimentResult(self.id, self.fault.name, "error", t0=time.monotonic(), wall0=time.time(),
                                   request_log=str(self.out_dir / "requests.jsonl"))
         self.fault.run = RunContext(self.target.lb_url, self.out_dir, p.users, p.spawn_rate)
@@ -150,13 +150,11 @@ class Experiment:
     def _canary(self) -> Canary | None:
         """The golden set is the reference model's own answers: a cluster serving another
         model (`--replica-cmd`) gets no canary, and its golden SLO says why."""
-        if self.target.spec.replica_cmd:
-            return None
-        return Canary(self.target.lb_url, golden_set(self.target.spec.model), self.target.spec.model)
+        model = self.target.golden_model()
+        return None if model is None else Canary(self.target.lb_url, golden_set(model), model)
 
     def _scrape_queues(self) -> dict:
-        return scrape_queues({r.name: f"http://127.0.0.1:{r.port}/metrics" for r in self.target.state.replicas
-                              if r.phase == "ready"})
+        return scrape_queues(self.target.metrics_urls())
 
     # ----------------------------------------------------------------------------- phases
     def _phase(self, name: str, seconds: float, action: Callable[[], None] | None = None,
@@ -200,7 +198,7 @@ class Experiment:
         replicas = self.target.replicas()
         return Status(self.id, phase, max(0.0, left_s), len(recent) / self.safeguard.window_s,
                       sum(not r.ok for r in recent), percentile([r.latency_s * 1000 for r in recent], 99),
-                      sum(r.phase == "ready" for r in replicas), self.target.spec.replicas)
+                      sum(r.phase == "ready" for r in replicas), self.target.desired_replicas())
 
     # ----------------------------------------------------------------------------- verdict
     def _evaluate(self, result: ExperimentResult) -> None:
@@ -228,8 +226,7 @@ class Experiment:
         else:
             reasons["failover_s"] = reasons["replacement_s"] = f"{self.fault.name} removed no replica"
         wall = lambda t: result.wall0 + (t - result.t0)  # noqa: E731
-        state = self.target.state
-        result.cold_starts = cold_starts(state.replicas + state.history, wall(inject.start), wall(end))
+        result.cold_starts = cold_starts(self.target.replica_records(), wall(inject.start), wall(end))
         observed["cold_start_s"], why = worst(result.cold_starts)
         if why:
             reasons["cold_start_s"] = why
@@ -273,9 +270,9 @@ class Experiment:
         predictions of the fault window (inject -> revert) against the baseline's."""
         baseline, inject, revert, recovery = (result.phase(n) for n in ("baseline", "inject", "revert", "recovery"))
         assert baseline and inject and revert and recovery
-        if self.target.spec.replica_cmd:
-            reasons["golden_pass_rate"] = "the golden set holds the reference model's answers; this cluster runs " \
-                                          "its own server (--replica-cmd)"
+        if self.target.golden_model() is None:
+            reasons["golden_pass_rate"] = ("the golden set holds the reference model's answers; this target "
+                                           "serves another model")
         else:
             result.golden = golden_window(result.canary, inject.start, recovery.end)
             observed["golden_pass_rate"] = result.golden.pass_rate
@@ -296,13 +293,12 @@ class Experiment:
 
     def _failover(self, result: ExperimentResult) -> list[Failover]:
         casualties = getattr(self.fault, "casualties", lambda: [])()
-        state = self.target.state
-        everyone = state.replicas + state.history
+        everyone, serving = self.target.replica_records(), self.target.replicas()
         out = []
         for victim, died_at in casualties:
             later = sorted((r for r in everyone if r.name != victim.name and r.started_at >= victim.started_at
                             and r.slot == victim.slot), key=lambda r: r.started_at)
-            promoted = [r for r in state.replicas if r.slot == victim.slot and r.name != victim.name]
+            promoted = [r for r in serving if r.slot == victim.slot and r.name != victim.name]
             candidates = promoted + later
             served = {r.replica for r in result.records if r.ok and r.start >= died_at}
             # a crash-looping replacement never serves; the one that did is the replacement

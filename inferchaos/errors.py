@@ -26,3 +26,8 @@ class ClusterStartError(UsageError):
 
 class FaultError(InferchaosError):
     """A fault could not be injected or reverted."""
+
+
+class NotOnTarget(UsageError):
+    """The fault has no implementation on this kind of target (wrong_answers needs the
+    reference server). An experiment that asks for it is skipped there, not failed."""

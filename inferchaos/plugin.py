@@ -25,10 +25,13 @@ from faults.ledger import DEFAULT_LEDGER, Ledger
 from faults.undo import step
 from inferchaos.engine import Experiment, ExperimentResult
 from inferchaos.annotations import GRAFANA_TOKEN_ENV, Annotations
-from inferchaos.errors import InferchaosError, UsageError
+from inferchaos import kube_options
+from inferchaos.errors import InferchaosError, NotOnTarget, UsageError
 from inferchaos.progress import CLEAR, Progress
 from probes.slo import default_slo_path, load_slo
 from reports import allure_results, write_run, write_summary
+from targets.base import Target
+from targets.kubernetes import KubeSettings, KubeTarget
 from targets.local import ClusterSpec, LocalCluster
 from targets.local.prometheus import write_targets
 
@@ -60,6 +63,8 @@ class ChaosSession:
     results: list[ExperimentResult] = field(default_factory=list)
     #: what environment.properties says of the cluster under test.
     cluster: dict = field(default_factory=dict)
+    kube: KubeSettings | None = None
+    dry_run: bool = False
     prometheus_url: str | None = None
     grafana_url: str | None = None
     metrics_port: int | None = 0
@@ -85,6 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help=f"write a Grafana annotation per fault window (token in ${GRAFANA_TOKEN_ENV})")
     g.addoption("--metrics-port", metavar="PORT", default="0",
                 help="serve inferchaos_fault_active on 127.0.0.1:PORT/metrics (default 0: a free port; off: none)")
+    g.addoption("--chaos-dry-run", action="store_true",
+                help="print what each experiment would do to which objects, and change nothing")
+    kube_options.add_options(parser.getgroup("inferchaos-kubernetes", "chaos experiments: --target kubernetes"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -94,7 +102,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         session = _chaos_session(config)
     except UsageError as exc:
-        pytest.exit(f"inferchaos: error: {exc}", returncode=2)
+        pytest.exit(f"inferchaos: error: {str(exc).replace(chr(10), chr(92) + 'n')}", returncode=2)
     config.stash[SESSION] = session
     signal.signal(signal.SIGTERM, _interrupt)
 
@@ -124,12 +132,39 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
     state_dir = config.getoption("--state-dir")
     if state_dir and target != "local":
         raise UsageError("--state-dir applies to --target local only")
+    kube = kube_options.settings(config) if target == "kubernetes" else None
+    ledger = Path(config.getoption("--ledger"))
+    if ledger.is_dir():
+        raise UsageError(f"--ledger {ledger}: is a directory; give the ledger file's path")
+    if report and Path(report).exists() and not Path(report).is_dir():
+        raise UsageError(f"--chaos-report {report}: is a file; give a directory for the reports")
+    if state_dir:
+        _check_state_dir(Path(state_dir))
     return ChaosSession(
         target_name=target, slo_path=slo_path, overrides=overrides, ledger=Ledger(config.getoption("--ledger")),
         report_dir=Path(report) if report else Path(".inferchaos/runs"), summary=bool(report),
         state_dir=Path(state_dir) if state_dir else None, prometheus_url=config.getoption("--prometheus"),
         grafana_url=config.getoption("--grafana"), metrics_port=None if port == "off" else int(port),
+        kube=kube, dry_run=config.getoption("--chaos-dry-run"),
     )
+
+
+def _check_state_dir(path: Path) -> None:
+    """A cluster must be running there: say so now, not as a traceback when the fixture attaches."""
+    from targets.local.state import read_state
+
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--state-dir {path}: is a file, not a cluster's state directory")
+    try:
+        state = read_state(path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"--state-dir {path}: unreadable state ({exc})") from None
+    if state is None:
+        raise UsageError(f"--state-dir {path}: no local cluster there; start one with "
+                         f"`inferchaos up --detach --state-dir {path}`")
+    if not LocalCluster.attach(path).running():
+        raise UsageError(f"--state-dir {path}: the cluster there is not running ({state.phase}); "
+                         f"`inferchaos up --detach --state-dir {path}` starts it")
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -151,6 +186,19 @@ def _chaos_meta(mark: pytest.Mark) -> dict[str, str]:
     if severity not in allure_results.SEVERITIES:
         raise UsageError(f"chaos severity {severity!r} is not one of {', '.join(allure_results.SEVERITIES)}")
     return {k: str(v) for k, v in mark.kwargs.items()}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):  # type: ignore[no-untyped-def]
+    """Bad input inside an experiment (a fault parameter, a blast radius past 100%) stops
+    the run like a bad option does: one line, exit code 2, and nothing was injected (the
+    fault checks before it journals). A fault this target cannot run skips its experiment."""
+    outcome = yield
+    exc = outcome.excinfo[1] if outcome.excinfo else None
+    if isinstance(exc, NotOnTarget):
+        outcome.force_exception(pytest.skip.Exception(str(exc), _use_item_location=True))
+    elif isinstance(exc, UsageError):
+        pytest.exit(f"inferchaos: error: {item.name}: {exc}", returncode=2)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -184,8 +232,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 @pytest.fixture(scope="session")
 def chaos(request: pytest.FixtureRequest) -> ChaosSession:
     session = request.config.stash[SESSION]
-    if session.target_name != "local":
-        pytest.exit("inferchaos: error: --target kubernetes is not available yet in this build", returncode=2)
     still_open = [e for e in session.ledger.open_entries() if e.fault != "cluster"]
     if still_open:
         names = ", ".join(f"{e.fault} ({e.id}, runner pid {e.runner_pid})" for e in still_open)
@@ -196,9 +242,24 @@ def chaos(request: pytest.FixtureRequest) -> ChaosSession:
 
 
 @pytest.fixture(scope="session")
-def target(chaos: ChaosSession, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    """The cluster under test: one already running (--state-dir), or one started for the session."""
+def target(chaos: ChaosSession, request: pytest.FixtureRequest) -> Iterator[Target]:
+    """The cluster under test: a Kubernetes namespace, a local cluster already running
+    (--state-dir), or one started for the session."""
     say = _progress(request.config).say
+    if chaos.kube is not None:
+        try:
+            kube = KubeTarget(chaos.kube).start()
+        except InferchaosError as exc:
+            pytest.exit(f"inferchaos: error: {exc}", returncode=2)
+        chaos.cluster = {"kind": "kubernetes", "context": kube.connection.context, "namespace": kube.namespace,
+                         "selector": kube.selector, "replicas": kube.desired_replicas(),
+                         "model": chaos.kube.golden_model}
+        say(f"target: {kube.describe()}, {len(kube.replicas())} pods; endpoint {kube.lb_url}")
+        try:
+            yield kube
+        finally:
+            kube.close()
+        return
     if chaos.state_dir is not None:
         cluster = LocalCluster.attach(chaos.state_dir)
         if not cluster.running():
@@ -224,7 +285,7 @@ def target(chaos: ChaosSession, request: pytest.FixtureRequest) -> Iterator[Loca
 
 
 @pytest.fixture(scope="session")
-def annotations(chaos: ChaosSession, target: LocalCluster, request: pytest.FixtureRequest) -> Iterator[Annotations]:
+def annotations(chaos: ChaosSession, target: Target, request: pytest.FixtureRequest) -> Iterator[Annotations]:
     """The fault windows for dashboards: `inferchaos_fault_active` on the runner's /metrics
     (scraped by the local cluster's Prometheus when it has one) and Grafana annotations."""
     say = _progress(request.config).say
@@ -236,7 +297,7 @@ def annotations(chaos: ChaosSession, target: LocalCluster, request: pytest.Fixtu
     scrape = None
     if ann.bound_port is not None:
         say(f"fault windows as a metric: {ann.metrics_url}")
-        if target.state.prometheus_url:
+        if isinstance(target, LocalCluster) and target.prometheus_url:
             scrape = Path(target.state_dir) / "prometheus" / "targets" / f"runner-{os.getpid()}.json"
             write_targets(scrape, [{"targets": [f"127.0.0.1:{ann.bound_port}"], "labels": {"job": "inferchaos"}}])
     try:
@@ -248,7 +309,7 @@ def annotations(chaos: ChaosSession, target: LocalCluster, request: pytest.Fixtu
 
 
 @pytest.fixture
-def run_experiment(chaos: ChaosSession, target: LocalCluster, annotations: Annotations,
+def run_experiment(chaos: ChaosSession, target: Target, annotations: Annotations,
                    request: pytest.FixtureRequest) -> Callable[[Fault], ExperimentResult]:
     """Run one fault under load through all phases; returns the result with SLO verdicts."""
 
@@ -256,6 +317,10 @@ def run_experiment(chaos: ChaosSession, target: LocalCluster, annotations: Annot
         experiment_id = re.sub(r"^test_", "", request.node.name)
         fault.ledger, fault.experiment = chaos.ledger, experiment_id
         slo = load_slo(chaos.slo_path, fault.name, chaos.overrides)
+        lines = fault.plan()  # a blast radius the target cannot satisfy stops here, before any change
+        if chaos.dry_run:
+            _progress(request.config).say(f"{experiment_id}: dry run, nothing changed: would " + "; ".join(lines))
+            pytest.skip(f"dry run: {fault.name} would " + "; ".join(lines))
         out = chaos.report_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment_id)
         meta = {}
         for mark in reversed(list(request.node.iter_markers("chaos"))):  # the closest marker wins
@@ -267,7 +332,7 @@ def run_experiment(chaos: ChaosSession, target: LocalCluster, annotations: Annot
         progress = _progress(request.config)
         result = Experiment(experiment_id, target, fault, slo, out, chaos.ledger, progress,
                             scope=allure_results.step,
-                            prometheus_url=chaos.prometheus_url or target.state.prometheus_url,
+                            prometheus_url=chaos.prometheus_url or target.prometheus_url,
                             annotations=annotations).run()
         result.labels = meta
         chaos.results.append(result)

@@ -230,7 +230,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, float]:
     early with one line. KEY is an SLO key, a phase key or `safeguard.<key>`."""
     out: dict[str, float] = {}
     for raw in overrides:
-        where = f"--slo-set {raw}"
+        where = f"--slo-set {_escape(raw)}"
         key, sep, text = (part.strip() for part in raw.partition("="))
         if not sep or not key or not text:
             raise UsageError(f"{where}: expected KEY=VALUE, e.g. p99_ms=2500")
@@ -271,7 +271,7 @@ def _parse_doc(doc: Mapping[str, Any], src: str) -> tuple[_Layer, dict[str, _Lay
     top = ("defaults", "safeguard", "experiments")
     for name in doc:
         if name not in top:
-            raise UsageError(f"{src}: unknown section [{name}]{_suggest(name, top)};"
+            raise UsageError(f"{src}: unknown section [{_escape(name)}]{_suggest(name, top)};"
                              " expected [defaults], [safeguard] or [experiments.<name>]")
     defaults = _layer(_table(doc.get("defaults", {}), src, "[defaults]"), src, "defaults",
                       allowed=("slo", "phases", "promql"))
@@ -279,7 +279,7 @@ def _parse_doc(doc: Mapping[str, Any], src: str) -> tuple[_Layer, dict[str, _Lay
                                   src, "[safeguard]", SAFEGUARD_KEYS, "safeguard key")
     experiments: dict[str, _Layer] = {}
     for name, section in _table(doc.get("experiments", {}), src, "[experiments]").items():
-        where = f"experiments.{name}"
+        where = f"experiments.{_escape(name)}"
         experiments[name] = _layer(_table(section, src, f"[{where}]"), src, where,
                                    allowed=("slo", "phases", "safeguard", "promql"))
     return defaults, experiments
@@ -396,6 +396,15 @@ def _suggest(word: str, known: Sequence[str] | Mapping[str, Any]) -> str:
     """The closest known name, else the list of them: the fix should be in the message."""
     close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+
+
+#: every character str.splitlines() breaks a line at.
+LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _escape(text: str) -> str:
+    """What the user typed, echoed on one line: line breaks shown, not obeyed."""
+    return "".join(c.encode("unicode_escape").decode() if c in LINE_BREAKS else c for c in text)
 
 
 def _one_line(text: str) -> str:

@@ -149,6 +149,28 @@ class LocalCluster:
             raise TargetError("the cluster has no load balancer yet")
         return url
 
+    kind = "local"
+
+    @property
+    def prometheus_url(self) -> str | None:
+        return self.state.prometheus_url
+
+    def desired_replicas(self) -> int:
+        return int({**self.state.spec, **read_desired(self.state_dir)}["replicas"])
+
+    def replica_records(self) -> list[ReplicaRecord]:
+        state = self.state
+        return state.replicas + state.history
+
+    def lb_source(self) -> haproxy.AdminSocket:
+        return self.admin()
+
+    def metrics_urls(self) -> dict[str, str]:
+        return {r.name: f"http://127.0.0.1:{r.port}/metrics" for r in self.state.replicas if r.phase == "ready"}
+
+    def golden_model(self) -> str | None:
+        return None if self.spec.replica_cmd else self.spec.model
+
     def running(self) -> bool:
         state = read_state(self.state_dir)
         return bool(state and state.phase == "ready" and group_alive(state.supervisor_pgid))

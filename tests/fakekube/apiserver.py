@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 import kubernetes.client
 from aiohttp import web
 
+from tests.fakekube.execs import Exec, ExecHandler, default_handler, serve_exec
 from tests.fakekube.patches import PatchError, apply_patch
 from tests.fakekube.selectors import SelectorError, field_predicate, label_predicate
 from tests.fakekube.shapes import (API_VERSIONS, VERSION, api_group_list, list_body, resource_list, scale_of,
@@ -66,6 +67,9 @@ class FakeKube:
         self._wakes: set[asyncio.Event] = set()
         self._closing = False
         self.port = 0
+        #: every exec asked for, and what answers it (set by tests).
+        self.execs: list[Exec] = []
+        self.exec_handler: ExecHandler = default_handler
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -172,8 +176,17 @@ class FakeKube:
         for prefix, handler in (("/version", self._version), ("/api", self._api_versions), ("/apis", self._api_groups)):
             app.router.add_get(prefix, handler)
             app.router.add_get(prefix + "/", handler)  # the client asks for "/version/", "/api/", "/apis/"
+        app.router.add_get("/api/v1/namespaces/{ns}/pods/{pod}/exec", self._exec)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
+
+    async def _exec(self, request: web.Request) -> web.StreamResponse:
+        ns, pod = request.match_info["ns"], request.match_info["pod"]
+        self.store.get(self.store.resource("", "v1", "pods"), ns, pod)  # 404 for a pod that is not there
+        e = Exec(ns, pod, request.query.get("container", ""), tuple(request.query.getall("command", [])))
+        with self._log_lock:
+            self.execs.append(e)
+        return await serve_exec(request, e, self.exec_handler)
 
     @web.middleware
     async def _logging(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -1,0 +1,162 @@
+"""`KubeTarget`: a namespace's inference pods, as the engine sees any target.
+
+Replicas are the pods `--selector` picks, read through a watch; the load balancer's view
+is their readiness (a Service routes to Ready pods only); the endpoint under test is the
+URL given. Steady state: as many Ready pods as the workloads ask for, none terminating.
+"""
+
+from __future__ import annotations
+
+import time
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from inferchaos.errors import TargetError, UsageError
+from targets.kubernetes.connection import Connection
+from targets.kubernetes.pods import PodCache, PodView
+from targets.kubernetes.settings import KubeSettings
+
+
+def selector_pairs(selector: str) -> dict[str, str]:
+    """The equality terms of a label selector (what a workload's template must carry)."""
+    pairs = {}
+    for term in selector.split(","):
+        if "!=" in term:
+            continue
+        key, sep, value = term.replace("==", "=").partition("=")
+        if sep:
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+class KubeTarget:
+    kind = "kubernetes"
+
+    def __init__(self, settings: KubeSettings, connection: Connection | None = None) -> None:
+        self.settings = settings.validate()
+        self.connection = connection or Connection.resolve(settings.kubeconfig, settings.context)
+        settings.check_context(self.connection.context)
+        self.api = self.connection.api_client()
+        self.core, self.apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
+        self.namespace, self.selector = settings.namespace, settings.selector
+        self.cache = PodCache(self.core, self.namespace, self.selector)
+        self._started = False
+
+    # ------------------------------------------------------------------ life
+    def start(self) -> KubeTarget:
+        """Connect and check the selector picks something; then keep the pods current."""
+        try:
+            self.core.read_namespace(self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise UsageError(f"namespace {self.namespace} does not exist in context "
+                                 f"{self.connection.context}") from None
+            raise TargetError(f"the API server refused to read namespace {self.namespace}: "
+                              f"{exc.status} {exc.reason}") from None
+        except (Urllib3Error, OSError) as exc:
+            raise UsageError(f"cannot reach the API server of context {self.connection.context}: {exc}") from None
+        self.cache.start()
+        self._started = True
+        pods, _ = self.cache.snapshot()
+        if not pods:
+            self.close()
+            raise UsageError(f"--selector {self.selector} matches no pod in namespace {self.namespace}")
+        return self
+
+    def close(self) -> None:
+        if self._started:
+            self.cache.stop()
+            self._started = False
+        self.api.close()
+
+    def __enter__(self) -> KubeTarget:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the Target protocol
+    @property
+    def lb_url(self) -> str:
+        return self.settings.endpoint.rstrip("/")
+
+    @property
+    def prometheus_url(self) -> str | None:
+        return None
+
+    def pods(self) -> list[PodView]:
+        return self.cache.snapshot()[0]
+
+    def replicas(self) -> list[PodView]:
+        return [p for p in self.pods() if p.phase != "dead"]
+
+    def replica_records(self) -> list[PodView]:
+        alive, gone = self.cache.snapshot()
+        return alive + gone
+
+    def lb_source(self) -> KubeTarget:
+        return self
+
+    def servers(self) -> list[PodView]:
+        """The LB view: a Service routes to Ready pods only; a deleted pod is out for good."""
+        return self.replica_records()
+
+    def desired_replicas(self) -> int:
+        """What the Deployments/StatefulSets whose pods the selector picks ask for; without
+        one (bare pods), the pods there are."""
+        want = selector_pairs(self.selector)
+        total, found = 0, False
+        try:
+            workloads = (self.apps.list_namespaced_deployment(self.namespace).items
+                         + self.apps.list_namespaced_stateful_set(self.namespace).items)
+        except ApiException:
+            workloads = []
+        for w in workloads:
+            labels = (w.spec.template.metadata.labels if w.spec.template.metadata else None) or {}
+            if want and all(labels.get(k) == v for k, v in want.items()):
+                total += w.spec.replicas if w.spec.replicas is not None else 1
+                found = True
+        return total if found else len(self.replicas())
+
+    def unsteady(self) -> str | None:
+        pods, desired = self.pods(), self.desired_replicas()
+        dying = [p.name for p in pods if p.phase == "dead"]
+        if dying:
+            return "terminating: " + ", ".join(dying)
+        ready = [p for p in pods if p.phase == "ready"]
+        if len(ready) < desired:
+            starting = [p.name for p in pods if p.phase == "starting"]
+            return f"{len(ready)}/{desired} pods ready" + (f" (starting: {', '.join(starting)})" if starting else "")
+        return None
+
+    def wait_steady(self, timeout_s: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while (why := self.unsteady()) is not None:
+            if time.monotonic() > deadline:
+                raise TargetError(f"namespace {self.namespace} did not reach its steady state in {timeout_s:g}s: {why}")
+            time.sleep(0.25)
+
+    def metrics_urls(self) -> dict[str, str]:
+        port = self.settings.metrics_port
+        if not port:
+            return {}
+        return {p.name: f"http://{p.ip}:{port}/metrics" for p in self.pods() if p.phase == "ready" and p.ip}
+
+    def golden_model(self) -> str | None:
+        return self.settings.golden_model
+
+    # ------------------------------------------------------------------ for faults
+    def pod(self, name: str) -> client.V1Pod:
+        return self.core.read_namespaced_pod(name, self.namespace)
+
+    def container_of(self, pod: PodView) -> str:
+        if self.settings.container:
+            return self.settings.container
+        if not pod.containers:
+            raise TargetError(f"pod {pod.name} has no containers")
+        return pod.containers[0]
+
+    def describe(self) -> str:
+        return f"context {self.connection.context}, namespace {self.namespace}, pods {self.selector}"
