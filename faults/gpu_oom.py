@@ -14,9 +14,11 @@ fragmentation or a leak does, and the largest batches fail first.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from faults.gpu_hog import parse_bytes
 from faults.local import LocalFault, non_negative
 from faults.undo import step
 from inferchaos.errors import FaultError, UsageError
-from targets.local.processes import spawn, start_time
+from targets.local.processes import MARK_ENV, spawn, start_time
 from targets.local.vgpu import VirtualDevice
 
 
@@ -73,7 +75,9 @@ class GpuOom(LocalFault):
             status.unlink(missing_ok=True)
             argv = [sys.executable, "-m", "faults.gpu_hog", "--device", str(v.device), *self._leave_args(),
                     "--ramp-s", str(self.ramp_s), "--vgpu-dir", vgpu_dir, "--status", str(status)]
-            proc = spawn(argv, status.with_suffix(".log"))
+            mark = f"gpu-hog-{uuid.uuid4().hex}"
+            self.journal([step("end_marked", mark=mark, what=f"gpu hog on device {v.device}")])
+            proc = spawn(argv, status.with_suffix(".log"), {**os.environ, MARK_ENV: mark})
             self._hogs.append(proc)
             self.journal([step("end_group", pgid=proc.pid, started=start_time(proc.pid),
                                what=f"gpu hog on device {v.device}")])

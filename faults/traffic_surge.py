@@ -18,6 +18,20 @@ from load.runner import LoadProfile, LoadRunner
 from targets.local.processes import start_time
 
 
+def start_surge(fault: Fault, users: int, spawn_rate: float) -> LoadRunner:
+    """A second locust of `users` against the experiment's endpoint, its process group
+    journalled in `fault`'s ledger entry the moment it exists."""
+    if fault.run is None:
+        raise UsageError(f"{fault.name} runs inside an experiment (it adds load to the experiment's own)")
+    surge = LoadRunner(fault.run.lb_url, fault.run.out_dir / "surge.jsonl",
+                       LoadProfile(users=users, spawn_rate=spawn_rate),
+                       log_locust_to=fault.run.out_dir / "surge-locust.log")
+    fault.journal([step("end_marked", mark=surge.mark, what="surge locust")])
+    surge.start(on_spawn=lambda pgid: fault.journal(
+        [step("end_group", pgid=pgid, started=start_time(pgid), what="surge locust")]))
+    return surge
+
+
 @dataclass
 class TrafficSurge(Fault):
     name = "traffic_surge"
@@ -48,13 +62,7 @@ class TrafficSurge(Fault):
                 f"({self.factor:g}x the steady load); stop it on revert"]
 
     def _inject(self) -> None:
-        if self.run is None:
-            raise UsageError("traffic_surge runs inside an experiment (it adds load to the experiment's own)")
-        self._surge = LoadRunner(self.run.lb_url, self.run.out_dir / "surge.jsonl",
-                                 LoadProfile(users=self.extra_users(), spawn_rate=self.spawn_rate),
-                                 log_locust_to=self.run.out_dir / "surge-locust.log")
-        self._surge.start(on_spawn=lambda pgid: self.journal(
-            [step("end_group", pgid=pgid, started=start_time(pgid), what="surge locust")]))
+        self._surge = start_surge(self, self.extra_users(), self.spawn_rate)
         self.note("surge", f"+{self.extra_users()} users")
 
     def load_runners(self) -> list[Any]:

@@ -6,6 +6,7 @@ harmless) and checks identity before acting: a process is named by pid *and* sta
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any, Callable
 
@@ -28,6 +29,25 @@ def end_group(pgid: int, started: int | None = None, what: str = "process group"
         return f"{what} {pgid}: pid reused by another process, left alone"
     end_groups([pgid], grace_s=3.0)
     return f"{what} {pgid}: ended"
+
+
+def end_marked(mark: str, what: str = "process") -> str:
+    """End the process groups of whatever was started under `mark` (journalled before the
+    start, so a crash between the start and its pid's journal leaves nothing behind)."""
+    from targets.local.processes import marked
+
+    groups = sorted({g for g in map(_pgid_or_none, marked(mark)) if g is not None and g != os.getpgrp()})
+    if not groups:
+        return f"{what}: none running"
+    end_groups(groups, grace_s=3.0)
+    return f"{what}: ended {len(groups)} process group(s)"
+
+
+def _pgid_or_none(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def signal_process(pid: int, started: int | None, sig: str, what: str = "process") -> str:
@@ -108,6 +128,7 @@ def stop_cluster(state_dir: str) -> str:
 
 EXECUTORS: dict[str, Executor] = {
     "end_group": end_group,
+    "end_marked": end_marked,
     "signal_process": signal_process,
     "restore_desired": restore_desired,
     "stop_cluster": stop_cluster,

@@ -22,6 +22,7 @@ from inferchaos.progress import Progress, Status
 from inferchaos.result import ExperimentResult, Phase
 from load.records import RequestRecord
 from load.runner import LoadProfile, LoadRunner, RequestLogTail
+from probes.autoscaling import ScaleSampler, analyse as analyse_scaling
 from probes.canary import Canary, golden_window
 from probes.cold_start import cold_starts, worst
 from probes.failover import Failover, analyse
@@ -77,14 +78,14 @@ class Experiment:
         load_entry = None
         gpu = GpuProbe(interval_s=0.5)
         canary = self._canary()
+        view = getattr(self.target, "autoscaling", None)
+        scaling = ScaleSampler(view) if view is not None else None
 
         def journal_load(pgid: int) -> None:
             nonlocal load_entry
             undo = [step("end_group", pgid=pgid, started=start_time(pgid), what="locust")]
-            if load_entry is None:
-                load_entry = self.ledger.applied("load", undo, {"kind": "process"}, experiment=self.id)
-            else:
-                load_entry = self.ledger.extend(load_entry, undo)
+            load_entry = self.ledger.extend(load_entry, undo) if load_entry is not None else \
+                self.ledger.applied("load", undo, {"kind": "process"}, experiment=self.id)
 
         try:
             with self.scope("steady state: every replica ready and in rotation"):
@@ -97,6 +98,12 @@ class Experiment:
             gpu.start()
             if canary is not None:
                 canary.start()
+            if scaling is not None:
+                scaling.start()
+            # journalled before it exists: a crash between the spawn and its pid's journal
+            # would otherwise leave locust running with nothing to undo it
+            load_entry = self.ledger.applied("load", [step("end_marked", mark=load.mark, what="locust")],
+                                             {"kind": "process"}, experiment=self.id)
             load.start(on_spawn=journal_load)
             self._tails = [load.tail()]
             self._phase("baseline", p.baseline_s)
@@ -122,6 +129,7 @@ class Experiment:
                 result.lb_samples = sampler.stop()
                 result.gpu = gpu.stop()
                 result.canary = canary.stop() if canary is not None else []
+                result.scale_samples = scaling.stop() if scaling is not None else []
                 self.progress.done()
         for extra in self.fault.load_runners():
             records = records + extra.records()
@@ -234,6 +242,15 @@ class Experiment:
         if result.queue is None:
             reasons["queue_p99_ms"] = f"no replica reported {'vllm:request_queue_time_seconds'} over the fault window"
         self._model_health(result, observed, reasons)
+        if result.scale_samples:
+            p99 = self.slo.objective("p99_ms")
+            result.scale_out = analyse_scaling(result.scale_samples, result.records, inject.start, revert.end,
+                                               p99.value if p99 else None)
+            observed["scale_out_s"] = result.scale_out.scale_out_s
+            if result.scale_out.reason:
+                reasons["scale_out_s"] = result.scale_out.reason
+        else:
+            reasons["scale_out_s"] = "this target reports no autoscaler"
         if result.gpu is not None:
             observed.update(observed_from_gpu(result.gpu, inject.start, end))
             reasons.update(reasons_from_gpu(result.gpu, inject.start, end))

@@ -22,11 +22,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from inferchaos.errors import UsageError
+
+#: the variable `targets.local.processes.marked` looks for (load/ imports nothing of targets/).
+MARK_ENV = "INFERCHAOS_MARK"
 from load.records import (
     RequestLogTail,
     RequestRecord,
@@ -102,6 +106,8 @@ class LoadRunner:
         self.record_requests = record_requests
         self.extra_args = tuple(extra_args)
         self.extra_env = dict(env or {})
+        #: in locust's environment: what an `end_marked` undo finds it by, journalled before it starts.
+        self.mark = f"locust-{uuid.uuid4().hex}"
         self.timeout_s = timeout_s
         self.wait_s = wait_s
         self._proc: subprocess.Popen | None = None
@@ -142,6 +148,7 @@ class LoadRunner:
         root = str(LOCUSTFILE.parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env.update(self.extra_env)
+        env[MARK_ENV] = self.mark
         return env
 
     @property
@@ -158,7 +165,9 @@ class LoadRunner:
 
     def start(self, on_spawn: Callable[[int], None] | None = None) -> LoadRunner:
         """Start locust and wait for its first record. `on_spawn(pgid)` is called as soon
-        as the process group exists, before the wait: the caller's chance to journal it."""
+        as the process group exists, before the wait: the caller's chance to journal it.
+        Journal `self.mark` (an `end_marked` undo) before calling this: a crash between the
+        spawn and `on_spawn` would otherwise leave locust running with no undo."""
         if self._proc is not None:
             raise RuntimeError("this LoadRunner was already started; make a new one")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from typing import Callable
 import httpx
 
 from faults.base import Fault, RunContext
+from faults.autoscaled_surge import AutoscaledSurge
 from faults.dependency_latency import DependencyLatency
 from faults.gpu_oom import GpuOom
 from faults.ledger import Ledger
@@ -47,6 +48,8 @@ BUILDERS: dict[str, Callable[[LocalCluster, Ledger], Fault]] = {
     "replica_hang": lambda c, l: ReplicaHang(ledger=l, target=c),
     "traffic_surge": lambda c, l: TrafficSurge(ledger=l, factor=3.0),
     "wrong_answers": lambda c, l: WrongAnswers(ledger=l, target=c, sigma=2.0),
+    "autoscaled_surge": lambda c, l: AutoscaledSurge(ledger=l, target=c, factor=8.0, target_waiting=1.0,
+                                                     max_replicas=2),
 }
 
 
@@ -79,6 +82,7 @@ PLANTED = {
     "replica_hang": Planted("test_replica_hang.py", "hang", ("failover_s=0.5",), "failover_s"),
     "traffic_surge": Planted("test_traffic_surge.py", "surge", ("queue_p99_ms=1",), "queue_p99_ms"),
     "wrong_answers": Planted("test_wrong_answers.py", "wrong", ("baseline_s=3",), "golden_pass_rate", xfail=True),
+    "autoscaled_surge": Planted("test_autoscaled_surge.py", "cold", ("scale_out_s=0.1",), "scale_out_s"),
 }
 
 
@@ -96,7 +100,8 @@ def snapshot(cluster: LocalCluster) -> dict:
     pipeline = state.service("pipeline")
     return {
         "replicas": len(state.active()), "standby": len(state.standby()), "desired": read_desired(cluster.state_dir),
-        "memory": memory, "foreign_allocations": foreign,
+        # by amount, not by device: after a warm-pool run the replicas sit on other devices
+        "memory": sorted(memory.values()), "foreign_allocations": foreign,
         "toxics": {name: route["toxics"] for name, route in ProxyControl(state.proxy_url or "").routes().items()},
         "pipeline_stopped": stopped(pipeline.pid),
         "stopped_replicas": [r.name for r in state.replicas if stopped(r.pid)],

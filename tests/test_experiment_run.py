@@ -404,7 +404,7 @@ def test_sigterm_mid_fault_reverts_fault_and_load_without_recover(ready, run_dir
         wait_for(injected, 60, "the spot reclamation injected")
         wait_for(lambda: "spot_reclamation: hold" in stdout.read_text(errors="replace"), 30, "the hold phase")
         (load,) = [e for e in ledger.open_entries() if e.fault == "load"]
-        locust_group = load.undo[0].args["pgid"]
+        (locust_group,) = [u.args["pgid"] for u in load.undo if u.op == "end_group"]
         assert group_alive(locust_group)
         assert read_desired(ready.state_dir) == {"provisioning_delay_s": 3.0}
 

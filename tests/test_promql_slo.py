@@ -108,6 +108,7 @@ def test_the_cluster_s_prometheus_follows_replicas_as_they_are_replaced(cluster)
              "Prometheus scraping every replica")
     victim = cluster.replicas()[0]
     os.killpg(victim.pgid, signal.SIGKILL)
+    wait_for(lambda: victim.name not in {r.name for r in cluster.replicas()}, 30, "the supervisor to see it dead")
     cluster.wait_steady(60)
     now = {r.name for r in cluster.replicas()}
     assert victim.name not in now

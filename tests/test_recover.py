@@ -47,7 +47,7 @@ def test_recover_after_the_runner_is_sigkilled_mid_fault(tmp_path):
                  and read_desired(state_dir).get("provisioning_delay_s") == 600.0
                  and len(cluster.replicas()) == 2, 90, "the fault applied and a replica reclaimed")
         (load,) = [e for e in ledger.open_entries() if e.fault == "load"]
-        locust_group = load.undo[0].args["pgid"]
+        (locust_group,) = [u.args["pgid"] for u in load.undo if u.op == "end_group"]
         os.killpg(runner.pid, signal.SIGKILL)
         runner.wait()
         assert group_alive(locust_group), "locust should outlive its SIGKILLed runner"

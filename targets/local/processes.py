@@ -106,3 +106,28 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+#: the environment variable a process started under a journalled mark carries.
+MARK_ENV = "INFERCHAOS_MARK"
+
+
+def marked(mark: str) -> list[int]:
+    """Pids of the processes started under `mark` (in their environment, or as an argument).
+
+    The undo of a process must be journalled before the process exists; its pid is not
+    known then, a mark chosen beforehand is. A uuid mark names only what we started."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if f"{MARK_ENV}={mark}".encode() in env or mark.encode() in args:
+            found.append(int(entry))
+    return found

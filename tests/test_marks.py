@@ -1,0 +1,42 @@
+"""Undo journalled before the process exists: `end_marked` finds it by the mark it was
+started under, so a runner killed between a spawn and the journal of its pid leaves
+nothing running (the gap the crash campaign found for the GPU hog and locust)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from faults.ledger import UndoStep
+from faults.undo import run_step
+from load.runner import MARK_ENV as LOAD_MARK_ENV
+from load.runner import LoadProfile, LoadRunner
+from targets.local import wait_for
+from targets.local.processes import MARK_ENV, group_alive, marked, spawn
+
+
+def test_a_process_started_under_a_mark_is_found_and_ended(tmp_path: Path):
+    mark = f"test-{uuid.uuid4().hex}"
+    proc = spawn([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "sleep.log",
+                 {**os.environ, MARK_ENV: mark})
+    try:
+        wait_for(lambda: marked(mark) == [proc.pid], 10, "the marked process found")
+        assert marked(f"test-{uuid.uuid4().hex}") == [], "another mark names nothing"
+        assert run_step(UndoStep("end_marked", {"mark": mark, "what": "sleeper"})) == \
+            "sleeper: ended 1 process group(s)"
+        proc.wait(10)
+        assert not group_alive(proc.pid)
+        assert run_step(UndoStep("end_marked", {"mark": mark, "what": "sleeper"})) == "sleeper: none running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_locust_carries_its_mark_from_the_start(tmp_path: Path):
+    assert LOAD_MARK_ENV == MARK_ENV
+    runner = LoadRunner("http://127.0.0.1:9", tmp_path / "requests.jsonl", LoadProfile(users=1, spawn_rate=1))
+    assert runner.environment()[MARK_ENV] == runner.mark
+    assert runner.mark != LoadRunner("http://127.0.0.1:9", tmp_path / "r2.jsonl", LoadProfile(users=1)).mark
+
