@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from faults.base import BlastRadius, Fault
+from faults.autoscaled_surge import AutoscaledSurge
 from faults.dependency_latency import DEPENDENCIES, DependencyLatency
 from faults.gpu_hog import parse_bytes
 from faults.gpu_oom import GpuOom
@@ -253,6 +254,20 @@ CATALOGUE: dict[str, FaultSpec] = {s.id: s for s in (
          Param("spawn_rate", "number", "users the surge starts per second", above=0.0)),
         standalone_refusal="traffic_surge runs only inside an experiment (it multiplies the experiment's own "
                            "load): run `pytest experiments/test_traffic_surge.py`"),
+    FaultSpec(
+        "autoscaled_surge", AutoscaledSurge,
+        "the cluster autoscales on queue length (KEDA's semantics) from `min_replicas`, optionally with a warm "
+        "pool or a pre-heat; then the load jumps `factor`-fold: does capacity arrive in time?",
+        "the whole cluster: its replica count follows the autoscaler between min and max; nothing is stopped",
+        (Param("factor", "number", "load multiplier over the experiment's own users", above=1.0),
+         Param("target_waiting", "number", "summed vllm:num_requests_waiting per replica to aim at", above=0.0),
+         Param("min_replicas", "count", "fewest replicas"), Param("max_replicas", "count", "most replicas"),
+         Param("cooldown_s", "seconds", "scale-down stabilisation"), WARM_POOL,
+         Param("preheat", "count", "replicas held ready before the surge (0: none)"),
+         Param("autoscaler", "bool", "false: the same surge with scaling off (the planted breach)"),
+         Param("provisioning_delay_s", "seconds", "seconds before a new replica starts")),
+        standalone_refusal="autoscaled_surge runs only inside an experiment (it multiplies the experiment's own "
+                           "load): run `pytest experiments/test_autoscaled_surge.py`"),
     FaultSpec(
         "wrong_answers", WrongAnswers,
         "a replica keeps answering 200 OK, fast and well-formed, with numbers that are off (noise of `sigma` "

@@ -43,6 +43,7 @@ examples:
   inferchaos down --state-dir /tmp/ic            # stop everything it started
   inferchaos report reports/out                  # summary.html, and the Allure site when Node.js is there
   inferchaos report --compare last/ tonight/     # what changed night to night; exit 1 on a regression
+  inferchaos inventory --state-dir /tmp/ic       # models, replicas, GPUs, owners; flags shadow AI
 
 {EXIT_CODES}
 """
@@ -190,6 +191,23 @@ def build_parser() -> Parser:
                      help="Allure results to render (default: DIR/allure-results)")
     rep.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
                      help="two summary.json files, or report directories holding them")
+
+    from targets.inventory import command as inventory
+
+    inv = _sub(sub, "inventory", "list inference workloads, their GPUs and owners (shadow AI)",
+               inventory.DESCRIPTION, inventory.EXAMPLES)
+    inventory.add_arguments(inv)
+
+    from inferchaos import scaling_verbs as scaling
+
+    for verb, text, description, examples, add in (
+            ("autoscale", "queue-length autoscaling for the local cluster", scaling.AUTOSCALE,
+             scaling.AUTOSCALE_EXAMPLES, scaling.add_autoscale),
+            ("preheat", "keep N replicas serving ahead of a known spike", scaling.PREHEAT, scaling.PREHEAT_EXAMPLES,
+             scaling.add_preheat)):
+        p = _sub(sub, verb, text, description, examples)
+        add(p)
+        _state_dir_arg(p)
     return parser
 
 
@@ -198,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         verbs = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "recover": cmd_recover, "report": cmd_report,
                  "faults": cmd_faults, "plan": cmd_plan, "inject": cmd_inject, "revert": cmd_revert,
-                 "watch": cmd_watch}
+                 "watch": cmd_watch, "inventory": cmd_inventory, "autoscale": cmd_scaling, "preheat": cmd_scaling}
         return verbs[args.verb](args)
     except UsageError as exc:
         print(f"inferchaos: error: {_one_line(str(exc))}", file=sys.stderr)
@@ -533,6 +551,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return 0
     except OSError as exc:
         raise TargetError(f"lost the cluster in {args.state_dir}: {exc}") from None
+
+
+def cmd_scaling(args: argparse.Namespace) -> int:
+    from inferchaos import scaling_verbs
+
+    return getattr(scaling_verbs, args.verb)(args, _running_cluster(args.state_dir))
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from targets.inventory.command import run
+
+    return run(args)
 
 
 # --------------------------------------------------------------------------- reports

@@ -26,11 +26,14 @@ from faults.undo import step
 from inferchaos.engine import Experiment, ExperimentResult
 from inferchaos.annotations import GRAFANA_TOKEN_ENV, Annotations
 from inferchaos import kube_options
+from inferchaos.costing import experiment_cost
 from inferchaos.errors import InferchaosError, NotOnTarget, UsageError
 from inferchaos.progress import CLEAR, Progress
+from probes.cost import Prices
 from probes.slo import default_slo_path, load_slo
 from reports import allure_results, write_run, write_summary
 from targets.base import Target
+from targets.inventory import inventory_of
 from targets.kubernetes import KubeSettings, KubeTarget
 from targets.local import ClusterSpec, LocalCluster
 from targets.local.prometheus import write_targets
@@ -45,6 +48,7 @@ FAULT_MARKERS = {
     "replica_hang": "a replica SIGSTOPped (socket open, no answers)",
     "traffic_surge": "load jumps N-fold for the fault window",
     "wrong_answers": "a replica answers 200 OK with wrong numbers",
+    "autoscaled_surge": "a surge on a fleet that autoscales on queue length",
 }
 TARGETS = ("local", "kubernetes")
 RUNBOOK_BASE_ENV = "INFERCHAOS_RUNBOOK_BASE"
@@ -65,6 +69,9 @@ class ChaosSession:
     cluster: dict = field(default_factory=dict)
     kube: KubeSettings | None = None
     dry_run: bool = False
+    prices: Prices | None = None
+    #: what the run tested, for the report (targets.inventory).
+    inventory: list[dict] = field(default_factory=list)
     prometheus_url: str | None = None
     grafana_url: str | None = None
     metrics_port: int | None = 0
@@ -90,6 +97,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help=f"write a Grafana annotation per fault window (token in ${GRAFANA_TOKEN_ENV})")
     g.addoption("--metrics-port", metavar="PORT", default="0",
                 help="serve inferchaos_fault_active on 127.0.0.1:PORT/metrics (default 0: a free port; off: none)")
+    g.addoption("--gpu-hour-price", metavar="PRICE", default=None,
+                help="price of one GPU-hour: each experiment's report says what its GPU-seconds cost")
+    g.addoption("--gpu-price", metavar="TYPE=PRICE", action="append", default=[],
+                help="price per GPU-hour of one GPU type (repeatable), e.g. NVIDIA-H100-80GB-HBM3=4.10")
     g.addoption("--chaos-dry-run", action="store_true",
                 help="print what each experiment would do to which objects, and change nothing")
     kube_options.add_options(parser.getgroup("inferchaos-kubernetes", "chaos experiments: --target kubernetes"))
@@ -133,6 +144,10 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
     if state_dir and target != "local":
         raise UsageError("--state-dir applies to --target local only")
     kube = kube_options.settings(config) if target == "kubernetes" else None
+    price = config.getoption("--gpu-hour-price")
+    if price is None and config.getoption("--gpu-price"):
+        raise UsageError("--gpu-price needs --gpu-hour-price (the price of every other GPU)")
+    prices = Prices.parse(price, config.getoption("--gpu-price")) if price is not None else None
     ledger = Path(config.getoption("--ledger"))
     if ledger.is_dir():
         raise UsageError(f"--ledger {ledger}: is a directory; give the ledger file's path")
@@ -145,7 +160,7 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
         report_dir=Path(report) if report else Path(".inferchaos/runs"), summary=bool(report),
         state_dir=Path(state_dir) if state_dir else None, prometheus_url=config.getoption("--prometheus"),
         grafana_url=config.getoption("--grafana"), metrics_port=None if port == "off" else int(port),
-        kube=kube, dry_run=config.getoption("--chaos-dry-run"),
+        kube=kube, dry_run=config.getoption("--chaos-dry-run"), prices=prices,
     )
 
 
@@ -209,8 +224,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if alluredir:
         allure_results.write_environment(Path(alluredir), allure_results.environment(chaos.target_name, chaos.cluster))
     if chaos.summary:
-        write_summary({"target": chaos.target_name, "experiments": [r.to_summary() for r in chaos.results]},
-                      chaos.report_dir)
+        write_summary({"target": chaos.target_name, "inventory": chaos.inventory,
+                       "experiments": [r.to_summary() for r in chaos.results]}, chaos.report_dir)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
@@ -284,11 +299,20 @@ def target(chaos: ChaosSession, request: pytest.FixtureRequest) -> Iterator[Targ
         chaos.ledger.reverted(entry)
 
 
+def _inventory(chaos: ChaosSession, target: Target, say: Callable[[str], None]) -> None:
+    """What this run tests, in its report: model, replicas, GPUs, owner, shadow AI."""
+    try:
+        chaos.inventory = [w.to_dict() for w in inventory_of(target)]
+    except InferchaosError as exc:
+        say(f"inventory not taken: {exc}")
+
+
 @pytest.fixture(scope="session")
 def annotations(chaos: ChaosSession, target: Target, request: pytest.FixtureRequest) -> Iterator[Annotations]:
     """The fault windows for dashboards: `inferchaos_fault_active` on the runner's /metrics
     (scraped by the local cluster's Prometheus when it has one) and Grafana annotations."""
     say = _progress(request.config).say
+    _inventory(chaos, target, say)
     ann = Annotations(port=chaos.metrics_port, grafana_url=chaos.grafana_url, say=say)
     try:
         ann.start()
@@ -335,6 +359,7 @@ def run_experiment(chaos: ChaosSession, target: Target, annotations: Annotations
                             prometheus_url=chaos.prometheus_url or target.prometheus_url,
                             annotations=annotations).run()
         result.labels = meta
+        result.cost = experiment_cost(result, target, slo, chaos.prices)
         chaos.results.append(result)
         summary = result.to_summary()
         try:

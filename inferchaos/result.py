@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from faults.base import FaultEvent
 from load.records import RequestRecord
+from probes.autoscaling import ScaleOut, ScaleSample
 from probes.canary import Check, GoldenWindow
 from probes.cold_start import ColdStart
 from probes.failover import Failover
@@ -55,6 +56,11 @@ class ExperimentResult:
     drift: DriftResult | None = None
     #: NVML through the run; `measured` False with the reason on a machine without a GPU.
     gpu: GpuRun | None = None
+    #: the autoscaler through the run (None: the target reports none).
+    scale_out: ScaleOut | None = None
+    scale_samples: list[ScaleSample] = field(default_factory=list, repr=False)
+    #: GPU-seconds, their cost (with --gpu-hour-price) and the SLO minutes lost (inferchaos.costing).
+    cost: dict | None = None
     #: what the experiment says of itself (severity, owner, model, runbook link).
     labels: dict = field(default_factory=dict)
     lb_samples: list[LbSample] = field(default_factory=list, repr=False)
@@ -105,6 +111,18 @@ class ExperimentResult:
                                                           "band", "ks_statistic", "ks_pvalue")}
         return {"golden": golden, "drift": drift}
 
+    def autoscaling_summary(self) -> dict | None:
+        """The scale-out figures, and desired vs ready replicas as they changed."""
+        if self.scale_out is None:
+            return None
+        changes, last = [], None
+        for s in self.scale_samples:
+            key = (s.enabled, s.desired, s.ready)
+            if key != last:
+                changes.append({"t": round(s.t - self.t0, 3), "desired": s.desired, "ready": s.ready})
+                last = key
+        return asdict(self.scale_out) | {"samples": changes}
+
     def gpu_summary(self) -> dict | None:
         """Whether NVML measured, and if not why — shown, never silently absent."""
         if self.gpu is None:
@@ -148,6 +166,8 @@ class ExperimentResult:
             "figures": self.figures,
             "model_health": self.model_health(),
             "gpu": self.gpu_summary(),
+            "autoscaling": self.autoscaling_summary(),
+            "cost": self.cost,
             "lb_changes": self.lb_changes(),
             "clock": {"t0_monotonic": self.t0, "wall0": self.wall0},
             "aborted": self.aborted, "error": self.error, "request_log": self.request_log,

@@ -73,7 +73,8 @@ SLO_KEYS: dict[str, SloKey] = {
     "cold_start_s": SloKey("<=", "s", "seconds from a replica's start until it is ready (the slowest started in the run)"),
     "replacement_s": SloKey("<=", "s", "seconds from a removed replica's death until its replacement served a valid answer"),
     "queue_p99_ms": SloKey("<=", "ms", "99th percentile of the servers' own queue time (inject -> revert)"),
-    "scale_out_s": SloKey("<=", "s", "seconds from the scale-out trigger until a new replica serves"),
+    "scale_out_s": SloKey("<=", "s", "seconds from the surge's start until the capacity the autoscaler asked for "
+                          "was ready and p99 back within objective"),
     "golden_pass_rate": SloKey(">=", "fraction", "golden-set canary answers (inject -> end) that matched the "
                                "expected outputs, of those answered", FRACTION),
     "prediction_psi": SloKey("<=", "PSI", "population stability index of the answers' top-class probability, "

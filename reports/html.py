@@ -38,7 +38,7 @@ def slo_page(experiment: dict) -> str:
                  + slo_table(experiment))
 
 
-def summary_page(summary: dict, timelines: dict[str, Path]) -> str:
+def summary_page(summary: dict, timelines: dict[str, Path], side_by_side: Path | None = None) -> str:
     """Verdict table first (what the on-call person needs), then per experiment its SLOs
     and its timeline, inlined as a data: URI so the page is one file."""
     experiments = summary.get("experiments", [])
@@ -54,14 +54,68 @@ def summary_page(summary: dict, timelines: dict[str, Path]) -> str:
     table = ("<table id=verdicts><tr><th>experiment</th><th>fault</th><th>verdict</th><th>requests</th>"
              "<th>breached</th></tr>" + "".join(rows) + "</table>")
     sections = [_section(e, timelines.get(e["id"])) for e in experiments]
-    return _page("inferchaos summary", head + table + "".join(sections))
+    compare = ""
+    if side_by_side is not None and side_by_side.is_file():
+        rows = "".join(
+            f"<tr><td>{escape(e['id'])}</td>" + "".join(
+                f"<td class=num>{_num(e['autoscaling'].get(k))}</td>" for k in
+                ("ready_at_inject", "decision_s", "capacity_s", "scale_out_s", "max_ready")) + "</tr>"
+            for e in experiments if e.get("autoscaling"))
+        compare = ("<h2 id=autoscaling>autoscaling side by side</h2><table><tr><th>experiment</th><th>ready at "
+                   "surge</th><th>decision s</th><th>capacity s</th><th>scale_out_s</th><th>max ready</th></tr>"
+                   + rows + "</table>" + _img(side_by_side, "the autoscaled experiments side by side"))
+    return _page("inferchaos summary", head + table + _savings(experiments) + compare + _inventory(summary)
+                 + "".join(sections))
+
+
+def _savings(experiments: list[dict]) -> str:
+    """For each experiment that held a warm pool or a pre-heat, against one of the same fault
+    without: what the extra capacity cost a day, and the SLO minutes it saved in this run."""
+    lines = []
+    for e in experiments:
+        cost = e.get("cost") or {}
+        if not cost.get("warm_pool_replicas") and not (e.get("figures") or {}).get("settings", {}).get("preheat"):
+            continue
+        bases = [b for b in experiments if b is not e and b["fault"] == e["fault"] and b.get("cost")
+                 and not b["cost"].get("warm_pool_replicas") and not (b.get("figures") or {}).get("settings", {})
+                 .get("preheat")]
+        for b in bases[:1]:
+            saved = b["cost"]["slo_minutes_lost"] - cost.get("slo_minutes_lost", 0)
+            extra = cost.get("total_cost", 0) - b["cost"].get("total_cost", 0)
+            per_day = extra / cost["window_s"] * 86400 if cost.get("window_s") and "total_cost" in cost else None
+            money = (f"cost {extra:+.4f} {cost.get('currency', '$')} over the run ({per_day:.2f} "
+                     f"{cost.get('currency', '$')}/day)" if per_day is not None else "cost not priced (--gpu-hour-price)")
+            lines.append(f"<li>{escape(e['id'])} against {escape(b['id'])}: {money}; saved {saved:.2f} SLO minutes "
+                         f"in this run</li>")
+    return ("<h2 id=savings>what the extra capacity bought</h2><ul>" + "".join(lines) + "</ul>") if lines else ""
+
+
+def _inventory(summary: dict) -> str:
+    rows = summary.get("inventory") or []
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{escape(str(w.get('namespace') or '-'))}</td><td>{escape(str(w.get('name')))}</td>"
+        f"<td>{escape(str(w.get('model')))}</td><td class=num>{w.get('replicas_ready')}/{w.get('replicas_desired')}</td>"
+        f"<td class=num>{w.get('gpus')}</td><td>{escape(', '.join(w.get('gpu_types') or []) or '-')}</td>"
+        f"<td>{escape(', '.join(f'{k}={v}' for k, v in (w.get('owner') or {}).items()) or '-')}</td>"
+        f"<td class={'fail' if w.get('shadow') else 'pass'}>{'YES' if w.get('shadow') else '-'}</td></tr>"
+        for w in rows)
+    return ("<h2 id=inventory>what was tested</h2><table><tr><th>namespace</th><th>workload</th><th>model</th>"
+            "<th>ready</th><th>GPUs</th><th>GPU type</th><th>owner</th><th>shadow AI</th></tr>" + body + "</table>")
+
+
+def _num(v: object) -> str:
+    return "—" if v is None else f"{v:g}" if isinstance(v, (int, float)) else escape(str(v))
+
+
+def _img(png: Path, alt: str) -> str:
+    data = base64.b64encode(png.read_bytes()).decode()
+    return f"<img alt=\"{escape(alt)}\" src=\"data:image/png;base64,{data}\">"
 
 
 def _section(e: dict, png: Path | None) -> str:
-    img = ""
-    if png is not None and png.is_file():
-        data = base64.b64encode(png.read_bytes()).decode()
-        img = f"<img alt=\"timeline of {escape(e['id'])}\" src=\"data:image/png;base64,{data}\">"
+    img = _img(png, f"timeline of {e['id']}") if png is not None and png.is_file() else ""
     return (f"<h2 id=\"{escape(e['id'])}\">{escape(e['id'])}</h2>{_verdict_line(e)}" + slo_table(e) + img)
 
 
@@ -75,7 +129,8 @@ def _verdict_line(e: dict) -> str:
             f"{escape(e['fault'])} · {e.get('requests', 0)} requests{window}"
             + (f" · {escape(why)}" if why else "")
             + (f" · <a href=\"{escape(e['labels']['runbook'])}\">runbook</a>" if e.get("labels", {}).get("runbook")
-               else "") + "</p>")
+               else "") + "</p>"
+            + (f"<p class=muted>{escape(e['cost']['line'])}</p>" if (e.get("cost") or {}).get("line") else ""))
 
 
 def _page(title: str, body: str) -> str:

@@ -13,6 +13,9 @@ from typing import Sequence
 from faults.ledger import Ledger
 from load.records import RequestRecord, read_log
 from reports import artifacts, html, plot, timeline
+from reports.side_by_side import plot_side_by_side
+
+SIDE_BY_SIDE = "autoscaling.png"
 
 
 def write_run(experiment: dict, records: Sequence[RequestRecord], run_dir: Path, ledger: Ledger | None) -> Path:
@@ -44,8 +47,21 @@ def write_summary(summary: dict, report_dir: Path) -> tuple[Path, Path]:
 def write_summary_html(summary: dict, report_dir: Path) -> Path:
     timelines = {e["id"]: run_dir_of(e, report_dir) / artifacts.TIMELINE for e in summary["experiments"]}
     page = report_dir / "summary.html"
-    page.write_text(html.summary_page(summary, timelines))
+    page.write_text(html.summary_page(summary, timelines, write_side_by_side(summary, report_dir)))
     return page
+
+
+def write_side_by_side(summary: dict, report_dir: Path) -> Path | None:
+    """The autoscaled experiments on one axis, when there are two or more to compare."""
+    scaled = [e for e in summary["experiments"] if (e.get("autoscaling") or {}).get("samples")
+              and e.get("fault_window", {}).get("inject_s") is not None and "clock" in e]
+    if len(scaled) < 2:
+        return None
+    records = {}
+    for e in scaled:
+        log = Path(e.get("request_log") or run_dir_of(e, report_dir) / "requests.jsonl")
+        records[e["id"]] = read_log(log) if log.is_file() else []
+    return plot_side_by_side(scaled, records, report_dir / SIDE_BY_SIDE)
 
 
 def replot_missing(summary: dict, report_dir: Path) -> list[Path]:

@@ -165,8 +165,30 @@ CLI_CASES = {
     "watch: no cluster there": (["watch", "--once", "--state-dir", "{none}"], ["no local cluster in"]),
     "watch: ledger is a directory": (["watch", "--once", "--state-dir", "{live}", "--ledger", "{dir}"],
                                      ["is a directory"]),
+    # inventory
+    "inventory: no cluster there": (["inventory", "--state-dir", "{none}"], ["no local cluster"]),
+    "inventory: kubernetes without a namespace": (["inventory", "--target", "kubernetes", "--kubeconfig", "{file}"],
+                                                  ["--namespace"]),
+    # autoscale / preheat
+    "autoscale: min above max": (["autoscale", "--target", "8", "--min", "3", "--max", "2", "--state-dir", "{live}"],
+                                 ["min 3 is above max 2"]),
+    "autoscale: zero target": (["autoscale", "--target", "0", "--state-dir", "{live}"], ["target must be above 0"]),
+    "autoscale: no target": (["autoscale", "--state-dir", "{live}"], ["needs --target"]),
+    "autoscale: no cluster there": (["autoscale", "--target", "8", "--state-dir", "{none}"], ["no local cluster"]),
+    "preheat: negative": (["preheat", "-1", "--state-dir", "{live}"], ["0 or more replicas"]),
+    "preheat: past the LB slots": (["preheat", "99", "--state-dir", "{live}"], ["above the cluster's 16 LB slots"]),
 }
-VERBS = ("up", "down", "status", "recover", "report", "faults", "inject", "revert", "plan", "watch")
+def verbs() -> set[str]:
+    """Every verb the parser has: a new one without a bad-input case fails the table's test."""
+    import argparse
+
+    from inferchaos.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return set(sub.choices)
+
+
+VERBS = tuple(sorted(verbs()))
 
 
 def test_the_table_covers_every_verb():
@@ -203,7 +225,90 @@ PYTEST_CASES = {
     "--state-dir is a file": (["--state-dir", "{file}"], ["a-file"], None),
     "--ledger is a directory": (["--ledger", "{dir}"], ["a-dir"], None),
     "--chaos-report is a file": (["--chaos-report", "{file}"], ["a-file"], None),
+    "--prometheus not a URL": (["--prometheus", "localhost:9090"], ["--prometheus", "http(s)://"], None),
+    "--grafana not a URL": (["--grafana", "grafana"], ["--grafana", "http(s)://"], None),
+    "--metrics-port not a port": (["--metrics-port", "99999"], ["--metrics-port", "0..65535"], None),
+    "--gpu-hour-price negative": (["--gpu-hour-price", "-1"], ["-1"], None),
+    "--gpu-price without a default": (["--gpu-price", "A100=3"], ["--gpu-price needs --gpu-hour-price"], None),
+    "--gpu-price not TYPE=PRICE": (["--gpu-hour-price", "2", "--gpu-price", "A100"], ["A100"], None),
+    "--target kubernetes with --state-dir": (["--target", "kubernetes", "--state-dir", "{live}"],
+                                             ["applies to --target local only"], None),
 }
+
+#: The Kubernetes options, checked before anything connects (no cluster, no --state-dir).
+KUBE = ["--target", "kubernetes", "--allow-context", "fake", "--allow-namespace", "ml"]
+KUBE_CASES = {
+    "--namespace missing": ([*KUBE, "--selector", "app=x", "--endpoint", "http://x"], ["needs --namespace"]),
+    "--namespace kube-system": ([*KUBE, "--namespace", "kube-system", "--allow-namespace", "kube-system",
+                                 "--selector", "app=x", "--endpoint", "http://x"], ["kube-system is refused"]),
+    "--allow-namespace missing": (["--target", "kubernetes", "--namespace", "other", "--selector", "app=x",
+                                   "--endpoint", "http://x"], ["namespace other is not allowed"]),
+    "--selector malformed": ([*KUBE, "--namespace", "ml", "--selector", "app==,", "--endpoint", "http://x"],
+                             ["--selector"]),
+    "--endpoint not a URL": ([*KUBE, "--namespace", "ml", "--selector", "app=x", "--endpoint", "svc:8000"],
+                             ["--endpoint"]),
+    "--dependency not NAME=HOST": ([*KUBE, "--namespace", "ml", "--selector", "app=x", "--endpoint", "http://x",
+                                    "--dependency", "model_store"], ["--dependency", "NAME=HOST"]),
+    "--server-metrics-port not a port": ([*KUBE, "--namespace", "ml", "--selector", "app=x", "--endpoint",
+                                          "http://x", "--server-metrics-port", "http"], ["--server-metrics-port"]),
+    "--kubeconfig missing": ([*KUBE, "--namespace", "ml", "--selector", "app=x", "--endpoint", "http://x",
+                              "--kubeconfig", "{missing}"], ["no kubeconfig at"]),
+    "--kube-context unknown": ([*KUBE, "--namespace", "ml", "--selector", "app=x", "--endpoint", "http://x",
+                                "--kubeconfig", "{kubeconfig}", "--kube-context", "nosuch"], ["'nosuch' is not in"]),
+    "--allow-context missing": (["--target", "kubernetes", "--allow-namespace", "ml", "--namespace", "ml",
+                                 "--selector", "app=x", "--endpoint", "http://x", "--kubeconfig", "{kubeconfig}"],
+                                ["not on the allowlist", "--allow-context staging"]),
+    "--container at an unreachable API": ([*KUBE, "--namespace", "ml", "--selector", "app=x", "--endpoint",
+                                           "http://x", "--kubeconfig", "{kubeconfig}", "--kube-context", "fake",
+                                           "--container", "server"], ["cannot reach the API server"]),
+}
+#: options that take no value, or whose every value is valid, or that need a reachable API
+#: server before they mean anything: covered where noted.
+NO_BAD_VALUE = {"--chaos-dry-run": "a flag", "--golden-model": "any model name",
+                "--pipeline-deployment": "checked when pipeline_lag runs (tests/test_kubernetes_target.py)"}
+
+
+def our_options() -> set[str]:
+    from inferchaos import plugin
+
+    names: set[str] = set()
+
+    class Group:
+        def addoption(self, *opts: str, **_: object) -> None:
+            names.update(opts)
+
+    class Parser:
+        def getgroup(self, *_: object, **__: object) -> Group:
+            return Group()
+
+    plugin.pytest_addoption(Parser())  # type: ignore[arg-type]
+    return names
+
+
+def test_the_tables_cover_every_pytest_option_of_ours():
+    covered = {a for args, *_ in [*PYTEST_CASES.values(), *KUBE_CASES.values()] for a in args if a.startswith("--")}
+    assert our_options() - covered - set(NO_BAD_VALUE) == set()
+
+
+@pytest.mark.parametrize("case", list(KUBE_CASES))
+def test_kubernetes_option_bad_input_is_one_line_exit_2_before_connecting(case, tmp_path):
+    args, words = KUBE_CASES[case]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+                          "users: [{name: u, user: {token: t}}]\ncontexts: [{name: staging, context: {cluster: c, "
+                          "user: u}}, {name: fake, context: {cluster: c, user: u}}]\ncurrent-context: staging\n")
+    places = {"kubeconfig": str(kubeconfig), "missing": str(tmp_path / "missing")}
+    argv = [sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust", "-p", "no:cacheprovider",
+            "experiments/test_replica_crash.py", "--ledger", str(tmp_path / "ledger.jsonl"), *SHORT]
+    env = {k: v for k, v in repo_env().items() if not k.startswith("INFERCHAOS_ALLOW") and k != "KUBERNETES_SERVICE_HOST"}
+    res = subprocess.run(argv + fill(args, places), capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    out = res.stdout + res.stderr
+    (line,) = {x.split("inferchaos: error:", 1)[1].strip(" !") for x in out.splitlines() if "inferchaos: error:" in x}
+    for word in words:
+        assert word in line, line
+    assert "Traceback" not in out
+    assert not (tmp_path / "ledger.jsonl").exists()
 
 
 def pytest_case(case: str):  # type: ignore[no-untyped-def]

@@ -130,6 +130,14 @@ def effect_wrong_answers(cluster: LocalCluster, fault) -> None:  # type: ignore[
     assert right == {name: name != victim.name for name in right}, right
 
 
+def effect_autoscaled_surge(cluster: LocalCluster, fault) -> None:  # type: ignore[no-untyped-def]
+    assert cluster.autoscaling()["enabled"] and len(cluster.replicas()) == 1, "scaled in to its minimum first"
+    (surge,) = fault.load_runners()
+    assert surge.running()
+    wait_for(lambda: len(cluster.replicas()) == 2, 30, "the surge making the autoscaler add a replica")
+    assert cluster.autoscaling()["decisions"][-1]["to"] == 2
+
+
 def effect_traffic_surge(cluster: LocalCluster, fault) -> None:  # type: ignore[no-untyped-def]
     (surge,) = fault.load_runners()
     assert surge.running()

@@ -33,7 +33,7 @@ from tests.test_cli import inferchaos, one_line
 
 REPO = Path(__file__).resolve().parent.parent
 #: Inherited fields a fault ignores; the catalogue leaves them out on purpose.
-IGNORED = {"pipeline_lag": {"replicas"}, "dependency_latency": {"replicas"}}
+IGNORED = {"pipeline_lag": {"replicas"}, "dependency_latency": {"replicas"}, "autoscaled_surge": {"replicas"}}
 
 
 # ----------------------------------------------------------------------------- the catalogue (no cluster)
@@ -234,7 +234,7 @@ EFFECTS = {name: globals()[f"effect_{name}"] for name in INJECT}
 
 def test_every_fault_but_the_surge_can_be_injected_by_hand():
     assert set(INJECT) == {k for k, s in CATALOGUE.items() if s.standalone_refusal is None}
-    assert set(CATALOGUE) - set(INJECT) == {"traffic_surge"}
+    assert set(CATALOGUE) - set(INJECT) == {"traffic_surge", "autoscaled_surge"}
 
 
 @pytest.mark.cluster

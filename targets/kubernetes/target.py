@@ -43,6 +43,7 @@ class KubeTarget:
         self.namespace, self.selector = settings.namespace, settings.selector
         self.cache = PodCache(self.core, self.namespace, self.selector)
         self._started = False
+        self._hpa_read_at, self._hpa_view = float("-inf"), {"enabled": False}
 
     # ------------------------------------------------------------------ life
     def start(self) -> KubeTarget:
@@ -146,6 +147,52 @@ class KubeTarget:
 
     def golden_model(self) -> str | None:
         return self.settings.golden_model
+
+    def autoscaling(self) -> dict:
+        """The HorizontalPodAutoscaler of the selected pods' workload (the one KEDA creates,
+        or a plain one): its desired and current replicas, with the pods ready; and the
+        KEDA ScaledObject's Ready/Active conditions when KEDA is installed. Read at most
+        every 2 s (the probe samples faster; the API server need not answer that often)."""
+        now = time.monotonic()
+        if now - self._hpa_read_at >= 2.0:
+            self._hpa_read_at, self._hpa_view = now, self._read_autoscaling()
+        ready = sum(p.phase == "ready" for p in self.pods())
+        return {**self._hpa_view, "ready": ready}
+
+    def _read_autoscaling(self) -> dict:
+        want = selector_pairs(self.selector)
+        try:
+            workloads = self.apps.list_namespaced_deployment(self.namespace).items
+            hpas = client.AutoscalingV2Api(self.api).list_namespaced_horizontal_pod_autoscaler(self.namespace).items
+        except (ApiException, Urllib3Error, OSError):
+            return {"enabled": False, "error": "the HorizontalPodAutoscalers could not be read"}
+        names = {w.metadata.name for w in workloads if want and all(
+            ((w.spec.template.metadata.labels if w.spec.template.metadata else None) or {}).get(k) == v
+            for k, v in want.items())}
+        hpa = next((h for h in hpas if h.spec.scale_target_ref.kind == "Deployment"
+                    and h.spec.scale_target_ref.name in names), None)
+        if hpa is None:
+            return {"enabled": False}
+        status = hpa.status
+        view = {"enabled": True, "hpa": hpa.metadata.name, "workload": hpa.spec.scale_target_ref.name,
+                "desired": status.desired_replicas if status else None,
+                "current": status.current_replicas if status else None,
+                "min": hpa.spec.min_replicas, "max": hpa.spec.max_replicas}
+        view["scaled_object"] = self._scaled_object(hpa.spec.scale_target_ref.name)
+        return view
+
+    def _scaled_object(self, workload: str) -> dict | None:
+        try:
+            items = client.CustomObjectsApi(self.api).list_namespaced_custom_object(
+                "keda.sh", "v1alpha1", self.namespace, "scaledobjects")["items"]
+        except (ApiException, Urllib3Error, OSError):
+            return None  # KEDA not installed (404), or not readable: the HPA says enough
+        for so in items:
+            if ((so.get("spec") or {}).get("scaleTargetRef") or {}).get("name") == workload:
+                conditions = {c.get("type"): c.get("status") for c in (so.get("status") or {}).get("conditions", [])}
+                return {"name": so["metadata"]["name"], "ready": conditions.get("Ready"),
+                        "active": conditions.get("Active")}
+        return None
 
     # ------------------------------------------------------------------ for faults
     def pod(self, name: str) -> client.V1Pod:

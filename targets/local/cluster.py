@@ -155,8 +155,19 @@ class LocalCluster:
     def prometheus_url(self) -> str | None:
         return self.state.prometheus_url
 
-    def desired_replicas(self) -> int:
-        return int({**self.state.spec, **read_desired(self.state_dir)}["replicas"])
+    def desired_replicas(self, state: ClusterState | None = None) -> int:
+        """What the supervisor converges on: the autoscaler's count when it is on, else the
+        replicas setting; never below a pre-heat."""
+        state = state or self.state
+        desired = {**state.spec, **read_desired(self.state_dir)}
+        scaled = state.autoscaler.get("desired") if state.autoscaler.get("enabled") else None
+        return max(int(scaled if scaled is not None else desired["replicas"]), int(desired.get("preheat", 0)))
+
+    def autoscaling(self) -> dict:
+        """The autoscaler's view (enabled, metric, value, desired, decisions) and replicas ready."""
+        state = self.state
+        return {**state.autoscaler, "ready": sum(r.phase == "ready" for r in state.active()),
+                "desired": self.desired_replicas(state) if state.autoscaler.get("enabled") else None}
 
     def replica_records(self) -> list[ReplicaRecord]:
         state = self.state
@@ -207,8 +218,9 @@ class LocalCluster:
         active, standby = state.active(), state.standby()
         if state.phase != "ready":
             return f"cluster phase is {state.phase}"
-        if len(active) != desired["replicas"] or len(standby) != desired["warm_pool"]:
-            return (f"{len(active)}/{desired['replicas']} replicas, "
+        want = self.desired_replicas(state)
+        if len(active) != want or len(standby) != desired["warm_pool"]:
+            return (f"{len(active)}/{want} replicas, "
                     f"{len(standby)}/{desired['warm_pool']} warm-pool replicas")
         gone = [r.name for r in state.replicas if not group_alive(r.pgid)]
         if gone:  # dead, and the supervisor has not reaped it yet

@@ -13,7 +13,14 @@ import os
 from pathlib import Path
 
 #: Keys that may be overridden at runtime, with their types.
-DESIRED_KEYS: dict[str, type] = {"replicas": int, "warm_pool": int, "provisioning_delay_s": float}
+DESIRED_KEYS: dict[str, type] = {
+    "replicas": int, "warm_pool": int, "provisioning_delay_s": float,
+    # autoscaling (targets/local/autoscaler.py): on while autoscale_target is set
+    "autoscale_target": float, "autoscale_min": int, "autoscale_max": int, "autoscale_metric": str,
+    "autoscale_polling_s": float, "autoscale_up_window_s": float, "autoscale_cooldown_s": float,
+    # pre-heat: at least this many replicas serving, ahead of a known spike
+    "preheat": int,
+}
 
 
 def desired_path(state_dir: Path | str) -> Path:

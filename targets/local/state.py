@@ -39,6 +39,8 @@ class ReplicaRecord:
     exit_code: int | None = None
     died_at: float | None = None
     log: str = ""
+    #: when a warm-pool standby was put into a slot (cost counts its idle time apart).
+    promoted_at: float | None = None
 
 
 @dataclass
@@ -60,6 +62,8 @@ class ClusterState:
     via_proxy: dict[str, str] = field(default_factory=dict)
     #: Prometheus scraping the replicas and HAProxy (`ClusterSpec.prometheus`), else None.
     prometheus_url: str | None = None
+    #: the autoscaler's view: enabled, metric, value, desired, decisions (autoscaler.ScaleLoop.view).
+    autoscaler: dict = field(default_factory=dict)
     services: list[ServiceRecord] = field(default_factory=list)
     replicas: list[ReplicaRecord] = field(default_factory=list)
     #: Replicas asked for and not started yet: {"slot": int | None, "due_wall": float}.

@@ -29,6 +29,7 @@ import aiohttp
 
 from inferchaos.errors import ClusterStartError
 from targets.local import haproxy, prometheus
+from targets.local.autoscaler import ScaleLoop, metric_sum, policy_from
 from targets.local.ports import free_port, port_in_use
 from targets.local.control import read_desired
 from targets.local.processes import end_groups, pid_alive, signal_group, spawn
@@ -82,6 +83,7 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.admin: haproxy.AdminSocket | None = None
         self.http: aiohttp.ClientSession | None = None
+        self.scaling = ScaleLoop()
 
     # ------------------------------------------------------------------ lifecycle
     async def main(self) -> int:
@@ -223,6 +225,7 @@ class Supervisor:
                 log(f"owner process {self.owner_pid} is gone: stopping the cluster")
                 return
             changed = self._reap()
+            changed |= await self._autoscale()
             changed |= self._converge()
             changed |= self._start_due()
             changed |= await self._poll_readiness()
@@ -323,13 +326,13 @@ class Supervisor:
         live = [r for r in self.state.replicas if r.name not in self.retiring]
         active = [r for r in live if r.slot is not None]
         taken = {r.slot for r in active} | {p.slot for p in self.pending if p.slot is not None}
-        missing = int(self._setting("replicas")) - len(taken)
+        missing = self._desired_replicas() - len(taken)
         for _ in range(max(0, missing)):
             slot = next(i for i in range(1, self.spec.slots + 1) if i not in taken)
             taken.add(slot)
             standby = next((r for r in live if r.slot is None and r.phase == "ready"), None)
             if standby is not None:
-                standby.slot = slot
+                standby.slot, standby.promoted_at = slot, time.time()
                 assert self.admin is not None
                 self.admin.point_slot(slot, standby.port)
                 log(f"promoted warm {standby.name} into slot r{slot}")
@@ -359,6 +362,39 @@ class Supervisor:
             self._retire(rec)
             changed = True
         return changed
+
+    def _desired_replicas(self) -> int:
+        """The autoscaler's count when it is on, else the setting; never below a pre-heat."""
+        base = self.scaling.desired if self.scaling.desired is not None else int(self._setting("replicas"))
+        return max(base, int(read_desired(self.dir).get("preheat", 0)))
+
+    async def _autoscale(self) -> bool:
+        """Poll the scaling metric from the serving replicas when due, and decide."""
+        now = time.monotonic()
+        was = self.state.autoscaler.get("enabled", False)
+        if not self.scaling.due(policy_from(read_desired(self.dir)), now):
+            if was and self.scaling.autoscaler is None:
+                self.state.autoscaler = {"enabled": False}
+                return True
+            return False
+        assert self.http is not None and self.scaling.autoscaler is not None
+        serving = [r for r in self.state.active() if r.phase == "ready" and r.name not in self.retiring]
+        texts = await asyncio.gather(*(self._metrics_text(r.port) for r in serving))
+        value = metric_sum([t for t in texts if t], self.scaling.autoscaler.policy.metric)
+        current = self.scaling.desired if self.scaling.desired is not None else len(self.state.active())
+        if self.scaling.apply(now, value, current):
+            log(f"autoscaler: {self.scaling.autoscaler.policy.metric}={value:g}: {current} -> "
+                f"{self.scaling.desired} replicas")
+        self.state.autoscaler = self.scaling.view(time.time() - now)
+        return True
+
+    async def _metrics_text(self, port: int) -> str | None:
+        assert self.http is not None
+        try:
+            async with self.http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                return await resp.text() if resp.status == 200 else None
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return None
 
     def _retire(self, rec: ReplicaRecord) -> None:
         """Scale-in: out of the LB first, then a graceful stop."""
