@@ -51,6 +51,11 @@ test: setup
 bench: setup
 	$(PY) bench/lb_throughput.py
 	$(PY) bench/load_logging.py
+	$(PY) bench/load_ratio.py
+	$(PY) bench/fault_latency.py
+	$(PY) bench/crash_campaign.py --kills 30
+	$(PY) bench/runner_memory.py
+	$(PY) bench/experiments_wall.py
 
 clean:
 	rm -rf $(VENV) $(REPORT) .inferchaos .pytest_cache
