@@ -133,7 +133,9 @@ def build_parser() -> Parser:
              "Print what FAULT would do to which objects of the running local cluster (replicas by name "
              "and pid, routes, processes), within its blast radius. Nothing is changed or journalled.",
              "  inferchaos plan replica_crash replicas=50% --state-dir /tmp/ic\n"
-             "  inferchaos plan dependency_latency dependency=model_store latency_ms=200"),
+             "  inferchaos plan dependency_latency dependency=model_store latency_ms=200\n"
+             "  inferchaos plan spot_reclamation notice_s=30 --target kubernetes --kube-context staging \\\n"
+             "      --allow-context staging --namespace ml --allow-namespace ml --selector app=vllm"),
             ("inject", "apply one fault and leave it applied",
              "Apply FAULT to the running local cluster (started with `inferchaos up --detach`), journal it in "
              "the ledger first, print its ledger id and how to revert it, and exit with the fault still "
@@ -147,6 +149,12 @@ def build_parser() -> Parser:
         p.add_argument("params", nargs="*", metavar="KEY=VALUE", help="the fault's parameters")
         _state_dir_arg(p)
         _ledger_arg(p)
+        if verb == "plan":
+            from inferchaos import kube_options
+
+            p.add_argument("--target", choices=("local", "kubernetes"), default="local",
+                           help="where it would land (kubernetes: the options below; it only reads)")
+            kube_options.add_options(p.add_argument_group("--target kubernetes"))
 
     rev = _sub(sub, "revert", "undo a fault that inject left applied",
                "Undo one open ledger entry (by id, or a unique prefix of it), or every open fault with --all, "
@@ -415,6 +423,8 @@ def _plan(fault: Fault) -> list[str]:
 def cmd_plan(args: argparse.Namespace) -> int:
     from faults.catalogue import lookup
 
+    if args.target == "kubernetes":
+        return _plan_kubernetes(args)
     fault, _, cluster = _fault(args, for_inject=False)
     lines = _plan(fault)
     spec = lookup(args.fault)
@@ -427,6 +437,31 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         params = " ".join(args.params)
         print(f"apply it with: inferchaos inject {spec.id}{' ' + params if params else ''} --state-dir {args.state_dir}")
+    return 0
+
+
+def _plan_kubernetes(args: argparse.Namespace) -> int:
+    """The same plan against a namespace: connects, reads the pods, changes nothing."""
+    from faults.catalogue import lookup
+    from inferchaos import kube_options
+    from targets.kubernetes import KubeTarget
+
+    spec = lookup(args.fault)
+    params = spec.parse(args.params)
+    def get(name: str) -> object:
+        value = getattr(args, name.lstrip("-").replace("-", "_"))
+        if name == "--endpoint" and not value:
+            return "http://endpoint-not-needed-for-a-plan"  # a plan sends no load
+        return value
+
+    settings = kube_options.settings(get)
+    with KubeTarget(settings) as target:
+        fault = spec.build(target, _ledger(args.ledger), params)
+        lines = _plan(fault)
+        print(f"plan: {spec.id} in {target.describe()} (nothing is changed)")
+    for line in lines or ["(nothing to act on right now)"]:
+        print(f"  {line}")
+    print(f"blast radius: {spec.blast_radius}")
     return 0
 
 

@@ -6,7 +6,7 @@ the session starts (one line, exit code 2), before anything connects.
 
 from __future__ import annotations
 
-import pytest
+from typing import Any, Callable
 
 from inferchaos.errors import UsageError
 from targets.kubernetes.settings import KubeSettings
@@ -30,30 +30,34 @@ OPTIONS: tuple[tuple[str, dict], ...] = (
 )
 
 
-def add_options(group: pytest.OptionGroup) -> None:
+def add_options(group: Any) -> None:
+    """Into a pytest option group (`addoption`) or an argparse parser (`add_argument`): the
+    same options for `pytest --target kubernetes` and `inferchaos plan --target kubernetes`."""
+    add = getattr(group, "addoption", None) or group.add_argument
     for name, kwargs in OPTIONS:
-        group.addoption(name, **kwargs)
+        add(name, **kwargs)
 
 
-def settings(config: pytest.Config) -> KubeSettings:
+def settings(get: Callable[[str], Any]) -> KubeSettings:
+    """`get("--namespace")` is the option's value (pytest's `config.getoption`, or argparse's)."""
     dependencies = {}
-    for raw in config.getoption("--dependency"):
+    for raw in get("--dependency"):
         name, sep, host = raw.partition("=")
         if not sep or not name.strip() or not host.strip():
             raise UsageError(f"--dependency {raw!r}: expected NAME=HOST, e.g. model_store=model-store.ml.svc")
         dependencies[name.strip()] = host.strip()
-    port = config.getoption("--server-metrics-port")
+    port = get("--server-metrics-port")
     if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
         raise UsageError(f"--server-metrics-port {port!r}: expected a port number")
-    base = KubeSettings(namespace=config.getoption("--namespace") or "", selector=config.getoption("--selector") or "",
-                        endpoint=config.getoption("--endpoint") or "")
+    base = KubeSettings(namespace=get("--namespace") or "", selector=get("--selector") or "",
+                        endpoint=get("--endpoint") or "")
     extra = {
-        "kubeconfig": config.getoption("--kubeconfig"), "context": config.getoption("--kube-context"),
-        "container": config.getoption("--container"), "golden_model": config.getoption("--golden-model"),
-        "pipeline_deployment": config.getoption("--pipeline-deployment"), "metrics_port": port,
+        "kubeconfig": get("--kubeconfig"), "context": get("--kube-context"),
+        "container": get("--container"), "golden_model": get("--golden-model"),
+        "pipeline_deployment": get("--pipeline-deployment"), "metrics_port": port,
         "dependencies": dependencies,
     }
-    allow_c, allow_n = config.getoption("--allow-context"), config.getoption("--allow-namespace")
+    allow_c, allow_n = get("--allow-context"), get("--allow-namespace")
     if allow_c:
         extra["allow_contexts"] = tuple(allow_c) + base.allow_contexts
     if allow_n:

@@ -143,7 +143,7 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
     state_dir = config.getoption("--state-dir")
     if state_dir and target != "local":
         raise UsageError("--state-dir applies to --target local only")
-    kube = kube_options.settings(config) if target == "kubernetes" else None
+    kube = kube_options.settings(config.getoption) if target == "kubernetes" else None
     price = config.getoption("--gpu-hour-price")
     if price is None and config.getoption("--gpu-price"):
         raise UsageError("--gpu-price needs --gpu-hour-price (the price of every other GPU)")

@@ -169,6 +169,23 @@ def test_dry_run_prints_the_plan_and_changes_nothing(kube, endpoint, tmp_path):
     assert not (tmp_path / "ledger.jsonl").exists()
 
 
+def test_inferchaos_plan_with_target_kubernetes_only_reads(kube):
+    base = ["--target", "kubernetes", "--kubeconfig", str(kube.kubeconfig), "--namespace", NS,  # type: ignore[attr-defined]
+            "--allow-namespace", NS, "--selector", "app=ref"]
+    ok = subprocess.run([sys.executable, "-m", "inferchaos.cli", "plan", "spot_reclamation", "notice_s=30",
+                         "provisioning_delay_s=60", *base, "--allow-context", CONTEXT],
+                        capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert ok.returncode == 0, ok.stderr
+    assert f"plan: spot_reclamation in context {CONTEXT}, namespace {NS}" in ok.stdout
+    assert "cordon node node-" in ok.stdout and "with grace 30 s" in ok.stdout
+    assert "not applied on Kubernetes (local cluster only): provisioning_delay_s=60" in ok.stdout
+    refused = subprocess.run([sys.executable, "-m", "inferchaos.cli", "plan", "replica_crash", *base],
+                             capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert refused.returncode == 2 and "is not on the allowlist" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert mutations(kube) == []
+
+
 # ----------------------------------------------------------------------------- refusals
 BLAST = """
 from faults.replica_crash import ReplicaCrash
