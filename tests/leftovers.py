@@ -35,3 +35,17 @@ def assert_nothing_left(state_dir: Path | str) -> None:
     assert not groups, f"process groups of the cluster still alive: {groups}"
     procs = processes_mentioning(str(Path(state_dir).resolve()))
     assert not procs, f"processes still running for {state_dir}: {procs}"
+
+
+def module_cluster(tmp_path_factory, name: str, spec, **kwargs):  # type: ignore[no-untyped-def]
+    """A test module's own local cluster (yield from it in a module fixture): started, then
+    stopped, and checked that nothing of it is left once the module is done."""
+    from targets.local import LocalCluster
+
+    state_dir = tmp_path_factory.mktemp(name) / "cluster"
+    c = LocalCluster(spec, state_dir, **kwargs).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+    assert_nothing_left(state_dir)

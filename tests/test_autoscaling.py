@@ -16,12 +16,12 @@ import pytest
 from inferchaos.errors import UsageError
 from load.burst import burst
 from targets.kubernetes import KubeSettings, KubeTarget
-from targets.local import ClusterSpec, LocalCluster, wait_for
+from targets.local import ClusterSpec, wait_for
 from targets.local.autoscaler import Autoscaler, Policy, metric_sum
 from targets.local.control import set_desired
 from tests.fakekube import FakeKube
 from tests.fakekube.cluster import FakeCluster
-from tests.leftovers import assert_nothing_left
+from tests.leftovers import module_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,13 +75,7 @@ def test_the_metric_is_summed_over_replicas_and_missing_is_none():
 # ----------------------------------------------------------------------------- a real cluster
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    state_dir = tmp_path_factory.mktemp("autoscale") / "cluster"
-    c = LocalCluster(ClusterSpec(replicas=1, provisioning_delay_s=0.2), state_dir).start()
-    try:
-        yield c
-    finally:
-        c.stop()
-    assert_nothing_left(state_dir)
+    yield from module_cluster(tmp_path_factory, "autoscale", ClusterSpec(replicas=1, provisioning_delay_s=0.2))
 
 
 @pytest.mark.cluster

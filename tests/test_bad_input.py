@@ -19,7 +19,7 @@ from targets.local import ClusterSpec, LocalCluster
 from targets.local.control import read_desired
 from targets.local.processes import stopped
 from tests.faultcases import repo_env
-from tests.leftovers import assert_nothing_left, processes_mentioning
+from tests.leftovers import module_cluster, processes_mentioning
 
 pytestmark = pytest.mark.cluster
 
@@ -29,13 +29,7 @@ SHORT = ["--slo-set", "baseline_s=1", "--slo-set", "hold_s=2", "--slo-set", "rec
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    state_dir = tmp_path_factory.mktemp("bad-input") / "cluster"
-    c = LocalCluster(ClusterSpec(replicas=3, provisioning_delay_s=0.5), state_dir).start()
-    try:
-        yield c
-    finally:
-        c.stop()
-    assert_nothing_left(state_dir)
+    yield from module_cluster(tmp_path_factory, "bad-input", ClusterSpec(replicas=3, provisioning_delay_s=0.5))
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 from targets.local import ClusterSpec, LocalCluster
 from tests.crashcycle import FAULTS, PHASES, Kill, plan_kills, recover, run_cycle
 from tests.faultcases import CLEAN_TOXICS, snapshot
-from tests.leftovers import assert_nothing_left
+from tests.leftovers import module_cluster
 
 pytestmark = pytest.mark.cluster
 
@@ -32,13 +32,8 @@ REPLAY = f"replay with INFERCHAOS_CRASH_SEED={SEED} pytest tests/test_crash_safe
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    state_dir = tmp_path_factory.mktemp("crash") / "cluster"
-    c = LocalCluster(ClusterSpec(replicas=3, provisioning_delay_s=0.5), state_dir, owner_pid=os.getpid()).start()
-    try:
-        yield c
-    finally:
-        c.stop()
-    assert_nothing_left(state_dir)
+    yield from module_cluster(tmp_path_factory, "crash",
+                              ClusterSpec(replicas=3, provisioning_delay_s=0.5), owner_pid=os.getpid())
 
 
 @pytest.fixture

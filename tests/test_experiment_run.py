@@ -30,7 +30,7 @@ from tests.reportcheck import assert_experiment_reported, labels
 from targets.local import ClusterSpec, LocalCluster, wait_for
 from targets.local.control import read_desired
 from targets.local.processes import group_alive
-from tests.leftovers import assert_nothing_left, processes_mentioning
+from tests.leftovers import module_cluster, processes_mentioning
 
 pytestmark = pytest.mark.cluster
 
@@ -109,13 +109,7 @@ def phase(summary_experiment: dict, name: str) -> dict:
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    state_dir = tmp_path_factory.mktemp("experiment-run") / "cluster"
-    c = LocalCluster(ClusterSpec(replicas=3, provisioning_delay_s=1.0), state_dir).start()
-    try:
-        yield c
-    finally:
-        c.stop()
-    assert_nothing_left(state_dir)
+    yield from module_cluster(tmp_path_factory, "experiment-run", ClusterSpec(replicas=3, provisioning_delay_s=1.0))
 
 
 @pytest.fixture

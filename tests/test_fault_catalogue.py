@@ -26,7 +26,7 @@ from targets.local.processes import group_alive, stopped
 from targets.local.vgpu import VirtualDevice
 from tests.faultcases import (BUILDERS, CLEAN_TOXICS, PLANTED, answers_right, build, infer, repo_env, snapshot,
                               store_feature_age)
-from tests.leftovers import assert_nothing_left, processes_mentioning
+from tests.leftovers import module_cluster, processes_mentioning
 from tests.reportcheck import assert_experiment_reported
 
 pytestmark = pytest.mark.cluster
@@ -38,13 +38,7 @@ SHORT = ("baseline_s=1", "hold_s=4", "recovery_window_s=3")
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    state_dir = tmp_path_factory.mktemp("catalogue") / "cluster"
-    c = LocalCluster(ClusterSpec(replicas=3, provisioning_delay_s=0.5), state_dir).start()
-    try:
-        yield c
-    finally:
-        c.stop()
-    assert_nothing_left(state_dir)
+    yield from module_cluster(tmp_path_factory, "catalogue", ClusterSpec(replicas=3, provisioning_delay_s=0.5))
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from targets.local.processes import group_alive, pid_alive, stopped
 from targets.local.state import ClusterState, write_state
 from targets.local.vgpu import VirtualDevice
 from tests.faultcases import CLEAN_TOXICS, answers_right, infer, snapshot, store_feature_age
-from tests.leftovers import assert_nothing_left, processes_mentioning
+from tests.leftovers import module_cluster, processes_mentioning
 from tests.test_cli import inferchaos, one_line
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,14 +121,9 @@ def test_frontend_counters_read_show_stat_csv():
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    state_dir = tmp_path_factory.mktemp("operator") / "cluster"
     # --oom reject: an OOMing replica answers 500 and stays up, so 5xx are there to count.
-    c = LocalCluster(ClusterSpec(replicas=3, provisioning_delay_s=0.5, oom="reject"), state_dir).start()
-    try:
-        yield c
-    finally:
-        c.stop()
-    assert_nothing_left(state_dir)
+    yield from module_cluster(tmp_path_factory, "operator",
+                              ClusterSpec(replicas=3, provisioning_delay_s=0.5, oom="reject"))
 
 
 @pytest.fixture

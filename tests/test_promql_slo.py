@@ -16,7 +16,7 @@ import pytest
 from inferchaos.errors import UsageError
 from probes.slo import load_slo
 from targets.local import ClusterSpec, LocalCluster, wait_for
-from tests.leftovers import assert_nothing_left
+from tests.leftovers import module_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 SHORT = ["--slo-set", "baseline_s=1", "--slo-set", "hold_s=3", "--slo-set", "recovery_window_s=2"]
@@ -84,13 +84,8 @@ def test_a_bad_promql_objective_is_one_line_naming_it(tmp_path, body, words):
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     if shutil.which("prometheus") is None:
         pytest.skip("no prometheus binary (Debian: apt-get install -y prometheus)")
-    state_dir = tmp_path_factory.mktemp("promql") / "cluster"
-    c = LocalCluster(ClusterSpec(replicas=2, provisioning_delay_s=0.5, prometheus=True), state_dir).start()
-    try:
-        yield c
-    finally:
-        c.stop()
-    assert_nothing_left(state_dir)
+    yield from module_cluster(tmp_path_factory, "promql",
+                              ClusterSpec(replicas=2, provisioning_delay_s=0.5, prometheus=True))
 
 
 def scraped_replicas(cluster: LocalCluster) -> set[str]:
