@@ -51,6 +51,8 @@ MAX_TOKENS = int(os.environ.get("INFERCHAOS_MAX_TOKENS", "8"))
 WAIT_S = float(os.environ.get("INFERCHAOS_WAIT_S", "0"))
 TIMEOUT_S = float(os.environ.get("INFERCHAOS_TIMEOUT_S", "30"))
 LOG_PREFIX = os.environ.get("INFERCHAOS_REQUEST_LOG") or None
+#: the runner that started this load ("pid:start time"): when it is gone, so is the load.
+OWNER = os.environ.get("INFERCHAOS_OWNER", "")
 
 INFER_PATH = f"/v2/models/{MODEL}/infer"
 COMPLETIONS_PATH = "/v1/completions"
@@ -86,6 +88,34 @@ def _emit(record: RequestRecord) -> None:
     _writer.write(record)
     if _flusher is None or _flusher.dead:
         _flusher = gevent.spawn(_flush_forever)
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _watch_owner(environment) -> None:
+    """A dead man's switch: a runner SIGKILLed without `inferchaos recover` must not leave
+    load hammering the endpoint for ever. Its pid and start time name it exactly."""
+    pid_text, _, started = OWNER.partition(":")
+    pid = int(pid_text)
+    while True:
+        gevent.sleep(1.0)
+        if _start_time(pid) != started:
+            print(f"inferchaos: the runner (pid {pid}) is gone: stopping the load", flush=True)
+            if environment.runner is not None:
+                environment.runner.quit()
+            return
+
+
+@events.init.add_listener
+def _on_init(environment, **_kw) -> None:
+    if OWNER.partition(":")[0].isdigit():
+        gevent.spawn(_watch_owner, environment)
 
 
 @events.quitting.add_listener

@@ -31,6 +31,15 @@ from inferchaos.errors import UsageError
 
 #: the variable `targets.local.processes.marked` looks for (load/ imports nothing of targets/).
 MARK_ENV = "INFERCHAOS_MARK"
+
+
+def _start_time(pid: int) -> str | None:
+    """Clock ticks since boot when `pid` started: with the pid, it names a process for good."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
 from load.records import (
     RequestLogTail,
     RequestRecord,
@@ -149,6 +158,7 @@ class LoadRunner:
         env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env.update(self.extra_env)
         env[MARK_ENV] = self.mark
+        env["INFERCHAOS_OWNER"] = f"{os.getpid()}:{_start_time(os.getpid())}"
         return env
 
     @property

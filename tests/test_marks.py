@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+import subprocess
 from pathlib import Path
 
 from faults.ledger import UndoStep
@@ -40,3 +41,33 @@ def test_locust_carries_its_mark_from_the_start(tmp_path: Path):
     assert runner.environment()[MARK_ENV] == runner.mark
     assert runner.mark != LoadRunner("http://127.0.0.1:9", tmp_path / "r2.jsonl", LoadProfile(users=1)).mark
 
+
+
+OWNER = """
+import sys, time
+import subprocess
+from pathlib import Path
+from load.runner import LoadProfile, LoadRunner
+runner = LoadRunner("http://127.0.0.1:9", Path(sys.argv[1]), LoadProfile(users=2, spawn_rate=10))
+runner.start()
+print(runner.pgid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_locust_stops_itself_when_its_runner_is_killed(tmp_path: Path):
+    """The dead man's switch: a runner SIGKILLed with nobody to run `inferchaos recover`
+    must not leave load running for ever (it once ran 90 minutes against a dead port)."""
+    import signal
+
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path / "requests.jsonl")], stdout=subprocess.PIPE,
+                             text=True, cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
+    try:
+        pgid = int(owner.stdout.readline())  # type: ignore[union-attr]
+        assert group_alive(pgid)
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(10)
+        wait_for(lambda: not group_alive(pgid), 20, "locust to notice its runner is gone and stop")
+    finally:
+        if owner.poll() is None:
+            owner.kill()

@@ -50,7 +50,8 @@ def test_recover_after_the_runner_is_sigkilled_mid_fault(tmp_path):
         (locust_group,) = [u.args["pgid"] for u in load.undo if u.op == "end_group"]
         os.killpg(runner.pid, signal.SIGKILL)
         runner.wait()
-        assert group_alive(locust_group), "locust should outlive its SIGKILLed runner"
+        # locust outlives its SIGKILLed runner by up to a second (then its dead man's switch
+        # stops it): recover must end it either way
 
         res = subprocess.run([sys.executable, "-m", "inferchaos.cli", "recover", "--ledger", str(ledger_path)],
                              capture_output=True, text=True, timeout=60)
