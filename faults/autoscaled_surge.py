@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faults.local import LocalFault, non_negative
-from faults.traffic_surge import TrafficSurge, start_surge
+from faults.traffic_surge import TrafficSurge, describe_surge, start_surge, surge_profile
 from inferchaos.errors import UsageError
 from load.runner import LoadRunner
 from targets.local.autoscaler import Policy
@@ -71,16 +71,16 @@ class AutoscaledSurge(LocalFault):
                  [f"pre-heated to {self.preheat} replicas" for _ in [0] if self.preheat]
         return [f"cluster {self.cluster.state_dir}: {scaling}" + (", " + ", ".join(extras) if extras else "")
                 + "; settings written back on revert",
-                f"then a second locust adds {self.factor - 1:g}x the experiment's users for the fault window"]
+                f"then a second locust adds {describe_surge(self, self.factor, 200.0)} "
+                f"({self.factor - 1:g}x the experiment's load) for the fault window"]
 
     def _prepare(self) -> None:
         self.change_settings(**self.settings())
         self.cluster.wait_steady(120)
 
     def _inject(self) -> None:
-        users = max(1, round((self.run.users if self.run else 1) * (self.factor - 1)))
-        self._surge = start_surge(self, users, 200.0)
-        self.note("surge", f"+{users} users")
+        self._surge = start_surge(self, surge_profile(self, self.factor, 200.0))
+        self.note("surge", describe_surge(self, self.factor, 200.0))
 
     def load_runners(self) -> list[Any]:
         return [self._surge] if self._surge is not None else []

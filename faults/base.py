@@ -73,6 +73,8 @@ class RunContext:
     out_dir: Path
     users: int
     spawn_rate: float
+    #: the experiment's own load (load.runner.LoadProfile): a surge multiplies it.
+    load: Any = None
 
 
 @dataclass

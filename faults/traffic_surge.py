@@ -3,12 +3,14 @@
 Nothing breaks; the fleet is simply asked for more than it has. Dynamic batching fills
 its batches, queues grow and the tail latency is what users feel. The surge is a second
 locust, in its own process group (journalled, so `inferchaos recover` can end it), that
-adds (N - 1) times the experiment's users on top of the steady load.
+adds (N - 1) times the experiment's load on top of the steady one: its arrival rate under
+open loop (users arrive whatever the queue does, as in a flash sale), its users under
+closed loop (where the extra users also wait for their answers, so latency limits itself).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from faults.base import Fault
@@ -18,13 +20,27 @@ from load.runner import LoadProfile, LoadRunner
 from targets.local.processes import start_time
 
 
-def start_surge(fault: Fault, users: int, spawn_rate: float) -> LoadRunner:
-    """A second locust of `users` against the experiment's endpoint, its process group
+def surge_profile(fault: Fault, factor: float, spawn_rate: float) -> LoadProfile:
+    """The extra load a surge of `factor` adds: (factor - 1) times the experiment's."""
+    if fault.run is None:
+        raise UsageError(f"{fault.name} runs inside an experiment (it adds load to the experiment's own)")
+    base = fault.run.load if fault.run.load is not None else LoadProfile(users=fault.run.users)
+    return replace(base.scaled(factor - 1), spawn_rate=spawn_rate, processes=1)
+
+
+def describe_surge(fault: Fault, factor: float, spawn_rate: float) -> str:
+    if fault.run is None:
+        return f"{factor - 1:g}x the experiment's load"
+    extra = surge_profile(fault, factor, spawn_rate)
+    return f"+{extra.rate:g} req/s" if extra.open_loop else f"+{extra.users} users"
+
+
+def start_surge(fault: Fault, profile: LoadProfile) -> LoadRunner:
+    """A second locust with `profile` against the experiment's endpoint, its process group
     journalled in `fault`'s ledger entry the moment it exists."""
     if fault.run is None:
         raise UsageError(f"{fault.name} runs inside an experiment (it adds load to the experiment's own)")
-    surge = LoadRunner(fault.run.lb_url, fault.run.out_dir / "surge.jsonl",
-                       LoadProfile(users=users, spawn_rate=spawn_rate),
+    surge = LoadRunner(fault.run.lb_url, fault.run.out_dir / "surge.jsonl", profile,
                        log_locust_to=fault.run.out_dir / "surge-locust.log")
     fault.journal([step("end_marked", mark=surge.mark, what="surge locust")])
     surge.start(on_spawn=lambda pgid: fault.journal(
@@ -52,18 +68,14 @@ class TrafficSurge(Fault):
     def target_ref(self) -> dict[str, Any]:
         return {"kind": "endpoint", "url": self.run.lb_url if self.run else None}
 
-    def extra_users(self) -> int:
-        base = self.run.users if self.run else 0
-        return max(1, round(base * (self.factor - 1)))
-
     def _plan(self) -> list[str]:
         where = self.run.lb_url if self.run else "the endpoint under test"
-        return [f"start a second locust with {self.extra_users()} users at {self.spawn_rate:g}/s against {where} "
+        return [f"start a second locust with {describe_surge(self, self.factor, self.spawn_rate)} against {where} "
                 f"({self.factor:g}x the steady load); stop it on revert"]
 
     def _inject(self) -> None:
-        self._surge = start_surge(self, self.extra_users(), self.spawn_rate)
-        self.note("surge", f"+{self.extra_users()} users")
+        self._surge = start_surge(self, surge_profile(self, self.factor, self.spawn_rate))
+        self.note("surge", describe_surge(self, self.factor, self.spawn_rate))
 
     def load_runners(self) -> list[Any]:
         return [self._surge] if self._surge is not None else []
@@ -76,4 +88,6 @@ class TrafficSurge(Fault):
     def figures(self) -> dict[str, Any]:
         if self._surge is None:
             return {}
-        return {"surge_users": self.extra_users(), "surge_requests": len(self._surge.records())}
+        p = self._surge.profile
+        return {"surge_rate": p.rate, "surge_users": None if p.open_loop else p.users,
+                "surge_requests": len(self._surge.records())}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, ContextManager
 
@@ -22,6 +23,7 @@ from inferchaos.progress import Progress, Status
 from inferchaos.result import ExperimentResult, Phase
 from load.records import RequestRecord
 from load.runner import LoadProfile, LoadRunner, RequestLogTail
+from load.workload import Workload
 from probes.autoscaling import ScaleSampler, analyse as analyse_scaling
 from probes.canary import Canary, golden_window
 from probes.cold_start import cold_starts, worst
@@ -35,7 +37,8 @@ from probes.lb_sampler import LbSampler
 from probes.safeguard import Safeguard
 from probes.slo import ExperimentSlo
 from probes.verdict import judge, observed_from_window, reasons_from_window, recovery_time, verdict
-from probes.window import percentile, window
+from probes.integrity import integrity
+from probes.window import goodput, percentile, window
 from targets.base import Target
 from targets.local.processes import start_time
 
@@ -48,12 +51,14 @@ class Experiment:
     def __init__(self, id: str, target: Target, fault: Fault, slo: ExperimentSlo, out_dir: Path,
                  ledger: Ledger, progress: Progress | None = None,
                  scope: Callable[[str], ContextManager[object]] = lambda title: contextlib.nullcontext(),
-                 prometheus_url: str | None = None, annotations: Annotations | None = None) -> None:
+                 prometheus_url: str | None = None, annotations: Annotations | None = None,
+                 workload: Workload | None = None, arrival: str = "poisson", max_in_flight: int = 1024) -> None:
         """`scope(title)` wraps each stage of the run (steady state, each phase): the
         report layer turns them into Allure steps without the engine knowing of Allure.
         `prometheus_url` answers the SLO file's PromQL objectives; `annotations` tells the
         dashboards when the fault was applied."""
         self.prometheus_url, self.annotations = prometheus_url, annotations
+        self.workload, self.arrival, self.max_in_flight = workload, arrival, max_in_flight
         self._window_open = False
         self.id, self.target, self.fault, self.slo = id, target, fault, slo
         self.out_dir, self.ledger = out_dir, ledger
@@ -68,13 +73,20 @@ class Experiment:
     def run(self) -> ExperimentResult:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         p = self.slo.phases
-        profile = LoadProfile(users=p.users, spawn_rate=p.spawn_rate, processes=p.processes)
+        profile = LoadProfile(users=p.users, spawn_rate=p.spawn_rate, processes=p.processes,
+                              rate=p.rate or None, arrival=self.arrival, max_in_flight=self.max_in_flight,
+                              workload=self.workload)
+        self.profile = profile
         load = LoadRunner(self.target.lb_url, self.out_dir / "requests.jsonl", profile,
                           log_locust_to=self.out_dir / "locust.log")
         sampler = LbSampler(self.target.lb_source())
         result = ExperimentResult(self.id, self.fault.name, "error", t0=time.monotonic(), wall0=time.time(),
                                   request_log=str(self.out_dir / "requests.jsonl"))
-        self.fault.run = RunContext(self.target.lb_url, self.out_dir, p.users, p.spawn_rate)
+        result.load = {"mode": "open" if profile.open_loop else "closed", "describe": profile.describe(),
+                       "rate": profile.rate, "users": None if profile.open_loop else profile.users,
+                       "arrival": profile.arrival if profile.open_loop else None,
+                       "workload": profile.resolved().describe()}
+        self.fault.run = RunContext(self.target.lb_url, self.out_dir, p.users, p.spawn_rate, load=profile)
         load_entry = None
         gpu = GpuProbe(interval_s=0.5)
         canary = self._canary()
@@ -91,6 +103,7 @@ class Experiment:
             with self.scope("steady state: every replica ready and in rotation"):
                 self.target.wait_steady()
             plan = self.fault.plan()
+            self.say(f"{self.id}: load: {profile.describe()}; {profile.resolved().describe()}")
             self.say(f"{self.id}: plan: " + "; ".join(plan))
             with self.scope("prepare: " + "; ".join(plan)):
                 self.fault.prepare()
@@ -218,6 +231,7 @@ class Experiment:
         result.during = window(result.records, inject.start, end)
         observed = observed_from_window(result.during)
         reasons = reasons_from_window(result.during)
+        self._load_measures(result, observed, reasons)
         observed["recovery_s"] = recovery_time(result.records, revert.end, end, self.slo.objectives)
         if observed["recovery_s"] is None:
             reasons["recovery_s"] = "errors or p99 never came back within objective before the run ended"
@@ -256,12 +270,35 @@ class Experiment:
             reasons.update(reasons_from_gpu(result.gpu, inject.start, end))
         if self.slo.promql:
             self._promql(result.wall0 + inject.start - result.t0, result.wall0 + end - result.t0, observed, reasons)
-        objectives = list(self.slo.objectives) + [p.objective for p in self.slo.promql]
+        objectives = [replace(o, optional=True) if o.key == "schedule_lag_p99_ms" and not self.profile.open_loop
+                      else o for o in self.slo.objectives] + [p.objective for p in self.slo.promql]
         result.slos = judge(objectives, observed, reasons)
         if self.safeguard.tripped:
             result.verdict, result.aborted = "aborted", self.safeguard.tripped
         else:
             result.verdict = verdict(result.slos)
+
+    def _load_measures(self, result: ExperimentResult, observed: dict, reasons: dict) -> None:
+        """Whether the load was what was asked (schedule lag over the whole run), goodput
+        against the SLO file's per-request constraints, and stream integrity."""
+        baseline, inject, end = result.phase("baseline"), result.phase("inject"), result.phase("recovery")
+        assert baseline and inject and end
+        if self.profile.open_loop:
+            observed["schedule_lag_p99_ms"] = window(result.records, baseline.start, end.end).schedule_lag_p99_ms
+            if observed["schedule_lag_p99_ms"] is None:
+                reasons["schedule_lag_p99_ms"] = "no request was scheduled"
+        else:
+            observed["schedule_lag_p99_ms"] = None
+            reasons["schedule_lag_p99_ms"] = "closed-loop load has no schedule to keep"
+        constraints = self.slo.goodput
+        observed["goodput_rps"] = goodput(result.records, inject.start, end.end, constraints)
+        if observed["goodput_rps"] is None:
+            reasons["goodput_rps"] = "no requests after injection"
+        checked = integrity(result.records, (baseline.start, inject.start), (inject.start, end.end))
+        result.integrity = asdict(checked) | {"rate": checked.rate}
+        observed["stream_integrity"] = checked.rate
+        if checked.rate is None:
+            reasons["stream_integrity"] = checked.reason
 
     def _promql(self, start_wall: float, end_wall: float, observed: dict, reasons: dict) -> None:
         """The SLO file's PromQL objectives over inject -> end, once Prometheus has scraped

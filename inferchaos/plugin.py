@@ -25,7 +25,9 @@ from faults.ledger import DEFAULT_LEDGER, Ledger
 from faults.undo import step
 from inferchaos.engine import Experiment, ExperimentResult
 from inferchaos.annotations import GRAFANA_TOKEN_ENV, Annotations
-from inferchaos import kube_options
+from inferchaos import kube_options, load_options
+from inferchaos.load_options import LoadOptions
+from load.workload import Workload, resolve
 from inferchaos.costing import experiment_cost
 from inferchaos.errors import InferchaosError, NotOnTarget, UsageError
 from inferchaos.progress import CLEAR, Progress
@@ -75,6 +77,9 @@ class ChaosSession:
     prometheus_url: str | None = None
     grafana_url: str | None = None
     metrics_port: int | None = 0
+    load: LoadOptions = field(default_factory=LoadOptions)
+    #: what the load sends, resolved from the server once the target is up.
+    workload: Workload | None = None
 
 
 CHAOS_MARK = ("chaos(severity='normal', owner=None, model=None, runbook=None): what the report says of an "
@@ -103,6 +108,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="price per GPU-hour of one GPU type (repeatable), e.g. NVIDIA-H100-80GB-HBM3=4.10")
     g.addoption("--chaos-dry-run", action="store_true",
                 help="print what each experiment would do to which objects, and change nothing")
+    load_options.add_options(parser.getgroup("inferchaos-load", "chaos experiments: the load and the server"))
     kube_options.add_options(parser.getgroup("inferchaos-kubernetes", "chaos experiments: --target kubernetes"))
 
 
@@ -137,7 +143,10 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
     if port != "off" and not (port.isdigit() and 0 <= int(port) <= 65535):
         raise UsageError(f"--metrics-port {port!r}: expected a port number 0..65535, or off")
     slo_path = Path(config.getoption("--slo") or default_slo_path())
-    overrides = list(config.getoption("--slo-set"))
+    load = load_options.settings(config.getoption)
+    if (load.replica_cmd or load.ready_path) and target != "local":
+        raise UsageError("--replica-cmd and --ready-path apply to --target local only")
+    overrides = list(config.getoption("--slo-set")) + load.slo_overrides()
     load_slo(slo_path, "spot_reclamation", overrides)  # validates the file and every override now
     report = config.getoption("--chaos-report")
     state_dir = config.getoption("--state-dir")
@@ -160,7 +169,7 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
         report_dir=Path(report) if report else Path(".inferchaos/runs"), summary=bool(report),
         state_dir=Path(state_dir) if state_dir else None, prometheus_url=config.getoption("--prometheus"),
         grafana_url=config.getoption("--grafana"), metrics_port=None if port == "off" else int(port),
-        kube=kube, dry_run=config.getoption("--chaos-dry-run"), prices=prices,
+        kube=kube, dry_run=config.getoption("--chaos-dry-run"), prices=prices, load=load,
     )
 
 
@@ -282,7 +291,14 @@ def target(chaos: ChaosSession, request: pytest.FixtureRequest) -> Iterator[Targ
         chaos.cluster = _cluster_info(cluster)
         yield cluster
         return
-    spec = ClusterSpec(replicas=3, provisioning_delay_s=2.0, prometheus=shutil.which("prometheus") is not None)
+    custom = {"replica_cmd": chaos.load.replica_cmd} if chaos.load.replica_cmd else {}
+    if chaos.load.ready_path:
+        custom["ready_path"] = chaos.load.ready_path
+    try:
+        spec = ClusterSpec(replicas=3, provisioning_delay_s=2.0, prometheus=shutil.which("prometheus") is not None,
+                           **custom)
+    except UsageError as exc:
+        pytest.exit(f"inferchaos: error: {exc}", returncode=2)
     cluster = LocalCluster(spec, owner_pid=os.getpid())
     chaos.cluster = _cluster_info(cluster)
     entry = chaos.ledger.applied("cluster", [step("stop_cluster", state_dir=str(cluster.state_dir))],
@@ -332,8 +348,22 @@ def annotations(chaos: ChaosSession, target: Target, request: pytest.FixtureRequ
             scrape.unlink(missing_ok=True)
 
 
+@pytest.fixture(scope="session")
+def workload(chaos: ChaosSession, target: Target, request: pytest.FixtureRequest) -> Workload:
+    """What the load sends, from the server's own metadata (or --payload): a model the
+    server does not list, or an API it does not speak, stops the run before any fault."""
+    if chaos.workload is None:
+        o = chaos.load
+        try:
+            chaos.workload = resolve(target.lb_url, o.api, o.model, o.payload, o.headers)
+        except UsageError as exc:
+            pytest.exit(f"inferchaos: error: {exc}", returncode=2)
+        _progress(request.config).say(f"workload: {chaos.workload.describe()}")
+    return chaos.workload
+
+
 @pytest.fixture
-def run_experiment(chaos: ChaosSession, target: Target, annotations: Annotations,
+def run_experiment(chaos: ChaosSession, target: Target, annotations: Annotations, workload: Workload,
                    request: pytest.FixtureRequest) -> Callable[[Fault], ExperimentResult]:
     """Run one fault under load through all phases; returns the result with SLO verdicts."""
 
@@ -357,7 +387,8 @@ def run_experiment(chaos: ChaosSession, target: Target, annotations: Annotations
         result = Experiment(experiment_id, target, fault, slo, out, chaos.ledger, progress,
                             scope=allure_results.step,
                             prometheus_url=chaos.prometheus_url or target.prometheus_url,
-                            annotations=annotations).run()
+                            annotations=annotations, workload=workload, arrival=chaos.load.arrival,
+                            max_in_flight=chaos.load.max_in_flight).run()
         result.labels = meta
         result.cost = experiment_cost(result, target, slo, chaos.prices)
         chaos.results.append(result)

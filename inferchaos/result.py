@@ -65,6 +65,10 @@ class ExperimentResult:
     labels: dict = field(default_factory=dict)
     lb_samples: list[LbSample] = field(default_factory=list, repr=False)
     records: list[RequestRecord] = field(default_factory=list, repr=False)
+    #: the load as it ran: "open loop, 100 req/s (poisson)" or "closed loop, 8 users", and the workload.
+    load: dict = field(default_factory=dict)
+    #: stream integrity over inject -> end (probes.integrity.Integrity as a dict).
+    integrity: dict | None = None
     #: monotonic and wall clock at the start, to turn run times into dates at the edges.
     t0: float = 0.0
     wall0: float = 0.0
@@ -153,6 +157,7 @@ class ExperimentResult:
     def to_summary(self) -> dict:
         return {
             "id": self.id, "fault": self.fault, "verdict": self.verdict, "labels": self.labels,
+            "load": self.load, "integrity": self.integrity,
             "slos": [{"name": s.name, "objective": s.objective, "observed": s.observed, "ok": s.ok,
                       **({"optional": True} if s.optional else {}), "detail": s.detail} for s in self.slos],
             "requests": self.requests, "fault_window": self.fault_window,

@@ -1,32 +1,45 @@
-"""Inference users for locust: closed-loop clients of the KServe v2 and OpenAI APIs.
+"""Inference clients for locust: open-loop arrivals (default) or closed-loop users.
 
 Run by `load.runner.LoadRunner` as `python -m locust -f load/locustfile.py ...` in its own
 process; never import this module elsewhere (importing locust monkey-patches the process).
 
-Environment:
-  INFERCHAOS_MIX          task weights, default "infer=8,completion=1,stream=1"
-  INFERCHAOS_MODEL        model name, default "mlp"
-  INFERCHAOS_MAX_TOKENS   max_tokens of completions, default 8
-  INFERCHAOS_WAIT_S       wait between a user's requests, default 0 (closed loop)
-  INFERCHAOS_TIMEOUT_S    connect and read timeout, default 30
-  INFERCHAOS_REQUEST_LOG  path prefix of the request log; each process appends to
-                          <prefix>.<hostname>-<pid>.part. Unset: no request log.
+Open loop: one `ArrivalUser` per load process schedules requests at the target rate
+(constant or Poisson gaps) whether or not earlier ones answered, each in its own
+greenlet, up to a cap in flight. A hung replica then holds requests, not users: the
+requests keep arriving and their wait shows, measured from the scheduled send time
+(no coordinated omission). Closed loop (`InferenceUser`, INFERCHAOS_RATE unset) keeps
+the old model: N users, each waiting for its answer before the next request.
 
-Each request becomes one `RequestRecord`; `ok` judges the body, not just the status.
-Locust's own request events still fire (failures marked), so its stats stay right.
+Every request scheduled gets a record: answered, failed, cut mid-stream (`incomplete`,
+with the tokens received), still in flight when the load stopped (after a drain of
+INFERCHAOS_DRAIN_S), or never sent because the client fell behind.
+
+Environment:
+  INFERCHAOS_WORKLOAD     the resolved workload (load.workload.Workload as JSON)
+  INFERCHAOS_RATE         arrivals/s of this whole run; unset or 0: closed loop
+  INFERCHAOS_ARRIVAL      poisson (default) or constant
+  INFERCHAOS_ARRIVAL_USERS  how many arrival users share the rate (one per process)
+  INFERCHAOS_MAX_IN_FLIGHT  requests in flight per arrival user, at most (default 1024)
+  INFERCHAOS_DRAIN_S      on stop, how long in-flight requests may still finish (default 5)
+  INFERCHAOS_WAIT_S       closed loop: wait between a user's requests, default 0
+  INFERCHAOS_TIMEOUT_S    connect and read timeout, default 30
+  INFERCHAOS_REQUEST_LOG  path prefix of the request log (<prefix>.<host>-<pid>.part)
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
 
 import gevent
+import gevent.pool
 from locust import FastHttpUser, constant, events, task
+from locust.exception import StopUser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -34,36 +47,48 @@ from load.records import (  # noqa: E402
     FEATURE_AGE_HEADER,
     FEATURE_VERSION_HEADER,
     REPLICA_HEADER,
+    STREAMING,
     RecordWriter,
     RequestRecord,
     SSEScanner,
-    check_completion_body,
     header_float,
     header_int,
+    parse_completion_body,
     parse_infer_body,
-    parse_mix,
     worker_id,
 )
+from load.workload import WORKLOAD_ENV, Workload, reference  # noqa: E402
 
-MIX = parse_mix(os.environ.get("INFERCHAOS_MIX", "infer=8,completion=1,stream=1"))
-MODEL = os.environ.get("INFERCHAOS_MODEL", "mlp")
-MAX_TOKENS = int(os.environ.get("INFERCHAOS_MAX_TOKENS", "8"))
+# A background job of a shell starts with SIGINT ignored, and Python then installs no
+# KeyboardInterrupt handler: the runner's SIGINT would do nothing and every stop would
+# wait for the SIGKILL. Take the signal back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+WORKLOAD = Workload.from_json(os.environ[WORKLOAD_ENV]) if os.environ.get(WORKLOAD_ENV) else reference()
+RATE = float(os.environ.get("INFERCHAOS_RATE") or 0)
+ARRIVAL = os.environ.get("INFERCHAOS_ARRIVAL", "poisson")
+ARRIVAL_USERS = max(1, int(os.environ.get("INFERCHAOS_ARRIVAL_USERS") or 1))
+MAX_IN_FLIGHT = int(os.environ.get("INFERCHAOS_MAX_IN_FLIGHT") or 1024)
+DRAIN_S = float(os.environ.get("INFERCHAOS_DRAIN_S") or 5)
 WAIT_S = float(os.environ.get("INFERCHAOS_WAIT_S", "0"))
 TIMEOUT_S = float(os.environ.get("INFERCHAOS_TIMEOUT_S", "30"))
 LOG_PREFIX = os.environ.get("INFERCHAOS_REQUEST_LOG") or None
 #: the runner that started this load ("pid:start time"): when it is gone, so is the load.
 OWNER = os.environ.get("INFERCHAOS_OWNER", "")
-
-INFER_PATH = f"/v2/models/{MODEL}/infer"
-COMPLETIONS_PATH = "/v1/completions"
-JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
-SSE_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-PROMPTS = ("the quick brown fox", "tell me about spot instances", "alpha bravo charlie",
-           "why is the batch late", "hello")
+KINDS = [k for k, w in WORKLOAD.mix.items() if w]
+WEIGHTS = [WORKLOAD.mix[k] for k in KINDS]
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json",
+                **WORKLOAD.header_values()}
+SSE_HEADERS = {**JSON_HEADERS, "Accept": "text/event-stream"}
 
 _writer: RecordWriter | None = RecordWriter(LOG_PREFIX) if LOG_PREFIX else None
 _flusher: gevent.Greenlet | None = None
 _worker: tuple[int, str] | None = None
+_stopping = False
+#: monotonic time the load was told to stop: arrivals due before it are still sent.
+_stop_at: float | None = None
+_closed = False
 
 
 def _worker_name() -> str:
@@ -112,32 +137,73 @@ def _watch_owner(environment) -> None:
             return
 
 
-@events.init.add_listener
-def _on_init(environment, **_kw) -> None:
-    if OWNER.partition(":")[0].isdigit():
-        gevent.spawn(_watch_owner, environment)
+def _wall(mono: float) -> float:
+    return time.time() - (time.monotonic() - mono)
 
 
-@events.quitting.add_listener
-def _on_quitting(**_kw) -> None:
-    if _writer is not None:
-        _writer.flush()
+# --------------------------------------------------------------------------- requests
+class Flight:
+    """One request from its scheduled time to its record; what the drain reports if it
+    is still out when the load stops."""
+
+    __slots__ = ("kind", "scheduled", "sent", "status", "replica", "token_times", "prompt", "reported")
+
+    def __init__(self, kind: str, scheduled: float) -> None:
+        self.kind, self.scheduled = kind, scheduled
+        self.sent: float | None = None
+        self.status = 0
+        self.replica: str | None = None
+        self.token_times: list[float] = []
+        self.prompt: int | None = None
+        self.reported = False
+
+    def record(self, end: float, status: int, error: str | None, resp=None, *, incomplete: bool = False,
+               prediction: float | None = None, text: str | None = None) -> RequestRecord | None:
+        if self.reported:
+            return None
+        self.reported = True
+        ok = error is None and status == 200
+        if error is None and not ok:
+            error = f"HTTP {status}" if status else "no response"
+        times = self.token_times
+        streaming = self.kind in STREAMING
+        record = RequestRecord(
+            start=self.scheduled, wall=_wall(self.scheduled), latency_s=end - self.scheduled, kind=self.kind,
+            status=status, ok=ok, error=error, replica=_header(resp, REPLICA_HEADER) or self.replica,
+            ttft_s=times[0] - self.scheduled if times else None,
+            feature_version=header_int(_header(resp, FEATURE_VERSION_HEADER)),
+            feature_age_s=header_float(_header(resp, FEATURE_AGE_HEADER)),
+            worker=_worker_name(), prediction=prediction if ok else None,
+            lag_s=max(0.0, (self.sent if self.sent is not None else end) - self.scheduled),
+            tokens=len(times) if streaming else None,
+            itl_ms=tuple(round((b - a) * 1000.0, 3) for a, b in zip(times, times[1:])) if len(times) > 1 else None,
+            incomplete=incomplete, prompt=self.prompt,
+            text_sha=hashlib.sha1(text.encode()).hexdigest()[:16] if ok and text else None,
+        )
+        _emit(record)
+        return record
 
 
-@events.quit.add_listener
-def _on_quit(**_kw) -> None:
-    if _writer is not None:
-        _writer.close()
+_flights: dict[int, Flight] = {}
 
 
-def _infer_payload() -> bytes:
-    data = [round(random.uniform(-1.0, 1.0), 4) for _ in range(16)]
-    return json.dumps({"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": data}]}).encode()
-
-
-def _completion_payload(stream: bool) -> bytes:
-    return json.dumps({"model": MODEL, "prompt": random.choice(PROMPTS), "max_tokens": MAX_TOKENS,
-                       "stream": stream}).encode()
+def send(client, kind: str, scheduled: float) -> None:
+    """One request of `kind`, due at `scheduled` (monotonic), recorded whatever happens."""
+    flight = Flight(kind, scheduled)
+    _flights[id(flight)] = flight
+    try:
+        path, body, flight.prompt = WORKLOAD.body(kind)
+        flight.sent = time.monotonic()
+        if kind in STREAMING:
+            _stream(client, flight, path, body)
+        else:
+            _unary(client, flight, path, body)
+    except gevent.GreenletExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken request must still be a record
+        flight.record(time.monotonic(), flight.status, f"client error ({_exc_name(exc)})")
+    finally:
+        _flights.pop(id(flight), None)
 
 
 def _exc_name(exc: BaseException) -> str:
@@ -158,98 +224,169 @@ def _header(resp, name: str) -> str | None:
         return None
 
 
-class InferenceUser(FastHttpUser):
-    """One closed-loop client; the mix of tasks comes from INFERCHAOS_MIX."""
+def _unary(client, flight: Flight, path: str, payload: bytes) -> None:
+    prediction = text = None
+    with client.post(path, data=payload, headers=JSON_HEADERS, name=flight.kind, catch_response=True) as resp:
+        exc = resp.request_meta.get("exception")
+        status = flight.status = int(resp.status_code or 0)
+        if exc is not None and status == 200:
+            error = f"truncated body ({_exc_name(exc)})"  # headers came, the body did not
+        elif status != 200:
+            error = f"HTTP {status}" if status else _exc_name(exc) if exc is not None else "no response"
+        else:
+            try:
+                body = resp.content
+            except Exception as e:  # noqa: BLE001
+                body, error = None, f"truncated body ({_exc_name(e)})"
+            else:
+                if flight.kind == "infer":
+                    error, prediction = parse_infer_body(body, WORKLOAD.output_len)
+                else:
+                    error, text = parse_completion_body(body, chat=flight.kind == "chat")
+        if error is None:
+            resp.success()
+        else:
+            resp.failure(error)
+        flight.record(time.monotonic(), status, error, resp, prediction=prediction, text=text)
 
+
+def _stream(client, flight: Flight, path: str, payload: bytes) -> None:
+    nbytes = 0
+    sse = SSEScanner()
+    with client.post(path, data=payload, headers=SSE_HEADERS, name=flight.kind, stream=True,
+                     catch_response=True) as resp:
+        exc = resp.request_meta.get("exception")
+        status = flight.status = int(resp.status_code or 0)
+        flight.replica = _header(resp, REPLICA_HEADER)
+        error: str | None = None
+        if status != 200:
+            error = f"HTTP {status}" if status else _exc_name(exc) if exc is not None else "no response"
+        elif exc is not None:
+            error = _exc_name(exc)
+        else:
+            try:
+                # Not resp.iter_content(n): geventhttpclient's read(n) waits for n bytes, so
+                # the first token would only show when n bytes (or the end) came. readline
+                # returns each SSE line as soon as it is in; b"" at the end of the body.
+                raw = resp._response
+                while line := raw.readline(b"\n"):
+                    nbytes += len(line)
+                    new = sse.feed(line)
+                    if new:
+                        flight.token_times.extend([time.monotonic()] * new)
+            except Exception as e:  # noqa: BLE001 - timeouts and resets end the stream
+                error = f"{'no [DONE]' if sse.chunks else 'empty body'} ({_exc_name(e)})"
+            if error is None:
+                error = sse.verdict()
+        end = time.monotonic()
+        # locust times a stream=True request only until its headers: count the body too
+        resp.request_meta["response_time"] = (end - (flight.sent or end)) * 1000.0
+        resp.request_meta["response_length"] = nbytes
+        if error is None:
+            resp.success()
+        else:
+            resp.failure(error)
+        flight.record(end, status, error, resp, incomplete=status == 200 and not sse.done, text=sse.text)
+
+
+# --------------------------------------------------------------------------- arrivals
+class Schedule:
+    """Arrival times at `rate`/s from `t0`: constant gaps, or exponential ones (Poisson)."""
+
+    def __init__(self, rate: float, t0: float, poisson: bool, seed: int | None = None) -> None:
+        self.rate, self.poisson = rate, poisson
+        self._rng = random.Random(seed)
+        self.next = t0 + self._gap()
+
+    def _gap(self) -> float:
+        return self._rng.expovariate(self.rate) if self.poisson else 1.0 / self.rate
+
+    def advance(self) -> float:
+        due, self.next = self.next, self.next + self._gap()
+        return due
+
+
+_schedules: list[Schedule] = []
+
+
+class ArrivalUser(FastHttpUser):
+    """The open-loop source: requests at the schedule's times, each in its own greenlet."""
+
+    weight = 1 if RATE > 0 else 0
+    wait_time = constant(0)
+    network_timeout = TIMEOUT_S
+    connection_timeout = TIMEOUT_S
+    max_retries = 0
+    concurrency = MAX_IN_FLIGHT
+
+    @task
+    def arrive(self) -> None:
+        schedule = Schedule(RATE / ARRIVAL_USERS, time.monotonic(), ARRIVAL == "poisson")
+        _schedules.append(schedule)
+        pool = gevent.pool.Pool(MAX_IN_FLIGHT)
+        while not _closed and (_stop_at is None or schedule.next <= _stop_at):
+            delay = schedule.next - time.monotonic()
+            if delay > 0:
+                gevent.sleep(min(delay, 0.25))
+                continue
+            kind = random.choices(KINDS, WEIGHTS)[0]
+            pool.spawn(send, self.client, kind, schedule.advance())  # blocks while the cap is reached
+        raise StopUser()
+
+
+class InferenceUser(FastHttpUser):
+    """One closed-loop client: its next request waits for its last answer."""
+
+    weight = 0 if RATE > 0 else 1
     wait_time = constant(WAIT_S)
     network_timeout = TIMEOUT_S
     connection_timeout = TIMEOUT_S
     max_retries = 0
 
-    def _record(self, kind: str, t0: float, wall: float, latency_s: float, resp, error: str | None,
-                ttft_s: float | None = None, prediction: float | None = None) -> None:
-        status = int(getattr(resp, "status_code", 0) or 0)
-        if error is None and status != 200:
-            error = f"HTTP {status}" if status else "no response"
-        ok = error is None
-        _emit(RequestRecord(
-            start=t0, wall=wall, latency_s=latency_s, kind=kind, status=status, ok=ok, error=error,
-            replica=_header(resp, REPLICA_HEADER), ttft_s=ttft_s,
-            feature_version=header_int(_header(resp, FEATURE_VERSION_HEADER)),
-            feature_age_s=header_float(_header(resp, FEATURE_AGE_HEADER)),
-            worker=_worker_name(), prediction=prediction if ok else None,
-        ))
+    @task
+    def request(self) -> None:
+        if _stopping:
+            raise StopUser()
+        send(self.client, random.choices(KINDS, WEIGHTS)[0], time.monotonic())
 
-    def _unary(self, kind: str, path: str, payload: bytes, check) -> None:
-        """`check(body)` -> (error or None, prediction or None)."""
-        wall, t0 = time.time(), time.monotonic()
-        prediction = None
-        with self.client.post(path, data=payload, headers=JSON_HEADERS, name=kind, catch_response=True) as resp:
-            exc = resp.request_meta.get("exception")
-            status = int(resp.status_code or 0)
-            if exc is not None and status == 200:
-                error = f"truncated body ({_exc_name(exc)})"  # headers came, the body did not
-            elif status != 200:
-                error = f"HTTP {status}" if status else _exc_name(exc) if exc is not None else "no response"
-            else:
-                try:
-                    body = resp.content
-                except Exception as e:  # noqa: BLE001
-                    body, error = None, f"truncated body ({_exc_name(e)})"
-                else:
-                    error, prediction = check(body)
-            latency = time.monotonic() - t0
-            if error is None:
-                resp.success()
-            else:
-                resp.failure(error)
-            self._record(kind, t0, wall, latency, resp, error, prediction=prediction)
 
-    @task(MIX.get("infer", 0))
-    def infer(self) -> None:
-        self._unary("infer", INFER_PATH, _infer_payload(), parse_infer_body)
+# --------------------------------------------------------------------------- stopping
+def drain(now: float | None = None) -> None:
+    """Stop scheduling (what was due before now is still sent); let what is in flight
+    finish for up to DRAIN_S; record the rest, and every arrival that was due but never
+    sent because the client fell behind."""
+    global _stopping, _stop_at, _closed
+    _stopping = True
+    stop_at = _stop_at = time.monotonic() if now is None else now
+    deadline = stop_at + DRAIN_S
+    while (_flights or any(s.next <= stop_at for s in _schedules)) and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    _closed = True
+    end = time.monotonic()
+    for flight in list(_flights.values()):
+        what = "cut" if flight.token_times else "no answer"
+        flight.record(end, flight.status, f"in flight when the load stopped ({what} after "
+                      f"{end - flight.scheduled:.1f} s)", incomplete=True)
+    for schedule in _schedules:
+        while schedule.next <= stop_at:
+            Flight(random.choices(KINDS, WEIGHTS)[0], schedule.advance()).record(
+                end, 0, "not sent: the client fell behind its schedule", incomplete=True)
 
-    @task(MIX.get("completion", 0))
-    def completion(self) -> None:
-        self._unary("completion", COMPLETIONS_PATH, _completion_payload(False),
-                    lambda body: (check_completion_body(body), None))
 
-    @task(MIX.get("stream", 0))
-    def stream(self) -> None:
-        wall, t0 = time.time(), time.monotonic()
-        ttft: float | None = None
-        nbytes = 0
-        with self.client.post(COMPLETIONS_PATH, data=_completion_payload(True), headers=SSE_HEADERS,
-                              name="stream", stream=True, catch_response=True) as resp:
-            exc = resp.request_meta.get("exception")
-            status = int(resp.status_code or 0)
-            error: str | None = None
-            if status != 200:
-                error = f"HTTP {status}" if status else _exc_name(exc) if exc is not None else "no response"
-            elif exc is not None:
-                error = _exc_name(exc)
-            else:
-                sse = SSEScanner()
-                try:
-                    # Not resp.iter_content(n): geventhttpclient's read(n) waits for n bytes, so
-                    # the first token would only show when n bytes (or the end) came. readline
-                    # returns each SSE line as soon as it is in; b"" at the end of the body.
-                    raw = resp._response
-                    while line := raw.readline(b"\n"):
-                        nbytes += len(line)
-                        if sse.feed(line) and ttft is None:
-                            ttft = time.monotonic() - t0
-                except Exception as e:  # noqa: BLE001 - timeouts and resets end the stream
-                    error = f"{'no [DONE]' if sse.chunks else 'empty body'} ({_exc_name(e)})"
-                if error is None:
-                    error = sse.verdict()
-            latency = time.monotonic() - t0
-            # locust times a stream=True request only until its headers: count the body too
-            resp.request_meta["response_time"] = latency * 1000.0
-            resp.request_meta["response_length"] = nbytes
-            if error is None:
-                resp.success()
-            else:
-                resp.failure(error)
-            self._record("stream", t0, wall, latency, resp, error, ttft_s=ttft)
+@events.init.add_listener
+def _on_init(environment, **_kw) -> None:
+    if OWNER.partition(":")[0].isdigit():
+        gevent.spawn(_watch_owner, environment)
 
+
+@events.quitting.add_listener
+def _on_quitting(**_kw) -> None:
+    drain()
+    if _writer is not None:
+        _writer.flush()
+
+
+@events.quit.add_listener
+def _on_quit(**_kw) -> None:
+    if _writer is not None:
+        _writer.close()

@@ -24,7 +24,9 @@ from typing import Any, Iterable
 
 from inferchaos.errors import UsageError
 
-KINDS = ("infer", "completion", "stream")
+KINDS = ("infer", "completion", "stream", "chat", "chat_stream")
+#: the kinds whose answer comes as server-sent events, token by token.
+STREAMING = frozenset({"stream", "chat_stream"})
 REPLICA_HEADER = "x-inferchaos-replica"
 FEATURE_VERSION_HEADER = "x-inferchaos-feature-version"
 FEATURE_AGE_HEADER = "x-inferchaos-feature-age-s"
@@ -35,11 +37,13 @@ PART_SUFFIX = ".part"
 # --------------------------------------------------------------------------- the record
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    #: time.monotonic() when the request started (CLOCK_MONOTONIC: comparable across processes).
+    #: time.monotonic() when the request was due: its scheduled send time under open-loop
+    #: load, the send itself under closed loop (CLOCK_MONOTONIC: comparable across processes).
     start: float
     #: time.time() at start, for display only.
     wall: float
-    #: until the full body was read (or the request failed).
+    #: from `start` until the full body was read (or the request failed): what the user felt,
+    #: schedule lag included, so a client that fell behind cannot hide the wait.
     latency_s: float
     kind: str
     #: HTTP status, 0 when no response came.
@@ -56,10 +60,28 @@ class RequestRecord:
     worker: str = ""
     #: infer only: the answer's top-class probability, whose distribution the drift probe compares.
     prediction: float | None = None
+    #: seconds between the scheduled send time and the send (open loop; 0 under closed loop).
+    lag_s: float = 0.0
+    #: streams: tokens (text-bearing chunks) received, also when the stream was cut.
+    tokens: int | None = None
+    #: streams: gaps between successive tokens, ms (inter-token latency).
+    itl_ms: tuple[float, ...] | None = None
+    #: the answer never finished: a stream cut before its end, or a request still in flight
+    #: when the load stopped (its latency is then a lower bound).
+    incomplete: bool = False
+    #: which of the workload's prompts or payloads was sent (stream integrity, golden answers).
+    prompt: int | None = None
+    #: sha1 of a completed answer's text (completions), for stream integrity.
+    text_sha: str | None = None
 
     @property
     def end(self) -> float:
         return self.start + self.latency_s
+
+    @property
+    def tpot_ms(self) -> float | None:
+        """Mean time per output token after the first (vLLM's benchmark and aiperf's TPOT)."""
+        return sum(self.itl_ms) / len(self.itl_ms) if self.itl_ms else None
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in FIELDS}
@@ -80,6 +102,12 @@ class RequestRecord:
                 feature_age_s=None if d.get("feature_age_s") is None else float(d["feature_age_s"]),
                 worker=str(d.get("worker") or ""),
                 prediction=None if d.get("prediction") is None else float(d["prediction"]),
+                lag_s=float(d.get("lag_s") or 0.0),
+                tokens=None if d.get("tokens") is None else int(d["tokens"]),
+                itl_ms=None if d.get("itl_ms") is None else tuple(float(x) for x in d["itl_ms"]),
+                incomplete=bool(d.get("incomplete", False)),
+                prompt=None if d.get("prompt") is None else int(d["prompt"]),
+                text_sha=d.get("text_sha"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a request record ({type(exc).__name__}: {exc}): {d!r:.200}") from None
@@ -113,14 +141,16 @@ def header_float(value: str | None) -> float | None:
 
 
 # --------------------------------------------------------------------------- what "ok" means
-def check_infer_body(body: bytes | None) -> str | None:
+def check_infer_body(body: bytes | None, length: int | None = OUTPUT_DIM) -> str | None:
     """None when `body` is a valid answer of /v2/models/{m}/infer, else a short reason."""
-    return parse_infer_body(body)[0]
+    return parse_infer_body(body, length)[0]
 
 
-def parse_infer_body(body: bytes | None) -> tuple[str | None, float | None]:
-    """(None, top-class probability) for a valid infer answer, else (reason, None): one
-    parse serves both the validity check and the drift probe's prediction."""
+def parse_infer_body(body: bytes | None, length: int | None = OUTPUT_DIM) -> tuple[str | None, float | None]:
+    """(None, largest output value) for a valid infer answer, else (reason, None): one
+    parse serves both the validity check and the drift probe's prediction. `length` is
+    how many numbers outputs[0] must hold (the model's metadata says); None: any, but
+    at least one. For a classifier's probabilities the largest is the top class's."""
     if not body:
         return "empty body", None
     try:
@@ -131,36 +161,61 @@ def parse_infer_body(body: bytes | None) -> tuple[str | None, float | None]:
         data = doc["outputs"][0]["data"]
     except (KeyError, IndexError, TypeError):
         return "no outputs[0].data", None
-    if not isinstance(data, list) or len(data) != OUTPUT_DIM:
-        return f"outputs[0].data is not {OUTPUT_DIM} numbers", None
+    what = f"{length} numbers" if length else "a list of numbers"
+    if not isinstance(data, list) or not data or (length is not None and len(data) != length):
+        return f"outputs[0].data is not {what}", None
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in data):
-        return f"outputs[0].data is not {OUTPUT_DIM} numbers", None
+        return f"outputs[0].data is not {what}", None
     top = max(data)
     return (None, float(top)) if math.isfinite(top) else ("outputs[0].data is not finite", None)
 
 
-def check_completion_body(body: bytes | None) -> str | None:
+def check_completion_body(body: bytes | None, chat: bool = False) -> str | None:
     """None when `body` is a valid non-streaming /v1/completions answer, else a short reason."""
+    return parse_completion_body(body, chat)[0]
+
+
+def parse_completion_body(body: bytes | None, chat: bool = False) -> tuple[str | None, str | None]:
+    """(None, text) for a valid /v1/completions (or, `chat`, /v1/chat/completions) answer,
+    else (reason, None)."""
     if not body:
-        return "empty body"
+        return "empty body", None
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return "truncated or invalid JSON"
+        return "truncated or invalid JSON", None
+    where = "choices[0].message.content" if chat else "choices[0].text"
     try:
-        text = doc["choices"][0]["text"]
+        choice = doc["choices"][0]
+        text = choice["message"]["content"] if chat else choice["text"]
     except (KeyError, IndexError, TypeError):
-        return "no choices[0].text"
+        return f"no {where}", None
     if not isinstance(text, str) or not text:
-        return "empty completion text"
-    return None
+        return "empty completion text", None
+    return None, text
+
+
+def chunk_text(payload: bytes) -> str | None:
+    """The text one SSE data chunk of a completion (or chat completion) carries; None when
+    it carries none (a role-only delta, a usage chunk, or not a completion chunk at all)."""
+    try:
+        doc = json.loads(payload)
+        choice = doc["choices"][0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(choice, dict):
+        return None
+    text = choice.get("text")
+    if text is None and isinstance(choice.get("delta"), dict):
+        text = choice["delta"].get("content")
+    return text if isinstance(text, str) and text else None
 
 
 class SSEScanner:
     """Feed it the bytes of a text/event-stream as they come; it counts `data:` chunks,
     notes `data: [DONE]`, and an error event the server sent instead of tokens."""
 
-    __slots__ = ("_buf", "chunks", "done", "error", "bad")
+    __slots__ = ("_buf", "chunks", "done", "error", "bad", "texts")
 
     def __init__(self) -> None:
         self._buf = b""
@@ -168,9 +223,15 @@ class SSEScanner:
         self.done = False        # saw data: [DONE]
         self.error: str | None = None  # a data chunk carrying {"error": ...}
         self.bad = False         # a data chunk after [DONE], or one that is not JSON
+        self.texts: list[str] = []  # the text of each token-bearing chunk, in order
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
 
     def feed(self, data: bytes) -> int:
-        """Returns how many new data chunks (not [DONE]) this feed completed."""
+        """Returns how many new token-bearing chunks this feed completed (a chunk that is
+        not a completion chunk counts as one: a server of another shape still streams)."""
         self._buf += data
         new = 0
         while True:
@@ -187,7 +248,12 @@ class SSEScanner:
             if self.done:
                 self.bad = True
             self.chunks += 1
-            new += 1
+            text = chunk_text(payload)
+            if text is not None:
+                self.texts.append(text)
+                new += 1
+            elif b'"choices"' not in payload and b'"error"' not in payload:
+                new += 1
             if b'"error"' in payload:
                 try:
                     doc = json.loads(payload)

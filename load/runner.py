@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -49,6 +49,7 @@ from load.records import (
     read_parts,
     write_log,
 )
+from load.workload import WORKLOAD_ENV, Workload, reference
 
 __all__ = ["LoadProfile", "LoadRunner", "LoadStartError", "RequestLogTail", "read_log"]
 
@@ -61,17 +62,44 @@ class LoadStartError(RuntimeError):
     """Locust did not produce a first request record in time (or exited)."""
 
 
+ARRIVALS = ("poisson", "constant")
+
+
 @dataclass(frozen=True)
 class LoadProfile:
+    """How the load arrives. `rate` set: open loop, that many requests/s scheduled whatever
+    the answers do (one arrival user per process); `rate` None: closed loop, `users` users
+    each waiting for its answer. The workload (API, model, bodies) defaults to the
+    reference server's; `load.workload.resolve` builds one for any other server."""
+
     users: int = 8
     spawn_rate: float = 50.0
     processes: int = 1
-    mix: str = "infer=8,completion=1,stream=1"
+    mix: str | None = None
     model: str = "mlp"
     max_tokens: int = 8
+    rate: float | None = None
+    arrival: str = "poisson"
+    #: open loop: requests in flight at most, per process; past it the schedule slips (and says so).
+    max_in_flight: int = 1024
+    workload: Workload | None = None
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def open_loop(self) -> bool:
+        return self.rate is not None
+
+    def describe(self) -> str:
+        if self.open_loop:
+            return f"open loop, {self.rate:g} req/s ({self.arrival})"
+        return f"closed loop, {self.users} users"
+
+    def resolved(self) -> Workload:
+        if self.workload is not None:
+            return self.workload
+        return reference(self.model, self.mix, self.max_tokens)
 
     def validate(self) -> LoadProfile:
         if type(self.users) is not int or self.users < 1:
@@ -84,12 +112,26 @@ class LoadProfile:
         if self.processes > (os.cpu_count() or 1) * 4:
             raise UsageError(f"load processes {self.processes} is more than 4 per CPU core "
                              f"({os.cpu_count()} cores)")
-        parse_mix(self.mix)
+        if self.rate is not None and (isinstance(self.rate, bool) or not isinstance(self.rate, (int, float))
+                                      or not self.rate > 0 or self.rate != self.rate or self.rate == float("inf")):
+            raise UsageError(f"--load-rate must be a number of requests/s above 0, got {self.rate!r}")
+        if self.arrival not in ARRIVALS:
+            raise UsageError(f"--load-arrival {self.arrival!r}: expected one of {', '.join(ARRIVALS)}")
+        if type(self.max_in_flight) is not int or self.max_in_flight < 1:
+            raise UsageError(f"load max_in_flight must be a whole number of at least 1, got {self.max_in_flight!r}")
+        if self.mix is not None:
+            parse_mix(self.mix)
         if not isinstance(self.model, str) or not self.model.strip() or "/" in self.model:
             raise UsageError(f"load model must be a model name, got {self.model!r}")
         if type(self.max_tokens) is not int or self.max_tokens < 1:
             raise UsageError(f"load max_tokens must be a whole number of at least 1, got {self.max_tokens!r}")
         return self
+
+    def scaled(self, factor: float) -> LoadProfile:
+        """The same load `factor` times over (a surge on top of it: factor - 1)."""
+        if self.open_loop:
+            return replace(self, rate=self.rate * factor)
+        return replace(self, users=max(1, round(self.users * factor)))
 
 
 class LoadRunner:
@@ -132,8 +174,10 @@ class LoadRunner:
     # ------------------------------------------------------------------ lifecycle
     def command(self) -> list[str]:
         p = self.profile
+        # open loop: one arrival user per process, each scheduling its share of the rate
+        users, spawn = (p.processes, max(p.processes, 100)) if p.open_loop else (p.users, p.spawn_rate)
         cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-               "-u", str(p.users), "-r", str(p.spawn_rate), "--host", self.host,
+               "-u", str(users), "-r", str(spawn), "--host", self.host,
                "--exit-code-on-error", "0", "--only-summary", "--loglevel", "INFO"]
         if p.processes > 1:
             # the forked master binds a ZeroMQ port (default 5557, shared by every run on
@@ -141,16 +185,20 @@ class LoadRunner:
             port = self._master_port or 5557
             cmd += ["--processes", str(p.processes), "--master-bind-host", "127.0.0.1",
                     "--master-bind-port", str(port), "--master-host", "127.0.0.1", "--master-port", str(port)]
-        return cmd + list(self.extra_args)
+        return cmd + list(self.extra_args) + ["ArrivalUser" if p.open_loop else "InferenceUser"]
 
     def environment(self) -> dict[str, str]:
+        # our own variables are all set here, from the profile: none leaks in from the caller's
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "INFERCHAOS_"))}
         p = self.profile
         env.update({
-            "INFERCHAOS_MIX": p.mix, "INFERCHAOS_MODEL": p.model, "INFERCHAOS_MAX_TOKENS": str(p.max_tokens),
+            WORKLOAD_ENV: p.resolved().to_json(),
             "INFERCHAOS_TIMEOUT_S": str(self.timeout_s), "INFERCHAOS_WAIT_S": str(self.wait_s),
-            "PYTHONUNBUFFERED": "1",
+            "INFERCHAOS_MAX_IN_FLIGHT": str(p.max_in_flight), "PYTHONUNBUFFERED": "1",
         })
+        if p.open_loop:
+            env.update({"INFERCHAOS_RATE": repr(float(p.rate)), "INFERCHAOS_ARRIVAL": p.arrival,
+                        "INFERCHAOS_ARRIVAL_USERS": str(p.processes)})
         if self.record_requests:
             env["INFERCHAOS_REQUEST_LOG"] = str(self.log_path)
         # the locustfile imports load.records and inferchaos.errors from this checkout

@@ -65,7 +65,19 @@ SLO_KEYS: dict[str, SloKey] = {
     "p50_ms": SloKey("<=", "ms", "median latency (inject -> end), failed requests included"),
     "p95_ms": SloKey("<=", "ms", "95th percentile latency (inject -> end), failed requests included"),
     "p99_ms": SloKey("<=", "ms", "99th percentile latency (inject -> end), failed requests included"),
-    "ttft_p99_ms": SloKey("<=", "ms", "99th percentile time to first token of streaming requests"),
+    "ttft_p99_ms": SloKey("<=", "ms", "99th percentile time to first token of streaming requests, from the "
+                          "scheduled send (queueing included)"),
+    "itl_p99_ms": SloKey("<=", "ms", "99th percentile inter-token latency: the gaps between successive tokens"),
+    "tpot_p99_ms": SloKey("<=", "ms", "99th percentile of the streams' time per output token after the first"),
+    "output_tokens_per_s": SloKey(">=", "tok/s", "streamed tokens received per second (inject -> end)"),
+    "goodput_rps": SloKey(">=", "req/s", "valid answers per second that also met every [goodput] constraint"),
+    "incomplete_rate": SloKey("<=", "fraction", "streams cut before their end, or still out when the load "
+                              "stopped, of all streams (inject -> end)", FRACTION),
+    "stream_integrity": SloKey(">=", "fraction", "complete answers (inject -> end) whose text equals the same "
+                               "prompt's baseline answer (temperature 0)", FRACTION),
+    "schedule_lag_p99_ms": SloKey("<=", "ms", "99th percentile of how late the load generator sent requests "
+                                  "against its open-loop schedule (the whole run): above it the load was "
+                                  "not what was asked"),
     "throughput_rps": SloKey(">=", "req/s", "valid answers per second (inject -> end)"),
     "recovery_s": SloKey("<=", "s", "seconds after revert until errors and p99 are back within objective"),
     "failover_s": SloKey("<=", "s", "seconds from replica death until the LB stopped routing to it"),
@@ -90,6 +102,7 @@ SLO_KEYS: dict[str, SloKey] = {
 }
 
 PHASE_KEYS: dict[str, Bound] = {
+    "rate": DURATION,
     "baseline_s": DURATION,
     "hold_s": POSITIVE,
     "recovery_window_s": POSITIVE,
@@ -104,8 +117,13 @@ SAFEGUARD_KEYS: dict[str, Bound] = {
     "max_p99_ms": POSITIVE,
 }
 
-BUILTIN_SLO: dict[str, float] = {"availability": 0.99, "p99_ms": 2000, "recovery_s": 6, "failover_s": 10}
-BUILTIN_PHASES: dict[str, float] = {"baseline_s": 3, "hold_s": 6, "recovery_window_s": 8, "users": 8, "processes": 1}
+#: Per-request constraints a valid answer must also meet to count as goodput (any subset).
+GOODPUT_KEYS: dict[str, Bound] = {"latency_ms": POSITIVE, "ttft_ms": POSITIVE, "itl_ms": POSITIVE, "tpot_ms": POSITIVE}
+
+BUILTIN_SLO: dict[str, float] = {"availability": 0.99, "p99_ms": 2000, "recovery_s": 6, "failover_s": 10,
+                                 "schedule_lag_p99_ms": 100}
+BUILTIN_PHASES: dict[str, float] = {"rate": 100, "baseline_s": 3, "hold_s": 6, "recovery_window_s": 8, "users": 8,
+                                    "processes": 1}
 BUILTIN_SAFEGUARD: dict[str, float] = {"max_error_rate": 0.5, "window_s": 3}
 
 OVERRIDE_KEYS: tuple[str, ...] = (*SLO_KEYS, *PHASE_KEYS, *(f"safeguard.{k}" for k in SAFEGUARD_KEYS))
@@ -154,6 +172,8 @@ class PromObjective:
 
 @dataclass(frozen=True)
 class Phases:
+    #: open-loop arrivals/s; 0 means closed loop with `users` users.
+    rate: float
     baseline_s: float
     hold_s: float
     recovery_window_s: float
@@ -176,6 +196,8 @@ class ExperimentSlo:
     phases: Phases
     safeguard: Safeguard
     promql: tuple[PromObjective, ...] = ()
+    #: goodput's per-request constraints, e.g. {"ttft_ms": 500, "itl_ms": 100}.
+    goodput: tuple[tuple[str, float], ...] = ()
 
     def objective(self, key: str) -> Objective | None:
         return next((o for o in self.objectives if o.key == key), None)
@@ -197,6 +219,7 @@ class _Layer:
     phases: dict[str, float] = field(default_factory=dict)
     safeguard: dict[str, float] = field(default_factory=dict)
     promql: dict[str, PromObjective] = field(default_factory=dict)
+    goodput: dict[str, float] = field(default_factory=dict)
 
 
 def default_slo_path() -> Path:
@@ -275,14 +298,14 @@ def _parse_doc(doc: Mapping[str, Any], src: str) -> tuple[_Layer, dict[str, _Lay
             raise UsageError(f"{src}: unknown section [{_escape(name)}]{_suggest(name, top)};"
                              " expected [defaults], [safeguard] or [experiments.<name>]")
     defaults = _layer(_table(doc.get("defaults", {}), src, "[defaults]"), src, "defaults",
-                      allowed=("slo", "phases", "promql"))
+                      allowed=("slo", "phases", "promql", "goodput"))
     defaults.safeguard = _numbers(_table(doc.get("safeguard", {}), src, "[safeguard]"),
                                   src, "[safeguard]", SAFEGUARD_KEYS, "safeguard key")
     experiments: dict[str, _Layer] = {}
     for name, section in _table(doc.get("experiments", {}), src, "[experiments]").items():
         where = f"experiments.{_escape(name)}"
         experiments[name] = _layer(_table(section, src, f"[{where}]"), src, where,
-                                   allowed=("slo", "phases", "safeguard", "promql"))
+                                   allowed=("slo", "phases", "safeguard", "promql", "goodput"))
     return defaults, experiments
 
 
@@ -299,6 +322,8 @@ def _layer(section: Mapping[str, Any], src: str, where: str, allowed: tuple[str,
                 table, src, f"[{where}.slo]", SLO_KEYS, "SLO key").items()}
         elif name == "phases":
             layer.phases = _numbers(table, src, f"[{where}.phases]", PHASE_KEYS, "phase key")
+        elif name == "goodput":
+            layer.goodput = _numbers(table, src, f"[{where}.goodput]", GOODPUT_KEYS, "goodput constraint")
         elif name == "promql":
             layer.promql = {k: _prom_objective(k, v, src, f"[{where}.promql.{k}]") for k, v in table.items()}
         else:
@@ -439,8 +464,10 @@ def _build(experiment: str, layers: Sequence[_Layer], src: str) -> ExperimentSlo
     phases: dict[str, float] = {}
     guard: dict[str, float] = {}
     promql: dict[str, PromObjective] = {}
+    goodput: dict[str, float] = {}
     for layer in layers:
         promql.update(layer.promql)
+        goodput.update(layer.goodput)
         for key, spec in layer.slo.items():
             below = specs.get(key, _Spec(None, False))
             if spec.value is None and below.value is None:
@@ -456,9 +483,10 @@ def _build(experiment: str, layers: Sequence[_Layer], src: str) -> ExperimentSlo
     return ExperimentSlo(
         experiment=experiment,
         objectives=objectives,
-        phases=Phases(baseline_s=phases["baseline_s"], hold_s=phases["hold_s"],
+        phases=Phases(rate=phases["rate"], baseline_s=phases["baseline_s"], hold_s=phases["hold_s"],
                       recovery_window_s=phases["recovery_window_s"], users=users,
                       spawn_rate=phases.get("spawn_rate", users * 10.0), processes=int(phases["processes"])),
         safeguard=Safeguard(guard["max_error_rate"], guard["window_s"], guard.get("max_p99_ms")),
         promql=tuple(promql.values()),
+        goodput=tuple(sorted(goodput.items())),
     )

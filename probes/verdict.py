@@ -15,8 +15,8 @@ from probes.slo import ExperimentSlo, Objective
 from probes.window import Record, WindowStats, series
 
 #: The window statistics an objective can be judged on directly.
-WINDOW_KEYS = ("availability", "error_rate", "p50_ms", "p95_ms", "p99_ms", "ttft_p99_ms", "throughput_rps",
-               "freshness_s")
+WINDOW_KEYS = ("availability", "error_rate", "p50_ms", "p95_ms", "p99_ms", "ttft_p99_ms", "itl_p99_ms",
+               "tpot_p99_ms", "output_tokens_per_s", "incomplete_rate", "throughput_rps", "freshness_s")
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,10 @@ def reasons_from_window(stats: WindowStats) -> dict[str, str]:
     reasons = {}
     if stats.ttft_p99_ms is None:
         reasons["ttft_p99_ms"] = f"no streaming request got a first token in window {span}"
+    if stats.itl_p99_ms is None:
+        reasons["itl_p99_ms"] = reasons["tpot_p99_ms"] = f"no stream got two tokens in window {span}"
+    if stats.incomplete_rate is None:
+        reasons["incomplete_rate"] = reasons["output_tokens_per_s"] = f"no streaming request in window {span}"
     if stats.freshness_s is None:
         reasons["freshness_s"] = f"no valid answer reported its feature age in window {span}"
     return reasons

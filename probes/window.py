@@ -1,9 +1,13 @@
 """Statistics of the request log over time windows, as the client felt them.
 
-A record belongs to the window its `start` falls in, on the run's monotonic clock, so
-the phases (baseline, inject, hold, recovery) slice the log without overlap. Latency
-percentiles count failed requests too: a timeout is latency the user felt. An empty
-window measures nothing: its rates and percentiles are None, never 100%.
+A phase's window (`window`) holds every request that was out during it: started in it,
+or started before and still unanswered when it began. A request in flight at the moment
+of injection is a casualty of the fault, not of the baseline. Time series (`series`, for
+timelines and recovery) slice by start instead, so each request counts once. `start` is
+when the request was due (open loop: its scheduled send), so latency includes the wait a
+late client imposed. Latency percentiles count failed requests too: a timeout is latency
+the user felt. An empty window measures nothing: its rates and percentiles are None,
+never 100%.
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ class Record(Protocol):
     @property
     def feature_age_s(self) -> float | None: ...
 
+# Read with getattr and a default, so a record of an older log (or a test's own) still fits.
+TOKEN_FIELDS = {"lag_s": 0.0, "tokens": None, "itl_ms": None, "incomplete": False}
+
+
+def _f(r: Record, name: str):  # noqa: ANN202 - one of TOKEN_FIELDS
+    return getattr(r, name, TOKEN_FIELDS[name])
+
 
 @dataclass(frozen=True)
 class WindowStats:
@@ -56,6 +67,16 @@ class WindowStats:
     throughput_rps: float | None
     ttft_p50_ms: float | None
     ttft_p99_ms: float | None
+    #: gaps between successive tokens, every gap of every stream.
+    itl_p99_ms: float | None
+    #: per stream: mean gap after the first token; the 99th percentile of those.
+    tpot_p99_ms: float | None
+    #: tokens streamed per second of window (cut streams' tokens too: they were received).
+    output_tokens_per_s: float | None
+    #: streams that never finished, of all streams (None: no stream in window).
+    incomplete_rate: float | None
+    #: how late the client sent, against its schedule (0 under closed loop).
+    schedule_lag_p99_ms: float | None
     #: worst age of the features behind a valid answer (None: no answer reported one).
     freshness_s: float | None
     #: failure reason -> count, failed requests only.
@@ -85,10 +106,40 @@ def _nearest_rank(ordered: Sequence[float], q: float) -> float | None:
 
 
 def window(records: Iterable[Record], start: float, end: float) -> WindowStats:
-    """Statistics of the records whose start lies in [start, end)."""
+    """Statistics of the records out during [start, end): started in it, or started
+    before `start` and not yet answered then."""
     if end < start:
         raise ValueError(f"window ends before it starts: [{start}, {end})")
-    return _stats([r for r in records if start <= r.start < end], start, end)
+    return _stats(overlapping(records, start, end), start, end)
+
+
+def overlapping(records: Iterable[Record], start: float, end: float) -> list[Record]:
+    return [r for r in records if r.start < end and (r.start >= start or r.start + r.latency_s > start)]
+
+
+def goodput(records: Iterable[Record], start: float, end: float, constraints: Iterable[tuple[str, float]]) -> float | None:
+    """Valid answers per second of [start, end) (by overlap, as `window`) that met every
+    constraint: latency_ms, ttft_ms, itl_ms (the worst gap), tpot_ms. A constraint on
+    tokens holds vacuously for a request that streams none (an infer)."""
+    rs = overlapping(records, start, end)
+    seconds = end - start
+    if not rs or seconds <= 0:
+        return None
+    limits = dict(constraints)
+
+    def good(r: Record) -> bool:
+        if not r.ok:
+            return False
+        if "latency_ms" in limits and r.latency_s * 1000.0 > limits["latency_ms"]:
+            return False
+        if "ttft_ms" in limits and r.ttft_s is not None and r.ttft_s * 1000.0 > limits["ttft_ms"]:
+            return False
+        gaps = _f(r, "itl_ms") or ()
+        if "itl_ms" in limits and gaps and max(gaps) > limits["itl_ms"]:
+            return False
+        return not ("tpot_ms" in limits and gaps and sum(gaps) / len(gaps) > limits["tpot_ms"])
+
+    return sum(1 for r in rs if good(r)) / seconds
 
 
 def series(records: Iterable[Record], start: float, end: float, step_s: float = 1.0) -> list[WindowStats]:
@@ -124,6 +175,11 @@ def _stats(rs: Sequence[Record], start: float, end: float) -> WindowStats:
     ok = sum(1 for r in rs if r.ok)
     latency = sorted(r.latency_s * 1000.0 for r in rs)
     ttft = sorted(r.ttft_s * 1000.0 for r in rs if r.ttft_s is not None)
+    gaps = [g for r in rs if (g := _f(r, "itl_ms"))]
+    itl = sorted(x for g in gaps for x in g)
+    tpot = sorted(sum(g) / len(g) for g in gaps)
+    streams = [r for r in rs if _f(r, "tokens") is not None]
+    lag = sorted(_f(r, "lag_s") * 1000.0 for r in rs)
     seconds = end - start
     return WindowStats(
         start=start,
@@ -139,6 +195,11 @@ def _stats(rs: Sequence[Record], start: float, end: float) -> WindowStats:
         throughput_rps=ok / seconds if n and seconds > 0 else None,
         ttft_p50_ms=_nearest_rank(ttft, 50),
         ttft_p99_ms=_nearest_rank(ttft, 99),
+        itl_p99_ms=_nearest_rank(itl, 99),
+        tpot_p99_ms=_nearest_rank(tpot, 99),
+        output_tokens_per_s=sum(_f(r, "tokens") for r in streams) / seconds if streams and seconds > 0 else None,
+        incomplete_rate=sum(1 for r in streams if _f(r, "incomplete")) / len(streams) if streams else None,
+        schedule_lag_p99_ms=_nearest_rank(lag, 99),
         freshness_s=max((r.feature_age_s for r in rs if r.ok and r.feature_age_s is not None), default=None),
         errors=dict(Counter(failure_reason(r) for r in rs if not r.ok)),
         replicas=dict(Counter(r.replica for r in rs if r.replica is not None)),

@@ -124,7 +124,8 @@ def test_records_have_every_field_with_plausible_values(run_one):
     assert len(lines) == len(merged)
     assert RequestRecord.from_dict(json.loads(lines[0])) == merged[0]
     assert set(json.loads(lines[0])) == {"start", "wall", "latency_s", "kind", "status", "ok", "error", "replica",
-                                         "ttft_s", "feature_version", "feature_age_s", "worker", "prediction"}
+                                         "ttft_s", "feature_version", "feature_age_s", "worker", "prediction",
+                                         "lag_s", "tokens", "itl_ms", "incomplete", "prompt", "text_sha"}
 
 
 def test_live_tail_sees_records_once_and_all_end_in_the_merged_log(run_one):
@@ -364,8 +365,9 @@ def test_locust_that_cannot_start_raises_with_its_log(tmp_path):
 # --------------------------------------------------------------------------- input checks
 @pytest.mark.parametrize("kwargs", [
     {"users": 0}, {"users": -3}, {"users": 2.5}, {"spawn_rate": 0}, {"spawn_rate": -1.0}, {"processes": 0},
-    {"mix": "infer=8,chat=1"}, {"mix": "infer=0"}, {"mix": "infer"}, {"mix": "infer=x"}, {"mix": ""},
-    {"model": ""}, {"max_tokens": 0},
+    {"mix": "infer=8,bogus=1"}, {"mix": "infer=0"}, {"mix": "infer"}, {"mix": "infer=x"}, {"mix": ""},
+    {"model": ""}, {"max_tokens": 0}, {"rate": 0}, {"rate": -5.0}, {"rate": float("nan")}, {"rate": float("inf")},
+    {"rate": True}, {"arrival": "bursty"}, {"max_in_flight": 0},
 ])
 def test_bad_profile_is_a_usage_error(kwargs):
     with pytest.raises(UsageError) as err:

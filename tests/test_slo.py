@@ -43,11 +43,16 @@ def test_default_file_exists_and_loads() -> None:
     assert default_slo_path().is_file()
     slo = load_slo(default_slo_path(), "an_experiment_without_a_section")
     assert values(slo) == {"availability": 0.99, "p99_ms": 2000, "recovery_s": 6, "failover_s": 10,
-                           "freshness_s": 5, "golden_pass_rate": 1.0, "prediction_psi": 0.25, "gpu_xid_errors": 0}
-    for key in ("freshness_s", "golden_pass_rate", "prediction_psi", "gpu_xid_errors"):
+                           "freshness_s": 5, "golden_pass_rate": 1.0, "prediction_psi": 0.25, "gpu_xid_errors": 0,
+                           "schedule_lag_p99_ms": 100, "stream_integrity": 1.0, "incomplete_rate": 0.01}
+    for key in ("freshness_s", "golden_pass_rate", "prediction_psi", "gpu_xid_errors", "stream_integrity",
+                "incomplete_rate"):
         assert slo.objective(key).optional, key  # type: ignore[union-attr]
+    assert not slo.objective("schedule_lag_p99_ms").optional  # type: ignore[union-attr]
     p = slo.phases
-    assert (p.baseline_s, p.hold_s, p.recovery_window_s, p.users, p.spawn_rate, p.processes) == (3, 6, 8, 8, 80, 1)
+    assert (p.rate, p.baseline_s, p.hold_s, p.recovery_window_s, p.users, p.spawn_rate, p.processes) == \
+        (100, 3, 6, 8, 8, 80, 1)
+    assert dict(slo.goodput) == {"latency_ms": 2000, "ttft_ms": 1000, "itl_ms": 500}
     assert isinstance(p.users, int) and isinstance(p.processes, int)
     assert (slo.safeguard.max_error_rate, slo.safeguard.window_s, slo.safeguard.max_p99_ms) == (0.5, 3, None)
 
@@ -106,7 +111,7 @@ def test_experiment_section_overrides_defaults_key_by_key(tmp_path: Path) -> Non
     path = write(tmp_path, LAYERED)
     surge = load_slo(path, "surge")
     assert values(surge) == {"availability": 0.99, "error_rate": 0.02, "p99_ms": 4000,
-                             "throughput_rps": 20, "recovery_s": 6, "failover_s": 10}
+                             "throughput_rps": 20, "recovery_s": 6, "failover_s": 10, "schedule_lag_p99_ms": 100}
     assert (surge.phases.users, surge.phases.hold_s, surge.phases.spawn_rate) == (40, 6, 400)
     assert (surge.safeguard.max_error_rate, surge.safeguard.window_s, surge.safeguard.max_p99_ms) == (0.3, 5, 9000)
     other = load_slo(path, "other")

@@ -166,7 +166,8 @@ def test_result_line() -> None:
 
 def test_judges_objectives_from_the_default_file() -> None:
     slo = load_slo(None, "spot_reclamation")
-    observed = {"availability": 1.0, "p99_ms": 120.0, "recovery_s": 0.0, "failover_s": 8.0}
+    observed = {"availability": 1.0, "p99_ms": 120.0, "recovery_s": 0.0, "failover_s": 8.0,
+                "schedule_lag_p99_ms": 3.0}
     assert verdict(judge(slo.objectives, observed)) == "pass"
     observed["failover_s"] = 8.5
     assert [r.name for r in breached(judge(slo.objectives, observed))] == ["failover_s"]
@@ -210,7 +211,8 @@ def test_recovery_never_reached_fails_not_measured() -> None:
     slo = load_slo(None, "spot_reclamation")
     recs = traffic(10, 25, ok=False)
     assert recovery_time(recs, 10.0, 25.0, slo) is None
-    results = judge(slo.objectives, {"recovery_s": None, "availability": 1.0, "p99_ms": 1.0, "failover_s": 0.0},
+    results = judge(slo.objectives, {"recovery_s": None, "availability": 1.0, "p99_ms": 1.0, "failover_s": 0.0,
+                                     "schedule_lag_p99_ms": 3.0},
                     {"recovery_s": "errors never came back within objective"})
     [bad] = breached(results)
     assert bad.name == "recovery_s" and bad.detail == "not measured: errors never came back within objective"

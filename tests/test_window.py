@@ -63,11 +63,13 @@ def test_window_on_known_data() -> None:
     assert s.errors == {} and s.replicas == {"r1": 100}
 
 
-def test_window_is_half_open_on_start() -> None:
+def test_window_holds_every_request_out_during_it() -> None:
     recs = [Rec(start=0.0, latency_s=0.1), Rec(start=0.999, latency_s=5.0), Rec(start=1.0, latency_s=0.1)]
-    s = window(recs, 0.0, 1.0)
-    assert s.requests == 2
-    assert window(recs, 1.0, 2.0).requests == 1
+    assert window(recs, 0.0, 1.0).requests == 2  # [start, end): the one due at 1.0 is not in it
+    # the one sent at 0.999 was still waiting at 1.0: a casualty of whatever began then
+    assert window(recs, 1.0, 2.0).requests == 2
+    assert window(recs, 0.1, 0.5).requests == 0  # the first answered at 0.1 exactly: out no longer
+    assert window(recs, 5.999, 7.0).requests == 0 and window(recs, 5.99, 7.0).requests == 1
 
 
 def test_failed_requests_count_in_latency_and_errors() -> None:
@@ -122,8 +124,8 @@ def test_series_slices_consecutive_windows() -> None:
 
 def test_series_agrees_with_window() -> None:
     recs = [Rec(start=0.037 * i, latency_s=0.001 * (i % 17), ok=i % 5 != 0) for i in range(300)]
-    for w in series(recs, 0.1, 10.3, 0.7):
-        assert w == window(recs, w.start, w.end)
+    for w in series(recs, 0.1, 10.3, 0.7):  # a series slices by start; a window by overlap
+        assert w == window([r for r in recs if w.start <= r.start < w.end], w.start, w.end)
     assert sum(w.requests for w in series(recs, 0.1, 10.3, 0.7)) == window(recs, 0.1, 10.3).requests
 
 

@@ -274,6 +274,7 @@ class ReferenceServer:
         r.add_get("/v2/models/{name}", self.model_metadata)
         r.add_post("/v2/models/{name}/infer", self.infer)
         r.add_post("/v1/completions", self.completions)
+        r.add_get("/v1/models", self.openai_models)
         r.add_get("/health", lambda _: web.Response(status=503 if self.dead or self.draining else 200))
         r.add_get("/metrics", self.metrics_handler)
         r.add_put(PERTURB_PATH, self.set_perturb)
@@ -386,6 +387,11 @@ class ReferenceServer:
             return True
         except TimeoutError:
             return False
+
+    async def openai_models(self, request: web.Request) -> web.Response:
+        """The model list as vLLM answers it: what a client learns the model id from."""
+        return web.json_response({"object": "list", "data": [
+            {"id": self.cfg.model, "object": "model", "created": 0, "owned_by": "inferchaos"}]})
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         try:
