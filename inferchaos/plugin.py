@@ -146,6 +146,11 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
     load = load_options.settings(config.getoption)
     if (load.replica_cmd or load.ready_path) and target != "local":
         raise UsageError("--replica-cmd and --ready-path apply to --target local only")
+    if load.replica_cmd:
+        ClusterSpec(replica_cmd=load.replica_cmd).validate()  # a bad command template: say so now
+    if (load.replica_cmd or load.ready_path) and config.getoption("--state-dir"):
+        raise UsageError("--replica-cmd and --ready-path start the session's own cluster; --state-dir attaches "
+                         "to one already running: give one or the other")
     overrides = list(config.getoption("--slo-set")) + load.slo_overrides()
     load_slo(slo_path, "spot_reclamation", overrides)  # validates the file and every override now
     report = config.getoption("--chaos-report")
@@ -296,7 +301,7 @@ def target(chaos: ChaosSession, request: pytest.FixtureRequest) -> Iterator[Targ
         custom["ready_path"] = chaos.load.ready_path
     try:
         spec = ClusterSpec(replicas=3, provisioning_delay_s=2.0, prometheus=shutil.which("prometheus") is not None,
-                           **custom)
+                           **custom).validate()
     except UsageError as exc:
         pytest.exit(f"inferchaos: error: {exc}", returncode=2)
     cluster = LocalCluster(spec, owner_pid=os.getpid())

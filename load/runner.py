@@ -279,7 +279,8 @@ class LoadRunner:
             time.sleep(0.05)  # polling a condition, with a deadline
 
     def _started(self) -> bool:
-        if self.record_requests:
+        # open loop: its arrival users are up (a first answer may never come from a hung server)
+        if self.record_requests and not self.profile.open_loop:
             return any(_size(p) > 0 for p in part_paths(self.log_path))
         return self.users_started()
 
