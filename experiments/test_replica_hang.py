@@ -1,18 +1,48 @@
-"""Replica hang: one replica SIGSTOPped for the hold, SIGCONT on revert.
+"""Replica hang: one replica SIGSTOPped for the hold, SIGCONT on revert — behind two LBs.
 
 A hung replica keeps its socket open: no connection error for the LB to retry on, only
-the health check's timeout ejects it, and the requests already sent to it wait until it
-resumes. Graceful means nothing fails (availability), the LB ejects it within seconds
-(failover_s), and the tail latency the stuck requests feel stays bounded (p99_ms).
+the health check's timeout ejects it, and the requests sent to it meanwhile wait. Under
+open-loop load users keep arriving whatever the hung replica does, so the LB's reaction
+is what they feel. Graceful means nothing fails (availability), the LB ejects it within
+seconds (failover_s), and the tail stays within the default p99 objective.
+
+Two LBs, side by side, in front of the same replicas:
+- `tuned` (the cluster's own): least connections (a stuck server stops getting new
+  requests), checks every 0.5 s, `timeout server` 2 s with the timed-out request retried
+  on another replica. It holds.
+- `plain`: HAProxy's defaults (round robin, checks every 2 s with 3 to fail, `timeout
+  server` 30 s, retries on connection failure only). A third of the arrivals go to the hung
+  replica until it resumes: p99 is the hold itself, and the LB may never eject it. Expected
+  to breach p99_ms; an SRE who ships those defaults learns it here, not from users.
 """
 
 import pytest
 
 from faults.replica_hang import ReplicaHang
+from inferchaos.errors import NotOnTarget
+
+#: what HAProxy's defaults are expected to breach, and nothing else.
+PLAIN_BREACHES = {"p99_ms", "failover_s", "goodput_rps", "recovery_s"}
 
 
 @pytest.mark.replica_hang
 @pytest.mark.chaos(runbook="runbooks/replica_hang.md")
 def test_replica_hang(run_experiment, target):
     result = run_experiment(ReplicaHang(target=target, replicas="1"))
+    assert result.verdict == "pass", result.failure_message()
+
+
+@pytest.mark.replica_hang
+@pytest.mark.chaos(runbook="runbooks/replica_hang.md")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="behind HAProxy's defaults the requests sent to a hung replica wait for it: p99 breached")
+def test_replica_hang_plain_lb(run_experiment, target):
+    plain = getattr(target, "behind_plain_lb", None)
+    if plain is None:
+        raise NotOnTarget("the plain-LB comparison needs the local cluster's second HAProxy front")
+    result = run_experiment(ReplicaHang(target=target, replicas="1"), via=plain())
+    breached = {s.name for s in result.breached()}
+    if result.verdict != "fail" or "p99_ms" not in breached or not breached <= PLAIN_BREACHES:
+        pytest.fail(f"expected the plain LB to breach p99_ms (and only {sorted(PLAIN_BREACHES)}), "
+                    f"got: {result.failure_message()}")
     assert result.verdict == "pass", result.failure_message()

@@ -372,7 +372,9 @@ def run_experiment(chaos: ChaosSession, target: Target, annotations: Annotations
                    request: pytest.FixtureRequest) -> Callable[[Fault], ExperimentResult]:
     """Run one fault under load through all phases; returns the result with SLO verdicts."""
 
-    def run(fault: Fault) -> ExperimentResult:
+    def run(fault: Fault, via: Target | None = None) -> ExperimentResult:
+        """`via`: the target as the load sees it, when not the session's own (the same
+        local cluster behind another LB front, `LocalCluster.behind_plain_lb()`)."""
         experiment_id = re.sub(r"^test_", "", request.node.name)
         fault.ledger, fault.experiment = chaos.ledger, experiment_id
         slo = load_slo(chaos.slo_path, fault.name, chaos.overrides)
@@ -389,7 +391,7 @@ def run_experiment(chaos: ChaosSession, target: Target, annotations: Annotations
             meta["runbook"] = runbook_url(meta["runbook"])
         allure_results.label(allure_results.Labels(experiment_id, fault.name, chaos.target_name, **meta))
         progress = _progress(request.config)
-        result = Experiment(experiment_id, target, fault, slo, out, chaos.ledger, progress,
+        result = Experiment(experiment_id, via or target, fault, slo, out, chaos.ledger, progress,
                             scope=allure_results.step,
                             prometheus_url=chaos.prometheus_url or target.prometheus_url,
                             annotations=annotations, workload=workload, arrival=chaos.load.arrival,

@@ -201,10 +201,18 @@ class LocalCluster:
             raise TargetError("the cluster has no HAProxy admin socket yet")
         return haproxy.AdminSocket(sock)
 
-    def lb_servers(self) -> list[haproxy.ServerState]:
+    def lb_servers(self, backend: str = haproxy.BACKEND) -> list[haproxy.ServerState]:
         """The LB's view of the slots that hold a replica."""
         slots = {haproxy.slot_name(r.slot) for r in self.state.active() if r.slot is not None}
-        return [s for s in self.admin().servers() if s.name in slots]
+        sock = self.admin().path
+        return [s for s in haproxy.AdminSocket(sock, backend=backend).servers() if s.name in slots]
+
+    def behind_plain_lb(self) -> PlainLb:
+        """The same cluster as a client behind HAProxy's defaults sees it (round robin, 2-s
+        checks, 30-s server timeout): the baseline the tuned LB is compared with."""
+        if not self.state.plain_lb_url:
+            raise TargetError("this cluster was started without the plain LB front (started by an older version)")
+        return PlainLb(self)
 
     def wait_for(self, condition: Callable[[], T], timeout_s: float, what: str) -> T:
         return wait_for(condition, timeout_s, what)
@@ -228,7 +236,8 @@ class LocalCluster:
         not_ready = [r.name for r in state.replicas if r.phase != "ready"]
         if not_ready:
             return "not ready yet: " + ", ".join(not_ready)
-        down = [s.name for s in self.lb_servers() if not s.up]
+        down = [f"{s.name}" + ("" if b == haproxy.BACKEND else f" ({b} LB)")
+                for b in haproxy.BACKENDS for s in self.lb_servers(b) if not s.up]
         if down:
             return "not in rotation at the LB yet: " + ", ".join(down)
         return None
@@ -239,3 +248,25 @@ class LocalCluster:
         except TimeoutError:
             raise TargetError(f"the cluster did not reach its steady state in {timeout_s:g}s: "
                               f"{self.unsteady()}") from None
+
+
+class PlainLb:
+    """A LocalCluster whose load balancer is the plain front: every experiment input the
+    engine takes from its target (URL under load, LB states) comes from there, the rest
+    (replicas, faults' handles) from the cluster itself."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self._cluster = cluster
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - everything else is the cluster's
+        return getattr(self._cluster, name)
+
+    @property
+    def lb_url(self) -> str:
+        return str(self._cluster.state.plain_lb_url)
+
+    def lb_source(self) -> haproxy.AdminSocket:
+        return haproxy.AdminSocket(self._cluster.admin().path, backend=haproxy.PLAIN_BACKEND)
+
+    def describe(self) -> str:
+        return f"{self._cluster.state_dir} behind HAProxy's defaults ({self.lb_url})"

@@ -17,6 +17,11 @@ from pathlib import Path
 from inferchaos.errors import ClusterStartError
 
 BACKEND = "replicas"
+#: The same replicas behind HAProxy as most fleets first ship it (round robin, its default
+#: check timing, a 30-s server timeout, retries on connection failures only): the
+#: comparison that shows what the tuning of BACKEND buys when a replica hangs.
+PLAIN_BACKEND = "plain"
+BACKENDS = (BACKEND, PLAIN_BACKEND)
 #: `show servers state` operational states (srv_op_state).
 OP_STATES = {0: "stopped", 1: "starting", 2: "running", 3: "stopping"}
 #: admin-state bits that mean "in maintenance" (forced, inherited, resolver).
@@ -36,7 +41,8 @@ def slot_name(slot: int) -> str:
     return f"r{slot}"
 
 
-def render_config(lb_port: int, stats_port: int, socket_path: Path, slots: int, ready_path: str) -> str:
+def render_config(lb_port: int, stats_port: int, socket_path: Path, slots: int, ready_path: str,
+                  plain_port: int) -> str:
     return f"""\
 global
   stats socket {socket_path} level admin
@@ -54,6 +60,10 @@ frontend inference
   bind 127.0.0.1:{lb_port}
   default_backend {BACKEND}
 
+frontend inference_plain
+  bind 127.0.0.1:{plain_port}
+  default_backend {PLAIN_BACKEND}
+
 frontend stats
   bind 127.0.0.1:{stats_port}
   http-request use-service prometheus-exporter if {{ path /metrics }}
@@ -68,10 +78,26 @@ backend {BACKEND}
   option httpchk
   http-check send meth GET uri {ready_path}
   http-check expect status 200
-  default-server inter 1s fall 2 rise 2 slowstart 10s observe layer7 error-limit 5 on-error mark-down
+  # A hung replica keeps its socket open: only a check timing out ejects it, and meanwhile
+  # what was sent to it waits for `timeout server`. Fast checks and a server timeout well
+  # above a healthy answer's p99.9 but far below a user's patience, with the timed-out
+  # request retried on another replica (it was never answered), bound that wait.
+  timeout server 2s
+  timeout check 500ms
+  default-server inter 500ms fall 2 rise 2 slowstart 10s observe layer7 error-limit 5 on-error mark-down
   retries 3
   option redispatch 1
   retry-on conn-failure empty-response response-timeout 502 503 504
+  server-template r 1-{slots} 127.0.0.1:9 check disabled
+
+backend {PLAIN_BACKEND}
+  # HAProxy's defaults: round robin, checks every 2 s (3 to fail, 2 to rise), `timeout
+  # server` 30 s from the defaults section, retries on connection failures only.
+  balance roundrobin
+  option http-no-delay
+  option httpchk
+  http-check send meth GET uri {ready_path}
+  http-check expect status 200
   server-template r 1-{slots} 127.0.0.1:9 check disabled
 """
 
@@ -108,11 +134,13 @@ class ServerState:
 
 
 class AdminSocket:
-    """HAProxy's runtime API over its UNIX socket; one short connection per command."""
+    """HAProxy's runtime API over its UNIX socket; one short connection per command.
+    `backend` is the one whose servers `servers()` reads; slots move in every backend."""
 
-    def __init__(self, path: Path | str, timeout_s: float = 2.0) -> None:
+    def __init__(self, path: Path | str, timeout_s: float = 2.0, backend: str = BACKEND) -> None:
         self.path = str(path)
         self.timeout_s = timeout_s
+        self.backend = backend
 
     def command(self, line: str) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -126,15 +154,17 @@ class AdminSocket:
 
     def point_slot(self, slot: int, port: int) -> None:
         """Aim a slot at a replica port and take it out of maintenance; checks decide 'up'."""
-        name = f"{BACKEND}/{slot_name(slot)}"
-        self.command(f"set server {name} addr 127.0.0.1 port {port}")
-        self.command(f"set server {name} state ready")
+        for backend in BACKENDS:
+            name = f"{backend}/{slot_name(slot)}"
+            self.command(f"set server {name} addr 127.0.0.1 port {port}")
+            self.command(f"set server {name} state ready")
 
     def retire_slot(self, slot: int) -> None:
-        self.command(f"set server {BACKEND}/{slot_name(slot)} state maint")
+        for backend in BACKENDS:
+            self.command(f"set server {backend}/{slot_name(slot)} state maint")
 
     def servers(self) -> list[ServerState]:
-        out = self.command(f"show servers state {BACKEND}")
+        out = self.command(f"show servers state {self.backend}")
         states = []
         for line in out.splitlines():
             if not line or line.startswith("#") or line.strip() == "1":

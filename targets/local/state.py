@@ -52,6 +52,8 @@ class ClusterState:
     spec: dict
     error: str | None = None
     lb_url: str | None = None
+    #: the same replicas behind HAProxy's defaults (haproxy.PLAIN_BACKEND).
+    plain_lb_url: str | None = None
     stats_url: str | None = None
     haproxy_socket: str | None = None
     model_store_url: str | None = None

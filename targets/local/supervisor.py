@@ -149,13 +149,15 @@ class Supervisor:
 
     async def _start_haproxy(self, binary: str) -> None:
         lb_port = self.spec.lb_port or free_port()
-        stats_port = free_port()
+        stats_port, plain_port = free_port(), free_port()
         sock = self.dir / "haproxy.sock"
         cfg = self.dir / "haproxy.cfg"
-        cfg.write_text(haproxy.render_config(lb_port, stats_port, sock, self.spec.slots, self.spec.ready_path))
+        cfg.write_text(haproxy.render_config(lb_port, stats_port, sock, self.spec.slots, self.spec.ready_path,
+                                             plain_port))
         haproxy.check_config(binary, cfg)
         self._start_service("haproxy", [binary, "-db", "-f", str(cfg)], lb_port)
         self.state.lb_url = f"http://127.0.0.1:{lb_port}"
+        self.state.plain_lb_url = f"http://127.0.0.1:{plain_port}"
         self.state.stats_url = f"http://127.0.0.1:{stats_port}"
         self.state.haproxy_socket = str(sock)
         self.admin = haproxy.AdminSocket(sock)
