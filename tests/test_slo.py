@@ -44,7 +44,7 @@ def test_default_file_exists_and_loads() -> None:
     slo = load_slo(default_slo_path(), "an_experiment_without_a_section")
     assert values(slo) == {"availability": 0.99, "p99_ms": 2000, "recovery_s": 6, "failover_s": 10,
                            "freshness_s": 5, "golden_pass_rate": 1.0, "prediction_psi": 0.25, "gpu_xid_errors": 0,
-                           "schedule_lag_p99_ms": 100, "stream_integrity": 1.0, "incomplete_rate": 0.01}
+                           "schedule_lag_p99_ms": 100, "stream_integrity": 1.0, "incomplete_rate": 0.05}
     for key in ("freshness_s", "golden_pass_rate", "prediction_psi", "gpu_xid_errors", "stream_integrity",
                 "incomplete_rate"):
         assert slo.objective(key).optional, key  # type: ignore[union-attr]
