@@ -23,26 +23,24 @@ from inferchaos.errors import NotOnTarget
 
 #: what HAProxy's defaults may breach (vLLM drops a stream or two it held while hung), p99_ms always.
 PLAIN_BREACHES = {"p99_ms", "failover_s", "goodput_rps", "recovery_s", "availability", "error_rate"}
+PLAIN = pytest.mark.xfail(strict=True, raises=AssertionError,
+                          reason="behind HAProxy's defaults the requests sent to a hung replica wait for it: "
+                                 "p99 breached")
 
 
 @pytest.mark.replica_hang
 @pytest.mark.chaos(runbook="runbooks/replica_hang.md")
-def test_replica_hang(run_experiment, target):
-    result = run_experiment(ReplicaHang(target=target, replicas="1"))
-    assert result.verdict == "pass", result.failure_message()
-
-
-@pytest.mark.replica_hang
-@pytest.mark.chaos(runbook="runbooks/replica_hang.md")
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="behind HAProxy's defaults the requests sent to a hung replica wait for it: p99 breached")
-def test_replica_hang_plain_lb(run_experiment, target):
-    plain = getattr(target, "behind_plain_lb", None)
-    if plain is None:
-        raise NotOnTarget("the plain-LB comparison needs the local cluster's second HAProxy front")
-    result = run_experiment(ReplicaHang(target=target, replicas="1"), via=plain())
-    breached = {s.name for s in result.breached()}
-    if result.verdict != "fail" or "p99_ms" not in breached or not breached <= PLAIN_BREACHES:
-        pytest.fail(f"expected the plain LB to breach p99_ms (and only {sorted(PLAIN_BREACHES)}), "
-                    f"got: {result.failure_message()}")
+@pytest.mark.parametrize("lb", ["tuned", pytest.param("plain", marks=PLAIN)])
+def test_replica_hang(run_experiment, target, lb):
+    via = None
+    if lb == "plain":
+        if not hasattr(target, "behind_plain_lb"):
+            raise NotOnTarget("the plain-LB comparison needs the local cluster's second HAProxy front")
+        via = target.behind_plain_lb()
+    result = run_experiment(ReplicaHang(target=target, replicas="1"), via=via)
+    if lb == "plain":
+        breached = {s.name for s in result.breached()}
+        if result.verdict != "fail" or "p99_ms" not in breached or not breached <= PLAIN_BREACHES:
+            pytest.fail(f"expected the plain LB to breach p99_ms (and only {sorted(PLAIN_BREACHES)}), "
+                        f"got: {result.failure_message()}")
     assert result.verdict == "pass", result.failure_message()

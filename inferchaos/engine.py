@@ -26,6 +26,7 @@ from load.runner import LoadProfile, LoadRunner, RequestLogTail
 from load.workload import Workload
 from probes.autoscaling import ScaleSampler, analyse as analyse_scaling
 from probes.canary import Canary, golden_window
+from probes.self_canary import SelfCanary
 from probes.cold_start import cold_starts, worst
 from probes.failover import Failover, analyse
 from probes.gpu import GpuProbe, observed_from_gpu, reasons_from_gpu
@@ -69,6 +70,7 @@ class Experiment:
         self._records: list[RequestRecord] = []
         self._tails: list[RequestLogTail] = []
         self._queue_before: dict = {}
+        self._self_canary: SelfCanary | None = None
 
     def run(self) -> ExperimentResult:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -157,6 +159,8 @@ class Experiment:
         return result
 
     def _inject(self) -> None:
+        if self._self_canary is not None:
+            self._self_canary.freeze()
         self.fault.inject()
         if self.annotations is not None:
             self._window_open = True
@@ -168,11 +172,16 @@ class Experiment:
             self._window_open = False
             self.annotations.fault_ended(self.fault.name, self.id, time.time())
 
-    def _canary(self) -> Canary | None:
-        """The golden set is the reference model's own answers: a cluster serving another
-        model (`--replica-cmd`) gets no canary, and its golden SLO says why."""
+    def _canary(self) -> Canary | SelfCanary | None:
+        """The reference model's golden set where the target serves it; for any other
+        server, its own baseline answers to fixed requests (self-consistency)."""
         model = self.target.golden_model()
-        return None if model is None else Canary(self.target.lb_url, golden_set(model), model)
+        if model is not None:
+            return Canary(self.target.lb_url, golden_set(model), model)
+        if self.workload is not None and (self.workload.inputs or self.workload.api != "oip"):
+            self._self_canary = SelfCanary(self.target.lb_url, self.workload)
+            return self._self_canary
+        return None
 
     def _scrape_queues(self) -> dict:
         return scrape_queues(self.target.metrics_urls())
@@ -325,15 +334,19 @@ class Experiment:
         predictions of the fault window (inject -> revert) against the baseline's."""
         baseline, inject, revert, recovery = (result.phase(n) for n in ("baseline", "inject", "revert", "recovery"))
         assert baseline and inject and revert and recovery
-        if self.target.golden_model() is None:
-            reasons["golden_pass_rate"] = ("the golden set holds the reference model's answers; this target "
-                                           "serves another model")
+        if not result.canary:
+            reasons["golden_pass_rate"] = ("no golden set: the reference model's is unknown to this server, and "
+                                           "no fixed request could be built from its metadata")
         else:
             result.golden = golden_window(result.canary, inject.start, recovery.end)
             observed["golden_pass_rate"] = result.golden.pass_rate
+            unstable = self._self_canary.unstable if self._self_canary is not None else []
             if result.golden.pass_rate is None:
                 reasons["golden_pass_rate"] = (f"no golden-set answer came back between inject and the end "
                                                f"({result.golden.unanswered} unanswered)")
+                if unstable:
+                    reasons["golden_pass_rate"] += (f"; the baseline's own answers differed for {', '.join(unstable)} "
+                                                    f"(not deterministic)")
 
         def predictions(start: float, end: float) -> list[float]:
             return [r.prediction for r in result.records if start <= r.start < end and r.ok

@@ -79,10 +79,11 @@ PLANTED = {
     "pipeline_lag": Planted("test_pipeline_lag.py", "stop", ("freshness_s=1",), "freshness_s"),
     "dependency_latency": Planted("test_dependency_latency.py", "latency", ("p99_ms=150",), "p99_ms"),
     "replica_crash": Planted("test_replica_crash.py", "crash", ("replacement_s=0.5",), "replacement_s"),
-    "replica_hang": Planted("test_replica_hang.py", "hang", ("failover_s=0.5",), "failover_s"),
+    "replica_hang": Planted("test_replica_hang.py", "hang and not plain", ("failover_s=0.5",), "failover_s"),
     "traffic_surge": Planted("test_traffic_surge.py", "surge", ("queue_p99_ms=1",), "queue_p99_ms"),
     "wrong_answers": Planted("test_wrong_answers.py", "wrong", ("baseline_s=3",), "golden_pass_rate", xfail=True),
-    "autoscaled_surge": Planted("test_autoscaled_surge.py", "cold", ("scale_out_s=0.1",), "scale_out_s"),
+    # scaling from cold is an expected failure under an open-loop surge: pytest exits 0
+    "autoscaled_surge": Planted("test_autoscaled_surge.py", "cold", ("scale_out_s=0.1",), "scale_out_s", xfail=True),
 }
 
 

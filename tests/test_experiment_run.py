@@ -156,7 +156,8 @@ def test_healthy_run_passes_and_writes_the_documented_summary(cluster, healthy):
     assert any(c["outcome"] == "ready" for c in e["cold_starts"]), "the replacement's cold start is listed"
 
     assert {s["name"] for s in e["slos"]} == {"availability", "p99_ms", "recovery_s", "failover_s", "freshness_s",
-                                             "golden_pass_rate", "prediction_psi", "gpu_xid_errors"}
+                                             "golden_pass_rate", "prediction_psi", "gpu_xid_errors",
+                                             "schedule_lag_p99_ms", "stream_integrity", "incomplete_rate"}
     for s in e["slos"]:
         assert {"name", "objective", "observed", "ok"} <= set(s)
         assert isinstance(s["objective"], str) and s["objective"].startswith((">=", "<="))
@@ -273,6 +274,28 @@ def test_breached_slo_fails_the_run_by_name_and_restores_everything(ready, run_d
     assert availability["ok"] is True  # only what was breached is named as breached
 
     assert_restored(ready, run_dir / "ledger.jsonl")
+
+
+def test_a_load_generator_that_cannot_keep_its_schedule_fails_the_run_by_name(ready, run_dir):
+    """One request in flight at most, 100 due a second, ~50 ms each: the schedule slips and
+    the run says so (schedule_lag_p99_ms), whatever the cluster did."""
+    proc, out = run_chaos(ready, run_dir, *SHORT, "--load-rate", "100", "--load-max-in-flight", "1")
+    assert proc.returncode == 1, out
+    (e,) = read_summary(run_dir)["experiments"]
+    (lag,) = [s for s in e["slos"] if s["name"] == "schedule_lag_p99_ms"]
+    assert lag["ok"] is False and lag["observed"] > 100, lag
+    assert e["load"]["mode"] == "open" and "100 req/s" in e["load"]["describe"]
+    assert_restored(ready, run_dir / "ledger.jsonl")
+
+
+def test_closed_loop_load_runs_and_says_so(ready, run_dir):
+    proc, out = run_chaos(ready, run_dir, *SHORT, "--load-users", "4")
+    assert proc.returncode == 0, out
+    (e,) = read_summary(run_dir)["experiments"]
+    assert e["load"]["mode"] == "closed" and e["load"]["describe"] == "closed loop, 4 users"
+    (lag,) = [s for s in e["slos"] if s["name"] == "schedule_lag_p99_ms"]
+    assert lag["ok"] and lag["observed"] is None and "closed-loop load has no schedule" in lag["detail"]
+    assert "closed loop, 4 users" in out
 
 
 # ----------------------------------------------------------------------------- safeguard

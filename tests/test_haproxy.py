@@ -12,13 +12,30 @@ from targets.local.cluster import wait_for
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="HAProxy not installed")
 
 
+def distinct_ports(n: int) -> list[int]:
+    """`free_port()` binds port 0 and lets go: the same port can come back twice."""
+    ports: list[int] = []
+    while len(ports) < n:
+        if (p := free_port()) not in ports:
+            ports.append(p)
+    return ports
+
+
 def test_rendered_config_passes_haproxy_check(tmp_path):
     cfg = tmp_path / "h.cfg"
-    cfg.write_text(haproxy.render_config(free_port(), free_port(), tmp_path / "s.sock", 16, "/v2/health/ready"))
+    lb, stats, plain = distinct_ports(3)
+    cfg.write_text(haproxy.render_config(lb, stats, tmp_path / "s.sock", 16, "/v2/health/ready", plain))
     haproxy.check_config(haproxy.find_haproxy(), cfg)
+    text = cfg.read_text()
+    tuned, plain_backend = text.split(f"\nbackend {haproxy.PLAIN_BACKEND}\n")
     for line in ("retry-on conn-failure empty-response response-timeout 502 503 504", "option redispatch 1",
-                 "observe layer7 error-limit 5 on-error mark-down", "http-check send meth GET uri /v2/health/ready"):
-        assert line in cfg.read_text()
+                 "observe layer7 error-limit 5 on-error mark-down", "http-check send meth GET uri /v2/health/ready",
+                 "balance leastconn", "timeout server 2s", "timeout check 500ms", "inter 500ms fall 2"):
+        assert line in tuned, line
+    # the plain backend is HAProxy's defaults: none of the tuning
+    assert "balance roundrobin" in plain_backend and "http-check send meth GET uri /v2/health/ready" in plain_backend
+    for tuning in ("retry-on", "redispatch", "observe", "inter ", "timeout server", "leastconn"):
+        assert tuning not in plain_backend, tuning
 
 
 def test_broken_config_is_one_clear_error(tmp_path):
@@ -31,7 +48,8 @@ def test_broken_config_is_one_clear_error(tmp_path):
 def test_slot_pointed_at_a_healthy_port_comes_up_and_back_to_maint(tmp_path):
     sock = tmp_path / "h.sock"
     cfg = tmp_path / "h.cfg"
-    cfg.write_text(haproxy.render_config(free_port(), free_port(), sock, 4, "/"))
+    lb_port, stats_port, plain_port = distinct_ports(3)
+    cfg.write_text(haproxy.render_config(lb_port, stats_port, sock, 4, "/", plain_port))
     backend_port = free_port()
     web = spawn(["python3", "-m", "http.server", str(backend_port), "--bind", "127.0.0.1"], tmp_path / "web.log")
     lb = spawn([haproxy.find_haproxy(), "-db", "-f", str(cfg)], tmp_path / "lb.log")
@@ -45,8 +63,10 @@ def test_slot_pointed_at_a_healthy_port_comes_up_and_back_to_maint(tmp_path):
         wait_for(lambda: admin.servers()[1].up, 10, "slot r2 up")
         r2 = admin.servers()[1]
         assert (r2.name, r2.port) == ("r2", backend_port)
+        plain = haproxy.AdminSocket(sock, backend=haproxy.PLAIN_BACKEND)
+        wait_for(lambda: plain.servers()[1].up, 15, "slot r2 up behind the plain front too")
         admin.retire_slot(2)
-        assert admin.servers()[1].state == "maint"
+        assert admin.servers()[1].state == "maint" and plain.servers()[1].state == "maint"
     finally:
         end_groups([web.pid, lb.pid], 2)
         web.wait()

@@ -29,7 +29,7 @@ EXPERIMENTS = ["experiments/test_replica_crash.py", "experiments/test_replica_ha
                "experiments/test_spot_reclamation.py"]
 #: the load each takes on this 2-core machine beside the suite (req/s, open loop).
 RATES = {"vllm": 20, "mlserver": 50}
-EXPECTED = {"replica_crash": "pass", "replica_hang": "pass", "replica_hang_plain_lb": "fail",
+EXPECTED = {"replica_crash": "pass", "replica_hang[tuned]": "pass", "replica_hang[plain]": "fail",
             "spot_reclamation": "pass"}
 
 
@@ -73,10 +73,10 @@ def test_every_verdict_is_what_the_fleet_earned_for_a_reason_it_names(catalogue)
         for slo in run["slos"]:
             assert slo["detail"], slo
         assert run["error"] is None
-    plain = {s["name"]: s for s in runs["replica_hang_plain_lb"]["slos"]}
+    plain = {s["name"]: s for s in runs["replica_hang[plain]"]["slos"]}
     assert not plain["p99_ms"]["ok"] and plain["p99_ms"]["observed"] > 2000, plain["p99_ms"]
     # the tuned LB ejected the hung replica; both killed ones were taken out too
-    for run in ("replica_crash", "replica_hang", "spot_reclamation"):
+    for run in ("replica_crash", "replica_hang[tuned]", "spot_reclamation"):
         assert runs[run]["failover"] and runs[run]["observed"]["failover_s"] <= 8, runs[run]["failover"]
 
 

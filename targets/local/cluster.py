@@ -160,7 +160,10 @@ class LocalCluster:
         replicas setting; never below a pre-heat."""
         state = state or self.state
         desired = {**state.spec, **read_desired(self.state_dir)}
-        scaled = state.autoscaler.get("desired") if state.autoscaler.get("enabled") else None
+        # the settings file is the intent; the state lags it by one supervisor tick, and a
+        # revert that just turned autoscaling off must not read as "2 replicas wanted"
+        on = state.autoscaler.get("enabled") and desired.get("autoscale_target") is not None
+        scaled = state.autoscaler.get("desired") if on else None
         return max(int(scaled if scaled is not None else desired["replicas"]), int(desired.get("preheat", 0)))
 
     def autoscaling(self) -> dict:
