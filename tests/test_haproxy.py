@@ -30,7 +30,7 @@ def test_rendered_config_passes_haproxy_check(tmp_path):
     tuned, plain_backend = text.split(f"\nbackend {haproxy.PLAIN_BACKEND}\n")
     for line in ("retry-on conn-failure empty-response response-timeout 502 503 504", "option redispatch 1",
                  "observe layer7 error-limit 5 on-error mark-down", "http-check send meth GET uri /v2/health/ready",
-                 "balance leastconn", "timeout server 2s", "timeout check 500ms", "inter 500ms fall 2"):
+                 "balance leastconn", "inter 1s fall 2"):
         assert line in tuned, line
     # the plain backend is HAProxy's defaults: none of the tuning
     assert "balance roundrobin" in plain_backend and "http-check send meth GET uri /v2/health/ready" in plain_backend

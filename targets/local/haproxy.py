@@ -79,12 +79,13 @@ backend {BACKEND}
   http-check send meth GET uri {ready_path}
   http-check expect status 200
   # A hung replica keeps its socket open: only a check timing out ejects it, and meanwhile
-  # what was sent to it waits for `timeout server`. Fast checks and a server timeout well
-  # above a healthy answer's p99.9 but far below a user's patience, with the timed-out
-  # request retried on another replica (it was never answered), bound that wait.
-  timeout server 2s
-  timeout check 500ms
-  default-server inter 500ms fall 2 rise 2 slowstart 10s observe layer7 error-limit 5 on-error mark-down
+  # what was sent to it waits. Least connections stops sending it new work (it finishes
+  # none); checks with a 1-s timeout take it out. A short `timeout server` with retries on
+  # response-timeout would bound the wait of the few that sat on it, but under overload it
+  # turns every slow answer into a retry the busy replicas must also serve (measured: a 2-s
+  # timeout took an autoscaled surge's server queue p99 from 0.05 s to 20-30 s): without
+  # a retry budget, which HAProxy lacks, it stays at the 30-s default.
+  default-server inter 1s fall 2 rise 2 slowstart 10s observe layer7 error-limit 5 on-error mark-down
   retries 3
   option redispatch 1
   retry-on conn-failure empty-response response-timeout 502 503 504
