@@ -89,7 +89,7 @@ def test_every_experiment_sends_its_fault_and_its_undo_through_the_api(kube, end
     runs = summary(tmp_path)
     assert set(runs) >= {"spot_reclamation", "gpu_oom[sudden]", "gpu_oom[gradual]", "model_load_stall[cold]",
                          "pipeline_lag[stop]", "pipeline_lag[slow_reads]", "dependency_latency",
-                         "replica_crash", "replica_hang", "traffic_surge"}, out[-3000:]
+                         "replica_crash", "replica_hang[tuned]", "traffic_surge"}, out[-3000:]
     assert "wrong_answers has no Kubernetes implementation" in out  # skipped, not failed
     sent = mutations(kube)
     paths = [f"{m} {p}" for m, p, _, _ in sent]
@@ -116,7 +116,7 @@ def test_every_experiment_sends_its_fault_and_its_undo_through_the_api(kube, end
     stops = [p for p, a in execs if a == ("kill", "-STOP", "1")]
     conts = [p for p, a in execs if a == ("kill", "-CONT", "1")]
     assert stops and stops == conts
-    hang = runs["replica_hang"]
+    hang = runs["replica_hang[tuned]"]
     (f,) = hang["failover"]
     assert f["failover_s"] is not None, "the fake kubelet marked the stopped pod unready: the LB view saw it"
 
