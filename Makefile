@@ -57,6 +57,7 @@ bench: setup
 	$(PY) bench/lb_throughput.py
 	$(PY) bench/load_logging.py
 	$(PY) bench/load_ratio.py
+	$(PY) bench/load_rate.py
 	$(PY) bench/fault_latency.py
 	$(PY) bench/crash_campaign.py --kills 30
 	$(PY) bench/runner_memory.py
