@@ -127,6 +127,7 @@ def _verdict_line(e: dict) -> str:
         window = f" · fault from +{fw['inject_s']:.1f}s to +{fw['revert_s']:.1f}s"
     return (f"<p><span class={escape(e['verdict'])}>{escape(e['verdict'].upper())}</span> · fault "
             f"{escape(e['fault'])} · {e.get('requests', 0)} requests{window}"
+            + (f" · load: {escape(e['load']['describe'])}" if (e.get("load") or {}).get("describe") else "")
             + (f" · {escape(why)}" if why else "")
             + (f" · <a href=\"{escape(e['labels']['runbook'])}\">runbook</a>" if e.get("labels", {}).get("runbook")
                else "") + "</p>"

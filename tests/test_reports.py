@@ -111,6 +111,8 @@ def test_slo_table_marks_the_breached_row():
 
 def test_summary_html_is_one_file_with_the_images_inlined(tmp_path):
     e1, e2 = experiment("a"), experiment("b", verdict="fail", p99=2400.0, p99_ok=False)
+    e1["load"] = {"describe": "closed loop, 4 users"}
+    e2["load"] = {"describe": "open loop, 100 req/s (poisson)"}
     for e in (e1, e2):
         run = tmp_path / e["id"]
         run.mkdir()
@@ -121,6 +123,8 @@ def test_summary_html_is_one_file_with_the_images_inlined(tmp_path):
     assert text.count("data:image/png;base64,") == 2 and "src=\"timeline" not in text
     assert "<td class=pass>PASS</td>" in text and "<td class=fail>FAIL</td>" in text
     assert "1 pass, 1 fail" in text and "<td>p99_ms</td></tr>" in text  # b's breached column
+    # which load ran is on the page: a closed-loop verdict is not an open-loop one
+    assert "load: closed loop, 4 users" in text and "load: open loop, 100 req/s (poisson)" in text
     assert json.loads((tmp_path / "summary.json").read_text())["experiments"][1]["verdict"] == "fail"
 
 
