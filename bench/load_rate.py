@@ -27,19 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_ratio import BARE, lb_requests  # noqa: E402
-from load.runner import LoadProfile, LoadRunner, free_port, group_members  # noqa: E402
+from load.runner import LoadProfile, LoadRunner, group_members  # noqa: E402
 from load.workload import reference  # noqa: E402
 from probes.window import percentile  # noqa: E402
 from targets.local.haproxy import find_haproxy  # noqa: E402
+from targets.local.ports import free_ports  # noqa: E402
 
 ANSWER = '{"model_name":"mlp","outputs":[{"name":"p","shape":[1,8],"datatype":"FP32","data":[0.125,0.125,0.125,0.125,0.125,0.125,0.125,0.125]}]}'
 
 
 def start_target(tmp: Path) -> tuple[subprocess.Popen, str, str]:
-    port = free_port()
-    stats = free_port()
-    while stats == port:  # each call binds port 0 and lets go: the same port can come back
-        stats = free_port()
+    port, stats = free_ports(2)
     cfg = tmp / "haproxy.cfg"
     cfg.write_text(f"""global
   maxconn 4096

@@ -172,7 +172,7 @@ class Experiment:
             self._window_open = False
             self.annotations.fault_ended(self.fault.name, self.id, time.time())
 
-    def _canary(self) -> Canary | SelfCanary | None:
+    def _canary(self) -> Canary | None:
         """The reference model's golden set where the target serves it; for any other
         server, its own baseline answers to fixed requests (self-consistency)."""
         model = self.target.golden_model()

@@ -85,8 +85,7 @@ SSE_HEADERS = {**JSON_HEADERS, "Accept": "text/event-stream"}
 _writer: RecordWriter | None = RecordWriter(LOG_PREFIX) if LOG_PREFIX else None
 _flusher: gevent.Greenlet | None = None
 _worker: tuple[int, str] | None = None
-_stopping = False
-#: monotonic time the load was told to stop: arrivals due before it are still sent.
+#: monotonic time the load was told to stop (None: running): arrivals due before it are still sent.
 _stop_at: float | None = None
 _closed = False
 
@@ -345,7 +344,7 @@ class InferenceUser(FastHttpUser):
 
     @task
     def request(self) -> None:
-        if _stopping:
+        if _stop_at is not None:
             raise StopUser()
         send(self.client, random.choices(KINDS, WEIGHTS)[0], time.monotonic())
 
@@ -355,8 +354,7 @@ def drain(now: float | None = None) -> None:
     """Stop scheduling (what was due before now is still sent); let what is in flight
     finish for up to DRAIN_S; record the rest, and every arrival that was due but never
     sent because the client fell behind."""
-    global _stopping, _stop_at, _closed
-    _stopping = True
+    global _stop_at, _closed
     stop_at = _stop_at = time.monotonic() if now is None else now
     deadline = stop_at + DRAIN_S
     while (_flights or any(s.next <= stop_at for s in _schedules)) and time.monotonic() < deadline:

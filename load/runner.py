@@ -16,6 +16,7 @@ who each shut down on their own SIGINT. After 15 s the group gets SIGKILL.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -113,7 +114,7 @@ class LoadProfile:
             raise UsageError(f"load processes {self.processes} is more than 4 per CPU core "
                              f"({os.cpu_count()} cores)")
         if self.rate is not None and (isinstance(self.rate, bool) or not isinstance(self.rate, (int, float))
-                                      or not self.rate > 0 or self.rate != self.rate or self.rate == float("inf")):
+                                      or not math.isfinite(self.rate) or self.rate <= 0):
             raise UsageError(f"--load-rate must be a number of requests/s above 0, got {self.rate!r}")
         if self.arrival not in ARRIVALS:
             raise UsageError(f"--load-arrival {self.arrival!r}: expected one of {', '.join(ARRIVALS)}")

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import httpx
 
 from inferchaos.errors import UsageError
-from load.records import KINDS, STREAMING, parse_mix
+from load.records import STREAMING, parse_mix
 
 APIS = ("oip", "openai", "openai-chat", "auto")
 WORKLOAD_ENV = "INFERCHAOS_WORKLOAD"
@@ -318,4 +318,4 @@ def _inputs(meta: dict, url: str, model: str) -> tuple[tuple[InputSpec, ...], in
 
 
 __all__ = ["APIS", "InputSpec", "Workload", "WORKLOAD_ENV", "parse_headers", "read_payloads", "reference",
-           "resolve", "KINDS"]
+           "resolve"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import httpx
 
@@ -44,13 +44,13 @@ class GoldenWindow:
 
 
 class Canary:
-    def __init__(self, base_url: str, cases: Sequence[GoldenCase], model: str = "mlp", interval_s: float = 0.25,
-                 timeout_s: float = 5.0) -> None:
+    def __init__(self, base_url: str, cases: Sequence[Any], model: str = "mlp", interval_s: float = 0.25,
+                 timeout_s: float = 5.0, headers: Mapping[str, str] | None = None) -> None:
         if not cases:
             raise ValueError("the golden set is empty")
         self.cases, self.model, self.interval_s = list(cases), model, interval_s
         self.checks: list[Check] = []
-        self._client = httpx.Client(base_url=base_url, timeout=timeout_s)
+        self._client = httpx.Client(base_url=base_url, timeout=timeout_s, headers=dict(headers or {}))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="golden-canary", daemon=True)
 

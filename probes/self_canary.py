@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import httpx
 
 from load.records import REPLICA_HEADER, parse_completion_body
 from load.workload import Workload
-from probes.canary import Check
+from probes.canary import Canary, Check
 
 CASES = 4
 RTOL, ATOL = 1e-4, 1e-5
@@ -56,21 +55,15 @@ def cases(workload: Workload, n: int = CASES) -> list[Case]:
     return out
 
 
-class SelfCanary:
+class SelfCanary(Canary):
+    """The canary's loop (`Canary.start/stop`), with references learnt from the baseline."""
+
     def __init__(self, base_url: str, workload: Workload, interval_s: float = 0.25, timeout_s: float = 5.0) -> None:
-        self.cases = cases(workload)
-        self.interval_s = interval_s
-        self.checks: list[Check] = []
+        super().__init__(base_url, cases(workload), workload.model, interval_s, timeout_s,
+                         headers=workload.header_values())
         self._seen: dict[str, Counter[str]] = defaultdict(Counter)
         self._values: dict[str, list[float] | str] = {}
         self._frozen = False
-        self._client = httpx.Client(base_url=base_url, timeout=timeout_s, headers=workload.header_values())
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="self-canary", daemon=True)
-
-    def start(self) -> SelfCanary:
-        self._thread.start()
-        return self
 
     def freeze(self) -> None:
         """From now on, answers are judged against what came before."""
@@ -79,19 +72,6 @@ class SelfCanary:
     @property
     def unstable(self) -> list[str]:
         return sorted(name for name, seen in self._seen.items() if len(seen) > 1)
-
-    def stop(self) -> list[Check]:
-        self._stop.set()
-        self._thread.join(10)
-        self._client.close()
-        return self.checks
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            self.checks.append(self.check(self.cases[i % len(self.cases)]))
-            i += 1
-            self._stop.wait(self.interval_s)
 
     def check(self, case: Case) -> Check:
         t = time.monotonic()

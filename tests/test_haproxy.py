@@ -5,25 +5,16 @@ import shutil
 import pytest
 
 from targets.local import haproxy
-from targets.local.ports import free_port
+from targets.local.ports import free_port, free_ports
 from targets.local.processes import end_groups, spawn
 from targets.local.cluster import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="HAProxy not installed")
 
 
-def distinct_ports(n: int) -> list[int]:
-    """`free_port()` binds port 0 and lets go: the same port can come back twice."""
-    ports: list[int] = []
-    while len(ports) < n:
-        if (p := free_port()) not in ports:
-            ports.append(p)
-    return ports
-
-
 def test_rendered_config_passes_haproxy_check(tmp_path):
     cfg = tmp_path / "h.cfg"
-    lb, stats, plain = distinct_ports(3)
+    lb, stats, plain = free_ports(3)
     cfg.write_text(haproxy.render_config(lb, stats, tmp_path / "s.sock", 16, "/v2/health/ready", plain))
     haproxy.check_config(haproxy.find_haproxy(), cfg)
     text = cfg.read_text()
@@ -48,7 +39,7 @@ def test_broken_config_is_one_clear_error(tmp_path):
 def test_slot_pointed_at_a_healthy_port_comes_up_and_back_to_maint(tmp_path):
     sock = tmp_path / "h.sock"
     cfg = tmp_path / "h.cfg"
-    lb_port, stats_port, plain_port = distinct_ports(3)
+    lb_port, stats_port, plain_port = free_ports(3)
     cfg.write_text(haproxy.render_config(lb_port, stats_port, sock, 4, "/", plain_port))
     backend_port = free_port()
     web = spawn(["python3", "-m", "http.server", str(backend_port), "--bind", "127.0.0.1"], tmp_path / "web.log")

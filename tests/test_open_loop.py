@@ -10,7 +10,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from aiohttp import web
 from load.records import RequestRecord, read_log
 from load.runner import LoadProfile, LoadRunner
 from load.workload import reference
+from tests.aioapp import ThreadedApp
 from tests.test_load import collect, pgid_members
 
 pytestmark = pytest.mark.cluster
@@ -31,17 +31,16 @@ def chunk(text: str) -> bytes:
     return b"data: " + json.dumps({"choices": [{"index": 0, "text": text}]}).encode() + b"\n\n"
 
 
-class StallServer:
+class StallServer(ThreadedApp):
     """Answers infer after `delay_s`; streams one token, then (stall) nothing until released."""
 
+    shutdown_timeout_s = 0.1
+
     def __init__(self, delay_s: float = 0.0, stall: bool = False) -> None:
+        super().__init__()
         self.delay_s, self.stall = delay_s, stall
         self.arrived = 0
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
         self.release: asyncio.Event | None = None
-        self.url = ""
-        self.thread = threading.Thread(target=self._serve, daemon=True)
 
     async def infer(self, request: web.Request) -> web.Response:
         await request.read()
@@ -63,30 +62,13 @@ class StallServer:
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
+    def routes(self, app: web.Application) -> None:
         self.release = asyncio.Event()
-        app = web.Application()
         app.router.add_post("/v2/models/{name}/infer", self.infer)
         app.router.add_post("/v1/completions", self.completions)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        self.loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        self.ready.set()
-        self.loop.run_forever()
 
-    def __enter__(self) -> StallServer:
-        self.thread.start()
-        assert self.ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def before_stop(self) -> None:
         self.loop.call_soon_threadsafe(self.release.set)
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 def run_for(url: str, log: Path, profile: LoadProfile, seconds: float, **kw) -> tuple[LoadRunner, list[RequestRecord]]:

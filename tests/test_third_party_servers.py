@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.servers import MLSERVER, VLLM, ThirdPartyServer
-from tests.servers.procinfo import end_group, group_members, listening_ports, rss_mib
+from tests.servers.procinfo import end_groups, group_members, listening_ports, rss_mib
 from tests.servers.sklearn_model import INPUT_NAME, N_FEATURES
 
 # The `thirdparty` marker is registered in pyproject.toml by the project's owner.
@@ -90,7 +90,7 @@ def _run(server: ThirdPartyServer, log_dir: Path) -> Iterator[Replica]:
               f"RSS {rss_mib(members):.0f} MiB, listening on {sorted(listening_ports(members))} (HTTP {port})")
         yield rep
     finally:
-        stubborn = end_group(proc.pid)
+        stubborn = end_groups([proc.pid], grace_s=10.0)
         proc.wait(timeout=10)
         left = group_members(proc.pid)
         assert not left, f"{server.name}: processes {left} outlived SIGKILL of their group"

@@ -4,9 +4,7 @@ real ones are in tests/test_real_servers.py; here each refusal is planted on pur
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -17,22 +15,21 @@ from inferchaos.errors import UsageError
 from load.runner import LoadProfile, LoadRunner
 from load.workload import parse_headers, read_payloads, resolve
 from probes.self_canary import SelfCanary
+from tests.aioapp import ThreadedApp
 
 SECRET = "s3cr3t-token-value"
 
 
-class ModelServer:
+class ModelServer(ThreadedApp):
     """`oip`: /v2/models/{name} metadata and infer; `openai`: /v1/models and completions.
     `token`: every request must carry it. `drift`: answers change once set."""
 
     def __init__(self, oip: bool = True, openai: bool = False, token: str | None = None) -> None:
+        super().__init__()
         self.oip, self.openai, self.token = oip, openai, token
         self.drift = False
         self.bodies: list[dict] = []
         self.auth_seen: set[str | None] = set()
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
 
     def _denied(self, request: web.Request) -> web.Response | None:
         self.auth_seen.add(request.headers.get("Authorization"))
@@ -79,31 +76,12 @@ class ModelServer:
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/v2/models/{name}", self.metadata)
         app.router.add_post("/v2/models/{name}/infer", self.infer)
         app.router.add_post("/v2/repository/index", self.index)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/completions", self.completions)
-        self._runner = web.AppRunner(app, access_log=None)
-        self.loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        self.ready.set()
-        self.loop.run_forever()
-
-    def __enter__(self) -> ModelServer:
-        self.thread.start()
-        assert self.ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 def test_an_oip_server_gets_bodies_built_from_its_own_metadata(tmp_path):

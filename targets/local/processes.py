@@ -39,7 +39,7 @@ def signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
-def _members(pgid: int) -> list[int]:
+def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a group, read from /proc."""
     pids = []
     for entry in os.listdir("/proc"):
@@ -56,7 +56,7 @@ def _members(pgid: int) -> list[int]:
 
 
 def group_alive(pgid: int) -> bool:
-    return bool(_members(pgid))
+    return bool(group_members(pgid))
 
 
 def stopped(pid: int) -> bool:

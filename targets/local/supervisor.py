@@ -30,7 +30,7 @@ import aiohttp
 from inferchaos.errors import ClusterStartError
 from targets.local import haproxy, prometheus
 from targets.local.autoscaler import ScaleLoop, metric_sum, policy_from
-from targets.local.ports import free_port, port_in_use
+from targets.local.ports import free_port, free_ports, port_in_use
 from targets.local.control import read_desired
 from targets.local.processes import end_groups, pid_alive, signal_group, spawn
 from targets.local.spec import ClusterSpec
@@ -117,7 +117,7 @@ class Supervisor:
             raise ClusterStartError(f"port {self.spec.lb_port} on 127.0.0.1 is already in use")
         shutil.rmtree(self.vgpu_dir, ignore_errors=True)
         py = [sys.executable, "-m"]
-        ms_port, fs_port = free_port(), free_port()
+        ms_port, fs_port = free_ports(2)
         self._start_service("modelstore", py + ["targets.local.modelstore", "--port", str(ms_port)], ms_port)
         self._start_service("featurestore", py + ["targets.local.featurestore", "--port", str(fs_port)], fs_port)
         self.state.model_store_url = f"http://127.0.0.1:{ms_port}"
@@ -126,8 +126,9 @@ class Supervisor:
         await self._wait_healthy("featurestore", f"{self.state.feature_store_url}/health")
         # Replicas reach both stores through the dependency proxy, where faults add latency,
         # bandwidth limits, stalls and resets; the pipeline writes to the store directly.
-        proxy_port, routes = free_port(), {"model_store": ms_port, "feature_store": fs_port}
-        listen = {name: free_port() for name in routes}
+        routes = {"model_store": ms_port, "feature_store": fs_port}
+        proxy_port, *ports = free_ports(1 + len(routes))
+        listen = dict(zip(routes, ports))
         self._start_service("depproxy", py + ["targets.local.depproxy", "--control-port", str(proxy_port)] + [
             arg for name, up in routes.items() for arg in ("--route", f"{name}={listen[name]}:127.0.0.1:{up}")],
             proxy_port)
@@ -149,7 +150,7 @@ class Supervisor:
 
     async def _start_haproxy(self, binary: str) -> None:
         lb_port = self.spec.lb_port or free_port()
-        stats_port, plain_port = free_port(), free_port()
+        stats_port, plain_port = [p for p in free_ports(3) if p != lb_port][:2]
         sock = self.dir / "haproxy.sock"
         cfg = self.dir / "haproxy.cfg"
         cfg.write_text(haproxy.render_config(lb_port, stats_port, sock, self.spec.slots, self.spec.ready_path,

@@ -9,24 +9,10 @@ has to mean the whole group is gone, not just the pid we started.
 from __future__ import annotations
 
 import os
-import signal
-import time
 
+from targets.local.processes import end_groups, group_members
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) pids whose process group is `pgid`."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != b"Z" and int(fields[2]) == pgid:
-            pids.append(int(entry))
-    return pids
+__all__ = ["end_groups", "group_members", "listening_ports", "rss_mib"]
 
 
 def rss_mib(pids: list[int]) -> float:
@@ -68,23 +54,3 @@ def listening_ports(pids: list[int]) -> set[int]:
             if cols[3] == "0A" and cols[9] in inodes:  # 0A = TCP_LISTEN
                 ports.add(int(cols[1].rsplit(":", 1)[1], 16))
     return ports
-
-
-def end_group(pgid: int, grace_s: float = 10.0) -> list[int]:
-    """SIGTERM the group (SIGCONT first, so a stopped member can act on it), SIGKILL what
-    is left at the deadline; returns the pids that needed the SIGKILL."""
-    for sig in (signal.SIGCONT, signal.SIGTERM):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return []
-    deadline = time.monotonic() + grace_s
-    while group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stubborn = group_members(pgid)
-    if stubborn:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return stubborn
