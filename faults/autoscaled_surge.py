@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faults.local import LocalFault, non_negative
-from faults.traffic_surge import TrafficSurge, describe_surge, start_surge, surge_profile
+from faults.base import Landing
+from faults.traffic_surge import SurgeArrivals, TrafficSurge, describe_surge, start_surge, surge_profile
 from inferchaos.errors import UsageError
 from load.runner import LoadRunner
 from targets.local.autoscaler import Policy
@@ -37,6 +38,7 @@ class AutoscaledSurge(LocalFault):
     autoscaler: bool = True
     provisioning_delay_s: float = 1.0
     _surge: LoadRunner | None = field(default=None, init=False, repr=False)
+    _arrivals: SurgeArrivals | None = field(default=None, init=False, repr=False)
 
     def validate(self) -> None:
         Policy(self.target_waiting, self.min_replicas, self.max_replicas, cooldown_s=self.cooldown_s,
@@ -80,7 +82,11 @@ class AutoscaledSurge(LocalFault):
 
     def _inject(self) -> None:
         self._surge = start_surge(self, surge_profile(self, self.factor, 200.0))
+        self._arrivals = SurgeArrivals(self._surge, self, self.factor)
         self.note("surge", describe_surge(self, self.factor, 200.0))
+
+    def landed(self) -> Landing:
+        return self._arrivals.landed() if self._arrivals else Landing(False, "no surge was started")
 
     def load_runners(self) -> list[Any]:
         return [self._surge] if self._surge is not None else []

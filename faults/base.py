@@ -66,6 +66,16 @@ class FaultEvent:
 
 
 @dataclass(frozen=True)
+class Landing:
+    """Whether the fault's effect shows on the target, read back from the target itself
+    (a process state, the LB, the memory ledger, a timed request through the path), and
+    what was seen. A fault that did not land proves nothing, so it gets no verdict."""
+
+    ok: bool
+    evidence: str
+
+
+@dataclass(frozen=True)
 class RunContext:
     """What a fault may know of the experiment it runs in (a surge adds load to it)."""
 
@@ -150,6 +160,15 @@ class Fault:
     def figures(self) -> dict[str, Any]:
         """What the fault measured on the target to prove it took effect (reported)."""
         return {}
+
+    #: how long after inject() its effect may take to show (a notice, a replacement's start).
+    land_within_s: ClassVar[float] = 5.0
+
+    def landed(self) -> Landing:
+        """The effect this fault must produce, measured on the target now. Called
+        repeatedly after inject() until it holds or `land_within_s` passed; cheap and
+        read-only. A fault that declares no effect never lands."""
+        return Landing(False, f"{self.name} declares no effect to verify")
 
     def target_ref(self) -> dict[str, Any]:
         return {}

@@ -8,13 +8,11 @@ degrades, as with Toxiproxy or Chaos Mesh's NetworkChaos. Undo clears the route.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from faults.local import LocalFault, non_negative
+from faults.base import Landing
+from faults.local import LocalFault, non_negative, route_shows, timed_read
 from inferchaos.errors import UsageError
 from targets.local.depproxy import Toxics
 
@@ -57,18 +55,29 @@ class DependencyLatency(LocalFault):
 
     def _inject(self) -> None:
         self.degrade(self.dependency, self.toxics())
-        self.measured = measure(self.cluster.state.via_proxy[self.dependency])
+        self.measured = timed_read(self.cluster.state.via_proxy[self.dependency])
+
+    def landed(self) -> Landing:
+        """The route's toxics read back from the proxy, and one request through it timed:
+        the delay must show (or the stall time out, or the reset fail it)."""
+        route = route_shows(self.dependency_route(self.dependency), self.toxics(), self.dependency)
+        if not route.ok:
+            return route
+        took = timed_read(self.cluster.state.via_proxy[self.dependency])
+        self.measured = self.measured or took
+        expect = self.latency_ms - self.jitter_ms
+        if self.reset or self.stall_s:
+            shows = took["timed_out"] or took["status"] != 200 or took["health_ms"] >= 300 * min(self.stall_s, 2)
+        elif expect > 0:
+            shows = took["health_ms"] >= 0.5 * expect
+        else:
+            shows = True  # bandwidth or jitter alone: the route read back is the evidence
+        if not shows:
+            return Landing(False, f"{route.evidence}, but a request through it took {took['health_ms']} ms "
+                                  f"(status {took['status']})")
+        return Landing(True, f"{route.evidence}; a request through it took {took['health_ms']} ms "
+                             f"(status {took['status']})")
 
     def figures(self) -> dict[str, Any]:
         return {"through_proxy_after_inject": self.measured} if self.measured else {}
 
-
-def measure(base_url: str, timeout_s: float = 2.0) -> dict[str, Any]:
-    """One request through the degraded path, timed: the effect seen from a replica's side."""
-    started = time.monotonic()
-    timed_out = False
-    try:
-        status: Any = httpx.get(f"{base_url}/health", timeout=timeout_s).status_code
-    except httpx.HTTPError as exc:
-        status, timed_out = type(exc).__name__, isinstance(exc, httpx.TimeoutException)
-    return {"health_ms": round((time.monotonic() - started) * 1000, 1), "status": status, "timed_out": timed_out}

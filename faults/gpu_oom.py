@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from faults.base import Landing
 from faults.gpu_hog import parse_bytes
 from faults.local import LocalFault, non_negative
 from faults.undo import step
@@ -100,7 +101,22 @@ class GpuOom(LocalFault):
                 time.sleep(0.05)
         raise FaultError(f"the GPU hog on device {device} reported nothing within {timeout_s:g}s")
 
+    def landed(self) -> Landing:
+        """Memory actually taken: the hog's allocation on each victim's device, read from
+        the device's own ledger, above zero (a hog that allocated nothing is no OOM)."""
+        if not self.victims:
+            return Landing(False, "no replica was chosen")
+        seen = []
+        for v in self.victims:
+            u = VirtualDevice(self.cluster.state.vgpu_dir or "", v.device).usage()
+            taken = sum(n for k, n in u.allocations.items() if "gpu-hog" in k)
+            if taken <= 0:
+                return Landing(False, f"the hog holds nothing on GPU {v.device} ({u.free} bytes free)")
+            seen.append(f"GPU {v.device}: hog holds {taken / 2**20:.0f} MiB, {u.free / 2**20:.0f} MiB free")
+        return Landing(True, "; ".join(seen))
+
     def usage(self, device: int) -> dict[str, int]:
+
         vgpu_dir = self.cluster.state.vgpu_dir
         u = VirtualDevice(vgpu_dir or "", device).usage()
         return {"capacity": u.capacity, "used": u.used, "free": u.free}

@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from faults.base import BlastRadius, Fault
+import httpx
+
+from faults.base import BlastRadius, Fault, Landing
 from faults.undo import step
 from inferchaos.errors import UsageError
 from targets.local.cluster import LocalCluster, wait_for
@@ -31,6 +33,37 @@ def non_negative(name: str, value: float | None, what: str) -> None:
 def positive(name: str, value: float | None, what: str) -> None:
     if value is not None and not value > 0:
         raise UsageError(f"{name}: {what} must be above 0, got {value}")
+
+
+def gone(victims: list[ReplicaRecord]) -> Landing:
+    """Landed when no process of any victim's group is left (read from /proc)."""
+    if not victims:
+        return Landing(False, "no replica was chosen")
+    alive = [v.name for v in victims if group_alive(v.pgid)]
+    if alive:
+        return Landing(False, f"still running: {', '.join(alive)}")
+    return Landing(True, "gone: " + ", ".join(f"{v.name} (pid {v.pid})" for v in victims))
+
+
+def timed_read(base_url: str, timeout_s: float = 2.0) -> dict[str, Any]:
+    """One request through a degraded path, timed: the effect seen from a replica's side."""
+    started = time.monotonic()
+    timed_out = False
+    try:
+        status: Any = httpx.get(f"{base_url}/health", timeout=timeout_s).status_code
+    except httpx.HTTPError as exc:
+        status, timed_out = type(exc).__name__, isinstance(exc, httpx.TimeoutException)
+    return {"health_ms": round((time.monotonic() - started) * 1000, 1), "status": status, "timed_out": timed_out}
+
+
+def route_shows(route: dict, toxics: Any, what: str) -> Landing:
+    """The proxy's own view of a route, read back: the toxics asked for are in place."""
+    wanted = toxics.to_dict()
+    have = route.get("toxics", {})
+    differ = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+    if differ:
+        return Landing(False, f"the {what} route reads back {have}, not {wanted}")
+    return Landing(True, f"the {what} route reads back {wanted}")
 
 
 @dataclass

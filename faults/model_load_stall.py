@@ -14,7 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from faults.local import LocalFault, non_negative
+from faults.base import Landing
+from faults.local import LocalFault, gone, non_negative, route_shows
 from inferchaos.errors import UsageError
 from targets.local.depproxy import Toxics
 
@@ -61,3 +62,12 @@ class ModelLoadStall(LocalFault):
             self.change_settings(provisioning_delay_s=self.provisioning_delay_s)
         self.degrade("model_store", self.toxics())
         self.crash()
+
+    def landed(self) -> Landing:
+        """The store route slowed, read back from the proxy, and the victims gone, so
+        their replacements must load through it."""
+        route = route_shows(self.dependency_route("model_store"), self.toxics(), "model store")
+        if not route.ok:
+            return route
+        dead = gone(self.victims)
+        return Landing(dead.ok, f"{route.evidence}; {dead.evidence}")

@@ -20,11 +20,12 @@ from typing import Any
 
 import httpx
 
-from faults.local import LocalFault, non_negative
+from faults.base import Landing
+from faults.local import LocalFault, non_negative, route_shows, timed_read
 from faults.undo import step
 from inferchaos.errors import UsageError
 from targets.local.depproxy import Toxics
-from targets.local.processes import signal_group, start_time
+from targets.local.processes import signal_group, start_time, stopped
 
 MODES = ("stop", "slow_reads", "both")
 
@@ -73,6 +74,27 @@ class PipelineLag(LocalFault):
             self.note("sigstop", "pipeline")
         if self.slow:
             self.degrade("feature_store", Toxics(latency_ms=self.read_latency_ms))
+
+    def landed(self) -> Landing:
+        """The pipeline stopped (state T) and/or the store's reads slowed (the route read
+        back, and one read through it timed)."""
+        seen = []
+        if self.stops:
+            p = self.cluster.state.service("pipeline")
+            if not stopped(p.pid):
+                return Landing(False, f"the feature pipeline (pid {p.pid}) is not stopped")
+            seen.append(f"feature pipeline stopped (pid {p.pid}, state T)")
+        if self.slow:
+            toxics = Toxics(latency_ms=self.read_latency_ms)
+            route = route_shows(self.dependency_route("feature_store"), toxics, "feature store")
+            if not route.ok:
+                return route
+            took = timed_read(self.cluster.state.via_proxy["feature_store"])
+            if took["health_ms"] < 0.5 * self.read_latency_ms and not took["timed_out"]:
+                return Landing(False, f"a read through the proxy took {took['health_ms']} ms, "
+                                      f"not +{self.read_latency_ms:g} ms")
+            seen.append(f"a feature-store read through the proxy took {took['health_ms']} ms")
+        return Landing(True, "; ".join(seen))
 
     def feature_age(self) -> float | None:
         """Age of the newest features in the store itself (read directly, not through the proxy)."""

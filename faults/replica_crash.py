@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from faults.local import LocalFault, non_negative
+from faults.base import Landing
+from faults.local import LocalFault, gone, non_negative
 
 
 @dataclass
@@ -35,3 +36,7 @@ class ReplicaCrash(LocalFault):
         if self.provisioning_delay_s is not None:
             self.change_settings(provisioning_delay_s=self.provisioning_delay_s)
         self.crash()
+
+    def landed(self) -> Landing:
+        """Every victim's process group gone: a kill that hit nothing kills nothing."""
+        return gone(self.victims)

@@ -12,9 +12,10 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from faults.base import Landing
 from faults.local import LocalFault
 from faults.undo import step
-from targets.local.processes import signal_group, start_time
+from targets.local.processes import signal_group, start_time, stopped
 
 
 @dataclass
@@ -36,3 +37,12 @@ class ReplicaHang(LocalFault):
             signal_group(v.pgid, signal.SIGSTOP)
             self.note("sigstop", v.name)
             self.mark_down(v)
+
+    def landed(self) -> Landing:
+        """Every victim's server process in state T (stopped), read from /proc."""
+        if not self.victims:
+            return Landing(False, "no replica was chosen")
+        running = [v.name for v in self.victims if not stopped(v.pid)]
+        if running:
+            return Landing(False, f"not stopped: {', '.join(running)}")
+        return Landing(True, "stopped (state T): " + ", ".join(f"{v.name} (pid {v.pid})" for v in self.victims))

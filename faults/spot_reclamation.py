@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from faults.local import LocalFault, non_negative
+from faults.base import Landing
+from faults.local import LocalFault, gone, non_negative
 from targets.local.processes import signal_group
 from targets.local.state import ReplicaRecord
 
@@ -69,6 +70,14 @@ class SpotReclamation(LocalFault):
         for v in still_running:
             if signal_group(v.pgid, signal.SIGKILL):
                 self.note("sigkill", v.name)
+
+    @property
+    def land_within_s(self) -> float:  # type: ignore[override]
+        return self.notice_s + 5.0
+
+    def landed(self) -> Landing:
+        """The reclaimed replicas gone, as the node would be after its notice."""
+        return gone(self.victims)
 
     def died_at(self, name: str) -> float | None:
         event = self.first("exited", name)

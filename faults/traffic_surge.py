@@ -10,10 +10,11 @@ closed loop (where the extra users also wait for their answers, so latency limit
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from faults.base import Fault
+from faults.base import Fault, Landing
 from faults.undo import step
 from inferchaos.errors import UsageError
 from load.runner import LoadProfile, LoadRunner
@@ -48,6 +49,34 @@ def start_surge(fault: Fault, profile: LoadProfile) -> LoadRunner:
     return surge
 
 
+class SurgeArrivals:
+    """The surge's own requests as its load generator logged them (answered or still
+    out), to show the arrival rate was reached: a surge that never ran adds nothing."""
+
+    def __init__(self, surge: LoadRunner, fault: Fault, factor: float) -> None:
+        self.surge, self.since = surge, time.monotonic()
+        self._tail = surge.tail()
+        self._starts: list[float] = []
+        # what was asked, from the experiment's own load: not from the surge's profile,
+        # which is what the generator was told and may not be what it could do
+        base = fault.run.load if fault.run is not None else None
+        self.asked = base.rate * (factor - 1) if base is not None and base.open_loop else None
+
+    def landed(self) -> Landing:
+        self._starts.extend(r.start for r in self._tail.read_new())
+        now = time.monotonic()
+        seen = {round(s, 4) for s in self._starts} | {round(s, 4) for s in self._tail.in_flight()}
+        n = sum(1 for s in seen if s >= self.since)
+        p, elapsed = self.surge.profile, now - self.since
+        if self.asked is not None:
+            if elapsed < 1.0:
+                return Landing(False, f"{n} surge requests in the first {elapsed:.1f} s")
+            rate = n / elapsed
+            return Landing(rate >= 0.5 * self.asked, f"the surge sent {rate:.0f} req/s of {self.asked:g} asked "
+                                                     f"({n} requests in {elapsed:.1f} s)")
+        return Landing(n >= p.users, f"the surge's {p.users} users sent {n} requests in {elapsed:.1f} s")
+
+
 @dataclass
 class TrafficSurge(Fault):
     name = "traffic_surge"
@@ -55,6 +84,7 @@ class TrafficSurge(Fault):
     #: users started per second by the surge (a flash sale does not ramp politely).
     spawn_rate: float = 200.0
     _surge: LoadRunner | None = field(default=None, init=False, repr=False)
+    _arrivals: SurgeArrivals | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.factor > 1:
@@ -75,7 +105,11 @@ class TrafficSurge(Fault):
 
     def _inject(self) -> None:
         self._surge = start_surge(self, surge_profile(self, self.factor, self.spawn_rate))
+        self._arrivals = SurgeArrivals(self._surge, self, self.factor)
         self.note("surge", describe_surge(self, self.factor, self.spawn_rate))
+
+    def landed(self) -> Landing:
+        return self._arrivals.landed() if self._arrivals else Landing(False, "no surge was started")
 
     def load_runners(self) -> list[Any]:
         return [self._surge] if self._surge is not None else []

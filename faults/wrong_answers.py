@@ -13,7 +13,9 @@ from typing import Any
 
 import httpx
 
+from faults.base import Landing
 from faults.local import LocalFault, positive
+from probes.model_health import check_answer, golden_set, infer_body
 from faults.undo import step
 from targets.local.processes import start_time
 from targets.local.server import PERTURB_PATH
@@ -42,3 +44,16 @@ class WrongAnswers(LocalFault):
             resp = httpx.put(f"http://127.0.0.1:{v.port}{PERTURB_PATH}", json={"sigma": self.sigma}, timeout=5)
             resp.raise_for_status()
             self.note("perturbing", v.name)
+
+    def landed(self) -> Landing:
+        """Answers perturbed: a golden-set case asked of each victim directly no longer
+        gets the expected answer (judged by the canary's own check)."""
+        if not self.victims:
+            return Landing(False, "no replica was chosen")
+        case, seen = golden_set()[0], []
+        for v in self.victims:
+            resp = httpx.post(f"http://127.0.0.1:{v.port}/v2/models/mlp/infer", json=infer_body(case), timeout=5)
+            if resp.status_code == 200 and check_answer(case, resp.json()).ok:
+                return Landing(False, f"{v.name} still answers the golden case {case.name!r} right")
+            seen.append(f"{v.name} answers the golden case {case.name!r} wrong (HTTP {resp.status_code})")
+        return Landing(True, "; ".join(seen))

@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, ContextManager
 
-from faults.base import Fault, RunContext
+from faults.base import Fault, Landing, RunContext
 from faults.ledger import Ledger
 from faults.undo import step
 from inferchaos.annotations import Annotations
@@ -122,13 +122,16 @@ class Experiment:
             load.start(on_spawn=journal_load)
             self._tails = [load.tail()]
             self._phase("baseline", p.baseline_s)
-            self._queue_before = self._scrape_queues()
-            self._phase("inject", 0, action=self._inject, arm=True)
-            if not self.safeguard.tripped:
-                self._phase("hold", p.hold_s)
-            result.queue = over_window(self._queue_before, self._scrape_queues())
-            self._phase("revert", 0, action=self._revert)
-            self._phase("recovery", p.recovery_window_s)
+            result.inconclusive = self._steady_state(result)
+            if result.inconclusive is None:
+                self._queue_before = self._scrape_queues()
+                self._phase("inject", 0, action=lambda: self._land(result), arm=True)
+                if result.inconclusive is None and not self.safeguard.tripped:
+                    self._phase("hold", p.hold_s)
+                result.queue = over_window(self._queue_before, self._scrape_queues())
+                self._phase("revert", 0, action=self._revert)
+                if result.inconclusive is None:
+                    self._phase("recovery", p.recovery_window_s)
         except KeyboardInterrupt:
             result.error = "interrupted"
             raise
@@ -154,9 +157,61 @@ class Experiment:
         result.events = list(self.fault.events)
         result.requests = len(records)
         result.figures = self.fault.figures()
-        if result.error is None:
+        if result.error is None and result.inconclusive is not None:
+            result.verdict = "inconclusive"
+        elif result.error is None:
             self._evaluate(result)
         return result
+
+    def _steady_state(self, result: ExperimentResult) -> str | None:
+        """The steady-state hypothesis, judged on the baseline before anything is injected:
+        a target that already fails its objectives would blame the fault for its own
+        state. Returns why the run is inconclusive, or None to go on."""
+        baseline = self.phases[-1]
+        self._watch()
+        stats = window(self._records, baseline.start, baseline.end)
+        result.baseline = stats
+        result.steady_state = judge(self.slo.steady_state, observed_from_window(stats),
+                                    reasons_from_window(stats)) if self.slo.steady_state else []
+        failed = [r for r in result.steady_state if not r.ok]
+        if not failed:
+            return None
+        path = self.profile.resolved().describe()
+        evidence = [f"{r.name} {r.objective}: {r.detail}" for r in failed]
+        if stats.requests and stats.failed:
+            top = ", ".join(f"{why} x{n}" for why, n in sorted(stats.errors.items(), key=lambda kv: -kv[1])[:3])
+            evidence.insert(0, f"{stats.failed / stats.requests:.0%} of {stats.requests:,} requests failed "
+                               f"({top}); load: {path}")
+        elif not stats.requests:
+            evidence.insert(0, f"no request in the {baseline.end - baseline.start:.1f}-s baseline")
+        why = "steady state not met, nothing injected: baseline: " + "; ".join(evidence)
+        self.say(f"{self.id}: {why}")
+        return why
+
+    def _land(self, result: ExperimentResult) -> None:
+        """Inject, then wait for the fault's effect to show on the target before the hold
+        begins: a fault that did not land proves nothing, so it is reverted and the run is
+        inconclusive rather than a vacuous pass."""
+        self._inject()
+        started = time.monotonic()
+        deadline = started + self.fault.land_within_s
+        while True:
+            self._watch()
+            try:
+                landing = self.fault.landed()
+            except Exception as exc:  # noqa: BLE001 - a check that cannot read the target proves nothing
+                landing = Landing(False, f"could not check: {type(exc).__name__}: {exc}")
+            if landing.ok or time.monotonic() >= deadline or (self.safeguard.tripped and self.fault.applied):
+                break
+            time.sleep(0.1)
+        result.landing = {"landed": landing.ok, "evidence": landing.evidence,
+                          "after_s": round(time.monotonic() - started, 3)}
+        if landing.ok:
+            self.say(f"{self.id}: landed: {landing.evidence}")
+        elif not self.safeguard.tripped:
+            result.inconclusive = (f"fault did not land ({self.fault.name}: {landing.evidence}; "
+                                   f"checked for {self.fault.land_within_s:g}s)")
+            self.say(f"{self.id}: {result.inconclusive}: reverting")
 
     def _inject(self) -> None:
         if self._self_canary is not None:
@@ -193,9 +248,11 @@ class Experiment:
         with self.scope(title):
             start = time.monotonic()
             self.say(f"{self.id}: {title}")
+            # armed before the action: a fault's effect can take seconds to land, and the
+            # safeguard must watch while it does
+            self._armed = getattr(self, "_armed", False) or arm
             if action is not None:
                 action()
-            self._armed = self._armed or arm if hasattr(self, "_armed") else arm
             end = start + seconds
             first = True
             while True:
@@ -219,7 +276,7 @@ class Experiment:
                 self._tails.append(extra.tail())
         new = [r for tail in self._tails for r in tail.read_new()]
         self._records.extend(new)
-        self.safeguard.feed(new)
+        self.safeguard.feed(new, [s for tail in self._tails for s in tail.in_flight()])
         if getattr(self, "_armed", False) and self.fault.applied:
             self.safeguard.check()
 
@@ -237,13 +294,23 @@ class Experiment:
         assert inject and revert and recovery and baseline
         end = recovery.end
         result.baseline = window(result.records, baseline.start, inject.start)
-        result.during = window(result.records, inject.start, end)
+        # the fault window alone: how long the recovery window is must not dilute it
+        result.during = window(result.records, inject.start, revert.end)
+        result.recovery = window(result.records, revert.end, end)
+        before = observed_from_window(result.baseline)
+        objectives = [o.resolve(before.get(o.key)) for o in self.slo.objectives]
         observed = observed_from_window(result.during)
         reasons = reasons_from_window(result.during)
+        for o in objectives:
+            if o.relative is not None and o.baseline is None and o.limit is None:
+                observed[o.key] = None
+                reasons[o.key] = f"relative to the baseline, which measured no {o.key}"
         self._load_measures(result, observed, reasons)
-        observed["recovery_s"] = recovery_time(result.records, revert.end, end, self.slo.objectives)
+        healthy = self.slo.phases.recovery_healthy_s
+        observed["recovery_s"] = recovery_time(result.records, revert.end, end, objectives, healthy_s=healthy)
         if observed["recovery_s"] is None:
-            reasons["recovery_s"] = "errors or p99 never came back within objective before the run ended"
+            reasons["recovery_s"] = (f"errors or p99 were not within objective for {healthy} consecutive seconds "
+                                     f"before the run ended")
         result.failover = self._failover(result)
         if result.failover:
             values = [f.failover_s for f in result.failover]
@@ -266,7 +333,7 @@ class Experiment:
             reasons["queue_p99_ms"] = f"no replica reported {'vllm:request_queue_time_seconds'} over the fault window"
         self._model_health(result, observed, reasons)
         if result.scale_samples:
-            p99 = self.slo.objective("p99_ms")
+            p99 = next((o for o in objectives if o.key == "p99_ms"), None)
             result.scale_out = analyse_scaling(result.scale_samples, result.records, inject.start, revert.end,
                                                p99.value if p99 else None)
             observed["scale_out_s"] = result.scale_out.scale_out_s
@@ -281,7 +348,7 @@ class Experiment:
             self._promql(result.wall0 + inject.start - result.t0, result.wall0 + end - result.t0, observed, reasons)
         result.observed = {k: v for k, v in observed.items() if v is not None}
         objectives = [replace(o, optional=True) if o.key == "schedule_lag_p99_ms" and not self.profile.open_loop
-                      else o for o in self.slo.objectives] + [p.objective for p in self.slo.promql]
+                      else o for o in objectives] + [p.objective for p in self.slo.promql]
         result.slos = judge(objectives, observed, reasons)
         if self.safeguard.tripped:
             result.verdict, result.aborted = "aborted", self.safeguard.tripped
@@ -301,7 +368,9 @@ class Experiment:
             observed["schedule_lag_p99_ms"] = None
             reasons["schedule_lag_p99_ms"] = "closed-loop load has no schedule to keep"
         constraints = self.slo.goodput
-        observed["goodput_rps"] = goodput(result.records, inject.start, end.end, constraints)
+        revert = result.phase("revert")
+        assert revert
+        observed["goodput_rps"] = goodput(result.records, inject.start, revert.end, constraints)
         if observed["goodput_rps"] is None:
             reasons["goodput_rps"] = "no requests after injection"
         checked = integrity(result.records, (baseline.start, inject.start), (inject.start, end.end))

@@ -249,6 +249,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.section("chaos verdicts")
     for r in chaos.results:
         terminalreporter.write_line(f"{r.verdict.upper():8} {r.id}")
+        if r.inconclusive:
+            terminalreporter.write_line(f"           {r.inconclusive}")
         for s in r.slos:
             mark = "ok " if s.ok else "BREACHED"
             terminalreporter.write_line(f"           {mark:9}{s.name} {s.objective}: {s.detail}")

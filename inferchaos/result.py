@@ -33,7 +33,7 @@ class Phase:
 class ExperimentResult:
     id: str
     fault: str
-    verdict: str  # pass | fail | aborted | error
+    verdict: str  # pass | fail | inconclusive | aborted | error
     slos: list[SloResult] = field(default_factory=list)
     requests: int = 0
     phases: list[Phase] = field(default_factory=list)
@@ -43,6 +43,15 @@ class ExperimentResult:
     during: WindowStats | None = None
     aborted: str | None = None
     error: str | None = None
+    #: why the run proves nothing either way: the steady state did not hold, or the fault
+    #: did not land. Such a run fails the test and the gate, and is no verdict on the fault.
+    inconclusive: str | None = None
+    #: the baseline against the steady-state hypothesis (judged before anything is injected).
+    steady_state: list[SloResult] = field(default_factory=list)
+    #: the fault's effect as read back from the target: landed, evidence, after_s.
+    landing: dict | None = None
+    #: revert -> end, judged on its own by recovery_s.
+    recovery: WindowStats | None = None
     request_log: str = ""
     #: server-side queue time over inject -> revert (None: not measured).
     queue: QueueTime | None = None
@@ -91,6 +100,8 @@ class ExperimentResult:
         return [s for s in self.slos if not s.ok]
 
     def failure_message(self) -> str:
+        if self.verdict == "inconclusive":
+            return f"{self.id}: inconclusive: {self.inconclusive}"
         if self.verdict == "aborted":
             return f"{self.id}: aborted ({self.aborted}); the fault was reverted first"
         if self.verdict == "error":
@@ -161,6 +172,10 @@ class ExperimentResult:
             "id": self.id, "fault": self.fault, "verdict": self.verdict, "labels": self.labels,
             "load": self.load, "integrity": self.integrity, "observed": self.observed,
             "baseline": _window_summary(self.baseline), "during": _window_summary(self.during),
+            "recovery": _window_summary(self.recovery),
+            "steady_state": [{"name": s.name, "objective": s.objective, "observed": s.observed, "ok": s.ok,
+                              "detail": s.detail} for s in self.steady_state],
+            "landing": self.landing, "inconclusive": self.inconclusive,
             "slos": [{"name": s.name, "objective": s.objective, "observed": s.observed, "ok": s.ok,
                       **({"optional": True} if s.optional else {}), "detail": s.detail} for s in self.slos],
             "requests": self.requests, "fault_window": self.fault_window,

@@ -56,6 +56,7 @@ from load.records import (  # noqa: E402
     parse_completion_body,
     parse_infer_body,
     worker_id,
+    write_in_flight,
 )
 from load.workload import WORKLOAD_ENV, Workload, reference  # noqa: E402
 
@@ -103,15 +104,25 @@ def _flush_forever() -> None:
         gevent.sleep(0.2)
         if _writer is not None:
             _writer.flush()
+            now = time.monotonic()
+            due = [s.next for s in _schedules if s.next <= now and not _closed]
+            try:
+                write_in_flight(_writer.prefix, [f.scheduled for f in _flights.values()] + due, now)
+            except OSError:
+                pass  # the run's folder went away: nothing to tell
+
+
+def _ensure_flusher() -> None:
+    global _flusher
+    if _writer is not None and (_flusher is None or _flusher.dead):
+        _flusher = gevent.spawn(_flush_forever)
 
 
 def _emit(record: RequestRecord) -> None:
-    global _flusher
     if _writer is None:
         return
     _writer.write(record)
-    if _flusher is None or _flusher.dead:
-        _flusher = gevent.spawn(_flush_forever)
+    _ensure_flusher()
 
 
 def _start_time(pid: int) -> str | None:
@@ -190,6 +201,7 @@ def send(client, kind: str, scheduled: float) -> None:
     """One request of `kind`, due at `scheduled` (monotonic), recorded whatever happens."""
     flight = Flight(kind, scheduled)
     _flights[id(flight)] = flight
+    _ensure_flusher()  # a full hang writes no record: the in-flight file must still be kept
     try:
         path, body, flight.prompt = WORKLOAD.body(kind)
         flight.sent = time.monotonic()

@@ -312,6 +312,38 @@ def part_paths(prefix: Path | str) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(glob.escape(str(prefix)) + ".*" + PART_SUFFIX))
 
 
+#: beside each part file: the requests of that process still out, rewritten every 0.2 s.
+IN_FLIGHT_SUFFIX = ".inflight"
+
+
+def in_flight_paths(prefix: Path | str) -> list[Path]:
+    return sorted(Path(p) for p in glob.glob(glob.escape(str(prefix)) + ".*" + IN_FLIGHT_SUFFIX))
+
+
+def write_in_flight(prefix: Path | str, starts: Iterable[float], now: float) -> None:
+    """What the safeguard needs to see a hang: a hung request leaves no record until it
+    ends, so the start of every request still out is published, atomically replaced."""
+    path = Path(f"{prefix}.{socket.gethostname()}-{os.getpid()}{IN_FLIGHT_SUFFIX}")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"t": now, "starts": sorted(round(s, 4) for s in starts)}))
+    os.replace(tmp, path)
+
+
+def read_in_flight(prefix: Path | str, stale_s: float = 2.0, now: float | None = None) -> list[float]:
+    """The starts (monotonic) of requests still out, from every load process under
+    `prefix` that published in the last `stale_s` (a stopped process's file says nothing)."""
+    now = time.monotonic() if now is None else now
+    starts: list[float] = []
+    for p in in_flight_paths(prefix):
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and now - float(data.get("t", 0)) <= stale_s:
+            starts.extend(float(s) for s in data.get("starts", ()))
+    return starts
+
+
 class RecordWriter:
     """Appends records to this process's part file. The file is opened on the first
     write, and re-opened when the pid changed (locust forks after importing the
@@ -441,3 +473,7 @@ class RequestLogTail:
             records.extend(parse_lines(data[:cut], str(p)))
         records.sort(key=lambda r: r.start)
         return records
+
+    def in_flight(self) -> list[float]:
+        """Starts of the requests sent (or due) and not yet answered, as last published."""
+        return read_in_flight(self.prefix)

@@ -45,6 +45,7 @@ from load.records import (
     RequestLogTail,
     RequestRecord,
     parse_mix,
+    in_flight_paths,
     part_paths,
     read_log,
     read_parts,
@@ -231,7 +232,7 @@ class LoadRunner:
             raise RuntimeError("this LoadRunner was already started; make a new one")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.locust_log.parent.mkdir(parents=True, exist_ok=True)
-        for stale in part_paths(self.log_path):
+        for stale in part_paths(self.log_path) + in_flight_paths(self.log_path):
             stale.unlink(missing_ok=True)
         self._log_fh = open(self.locust_log, "ab")
         for attempt in range(1, 4):
@@ -352,7 +353,7 @@ class LoadRunner:
             write_log(self.log_path, records)
         else:
             records = read_log(self.log_path)
-        for p in parts:
+        for p in parts + in_flight_paths(self.log_path):
             p.unlink(missing_ok=True)
         return records
 

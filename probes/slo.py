@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -60,26 +61,27 @@ class SloKey:
 
 #: Every objective an experiment can be judged on: direction, unit, one-line meaning.
 SLO_KEYS: dict[str, SloKey] = {
-    "availability": SloKey(">=", "fraction", "fraction of requests (inject -> end) that got a valid answer", FRACTION),
-    "error_rate": SloKey("<=", "fraction", "fraction of requests (inject -> end) that did not", FRACTION),
-    "p50_ms": SloKey("<=", "ms", "median latency (inject -> end), failed requests included"),
-    "p95_ms": SloKey("<=", "ms", "95th percentile latency (inject -> end), failed requests included"),
-    "p99_ms": SloKey("<=", "ms", "99th percentile latency (inject -> end), failed requests included"),
+    "availability": SloKey(">=", "fraction", "fraction of requests (inject -> revert) that got a valid answer", FRACTION),
+    "error_rate": SloKey("<=", "fraction", "fraction of requests (inject -> revert) that did not", FRACTION),
+    "p50_ms": SloKey("<=", "ms", "median latency (inject -> revert); a failed request counts as at least the client timeout"),
+    "p95_ms": SloKey("<=", "ms", "95th percentile latency (inject -> revert), failures as at least the client timeout"),
+    "p99_ms": SloKey("<=", "ms", "99th percentile latency (inject -> revert), failures as at least the client timeout"),
     "ttft_p99_ms": SloKey("<=", "ms", "99th percentile time to first token of streaming requests, from the "
                           "scheduled send (queueing included)"),
     "itl_p99_ms": SloKey("<=", "ms", "99th percentile inter-token latency: the gaps between successive tokens"),
     "tpot_p99_ms": SloKey("<=", "ms", "99th percentile of the streams' time per output token after the first"),
-    "output_tokens_per_s": SloKey(">=", "tok/s", "streamed tokens received per second (inject -> end)"),
+    "output_tokens_per_s": SloKey(">=", "tok/s", "streamed tokens received per second (inject -> revert)"),
     "goodput_rps": SloKey(">=", "req/s", "valid answers per second that also met every [goodput] constraint"),
     "incomplete_rate": SloKey("<=", "fraction", "streams cut before their end, or still out when the load "
-                              "stopped, of all streams (inject -> end)", FRACTION),
+                              "stopped, of all streams (inject -> revert)", FRACTION),
     "stream_integrity": SloKey(">=", "fraction", "complete answers (inject -> end) whose text equals the same "
                                "prompt's baseline answer (temperature 0)", FRACTION),
     "schedule_lag_p99_ms": SloKey("<=", "ms", "99th percentile of how late the load generator sent requests "
                                   "against its open-loop schedule (the whole run): above it the load was "
                                   "not what was asked"),
-    "throughput_rps": SloKey(">=", "req/s", "valid answers per second (inject -> end)"),
-    "recovery_s": SloKey("<=", "s", "seconds after revert until errors and p99 are back within objective"),
+    "throughput_rps": SloKey(">=", "req/s", "valid answers per second (inject -> revert)"),
+    "recovery_s": SloKey("<=", "s", "seconds after revert until the first of recovery_healthy_s consecutive "
+                         "seconds with errors and p99 within objective"),
     "failover_s": SloKey("<=", "s", "seconds from replica death until the LB stopped routing to it"),
     "freshness_s": SloKey("<=", "s", "worst age of the features a request was answered with"),
     "cold_start_s": SloKey("<=", "s", "seconds from a replica's start until it is ready (the slowest started in the run)"),
@@ -109,6 +111,7 @@ PHASE_KEYS: dict[str, Bound] = {
     "users": COUNT,
     "spawn_rate": POSITIVE,
     "processes": COUNT,
+    "recovery_healthy_s": COUNT,
 }
 
 SAFEGUARD_KEYS: dict[str, Bound] = {
@@ -117,19 +120,56 @@ SAFEGUARD_KEYS: dict[str, Bound] = {
     "max_p99_ms": POSITIVE,
 }
 
+#: The keys a bound relative to the baseline may use: what the baseline window measures.
+RELATIVE_KEYS: tuple[str, ...] = ("availability", "error_rate", "p50_ms", "p95_ms", "p99_ms", "ttft_p99_ms",
+                                  "itl_p99_ms", "tpot_p99_ms", "output_tokens_per_s", "throughput_rps")
+
+#: What the baseline may be judged on before anything is injected (the steady-state hypothesis).
+STEADY_KEYS: tuple[str, ...] = ("availability", "error_rate", "p50_ms", "p95_ms", "p99_ms", "throughput_rps",
+                                "ttft_p99_ms", "itl_p99_ms", "tpot_p99_ms")
+
 #: Per-request constraints a valid answer must also meet to count as goodput (any subset).
 GOODPUT_KEYS: dict[str, Bound] = {"latency_ms": POSITIVE, "ttft_ms": POSITIVE, "itl_ms": POSITIVE, "tpot_ms": POSITIVE}
 
 BUILTIN_SLO: dict[str, float] = {"availability": 0.99, "p99_ms": 2000, "recovery_s": 6, "failover_s": 10,
                                  "schedule_lag_p99_ms": 100}
 BUILTIN_PHASES: dict[str, float] = {"rate": 100, "baseline_s": 3, "hold_s": 6, "recovery_window_s": 8, "users": 8,
-                                    "processes": 1}
+                                    "processes": 1, "recovery_healthy_s": 3}
 BUILTIN_SAFEGUARD: dict[str, float] = {"max_error_rate": 0.5, "window_s": 3}
 
-OVERRIDE_KEYS: tuple[str, ...] = (*SLO_KEYS, *PHASE_KEYS, *(f"safeguard.{k}" for k in SAFEGUARD_KEYS))
+OVERRIDE_KEYS: tuple[str, ...] = (*SLO_KEYS, *PHASE_KEYS, *(f"safeguard.{k}" for k in SAFEGUARD_KEYS),
+                                  *(f"steady_state.{k}" for k in STEADY_KEYS))
 
 
 # --------------------------------------------------------------------------- results
+RELATIVE = re.compile(r"\s*baseline\s*(?:\*\s*(?P<factor>\d+(?:\.\d+)?))?\s*"
+                      r"(?:(?P<sign>[+-])\s*(?P<offset>\d+(?:\.\d+)?))?\s*")
+
+
+@dataclass(frozen=True)
+class Relative:
+    """`baseline * factor + offset`: the bound follows what this target did before the
+    fault, so one SLO file fits a 5-ms model and a 500-ms one."""
+
+    factor: float = 1.0
+    offset: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> Relative | None:
+        m = RELATIVE.fullmatch(text)
+        if not m or (m["factor"] is None and m["offset"] is None):
+            return None
+        offset = float(m["offset"] or 0) * (-1 if m["sign"] == "-" else 1)
+        return cls(float(m["factor"] or 1), offset)
+
+    def apply(self, baseline: float) -> float:
+        return baseline * self.factor + self.offset
+
+    def __str__(self) -> str:
+        text = "baseline" + (f" * {self.factor:g}" if self.factor != 1 else "")
+        return text + (f" {'+' if self.offset >= 0 else '-'} {abs(self.offset):g}" if self.offset else "")
+
+
 @dataclass(frozen=True)
 class Objective:
     key: str
@@ -137,11 +177,40 @@ class Objective:
     value: float
     unit: str
     optional: bool = False
+    #: the bound as a function of the baseline's own value of the key (None: absolute).
+    relative: Relative | None = None
+    #: with `relative`: the absolute bound it may never be looser than (None: none).
+    limit: float | None = None
+    #: the baseline value a relative objective was resolved against.
+    baseline: float | None = None
+
+    @property
+    def resolved_yet(self) -> bool:
+        return self.relative is None or self.baseline is not None
+
+    def resolve(self, baseline: float | None) -> Objective:
+        """The absolute objective for a run whose baseline measured `baseline`; without a
+        baseline value the bound is the limit, or NaN (which nothing meets)."""
+        if self.relative is None:
+            return self
+        if baseline is None:
+            return replace(self, value=math.nan if self.limit is None else self.limit)
+        value = self.relative.apply(baseline)
+        if self.limit is not None:
+            value = min(value, self.limit) if self.op == "<=" else max(value, self.limit)
+        return replace(self, value=value, baseline=baseline)
 
     def target(self) -> str:
-        """The bound alone, e.g. "<= 2000 ms", as the SLO table shows it."""
+        """The bound alone, e.g. "<= 2000 ms", as the SLO table shows it; a relative one
+        says what it was made of: "<= 612 ms (baseline 408 * 1.5)"."""
         unit = "" if self.unit in ("fraction", "") else f" {self.unit}"
-        return f"{self.op} {self.value:g}{unit}"
+        if self.relative is None:
+            return f"{self.op} {self.value:g}{unit}"
+        cap = "" if self.limit is None else f", {'at most' if self.op == '<=' else 'at least'} {self.limit:g}{unit}"
+        if self.baseline is None:
+            return f"{self.op} {self.relative}{unit}{cap}"
+        made = str(self.relative).replace("baseline", f"baseline {self.baseline:.4g}", 1)
+        return f"{self.op} {self.value:.4g}{unit} ({made}{cap})"
 
     def describe(self) -> str:
         return f"{self.key} {self.target()}" + (" (optional)" if self.optional else "")
@@ -180,6 +249,8 @@ class Phases:
     users: int
     spawn_rate: float
     processes: int
+    #: recovery_s ends where this many consecutive 1-s windows are healthy.
+    recovery_healthy_s: int = 3
 
 
 @dataclass(frozen=True)
@@ -198,6 +269,8 @@ class ExperimentSlo:
     promql: tuple[PromObjective, ...] = ()
     #: goodput's per-request constraints, e.g. {"ttft_ms": 500, "itl_ms": 100}.
     goodput: tuple[tuple[str, float], ...] = ()
+    #: what the baseline must meet before anything is injected; else the run is inconclusive.
+    steady_state: tuple[Objective, ...] = ()
 
     def objective(self, key: str) -> Objective | None:
         return next((o for o in self.objectives if o.key == key), None)
@@ -208,8 +281,9 @@ class ExperimentSlo:
 class _Spec:
     """One objective as one layer writes it; None means "inherit from the layer below"."""
 
-    value: float | None
+    value: float | Relative | None
     optional: bool | None = None
+    limit: float | None = None
 
 
 @dataclass
@@ -220,6 +294,7 @@ class _Layer:
     safeguard: dict[str, float] = field(default_factory=dict)
     promql: dict[str, PromObjective] = field(default_factory=dict)
     goodput: dict[str, float] = field(default_factory=dict)
+    steady: dict[str, float] = field(default_factory=dict)
 
 
 def default_slo_path() -> Path:
@@ -265,6 +340,9 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, float]:
             value: Any = float(text)
         except ValueError:
             value = text
+        if key in SLO_KEYS and isinstance(value, str):
+            out[key] = _relative(value, f"{where}: {key}", key)
+            continue
         out[key] = _number(value, f"{where}: {key}", bound)
     return out
 
@@ -298,14 +376,14 @@ def _parse_doc(doc: Mapping[str, Any], src: str) -> tuple[_Layer, dict[str, _Lay
             raise UsageError(f"{src}: unknown section [{_escape(name)}]{_suggest(name, top)};"
                              " expected [defaults], [safeguard] or [experiments.<name>]")
     defaults = _layer(_table(doc.get("defaults", {}), src, "[defaults]"), src, "defaults",
-                      allowed=("slo", "phases", "promql", "goodput"))
+                      allowed=("slo", "phases", "promql", "goodput", "steady_state"))
     defaults.safeguard = _numbers(_table(doc.get("safeguard", {}), src, "[safeguard]"),
                                   src, "[safeguard]", SAFEGUARD_KEYS, "safeguard key")
     experiments: dict[str, _Layer] = {}
     for name, section in _table(doc.get("experiments", {}), src, "[experiments]").items():
         where = f"experiments.{_escape(name)}"
         experiments[name] = _layer(_table(section, src, f"[{where}]"), src, where,
-                                   allowed=("slo", "phases", "safeguard", "promql", "goodput"))
+                                   allowed=("slo", "phases", "safeguard", "promql", "goodput", "steady_state"))
     return defaults, experiments
 
 
@@ -324,6 +402,9 @@ def _layer(section: Mapping[str, Any], src: str, where: str, allowed: tuple[str,
             layer.phases = _numbers(table, src, f"[{where}.phases]", PHASE_KEYS, "phase key")
         elif name == "goodput":
             layer.goodput = _numbers(table, src, f"[{where}.goodput]", GOODPUT_KEYS, "goodput constraint")
+        elif name == "steady_state":
+            layer.steady = _numbers(table, src, f"[{where}.steady_state]", {k: SLO_KEYS[k].bound for k in STEADY_KEYS},
+                                    "steady-state key")
         elif name == "promql":
             layer.promql = {k: _prom_objective(k, v, src, f"[{where}.promql.{k}]") for k, v in table.items()}
         else:
@@ -332,19 +413,40 @@ def _layer(section: Mapping[str, Any], src: str, where: str, allowed: tuple[str,
 
 
 def _objective(key: str, value: Any, src: str, where: str) -> _Spec:
-    """A number, or `{ value = 10, optional = true }` (either part may be inherited)."""
+    """A number, a relative bound ("baseline * 1.5", "baseline + 200"), or a table
+    `{ value = ..., limit = 2000, optional = true }` (any part may be inherited)."""
     bound = SLO_KEYS[key].bound
     if not isinstance(value, dict):
-        return _Spec(_number(value, f"{src}: {where}", bound))
+        return _Spec(_value(value, f"{src}: {where}", bound, key))
+    fields = ("value", "limit", "optional")
     for k in value:
-        if k not in ("value", "optional"):
-            raise UsageError(f"{src}: {where}: unknown key {k!r} in the objective's table"
-                             f"{_suggest(k, ('value', 'optional'))}")
+        if k not in fields:
+            raise UsageError(f"{src}: {where}: unknown key {k!r} in the objective's table{_suggest(k, fields)}")
     optional = value.get("optional")
     if optional is not None and not isinstance(optional, bool):
         raise UsageError(f"{src}: {where}: optional: expected true or false, got {_show(optional)}")
-    number = _number(value["value"], f"{src}: {where}: value", bound) if "value" in value else None
-    return _Spec(number, optional)
+    number = _value(value["value"], f"{src}: {where}: value", bound, key) if "value" in value else None
+    limit = _number(value["limit"], f"{src}: {where}: limit", bound) if "limit" in value else None
+    if limit is not None and not isinstance(number, Relative):
+        raise UsageError(f"{src}: {where}: limit: only a relative value (\"baseline * 1.5\") takes a limit")
+    return _Spec(number, optional, limit)
+
+
+def _value(value: Any, where: str, bound: Bound, key: str) -> float | Relative:
+    return _relative(value, where, key) if isinstance(value, str) else _number(value, where, bound)
+
+
+def _relative(text: str, where: str, key: str) -> Relative:
+    if key not in RELATIVE_KEYS:
+        raise UsageError(f"{where}: the baseline measures no {key} to be relative to; give a number "
+                         f"(relative bounds: {', '.join(RELATIVE_KEYS)})")
+    rel = Relative.parse(text)
+    if rel is None:
+        raise UsageError(f"{where}: expected a number or a bound relative to the baseline "
+                         f"(\"baseline * 1.5\", \"baseline + 200\"), got {_show(text)}")
+    if rel.factor <= 0:
+        raise UsageError(f"{where}: the baseline's factor must be above 0, got {rel.factor:g}")
+    return rel
 
 
 def _prom_objective(key: str, value: Any, src: str, where: str) -> PromObjective:
@@ -444,16 +546,20 @@ def _override_bound(key: str) -> Bound | None:
     if key in PHASE_KEYS:
         return PHASE_KEYS[key]
     prefix, _, rest = key.partition(".")
+    if prefix == "steady_state" and rest in STEADY_KEYS:
+        return SLO_KEYS[rest].bound
     return SAFEGUARD_KEYS.get(rest) if prefix == "safeguard" else None
 
 
-def _override_layer(values: Mapping[str, float]) -> _Layer:
+def _override_layer(values: Mapping[str, Any]) -> _Layer:
     layer = _Layer("--slo-set")
     for key, value in values.items():
         if key in SLO_KEYS:
             layer.slo[key] = _Spec(value)
         elif key in PHASE_KEYS:
             layer.phases[key] = value
+        elif key.startswith("steady_state."):
+            layer.steady[key.partition(".")[2]] = value
         else:
             layer.safeguard[key.partition(".")[2]] = value
     return layer
@@ -465,28 +571,59 @@ def _build(experiment: str, layers: Sequence[_Layer], src: str) -> ExperimentSlo
     guard: dict[str, float] = {}
     promql: dict[str, PromObjective] = {}
     goodput: dict[str, float] = {}
+    steady: dict[str, float] = {}
     for layer in layers:
         promql.update(layer.promql)
         goodput.update(layer.goodput)
+        steady.update(layer.steady)
         for key, spec in layer.slo.items():
             below = specs.get(key, _Spec(None, False))
             if spec.value is None and below.value is None:
                 raise UsageError(f"{src}: {layer.where.rstrip(']')}.slo] {key}: the objective's table needs"
                                  " a value (no default to inherit)")
-            specs[key] = _Spec(below.value if spec.value is None else spec.value,
-                               below.optional if spec.optional is None else spec.optional)
+            value = below.value if spec.value is None else spec.value
+            limit = spec.limit if spec.limit is not None or spec.value is not None else below.limit
+            specs[key] = _Spec(value, below.optional if spec.optional is None else spec.optional,
+                               limit if isinstance(value, Relative) else None)
         phases.update(layer.phases)
         guard.update(layer.safeguard)
-    objectives = tuple(Objective(k, SLO_KEYS[k].op, s.value, SLO_KEYS[k].unit, bool(s.optional))
-                       for k in SLO_KEYS if (s := specs.get(k)) is not None and s.value is not None)
+    objectives = tuple(_made(k, s) for k in SLO_KEYS if (s := specs.get(k)) is not None and s.value is not None)
     users = int(phases["users"])
     return ExperimentSlo(
         experiment=experiment,
         objectives=objectives,
         phases=Phases(rate=phases["rate"], baseline_s=phases["baseline_s"], hold_s=phases["hold_s"],
                       recovery_window_s=phases["recovery_window_s"], users=users,
-                      spawn_rate=phases.get("spawn_rate", users * 10.0), processes=int(phases["processes"])),
+                      spawn_rate=phases.get("spawn_rate", users * 10.0), processes=int(phases["processes"]),
+                      recovery_healthy_s=int(phases["recovery_healthy_s"])),
         safeguard=Safeguard(guard["max_error_rate"], guard["window_s"], guard.get("max_p99_ms")),
         promql=tuple(promql.values()),
         goodput=tuple(sorted(goodput.items())),
+        steady_state=_steady(steady, objectives),
     )
+
+
+def _made(key: str, spec: _Spec) -> Objective:
+    op, unit = SLO_KEYS[key].op, SLO_KEYS[key].unit
+    if isinstance(spec.value, Relative):
+        return Objective(key, op, math.nan if spec.limit is None else spec.limit, unit, bool(spec.optional),
+                         relative=spec.value, limit=spec.limit)
+    assert spec.value is not None
+    return Objective(key, op, spec.value, unit, bool(spec.optional))
+
+
+def _steady(steady: Mapping[str, float], objectives: Sequence[Objective]) -> tuple[Objective, ...]:
+    """The steady-state hypothesis: the `[steady_state]` keys where the file names any;
+    else the experiment's own availability and latency objectives, absolute (a relative
+    one by its limit: a baseline cannot be judged against itself)."""
+    if steady:
+        return tuple(Objective(k, SLO_KEYS[k].op, v, SLO_KEYS[k].unit) for k, v in steady.items())
+    out = []
+    for o in objectives:
+        if o.key not in ("availability", "error_rate", "p50_ms", "p95_ms", "p99_ms"):
+            continue
+        if o.relative is None:
+            out.append(replace(o, optional=False))
+        elif o.limit is not None:
+            out.append(Objective(o.key, o.op, o.limit, o.unit))
+    return tuple(out)

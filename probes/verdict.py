@@ -96,13 +96,17 @@ def reasons_from_window(stats: WindowStats) -> dict[str, str]:
 
 
 def recovery_time(records: Iterable[Record], revert_at: float, end: float,
-                  objectives: ExperimentSlo | Iterable[Objective], step_s: float = 1.0) -> float | None:
-    """Seconds after `revert_at` until the first `step_s` window from which every later
-    window up to `end` is within the error objective (availability and/or error_rate) and
-    the p99_ms objective. None when that never happens or there was no traffic: a missing
-    measurement, which fails the recovery_s objective.
+                  objectives: ExperimentSlo | Iterable[Objective], step_s: float = 1.0,
+                  healthy_s: int = 3) -> float | None:
+    """Seconds after `revert_at` until the first of `healthy_s` consecutive `step_s`
+    windows that are all within the error objective (availability and/or error_rate) and
+    the p99_ms objective. None when that never happens before `end`, or there was no
+    traffic: a missing measurement, which fails the recovery_s objective. One noisy
+    second after the service came back does not undo the recovery.
 
     A window without requests is not healthy: a hung service starts no new requests."""
+    if healthy_s < 1:
+        raise ValueError(f"healthy_s must be 1 or more, got {healthy_s}")
     objs = list(objectives.objectives if isinstance(objectives, ExperimentSlo) else objectives)
     criteria = [o for o in objs if o.key in ("availability", "error_rate", "p99_ms")]
     if not criteria:
@@ -111,14 +115,18 @@ def recovery_time(records: Iterable[Record], revert_at: float, end: float,
     # A trailing sliver shorter than a step holds too few requests to judge; keep it out.
     if len(windows) > 1 and windows[-1].end - windows[-1].start < step_s:
         windows = windows[:-1]
-    recovered_from: float | None = None
+    run_from: float | None = None
+    run = 0
     for w in windows:
-        healthy = w.requests > 0 and all(_within(o, w) for o in criteria)
-        if not healthy:
-            recovered_from = None
-        elif recovered_from is None:
-            recovered_from = w.start
-    return None if recovered_from is None else recovered_from - revert_at
+        if w.requests > 0 and all(_within(o, w) for o in criteria):
+            run_from = w.start if run == 0 else run_from
+            run += 1
+            if run >= healthy_s:
+                assert run_from is not None
+                return run_from - revert_at
+        else:
+            run = 0
+    return None
 
 
 def _within(o: Objective, w: WindowStats) -> bool:

@@ -5,9 +5,12 @@ or started before and still unanswered when it began. A request in flight at the
 of injection is a casualty of the fault, not of the baseline. Time series (`series`, for
 timelines and recovery) slice by start instead, so each request counts once. `start` is
 when the request was due (open loop: its scheduled send), so latency includes the wait a
-late client imposed. Latency percentiles count failed requests too: a timeout is latency
-the user felt. An empty window measures nothing: its rates and percentiles are None,
-never 100%.
+late client imposed. In latency percentiles a failed request counts as at least the
+client's timeout (`FAILED_AS_S`): to its user it was as bad as no answer, and a fault that
+turns slow answers into 1-ms 503s must not improve the tail. With availability >= 99% the
+failures stay above p99's rank; beyond it both objectives fail. `max_ms` is the slowest
+request as measured. An empty window measures nothing: its rates and percentiles are
+None, never 100%.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ class Record(Protocol):
     def kind(self) -> str: ...
     @property
     def feature_age_s(self) -> float | None: ...
+
+#: how long a failed request counts in latency percentiles, at least: the load generator's
+#: client timeout (INFERCHAOS_TIMEOUT_S in load/locustfile.py, 30 s by default).
+FAILED_AS_S = 30.0
 
 # Read with getattr and a default, so a record of an older log (or a test's own) still fits.
 TOKEN_FIELDS = {"lag_s": 0.0, "tokens": None, "itl_ms": None, "incomplete": False}
@@ -173,7 +180,8 @@ def failure_reason(r: Record) -> str:
 def _stats(rs: Sequence[Record], start: float, end: float) -> WindowStats:
     n = len(rs)
     ok = sum(1 for r in rs if r.ok)
-    latency = sorted(r.latency_s * 1000.0 for r in rs)
+    # a failure counts as at least the client's timeout: a fast 503 must not lower the tail
+    latency = sorted((r.latency_s if r.ok else max(r.latency_s, FAILED_AS_S)) * 1000.0 for r in rs)
     ttft = sorted(r.ttft_s * 1000.0 for r in rs if r.ttft_s is not None)
     gaps = [g for r in rs if (g := _f(r, "itl_ms"))]
     itl = sorted(x for g in gaps for x in g)
@@ -191,7 +199,7 @@ def _stats(rs: Sequence[Record], start: float, end: float) -> WindowStats:
         p50_ms=_nearest_rank(latency, 50),
         p95_ms=_nearest_rank(latency, 95),
         p99_ms=_nearest_rank(latency, 99),
-        max_ms=latency[-1] if latency else None,
+        max_ms=max((r.latency_s * 1000.0 for r in rs), default=None),
         throughput_rps=ok / seconds if n and seconds > 0 else None,
         ttft_p50_ms=_nearest_rank(ttft, 50),
         ttft_p99_ms=_nearest_rank(ttft, 99),

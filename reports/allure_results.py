@@ -62,6 +62,12 @@ def verdict_steps(experiment: dict) -> None:
     Allure tree shows which objective failed without opening an attachment."""
     with contextlib.suppress(AssertionError), allure.step(f"verdict: {experiment['verdict']}"):
         failed = []
+        if experiment.get("inconclusive"):
+            try:
+                with allure.step(f"inconclusive: {experiment['inconclusive']}"):
+                    raise AssertionError(f"inconclusive: {experiment['inconclusive']}")
+            except AssertionError as exc:
+                failed.append(str(exc))
         for s in experiment.get("slos", []):
             try:
                 with allure.step(f"{s['name']} {s['objective']}: {s.get('detail') or ''}"):

@@ -51,8 +51,9 @@ def compare(old: dict, new: dict, noise: float = NOISE) -> list[Change]:
     out: list[Change] = []
     for eid in sorted(set(before) | set(after)):
         if eid not in after:
-            out.append(Change(eid, "removed", eid, before[eid]["verdict"], None, False,
-                              f"{eid}: not run any more (was {before[eid]['verdict']})"))
+            # a gate that stopped running an experiment has stopped checking it
+            out.append(Change(eid, "removed", eid, before[eid]["verdict"], None, True,
+                              f"{eid}: missing: not run or skipped (was {before[eid]['verdict']}) (REGRESSION)"))
             continue
         if eid not in before:
             e = after[eid]
@@ -66,16 +67,26 @@ def compare(old: dict, new: dict, noise: float = NOISE) -> list[Change]:
 def _experiment(old: dict, new: dict, noise: float) -> list[Change]:
     eid, out = new["id"], []
     if old["verdict"] != new["verdict"]:
-        worse = old["verdict"] == "pass"
+        worse = old["verdict"] == "pass" or new["verdict"] in ("inconclusive", "error")
         out.append(Change(eid, "verdict", "verdict", old["verdict"], new["verdict"], worse,
                           f"{eid}: verdict {old['verdict']} -> {new['verdict']}"
                           + (" (REGRESSION)" if worse else "")))
     slos_old = {s["name"]: s for s in old.get("slos", [])}
+    slos_new = {s["name"] for s in new.get("slos", [])}
+    if new["verdict"] not in ("inconclusive", "error"):  # those say why already
+        for name in sorted(set(slos_old) - slos_new):
+            out.append(Change(eid, "slo", name, slos_old[name].get("observed"), None, True,
+                              f"{eid}: {name} no longer judged (was {_fmt(slos_old[name].get('observed'))}) "
+                              "(REGRESSION)"))
     for s in new.get("slos", []):
         was = slos_old.get(s["name"])
         if was is None:
             continue
         a, b = was.get("observed"), s.get("observed")
+        if a is not None and b is None:
+            out.append(Change(eid, "slo", s["name"], a, None, True,
+                              f"{eid}: {s['name']} {_fmt(a)} -> not measured ({s.get('detail', '')}) (REGRESSION)"))
+            continue
         breach = was["ok"] and not s["ok"]
         fixed = not was["ok"] and s["ok"]
         moved = _moved(s["objective"], a, b, noise)

@@ -14,7 +14,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 table{border-collapse:collapse;margin:8px 0 12px} th,td{border:1px solid #ddd;padding:4px 10px;text-align:left;
 font-size:13px} th{background:#f5f5f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.pass{color:#2e7d32;font-weight:600} .fail,.aborted,.error{color:#c62828;font-weight:600}
+.pass{color:#2e7d32;font-weight:600} .fail,.aborted,.error,.inconclusive{color:#c62828;font-weight:600}
 tr.breached td{background:#ffebee} .muted{color:#757575;font-size:12px} img{max-width:100%;border:1px solid #eee}
 """
 
@@ -42,7 +42,8 @@ def summary_page(summary: dict, timelines: dict[str, Path], side_by_side: Path |
     """Verdict table first (what the on-call person needs), then per experiment its SLOs
     and its timeline, inlined as a data: URI so the page is one file."""
     experiments = summary.get("experiments", [])
-    counts = {v: sum(e["verdict"] == v for e in experiments) for v in ("pass", "fail", "aborted", "error")}
+    counts = {v: sum(e["verdict"] == v for e in experiments) for v in ("pass", "fail", "inconclusive", "aborted",
+                                                                                 "error")}
     head = (f"<h1>inferchaos: {len(experiments)} experiments on target {escape(str(summary.get('target')))}</h1>"
             f"<p class=muted>" + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + "</p>")
     rows = []
@@ -120,7 +121,7 @@ def _section(e: dict, png: Path | None) -> str:
 
 
 def _verdict_line(e: dict) -> str:
-    why = e.get("aborted") or e.get("error") or ""
+    why = e.get("inconclusive") or e.get("aborted") or e.get("error") or ""
     fw = e.get("fault_window") or {}
     window = ""
     if fw.get("inject_s") is not None and fw.get("revert_s") is not None:

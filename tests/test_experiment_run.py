@@ -442,3 +442,47 @@ def test_sigterm_mid_fault_reverts_fault_and_load_without_recover(ready, run_dir
     assert not group_alive(locust_group), "the load generator of the interrupted run must be gone"
     assert read_desired(ready.state_dir) == {}
     assert_restored(ready, ledger_path)
+
+
+# ----------------------------------------------------------------------------- verdicts you can trust
+def test_a_broken_baseline_is_inconclusive_and_injects_nothing(ready, run_dir):
+    """Every baseline request refused by the server (a payload of the wrong shape): the
+    steady state does not hold, nothing is injected, and the run says why everywhere a
+    gate or a person looks."""
+    payload = run_dir / "wrong-shape.jsonl"
+    payload.write_text('{"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}\n')
+    proc, out = run_chaos(ready, run_dir, *SHORT, "--payload", str(payload), "--junitxml", str(run_dir / "junit.xml"))
+    assert proc.returncode == 1, out
+    (e,) = read_summary(run_dir)["experiments"]
+    assert e["verdict"] == "inconclusive", e["verdict"]
+    why = e["inconclusive"]
+    assert why.startswith("steady state not met, nothing injected: baseline: 100% of ") and "requests failed" in why
+    assert "HTTP 4" in why and "availability >= 0.99" in why, why
+    assert [p["name"] for p in e["phases"]] == ["baseline"] and e["slos"] == []
+    assert [s["name"] for s in e["steady_state"] if not s["ok"]][:1] == ["availability"]
+    assert "inconclusive: steady state not met" in (run_dir / "junit.xml").read_text()
+    assert re.search(r"INCONCLUSIVE\s+spot_reclamation", out), out
+    assert "INCONCLUSIVE" in (run_dir / "report" / "summary.html").read_text()
+    entries = list(Ledger(run_dir / "ledger.jsonl").entries())
+    spot = [x for x in entries if x.fault == "spot_reclamation"]
+    assert not any(x.detail == "injected" for x in spot), "no injection in the ledger"
+    assert all(x.undo == () for x in spot), "nothing was changed that needed undoing"
+    assert_restored(ready, run_dir / "ledger.jsonl")
+
+
+def test_the_safeguard_sees_a_hang_through_the_requests_still_out(ready, run_dir):
+    """Behind HAProxy's defaults a third of the arrivals wait on the hung replica; none of
+    them is answered, so only their age shows it. max_p99_ms 1000 must abort within
+    window_s + 1 s of the hang, and the hang is reverted."""
+    argv = chaos_argv(ready, run_dir / "ledger.jsonl", run_dir / "report", *SHORT,
+                      "--slo-set", "safeguard.max_p99_ms=1000", "-k", "plain")
+    argv[argv.index(EXPERIMENT)] = "experiments/test_replica_hang.py"
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO, env=inner_env())
+    out = proc.stdout + proc.stderr
+    (e,) = read_summary(run_dir)["experiments"]
+    assert e["verdict"] == "aborted", out[-3000:]
+    assert "safeguard: p99" in e["aborted"] and "still out longer than that" in e["aborted"], e["aborted"]
+    inject, revert = phase(e, "inject"), phase(e, "revert")
+    window_s = 3.0
+    assert revert["start_s"] - inject["start_s"] <= window_s + 1.0, e["phases"]
+    assert_restored(ready, run_dir / "ledger.jsonl")

@@ -149,12 +149,28 @@ def test_compare_names_a_planted_regression():
     changes = compare(old, new)
     text = render(changes, "last", "tonight")
     regressions = [c for c in changes if c.regression]
-    assert {(c.experiment, c.name) for c in regressions} == {("spot", "verdict"), ("spot", "p99_ms")}
+    assert {(c.experiment, c.name) for c in regressions} == {("spot", "verdict"), ("spot", "p99_ms"), ("gone", "gone")}
     assert "spot: verdict pass -> fail (REGRESSION)" in text
     assert "spot: p99_ms 120 -> 2400 (objective <= 2000 ms): newly BREACHED (REGRESSION)" in text
     assert "crash: p99_ms 120 -> 600 (objective <= 2000 ms): worse by 400%" in text
-    assert "gone: not run any more" in text and "new: new experiment, pass" in text
-    assert text.splitlines()[0] == "last -> tonight: 5 changes, 2 regressions"
+    assert "gone: missing: not run or skipped (was pass) (REGRESSION)" in text
+    assert "new: new experiment, pass" in text
+    assert text.splitlines()[0] == "last -> tonight: 5 changes, 3 regressions"
+
+
+def test_compare_calls_newly_unmeasured_and_inconclusive_regressions():
+    old = {"experiments": [experiment("a"), experiment("b"), experiment("c")]}
+    blind = experiment("a")
+    blind["slos"][0] = blind["slos"][0] | {"observed": None, "detail": "not measured (optional): no requests"}
+    dropped = experiment("b")
+    dropped["slos"] = dropped["slos"][1:]
+    unsure = experiment("c", verdict="inconclusive")
+    changes = compare(old, {"experiments": [blind, dropped, unsure]})
+    regressions = {(c.experiment, c.name) for c in changes if c.regression}
+    name_a, name_b = old["experiments"][0]["slos"][0]["name"], old["experiments"][1]["slos"][0]["name"]
+    assert {("a", name_a), ("b", name_b), ("c", "verdict")} <= regressions, render(changes, "o", "n")
+    # the same runs, nothing lost: quiet
+    assert not [c for c in compare(old, old) if c.regression]
 
 
 def test_compare_of_a_run_with_itself_is_quiet():

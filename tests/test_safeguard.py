@@ -135,3 +135,43 @@ def test_feed_alone_never_trips(ok, latency_s):
     g = guard(max_error_rate=0.1, max_p99_ms=100)
     g.feed(traffic(NOW - 3, NOW, ok=ok, latency_s=latency_s))
     assert g.tripped is None
+
+
+# ----------------------------------------------------------------------------- requests still out
+def test_a_hang_trips_p99_through_the_requests_still_out():
+    """A hung replica's requests leave no record until they end: only their age shows it."""
+    g = guard(max_p99_ms=1000)
+    g.feed(traffic(NOW - 3, NOW))  # the other replicas keep answering fast
+    hung = [NOW - 3 + i * 0.1 for i in range(20)]  # a third of the arrivals, out for up to 3 s
+    g.feed([], in_flight=hung)
+    breach = g.check(NOW)
+    assert breach is not None and "p99" in breach and "hard limit 1000 ms" in breach
+    assert "requests still out longer than that" in breach
+
+
+def test_requests_out_briefly_do_not_trip():
+    g = guard(max_p99_ms=1000)
+    g.feed(traffic(NOW - 3, NOW), in_flight=[NOW - 0.05 * i for i in range(10)])  # out < 0.5 s
+    assert g.check(NOW) is None
+
+
+def test_no_answer_for_a_window_with_requests_out_trips_without_any_limit():
+    g = guard()  # no max_p99_ms
+    g.feed(traffic(NOW - 8, NOW - 4))  # answered until 4 s ago, then nothing
+    g.feed([], in_flight=[NOW - 4 + i * 0.01 for i in range(400)])
+    breach = g.check(NOW)
+    assert breach is not None and "no answer in the last 3s" in breach and "400 requests are out" in breach
+    # the same, while answers still come: no trip
+    h = guard()
+    h.feed(traffic(NOW - 8, NOW), in_flight=[NOW - 4])
+    assert h.check(NOW) is None
+
+
+def test_in_flight_is_replaced_not_accumulated():
+    g = guard(max_p99_ms=1000)
+    g.feed(traffic(NOW - 3, NOW), in_flight=[NOW - 2.5] * 5)
+    assert g.check(NOW) is not None
+    h = guard(max_p99_ms=1000)
+    h.feed(traffic(NOW - 3, NOW), in_flight=[NOW - 2.5] * 5)
+    h.feed([], in_flight=[])  # they were answered since
+    assert h.check(NOW) is None

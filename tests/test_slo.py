@@ -79,7 +79,11 @@ def test_empty_file_gives_builtin_defaults(tmp_path: Path) -> None:
 
 def test_describe_and_lookup() -> None:
     slo = load_slo(None, "x")
-    assert slo.objective("p99_ms").describe() == "p99_ms <= 2000 ms"  # type: ignore[union-attr]
+    p99 = slo.objective("p99_ms")
+    assert p99 is not None and p99.describe() == "p99_ms <= baseline * 2 + 200 ms, at most 2000 ms"
+    assert p99.resolve(100.0).target() == "<= 400 ms (baseline 100 * 2 + 200, at most 2000 ms)"
+    assert p99.resolve(1500.0).value == 2000  # capped by its limit
+    assert p99.resolve(None).value == 2000  # no baseline: the limit alone
     assert slo.objective("availability").describe() == "availability >= 0.99"  # type: ignore[union-attr]
     assert slo.objective("recovery_s").target() == "<= 6 s"  # type: ignore[union-attr]
     assert slo.objective("throughput_rps") is None
@@ -205,7 +209,8 @@ def test_bad_overrides_are_one_line(raw: str, words: list[str]) -> None:
 # --------------------------------------------------------------------------- bad files
 @pytest.mark.parametrize("text, words", [
     ("[experiments.spot_reclamation.slo]\np99_ms = 'fast'\n",
-     ["[experiments.spot_reclamation.slo] p99_ms: expected a number, got 'fast'"]),
+     ["[experiments.spot_reclamation.slo] p99_ms: expected a number or a bound relative to the baseline "
+      "(\"baseline * 1.5\", \"baseline + 200\"), got 'fast'"]),
     ("[defaults.slo]\np99_ms = true\n", ["[defaults.slo] p99_ms", "expected a number, got true"]),
     ("[defaults.slo]\navailability = 1.5\n", ["[defaults.slo] availability", "[0, 1]", "1.5"]),
     ("[defaults.slo]\nerror_rate = -0.1\n", ["error_rate", "[0, 1]"]),
@@ -280,7 +285,8 @@ def test_relative_path_is_shown_as_given(tmp_path: Path, monkeypatch: pytest.Mon
     (tmp_path / "experiments" / "slo.toml").write_text("[experiments.spot_reclamation.slo]\np99_ms = 'fast'\n")
     monkeypatch.chdir(tmp_path)
     msg = usage_error(load_slo, Path("experiments/slo.toml"), "spot_reclamation")
-    assert msg == "experiments/slo.toml: [experiments.spot_reclamation.slo] p99_ms: expected a number, got 'fast'"
+    assert msg == ("experiments/slo.toml: [experiments.spot_reclamation.slo] p99_ms: expected a number or a bound "
+                   "relative to the baseline (\"baseline * 1.5\", \"baseline + 200\"), got 'fast'")
 
 
 def test_usage_error_exit_code() -> None:
@@ -293,3 +299,42 @@ def test_unknown_key_without_a_close_match_lists_the_known_ones(tmp_path: Path) 
     msg = usage_error(load_slo, write(tmp_path, "[defaults.slo]\nlatency = 5\n"), "x")
     assert "unknown SLO key 'latency'" in msg and "known: availability, error_rate" in msg
     assert "safeguard.window_s" in usage_error(parse_overrides, ["zzz=1"])
+
+
+# --------------------------------------------------------------------------- relative, steady state
+def test_relative_objectives_parse_in_every_form(tmp_path):
+    f = tmp_path / "slo.toml"
+    f.write_text('[defaults.slo]\np99_ms = "baseline + 200"\nthroughput_rps = { value = "baseline * 0.9", limit = 50 }\n'
+                 '[experiments.x.slo]\np95_ms = { value = "baseline * 1.5", limit = 900, optional = true }\n')
+    slo = load_slo(f, "x")
+    p99, rps, p95 = (slo.objective(k) for k in ("p99_ms", "throughput_rps", "p95_ms"))
+    assert p99 is not None and p99.resolve(100.0).value == 300
+    assert rps is not None and rps.resolve(100.0).value == 90 and rps.resolve(20.0).value == 50  # at least 50
+    assert p95 is not None and p95.optional and p95.resolve(1000.0).value == 900  # at most 900
+    over = load_slo(f, "x", ["p99_ms=baseline * 3"])
+    assert over.objective("p99_ms").resolve(100.0).value == 300  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[defaults.slo]\nrecovery_s = "baseline * 2"\n', ["recovery_s", "baseline measures no recovery_s"]),
+    ('[defaults.slo]\np99_ms = { value = 500, limit = 400 }\n', ["limit", "only a relative value"]),
+    ('[defaults.slo]\np99_ms = "baseline * 0"\n', ["factor must be above 0"]),
+    ('[defaults.steady_state]\nrecovery_s = 3\n', ["steady-state key", "recovery_s"]),
+])
+def test_bad_relative_or_steady_state_is_one_line(tmp_path, text, words):
+    f = tmp_path / "slo.toml"
+    f.write_text(text)
+    with pytest.raises(UsageError) as e:
+        load_slo(f, "x")
+    msg = str(e.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_steady_state_comes_from_the_file_else_from_the_objectives(tmp_path):
+    default = load_slo(None, "x", ["p99_ms=0.001"])  # a planted breach does not move the hypothesis
+    assert {(o.key, o.value) for o in default.steady_state} == {("availability", 0.99), ("p99_ms", 2000)}
+    assert {(o.key, o.value) for o in load_slo(None, "x", ["steady_state.p99_ms=300"]).steady_state} == \
+        {("availability", 0.99), ("p99_ms", 300)}
+    f = tmp_path / "slo.toml"
+    f.write_text('[defaults.slo]\navailability = 0.95\np99_ms = { value = "baseline * 2", limit = 800 }\n')
+    assert {(o.key, o.value) for o in load_slo(f, "x").steady_state} == {("availability", 0.95), ("p99_ms", 800)}

@@ -72,7 +72,7 @@ def test_window_holds_every_request_out_during_it() -> None:
     assert window(recs, 5.999, 7.0).requests == 0 and window(recs, 5.99, 7.0).requests == 1
 
 
-def test_failed_requests_count_in_latency_and_errors() -> None:
+def test_failed_requests_count_as_at_least_the_client_timeout() -> None:
     recs = [Rec(start=0.1 * i, latency_s=0.01) for i in range(8)] + [
         Rec(start=0.85, latency_s=30.0, ok=False, status=0, error="timeout", replica=None),
         Rec(start=0.9, latency_s=0.02, ok=False, status=503),
@@ -81,6 +81,7 @@ def test_failed_requests_count_in_latency_and_errors() -> None:
     assert (s.requests, s.ok, s.failed) == (10, 8, 2)
     assert s.availability == 0.8 and s.error_rate == 0.2
     assert s.p99_ms == pytest.approx(30000) and s.max_ms == pytest.approx(30000)
+    assert s.p50_ms == pytest.approx(10)
     assert s.throughput_rps == 4.0
     assert s.errors == {"timeout": 1, "HTTP 503": 1}
     assert s.replicas == {"r1": 9}

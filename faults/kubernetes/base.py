@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from faults.base import BlastRadius, Fault
+from faults.base import BlastRadius, Fault, Landing
 from faults.undo import step
 from inferchaos.errors import UsageError
 from targets.kubernetes.pods import PodView
@@ -77,6 +77,18 @@ class KubeFault(Fault):
         if not victims:
             raise UsageError(f"{self.name}: no Ready pod matches {self.kube.selector} in {self.namespace}")
         return victims
+
+    def landed(self) -> Landing:
+        """The victims out of service as the API sees them (deleted, terminating or not
+        Ready). What the data plane saw is the failover probe's; reading the process
+        state inside the container is the Kubernetes verification issue's."""
+        if not self.victims:
+            return Landing(False, "no pod was chosen")
+        ready = {p.name for p in self.kube.replicas() if p.phase == "ready"}
+        serving = [v.name for v in self.victims if v.name in ready]
+        if serving:
+            return Landing(False, f"still Ready: {', '.join(serving)}")
+        return Landing(True, "out of service (API view): " + ", ".join(v.name for v in self.victims))
 
     def died(self, pod: PodView) -> None:
         self._died.setdefault(pod.name, time.monotonic())

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from faults.base import Landing
 from faults.kubernetes.base import KubeFault
 from faults.local import non_negative
 from inferchaos.errors import FaultError
@@ -53,6 +54,15 @@ class KubeGpuOom(KubeFault):
                                  f"{(result.stderr or result.stdout).strip()[:200]}")
             self.note("hog started", p.name)
             self.died(p)
+
+    def landed(self) -> Landing:
+        """The hog started in every victim (its pid printed). That it took device memory is
+        not read back on Kubernetes yet (the runner pod sees no NVML of the node's GPU)."""
+        started = {e.subject for e in self.events if e.what == "hog started"}
+        missing = [v.name for v in self.victims if v.name not in started]
+        if not self.victims or missing:
+            return Landing(False, f"no hog started in {', '.join(missing) or 'any pod'}")
+        return Landing(True, "hog started in " + ", ".join(sorted(started)) + " (device memory not read back)")
 
     def figures(self) -> dict[str, Any]:
         """Restarts and OOMKilled reasons of the pods the hog was put in, as the API says."""

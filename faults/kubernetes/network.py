@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from faults.base import Landing
 from faults.kubernetes.base import KubeFault
 from faults.undo import step
 from inferchaos.errors import UsageError
@@ -73,6 +74,16 @@ class _NetworkFault(KubeFault):
     def figures(self) -> dict[str, Any]:
         return {"mechanism": self.mechanism}
 
+    def chaos_landed(self) -> Landing:
+        """The NetworkChaos was accepted by the API. Its status (AllInjected) is not read
+        yet: that is the Kubernetes verification issue's."""
+        if not self.chaos_name:
+            return Landing(False, "no NetworkChaos was created")
+        return Landing(True, f"NetworkChaos {self.chaos_name} created (injection status not read)")
+
+    def landed(self) -> Landing:
+        return self.chaos_landed()
+
 
 @dataclass
 class KubeDependencyLatency(_NetworkFault):
@@ -124,6 +135,11 @@ class KubeModelLoadStall(_NetworkFault):
             ops.delete_pod(conn, self.namespace, p.name, 0)
             self.note("deleted", p.name)
 
+    def landed(self) -> Landing:
+        chaos = self.chaos_landed()
+        pods = KubeFault.landed(self)
+        return Landing(chaos.ok and pods.ok, f"{chaos.evidence}; {pods.evidence}")
+
 
 @dataclass
 class KubePipelineLag(_NetworkFault):
@@ -162,3 +178,19 @@ class KubePipelineLag(_NetworkFault):
             self.apply_chaos(self.host("feature_store"), latency_ms=self.read_latency_ms)
             used.append(self.mechanism)
         self.mechanism = "; ".join(used)
+
+    def landed(self) -> Landing:
+        """The pipeline's Deployment reads back 0 replicas; the NetworkChaos was created."""
+        seen = []
+        if self.mode in ("stop", "both"):
+            deployment = self.kube.settings.pipeline_deployment or ""
+            now = ops.replicas_of(Connection(**self.conn), self.namespace, deployment)
+            if now != 0:
+                return Landing(False, f"Deployment {deployment} reads back {now} replicas, not 0")
+            seen.append(f"Deployment {deployment} reads back 0 replicas")
+        if self.mode in ("slow_reads", "both"):
+            chaos = self.chaos_landed()
+            if not chaos.ok:
+                return chaos
+            seen.append(chaos.evidence)
+        return Landing(True, "; ".join(seen))

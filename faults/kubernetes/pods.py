@@ -31,6 +31,8 @@ class KubeReplicaHang(KubeFault):
     name = "replica_hang"
     #: the server's pid in its container (1 when it is the container's entrypoint).
     pid: int = 1
+    #: a stopped server shows as its pod going unready: the readiness probe must fail first.
+    land_within_s = 30.0  # type: ignore[misc]
 
     def _plan(self) -> list[str]:
         return [f"exec kill -STOP {self.pid} in pod {p.name} ({self.kube.container_of(p)}); kill -CONT on revert"

@@ -73,6 +73,10 @@ class KubeSpotReclamation(KubeFault):
         self._timer.daemon = True
         self._timer.start()
 
+    @property
+    def land_within_s(self) -> float:  # type: ignore[override]
+        return self.notice_s + 5.0
+
     def _deadline(self) -> None:
         """The instance is gone: whatever still runs on it goes with it."""
         conn = Connection(**self.conn)
