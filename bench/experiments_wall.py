@@ -5,7 +5,7 @@ from its summary.json.
 
 The run is the real one (`pytest experiments/`, a local cluster started for the session,
 the default SLO file and phases: about 3.5 min on 2 cores). `--short` sets the phases to
-baseline 1 s, hold 3 s, recovery 2 s for a quick look. Per experiment: setup (from the start
+baseline 1 s, hold 3 s, recovery 3 s for a quick look. Per experiment: setup (from the start
 of its run: steady state, prepare, locust's start), its phases from baseline to the end of
 the recovery window, and the verdict. The runner's peak RSS comes with it (see
 bench/runner_rss_plugin.py). Prints numbers; asserts nothing.
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHORT = ("baseline_s=1", "hold_s=3", "recovery_window_s=2")
+SHORT = ("baseline_s=1", "hold_s=3", "recovery_window_s=3")
 
 
 def pytest_argv(report: Path, short: bool, extra: list[str], paths: list[str]) -> list[str]:
@@ -60,7 +60,7 @@ def experiment_rows(summary: dict) -> list[tuple[str, str, float, float, float, 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--short", action="store_true", help="baseline 1 s, hold 3 s, recovery 2 s")
+    ap.add_argument("--short", action="store_true", help="baseline 1 s, hold 3 s, recovery 3 s")
     ap.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     a = ap.parse_args()
     print("command:", " ".join(shlex.quote(x) for x in [os.path.relpath(sys.executable)] + sys.argv))

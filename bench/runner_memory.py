@@ -5,7 +5,7 @@ each test), for one experiment and for all of them.
     python bench/runner_memory.py [--one experiments/test_replica_crash.py] [--full] [--skip-all]
 
 Default: the one experiment with the default phases, then all of `experiments/` with short
-phases (baseline 1 s, hold 3 s, recovery 2 s: about 2 min on 2 cores); `--full` runs all
+phases (baseline 1 s, hold 3 s, recovery 3 s: about 2 min on 2 cores); `--full` runs all
 with the default phases (about 3.5 min). Each run starts its own local cluster, as
 `pytest experiments/` does; only the runner is measured (locust and the cluster are other
 processes). Prints numbers; asserts nothing.

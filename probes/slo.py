@@ -588,6 +588,10 @@ def _build(experiment: str, layers: Sequence[_Layer], src: str) -> ExperimentSlo
         phases.update(layer.phases)
         guard.update(layer.safeguard)
     objectives = tuple(_made(k, s) for k in SLO_KEYS if (s := specs.get(k)) is not None and s.value is not None)
+    if phases["recovery_window_s"] < phases["recovery_healthy_s"]:
+        raise UsageError(f"{src}: [experiments.{experiment}]: recovery_window_s {phases['recovery_window_s']:g} is "
+                         f"shorter than recovery_healthy_s {phases['recovery_healthy_s']:g}: recovery_s could never "
+                         "be measured (lengthen the window or lower recovery_healthy_s)")
     users = int(phases["users"])
     return ExperimentSlo(
         experiment=experiment,

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 FAULTS = tuple(sorted(BUILDERS))
 #: the stages a kill can be aimed at, in the order the runner goes through them
 PHASES = ("prepare", "baseline", "inject", "hold", "revert", "recovery")
-SHORT = ("baseline_s=1", "hold_s=3", "recovery_window_s=2")
+SHORT = ("baseline_s=1", "hold_s=3", "recovery_window_s=3")
 #: how long a stage without a planned length is taken to last, to place a kill inside it:
 #: prepare (the fault's prepare and locust's start) takes about half a second here; inject
 #: and revert are actions of a few milliseconds, so a kill there strikes at once or nearly.

@@ -136,7 +136,7 @@ def test_with_the_autoscaler_off_scale_out_s_fails_by_name(cluster, tmp_path):
     argv = [sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust", "-p", "no:cacheprovider",
             str(tmp_path / "test_off.py"), "--state-dir", str(cluster.state_dir), "--ledger",
             str(tmp_path / "ledger.jsonl"), "--chaos-report", str(tmp_path / "report"),
-            "--slo-set", "baseline_s=1", "--slo-set", "hold_s=4", "--slo-set", "recovery_window_s=2"]
+            "--slo-set", "baseline_s=1", "--slo-set", "hold_s=4", "--slo-set", "recovery_window_s=3"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd=REPO)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]

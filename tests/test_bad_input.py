@@ -24,7 +24,7 @@ from tests.leftovers import module_cluster, processes_mentioning
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parent.parent
-SHORT = ["--slo-set", "baseline_s=1", "--slo-set", "hold_s=2", "--slo-set", "recovery_window_s=2"]
+SHORT = ["--slo-set", "baseline_s=1", "--slo-set", "hold_s=2", "--slo-set", "recovery_window_s=3"]
 
 
 @pytest.fixture(scope="module")

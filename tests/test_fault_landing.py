@@ -32,13 +32,14 @@ from faults.wrong_answers import WrongAnswers
 from inferchaos.engine import Experiment
 from inferchaos.progress import Progress
 from probes.slo import load_slo
+from reports.writer import write_run, write_summary
 from targets.local import ClusterSpec, LocalCluster
 from tests.faultcases import snapshot
 from tests.leftovers import module_cluster
 
 pytestmark = pytest.mark.cluster
 
-SHORT = ("baseline_s=1", "hold_s=2", "recovery_window_s=2", "rate=40")
+SHORT = ("baseline_s=1", "hold_s=2", "recovery_window_s=3", "rate=40")
 
 
 def no_signal(*_a, **_kw) -> bool:
@@ -123,6 +124,12 @@ def test_a_fault_that_cannot_land_is_inconclusive_and_reverted(name, cluster, tm
     assert result.failure_message().startswith(f"{name}: inconclusive: fault did not land")
     assert ledger.open_entries() == []
     assert snapshot(cluster) == before
+    # the reports are written for a run that stopped after the revert, and say why
+    summary = result.to_summary()
+    write_run(summary, result.records, tmp_path / "report" / name, ledger)
+    write_summary({"target": "local", "experiments": [summary]}, tmp_path / "report")
+    assert (tmp_path / "report" / name / "timeline.png").stat().st_size > 0
+    assert "fault did not land" in (tmp_path / "report" / "summary.html").read_text()
 
 
 @pytest.mark.parametrize("name", ["replica_hang", "dependency_latency", "wrong_answers", "traffic_surge"])

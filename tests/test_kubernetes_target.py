@@ -31,7 +31,7 @@ pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parent.parent
 NS, CONTEXT = "ml", "fake-staging"
-SHORT = ["--slo-set", "baseline_s=1", "--slo-set", "hold_s=3", "--slo-set", "recovery_window_s=2"]
+SHORT = ["--slo-set", "baseline_s=1", "--slo-set", "hold_s=3", "--slo-set", "recovery_window_s=3"]
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
 
 

@@ -19,7 +19,7 @@ from targets.local import ClusterSpec, LocalCluster, wait_for
 from tests.leftovers import module_cluster
 
 REPO = Path(__file__).resolve().parent.parent
-SHORT = ["--slo-set", "baseline_s=1", "--slo-set", "hold_s=3", "--slo-set", "recovery_window_s=2"]
+SHORT = ["--slo-set", "baseline_s=1", "--slo-set", "hold_s=3", "--slo-set", "recovery_window_s=3"]
 P99 = "histogram_quantile(0.99, sum by (le) (rate(vllm:e2e_request_latency_seconds_bucket[5s])))"
 
 

@@ -30,8 +30,7 @@ EXPERIMENTS = ["experiments/test_replica_crash.py", "experiments/test_replica_ha
 #: the load each takes on this 2-core machine beside the suite (req/s, open loop).
 RATES = {"vllm": 20, "mlserver": 50}
 BASELINE_S = 8
-EXPECTED = {"replica_crash": "pass", "replica_hang[tuned]": "pass", "replica_hang[plain]": "fail",
-            "spot_reclamation": "pass"}
+EXPECTED = {"replica_crash": "pass", "replica_hang[plain]": "fail", "spot_reclamation": "pass"}
 
 
 @pytest.fixture(scope="module", params=list(SERVERS))
@@ -49,7 +48,8 @@ def catalogue(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
             "--slo-set", f"baseline_s={BASELINE_S}",
             "--chaos-report", str(out / "report"), "--ledger", str(out / "ledger.jsonl")]
     res = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=REPO, env=repo_env())
-    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]
+    # 1: an experiment failed (the tuned hang may, below); anything else is not a verdict
+    assert res.returncode in (0, 1), res.stdout[-6000:] + res.stderr[-3000:]
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert processes_mentioning(str(server.model_dir)) == [], "a replica outlived its cluster"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -78,9 +78,32 @@ def test_every_verdict_is_what_the_fleet_earned_for_a_reason_it_names(catalogue)
         assert run["error"] is None
     plain = {s["name"]: s for s in runs["replica_hang[plain]"]["slos"]}
     assert not plain["p99_ms"]["ok"] and plain["p99_ms"]["observed"] > 2000, plain["p99_ms"]
+    assert_tuned_hang_earned(runs["replica_hang[tuned]"])
     # the tuned LB ejected the hung replica; both killed ones were taken out too
     for run in ("replica_crash", "replica_hang[tuned]", "spot_reclamation"):
         assert runs[run]["failover"] and runs[run]["observed"]["failover_s"] <= 8, runs[run]["failover"]
+
+
+def assert_tuned_hang_earned(run: dict) -> None:
+    """Behind the tuned LB the hung replica is ejected in about two seconds, and the
+    requests already sent to it wait the whole hold: at vLLM's 20 req/s two of the ~120 in
+    the fault window are 1.7%, past p99's rank, so p99 breaches; one is 0.8%, and it does
+    not. Either verdict is earned; what must hold is that nothing else broke and that every
+    request slower than the bound was sent to the hung replica before it was ejected."""
+    breached = {s["name"] for s in run["slos"] if not s["ok"]}
+    assert run["verdict"] in ("pass", "fail") and breached <= {"p99_ms", "goodput_rps"}, (run["verdict"], breached)
+    if not breached:
+        return
+    (p99,) = [s for s in run["slos"] if s["name"] == "p99_ms"]
+    bound = float(p99["objective"].split()[1])
+    (failover,) = run["failover"]
+    t0 = run["clock"]["t0_monotonic"]
+    ejected = t0 + failover["ejected_at"]
+    inject = t0 + next(p for p in run["phases"] if p["name"] == "inject")["start_s"]
+    records = [json.loads(line) for line in Path(run["request_log"]).read_text().splitlines() if line.strip()]
+    slow = [r for r in records if r["start"] + r["latency_s"] > inject and r["latency_s"] * 1000 > bound]
+    assert slow and all(r["start"] <= ejected + 0.5 for r in slow), (failover, [(r["start"] - inject, r["latency_s"])
+                                                                            for r in slow])
 
 
 def test_the_workload_came_from_the_server_and_the_baseline_is_valid(catalogue):

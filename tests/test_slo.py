@@ -338,3 +338,10 @@ def test_steady_state_comes_from_the_file_else_from_the_objectives(tmp_path):
     f = tmp_path / "slo.toml"
     f.write_text('[defaults.slo]\navailability = 0.95\np99_ms = { value = "baseline * 2", limit = 800 }\n')
     assert {(o.key, o.value) for o in load_slo(f, "x").steady_state} == {("availability", 0.95), ("p99_ms", 800)}
+
+
+def test_a_recovery_window_too_short_to_show_recovery_is_refused():
+    with pytest.raises(UsageError) as e:
+        load_slo(None, "x", ["recovery_window_s=2"])
+    assert "recovery_window_s 2 is shorter than recovery_healthy_s 3" in str(e.value)
+    assert load_slo(None, "x", ["recovery_window_s=2", "recovery_healthy_s=2"]).phases.recovery_healthy_s == 2
