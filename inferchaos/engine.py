@@ -13,7 +13,7 @@ import contextlib
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Any, Callable, ContextManager
 
 from faults.base import Fault, Landing, RunContext
 from faults.ledger import Ledger
@@ -24,16 +24,17 @@ from inferchaos.result import ExperimentResult, Phase
 from load.records import RequestRecord
 from load.runner import LoadProfile, LoadRunner, RequestLogTail
 from load.workload import Workload
-from probes.autoscaling import ScaleSampler, analyse as analyse_scaling
+from probes.autoscaling import ScaleProbe
+from probes.catalogue import standard_probes
+from probes.probe import Probe, RunView, measurements, unmet
 from probes.canary import Canary, golden_window
 from probes.self_canary import SelfCanary
-from probes.cold_start import cold_starts, worst
+from probes.cold_start import ColdStartProbe
 from probes.failover import Failover, analyse
-from probes.gpu import GpuProbe, observed_from_gpu, reasons_from_gpu
+from probes.gpu import GpuObserver
 from probes.model_health import drift, golden_set
 from probes.prometheus import PrometheusClient, PrometheusError, PromSlo
-from probes.queue_time import over_window
-from probes.queue_time import scrape as scrape_queues
+from probes.queue_time import QueueTimeProbe
 from probes.lb_sampler import LbSampler
 from probes.safeguard import Safeguard
 from probes.slo import ExperimentSlo
@@ -69,7 +70,10 @@ class Experiment:
         self.phases: list[Phase] = []
         self._records: list[RequestRecord] = []
         self._tails: list[RequestLogTail] = []
-        self._queue_before: dict = {}
+        self.capabilities: frozenset[str] = getattr(target, "capabilities", frozenset)()
+        self.probes: list[Probe] = standard_probes(target)
+        #: the probes whose capabilities the target has: the only ones started.
+        self.active = [pr for pr in self.probes if unmet(pr, self.capabilities) is None]
         self._self_canary: SelfCanary | None = None
 
     def run(self) -> ExperimentResult:
@@ -90,10 +94,7 @@ class Experiment:
                        "workload": profile.resolved().describe()}
         self.fault.run = RunContext(self.target.lb_url, self.out_dir, p.users, p.spawn_rate, load=profile)
         load_entry = None
-        gpu = GpuProbe(interval_s=0.5)
         canary = self._canary()
-        view = getattr(self.target, "autoscaling", None)
-        scaling = ScaleSampler(view) if view is not None else None
 
         def journal_load(pgid: int) -> None:
             nonlocal load_entry
@@ -110,11 +111,10 @@ class Experiment:
             with self.scope("prepare: " + "; ".join(plan)):
                 self.fault.prepare()
             sampler.start()
-            gpu.start()
+            for probe in self.active:
+                probe.start()
             if canary is not None:
                 canary.start()
-            if scaling is not None:
-                scaling.start()
             # journalled before it exists: a crash between the spawn and its pid's journal
             # would otherwise leave locust running with nothing to undo it
             load_entry = self.ledger.applied("load", [step("end_marked", mark=load.mark, what="locust")],
@@ -124,11 +124,9 @@ class Experiment:
             self._phase("baseline", p.baseline_s)
             result.inconclusive = self._steady_state(result)
             if result.inconclusive is None:
-                self._queue_before = self._scrape_queues()
                 self._phase("inject", 0, action=lambda: self._land(result), arm=True)
                 if result.inconclusive is None and not self.safeguard.tripped:
                     self._phase("hold", p.hold_s)
-                result.queue = over_window(self._queue_before, self._scrape_queues())
                 self._phase("revert", 0, action=self._revert)
                 if result.inconclusive is None:
                     self._phase("recovery", p.recovery_window_s)
@@ -145,9 +143,13 @@ class Experiment:
                 if load_entry is not None:
                     self.ledger.reverted(load_entry)
                 result.lb_samples = sampler.stop()
-                result.gpu = gpu.stop()
+                for probe in self.active:
+                    probe.stop()
                 result.canary = canary.stop() if canary is not None else []
-                result.scale_samples = scaling.stop() if scaling is not None else []
+                result.gpu = self._probe(GpuObserver).run if self._probe(GpuObserver) else None
+                result.queue = self._probe(QueueTimeProbe).result if self._probe(QueueTimeProbe) else None
+                scale = self._probe(ScaleProbe)
+                result.scale_samples = scale.samples if scale else []
                 self.progress.done()
         for extra in self.fault.load_runners():
             records = records + extra.records()
@@ -238,8 +240,9 @@ class Experiment:
             return self._self_canary
         return None
 
-    def _scrape_queues(self) -> dict:
-        return scrape_queues(self.target.metrics_urls())
+    def _probe(self, kind: type) -> Any:
+        """The started probe of `kind`, if the target could have it."""
+        return next((pr for pr in self.active if isinstance(pr, kind)), None)
 
     # ----------------------------------------------------------------------------- phases
     def _phase(self, name: str, seconds: float, action: Callable[[], None] | None = None,
@@ -248,6 +251,8 @@ class Experiment:
         with self.scope(title):
             start = time.monotonic()
             self.say(f"{self.id}: {title}")
+            for probe in self.active:
+                probe.mark(name)
             # armed before the action: a fault's effect can take seconds to land, and the
             # safeguard must watch while it does
             self._armed = getattr(self, "_armed", False) or arm
@@ -323,27 +328,16 @@ class Experiment:
                 reasons["replacement_s"] = "no replacement served a valid answer before the run ended"
         else:
             reasons["failover_s"] = reasons["replacement_s"] = f"{self.fault.name} removed no replica"
-        wall = lambda t: result.wall0 + (t - result.t0)  # noqa: E731
-        result.cold_starts = cold_starts(self.target.replica_records(), wall(inject.start), wall(end))
-        observed["cold_start_s"], why = worst(result.cold_starts)
-        if why:
-            reasons["cold_start_s"] = why
-        observed["queue_p99_ms"] = result.queue.p99_ms if result.queue else None
-        if result.queue is None:
-            reasons["queue_p99_ms"] = f"no replica reported {'vllm:request_queue_time_seconds'} over the fault window"
+        view = RunView(result.records, {ph.name: (ph.start, ph.end) for ph in result.phases}, result.t0,
+                       result.wall0, objectives)
+        for m in measurements(self.probes, self.capabilities, view):
+            observed[m.key] = m.value
+            if m.reason:
+                reasons[m.key] = m.reason
+        cold, scale = self._probe(ColdStartProbe), self._probe(ScaleProbe)
+        result.cold_starts = cold.starts if cold else []
+        result.scale_out = scale.result if scale else None
         self._model_health(result, observed, reasons)
-        if result.scale_samples:
-            p99 = next((o for o in objectives if o.key == "p99_ms"), None)
-            result.scale_out = analyse_scaling(result.scale_samples, result.records, inject.start, revert.end,
-                                               p99.value if p99 else None)
-            observed["scale_out_s"] = result.scale_out.scale_out_s
-            if result.scale_out.reason:
-                reasons["scale_out_s"] = result.scale_out.reason
-        else:
-            reasons["scale_out_s"] = "this target reports no autoscaler"
-        if result.gpu is not None:
-            observed.update(observed_from_gpu(result.gpu, inject.start, end))
-            reasons.update(reasons_from_gpu(result.gpu, inject.start, end))
         if self.slo.promql:
             self._promql(result.wall0 + inject.start - result.t0, result.wall0 + end - result.t0, observed, reasons)
         result.observed = {k: v for k, v in observed.items() if v is not None}

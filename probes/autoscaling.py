@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from probes.probe import BaseProbe, Measurement, RunView
 from probes.window import Record, series
+from targets.capabilities import AUTOSCALER
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,31 @@ def _p99_back(records: Sequence[Record], start: float, end: float, objective_ms:
         elif since is None:
             since = w.start
     return since
+
+
+# ---------------------------------------------------------------------- as a probe
+@dataclass
+class ScaleProbe(BaseProbe):
+    """The autoscaler sampled through the run; scale_out_s over inject -> revert, against
+    the run's own p99 objective."""
+
+    name: str = "autoscaling"
+    keys: tuple[str, ...] = ("scale_out_s",)
+    needs: frozenset[str] = frozenset({AUTOSCALER})
+    view: Callable[[], dict] = dict
+    samples: list[ScaleSample] = field(default_factory=list)
+    result: ScaleOut | None = None
+
+    def start(self) -> None:
+        self._sampler = ScaleSampler(self.view).start()
+
+    def stop(self) -> None:
+        self.samples = self._sampler.stop()
+
+    def observe(self, run: RunView) -> list[Measurement]:
+        if not self.samples:
+            return [Measurement("scale_out_s", None, "this target reports no autoscaler")]
+        p99 = run.objective("p99_ms")
+        self.result = analyse(self.samples, run.records, run.at("inject"), run.at("revert", "end"),
+                              p99.value if p99 else None)
+        return [Measurement("scale_out_s", self.result.scale_out_s, self.result.reason)]

@@ -6,8 +6,10 @@ A replacement that never turns ready is the worst cold start there is, so it is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Protocol
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+from probes.probe import BaseProbe, Measurement, RunView
 
 
 class Replica(Protocol):
@@ -54,3 +56,19 @@ def worst(starts: list[ColdStart]) -> tuple[float | None, str | None]:
     if never:
         return None, "; ".join(f"{c.replica} {c.outcome}, started at +{c.started_s:.1f}s" for c in never)
     return max(c.cold_start_s for c in starts if c.cold_start_s is not None), None
+
+
+# ---------------------------------------------------------------------- as a probe
+@dataclass
+class ColdStartProbe(BaseProbe):
+    """Every replica started between the inject and the end, read from the target's records."""
+
+    name: str = "cold_start"
+    keys: tuple[str, ...] = ("cold_start_s",)
+    replicas: Callable[[], Iterable[Replica]] = list
+    starts: list[ColdStart] = field(default_factory=list)
+
+    def observe(self, run: RunView) -> list[Measurement]:
+        self.starts = cold_starts(self.replicas(), run.wall(run.at("inject")), run.wall(run.at("recovery", "end")))
+        value, why = worst(self.starts)
+        return [Measurement("cold_start_s", value, why)]

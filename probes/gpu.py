@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import pynvml
+
+from probes.probe import BaseProbe, Measurement, RunView
+from targets.capabilities import GPU
 
 #: The observations a GPU run yields, for SLO objectives.
 GPU_KEYS = ("gpu_memory_peak_frac", "gpu_memory_peak_bytes", "gpu_utilization_mean_pct", "gpu_power_peak_w",
@@ -347,3 +350,27 @@ def reasons_from_gpu(run: GpuRun, start: float | None = None, end: float | None 
     if run.xid_unwatched is not None:
         reasons["gpu_xid_errors"] = run.xid_unwatched
     return reasons
+
+
+# ---------------------------------------------------------------------- as a probe
+@dataclass
+class GpuObserver(BaseProbe):
+    """NVML sampled through the run where the runner runs, judged inject -> end."""
+
+    name: str = "gpu"
+    keys: tuple[str, ...] = GPU_KEYS
+    needs: frozenset[str] = frozenset({GPU})
+    interval_s: float = 0.5
+    run: GpuRun | None = None
+
+    def start(self) -> None:
+        self._probe = GpuProbe(interval_s=self.interval_s).start()
+
+    def stop(self) -> None:
+        self.run = self._probe.stop()
+
+    def observe(self, run: RunView) -> list[Measurement]:
+        assert self.run is not None
+        start, end = run.at("inject"), run.at("recovery", "end")
+        values, why = observed_from_gpu(self.run, start, end), reasons_from_gpu(self.run, start, end)
+        return [Measurement(k, values.get(k), why.get(k)) for k in self.keys]

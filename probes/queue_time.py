@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from probes.probe import BaseProbe, Measurement, RunView
+from targets.capabilities import METRICS
 
 METRIC = "vllm:request_queue_time_seconds"
 
@@ -117,3 +120,27 @@ def over_window(before: Mapping[str, Histogram], after: Mapping[str, Histogram])
     q, mean = merged.quantile(0.99), merged.mean
     return QueueTime(int(merged.count), None if q is None else round(q * 1000, 3),
                      None if mean is None else round(mean * 1000, 3), len(after))
+
+
+# ---------------------------------------------------------------------- as a probe
+@dataclass
+class QueueTimeProbe(BaseProbe):
+    """The servers' own queue time between the inject and the revert, from two scrapes of
+    every replica's /metrics."""
+
+    name: str = "queue_time"
+    keys: tuple[str, ...] = ("queue_p99_ms",)
+    needs: frozenset[str] = frozenset({METRICS})
+    urls: Callable[[], Mapping[str, str]] = dict
+    result: QueueTime | None = None
+
+    def mark(self, phase: str) -> None:
+        if phase == "inject":
+            self._before = scrape(self.urls())
+        elif phase == "revert" and hasattr(self, "_before"):
+            self.result = over_window(self._before, scrape(self.urls()))
+
+    def observe(self, run: RunView) -> list[Measurement]:
+        if self.result is None:
+            return [Measurement("queue_p99_ms", None, f"no replica reported {METRIC} over the fault window")]
+        return [Measurement("queue_p99_ms", self.result.p99_ms)]

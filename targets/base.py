@@ -63,3 +63,7 @@ class Target(Protocol):
 
     def golden_model(self) -> str | None:
         """The reference model's name when the target serves it (the golden set applies)."""
+
+    def capabilities(self) -> frozenset[str]:
+        """What it can show a probe (`targets.capabilities`): a probe needing what is not
+        here reports "not measured: the target has no <capability>"."""

@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from inferchaos.errors import TargetError, UsageError
+from targets import capabilities as caps
 from targets.kubernetes.connection import Connection
 from targets.kubernetes.pods import PodCache, PodView
 from targets.kubernetes.settings import KubeSettings
@@ -147,6 +148,13 @@ class KubeTarget:
 
     def golden_model(self) -> str | None:
         return self.settings.golden_model
+
+    def capabilities(self) -> frozenset[str]:
+        """No GPU: NVML in the runner's pod sees no node's GPU (read DCGM exporter metrics
+        through --prometheus instead); metrics only with --metrics-port."""
+        has = {caps.LB_SLOTS, caps.AUTOSCALER}
+        has |= {caps.METRICS} if self.settings.metrics_port else set()
+        return frozenset(has | ({caps.GOLDEN_SET} if self.golden_model() else set()))
 
     def autoscaling(self) -> dict:
         """The HorizontalPodAutoscaler of the selected pods' workload (the one KEDA creates,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from inferchaos.errors import ClusterStartError, TargetError
+from targets import capabilities as caps
 from targets.local import haproxy
 from targets.local.ports import port_in_use
 from targets.local.processes import end_groups, group_alive, spawn
@@ -184,6 +185,10 @@ class LocalCluster:
 
     def golden_model(self) -> str | None:
         return None if self.spec.replica_cmd else self.spec.model
+
+    def capabilities(self) -> frozenset[str]:
+        has = {caps.LB_SLOTS, caps.REPLICA_HEADER, caps.METRICS, caps.GPU, caps.AUTOSCALER}
+        return frozenset(has | ({caps.GOLDEN_SET} if self.golden_model() else set()))
 
     def running(self) -> bool:
         state = read_state(self.state_dir)

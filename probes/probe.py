@@ -1,0 +1,97 @@
+"""The probe protocol: start, mark the phases, stop, observe the run as typed measurements.
+
+Each probe is one object with one job, declares the SLO keys it measures and the target
+capabilities it needs (`targets.capabilities`); the engine starts every probe before the
+baseline, tells it when each phase begins, stops it in `finally`, and asks it for its
+measurements once the run is over. A probe whose capability the target lacks is never
+started: its keys are "not measured: the target has no <capability>" by construction. A
+new probe is one file implementing this and one line in `probes.catalogue`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from targets.capabilities import missing
+
+
+@dataclass(frozen=True)
+class Measurement:
+    key: str
+    value: float | None
+    #: why `value` is None (judged as "not measured: <reason>").
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a probe may read of a finished run: the request log, each phase's (start,
+    end) on the monotonic clock, the clocks' origin, and the run's resolved objectives."""
+
+    records: Sequence[Any]
+    phases: dict[str, tuple[float, float]]
+    t0: float
+    wall0: float
+    objectives: Sequence[Any] = ()
+
+    def at(self, phase: str, edge: str = "start") -> float:
+        start, end = self.phases[phase]
+        return start if edge == "start" else end
+
+    def wall(self, t: float) -> float:
+        return self.wall0 + (t - self.t0)
+
+    def objective(self, key: str) -> Any:
+        return next((o for o in self.objectives if o.key == key), None)
+
+
+class Probe(Protocol):
+    name: str
+    #: the SLO keys it measures.
+    keys: tuple[str, ...]
+    #: the target capabilities it needs.
+    needs: frozenset[str]
+
+    def start(self) -> None: ...
+
+    def mark(self, phase: str) -> None:
+        """Called as each phase begins (baseline, inject, hold, revert, recovery)."""
+
+    def stop(self) -> None: ...
+
+    def observe(self, run: RunView) -> list[Measurement]: ...
+
+
+@dataclass
+class BaseProbe:
+    """Defaults for the hooks a probe does not need."""
+
+    name: str = "probe"
+    keys: tuple[str, ...] = ()
+    needs: frozenset[str] = field(default_factory=frozenset)
+
+    def start(self) -> None:
+        pass
+
+    def mark(self, phase: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def observe(self, run: RunView) -> list[Measurement]:
+        raise NotImplementedError
+
+
+def unmet(probe: Probe, has: frozenset[str]) -> str | None:
+    return missing(probe.needs, has)
+
+
+def measurements(probes: Sequence[Probe], has: frozenset[str], run: RunView) -> list[Measurement]:
+    """Every probe's measurements; a probe lacking a capability says so for each key."""
+    out: list[Measurement] = []
+    for p in probes:
+        why = unmet(p, has)
+        out += [Measurement(k, None, why) for k in p.keys] if why else p.observe(run)
+    return out
