@@ -62,6 +62,7 @@ bench: setup
 	$(PY) bench/crash_campaign.py --kills 30
 	$(PY) bench/runner_memory.py
 	$(PY) bench/experiments_wall.py
+	$(PY) bench/false_alarms.py --runs 3
 
 clean:
 	rm -rf $(VENV) .venv-vllm .venv-mlserver $(REPORT) .inferchaos .pytest_cache
