@@ -30,12 +30,11 @@ from probes.probe import Probe, RunView, measurements, unmet
 from probes.canary import Canary, golden_window
 from probes.self_canary import SelfCanary
 from probes.cold_start import ColdStartProbe
-from probes.failover import Failover, analyse
+from probes.failover import FailoverProbe
 from probes.gpu import GpuObserver
 from probes.model_health import drift, golden_set
 from probes.prometheus import PrometheusClient, PrometheusError, PromSlo
 from probes.queue_time import QueueTimeProbe
-from probes.lb_sampler import LbSampler
 from probes.safeguard import Safeguard
 from probes.slo import ExperimentSlo
 from probes.verdict import judge, observed_from_window, reasons_from_window, recovery_time, verdict
@@ -71,9 +70,10 @@ class Experiment:
         self._records: list[RequestRecord] = []
         self._tails: list[RequestLogTail] = []
         self.capabilities: frozenset[str] = getattr(target, "capabilities", frozenset)()
-        self.probes: list[Probe] = standard_probes(target)
+        self.probes: list[Probe] = standard_probes(target, fault)
         #: the probes whose capabilities the target has: the only ones started.
         self.active = [pr for pr in self.probes if unmet(pr, self.capabilities) is None]
+        self._started: list[Probe] = []
         self._self_canary: SelfCanary | None = None
 
     def run(self) -> ExperimentResult:
@@ -85,7 +85,6 @@ class Experiment:
         self.profile = profile
         load = LoadRunner(self.target.lb_url, self.out_dir / "requests.jsonl", profile,
                           log_locust_to=self.out_dir / "locust.log")
-        sampler = LbSampler(self.target.lb_source())
         result = ExperimentResult(self.id, self.fault.name, "error", t0=time.monotonic(), wall0=time.time(),
                                   request_log=str(self.out_dir / "requests.jsonl"))
         result.load = {"mode": "open" if profile.open_loop else "closed", "describe": profile.describe(),
@@ -110,9 +109,9 @@ class Experiment:
             self.say(f"{self.id}: plan: " + "; ".join(plan))
             with self.scope("prepare: " + "; ".join(plan)):
                 self.fault.prepare()
-            sampler.start()
             for probe in self.active:
                 probe.start()
+                self._started.append(probe)
             if canary is not None:
                 canary.start()
             # journalled before it exists: a crash between the spawn and its pid's journal
@@ -142,9 +141,10 @@ class Experiment:
                 records = load.stop()
                 if load_entry is not None:
                     self.ledger.reverted(load_entry)
-                result.lb_samples = sampler.stop()
-                for probe in self.active:
+                for probe in self._started:
                     probe.stop()
+                failover = self._probe(FailoverProbe)
+                result.lb_samples = failover.samples if failover else []
                 result.canary = canary.stop() if canary is not None else []
                 result.gpu = self._probe(GpuObserver).run if self._probe(GpuObserver) else None
                 result.queue = self._probe(QueueTimeProbe).result if self._probe(QueueTimeProbe) else None
@@ -316,25 +316,14 @@ class Experiment:
         if observed["recovery_s"] is None:
             reasons["recovery_s"] = (f"errors or p99 were not within objective for {healthy} consecutive seconds "
                                      f"before the run ended")
-        result.failover = self._failover(result)
-        if result.failover:
-            values = [f.failover_s for f in result.failover]
-            observed["failover_s"] = None if None in values else max(v for v in values if v is not None)
-            if observed["failover_s"] is None:
-                reasons["failover_s"] = "the LB never stopped routing to a removed replica"
-            took = [f.replacement_traffic_s for f in result.failover]
-            observed["replacement_s"] = None if None in took else max(t for t in took if t is not None)
-            if observed["replacement_s"] is None:
-                reasons["replacement_s"] = "no replacement served a valid answer before the run ended"
-        else:
-            reasons["failover_s"] = reasons["replacement_s"] = f"{self.fault.name} removed no replica"
         view = RunView(result.records, {ph.name: (ph.start, ph.end) for ph in result.phases}, result.t0,
                        result.wall0, objectives)
         for m in measurements(self.probes, self.capabilities, view):
             observed[m.key] = m.value
             if m.reason:
                 reasons[m.key] = m.reason
-        cold, scale = self._probe(ColdStartProbe), self._probe(ScaleProbe)
+        cold, scale, failover = self._probe(ColdStartProbe), self._probe(ScaleProbe), self._probe(FailoverProbe)
+        result.failover = failover.results if failover else []
         result.cold_starts = cold.starts if cold else []
         result.scale_out = scale.result if scale else None
         self._model_health(result, observed, reasons)
@@ -421,19 +410,3 @@ class Experiment:
         if not result.drift.measured:
             why = result.drift.reason.removeprefix("not measured: ")
             reasons["prediction_psi"] = reasons["prediction_ks_pvalue"] = f"{why} (infer answers' predictions)"
-
-    def _failover(self, result: ExperimentResult) -> list[Failover]:
-        casualties = getattr(self.fault, "casualties", lambda: [])()
-        everyone, serving = self.target.replica_records(), self.target.replicas()
-        out = []
-        for victim, died_at in casualties:
-            later = sorted((r for r in everyone if r.name != victim.name and r.started_at >= victim.started_at
-                            and r.slot == victim.slot), key=lambda r: r.started_at)
-            promoted = [r for r in serving if r.slot == victim.slot and r.name != victim.name]
-            candidates = promoted + later
-            served = {r.replica for r in result.records if r.ok and r.start >= died_at}
-            # a crash-looping replacement never serves; the one that did is the replacement
-            replacement = next((r for r in candidates if r.name in served), candidates[0] if candidates else None)
-            out.append(analyse(victim.name, victim.port, died_at, result.lb_samples, result.records,
-                               replacement.name if replacement else None))
-        return out

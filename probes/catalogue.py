@@ -6,13 +6,18 @@ from typing import Any
 
 from probes.autoscaling import ScaleProbe
 from probes.cold_start import ColdStartProbe
+from probes.failover import FailoverProbe
 from probes.gpu import GpuObserver
 from probes.probe import Probe
 from probes.queue_time import QueueTimeProbe
 
 
-def standard_probes(target: Any) -> list[Probe]:
+def standard_probes(target: Any, fault: Any = None) -> list[Probe]:
+    """`fault`: whose casualties the failover probe follows."""
     return [
+        FailoverProbe(source=target.lb_source(), casualties=getattr(fault, "casualties", list),
+                      known=target.replica_records, serving=target.replicas,
+                      fault_name=getattr(fault, "name", "the fault")),
         GpuObserver(),
         QueueTimeProbe(urls=target.metrics_urls),
         ScaleProbe(view=getattr(target, "autoscaling", dict)),

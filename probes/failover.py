@@ -10,10 +10,12 @@ For each replica a fault removed, three times on the run's clock:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from probes.lb_sampler import LbSample
+from probes.lb_sampler import LbSample, LbSampler
+from probes.probe import BaseProbe, Measurement, RunView
+from targets.capabilities import LB_SLOTS
 
 
 class Record(Protocol):
@@ -81,3 +83,54 @@ def analyse(replica: str, port: int, died_at: float, samples: Sequence[LbSample]
         failed_before_ejection=failed_before, served_after_death=served_after, replacement=replacement,
         replacement_traffic_s=None if first is None else first - died_at,
     )
+
+
+# ---------------------------------------------------------------------- as a probe
+@dataclass
+class FailoverProbe(BaseProbe):
+    """The LB's view of its servers sampled every 0.1 s through the run; for each replica
+    the fault removed, how long the LB kept routing to it and when its replacement served."""
+
+    name: str = "failover"
+    keys: tuple[str, ...] = ("failover_s", "replacement_s")
+    needs: frozenset[str] = frozenset({LB_SLOTS})
+    source: Any = None
+    #: the fault's (replica, monotonic time it stopped serving) pairs.
+    casualties: Callable[[], list] = list
+    #: every replica the target knows (replacements included), and those serving now.
+    known: Callable[[], list] = list
+    serving: Callable[[], list] = list
+    fault_name: str = "the fault"
+    samples: list[LbSample] = field(default_factory=list)
+    results: list[Failover] = field(default_factory=list)
+
+    def start(self) -> None:
+        self._sampler = LbSampler(self.source).start()
+
+    def stop(self) -> None:
+        self.samples = self._sampler.stop()
+
+    def observe(self, run: RunView) -> list[Measurement]:
+        everyone, serving = self.known(), self.serving()
+        self.results = []
+        for victim, died_at in self.casualties():
+            later = sorted((r for r in everyone if r.name != victim.name and r.started_at >= victim.started_at
+                            and r.slot == victim.slot), key=lambda r: r.started_at)
+            promoted = [r for r in serving if r.slot == victim.slot and r.name != victim.name]
+            candidates = promoted + later
+            served = {r.replica for r in run.records if r.ok and r.start >= died_at}
+            # a crash-looping replacement never serves; the one that did is the replacement
+            replacement = next((r for r in candidates if r.name in served), candidates[0] if candidates else None)
+            self.results.append(analyse(victim.name, victim.port, died_at, self.samples, run.records,
+                                        replacement.name if replacement else None))
+        if not self.results:
+            why = f"{self.fault_name} removed no replica"
+            return [Measurement("failover_s", None, why), Measurement("replacement_s", None, why)]
+        values = [f.failover_s for f in self.results]
+        took = [f.replacement_traffic_s for f in self.results]
+        failover = None if None in values else max(v for v in values if v is not None)
+        replaced = None if None in took else max(t for t in took if t is not None)
+        return [Measurement("failover_s", failover,
+                            None if failover is not None else "the LB never stopped routing to a removed replica"),
+                Measurement("replacement_s", replaced,
+                            None if replaced is not None else "no replacement served a valid answer before the run ended")]

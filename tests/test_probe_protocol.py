@@ -58,10 +58,16 @@ def test_the_standard_probes_declare_their_needs():
         def autoscaling(self) -> dict:
             return {}
 
+        def lb_source(self) -> object:
+            return object()
+
+        def replicas(self) -> list:
+            return []
+
     probes = standard_probes(Target())
     needs = {p.name: p.needs for p in probes}
-    assert needs == {"gpu": {caps.GPU}, "queue_time": {caps.METRICS}, "autoscaling": {caps.AUTOSCALER},
-                     "cold_start": frozenset()}
+    assert needs == {"failover": {caps.LB_SLOTS}, "gpu": {caps.GPU}, "queue_time": {caps.METRICS},
+                     "autoscaling": {caps.AUTOSCALER}, "cold_start": frozenset()}
     kube_like = frozenset({caps.LB_SLOTS, caps.AUTOSCALER})
     assert unmet(next(p for p in probes if isinstance(p, GpuObserver)), kube_like) is not None
     assert unmet(next(p for p in probes if isinstance(p, QueueTimeProbe)), kube_like) == \
@@ -74,3 +80,12 @@ def test_queue_time_without_answers_says_why():
         probe.mark(phase)
     (m,) = probe.observe(RUN)
     assert m.value is None and "vllm:request_queue_time_seconds" in (m.reason or "")
+
+
+def test_failover_without_a_casualty_says_the_fault_removed_none():
+    from probes.failover import FailoverProbe
+
+    probe = FailoverProbe(fault_name="traffic_surge")
+    assert [(m.key, m.value, m.reason) for m in probe.observe(RUN)] == [
+        ("failover_s", None, "traffic_surge removed no replica"),
+        ("replacement_s", None, "traffic_surge removed no replica")]
