@@ -60,8 +60,7 @@ def route_shows(route: dict, toxics: Any, what: str) -> Landing:
     """The proxy's own view of a route, read back: the toxics asked for are in place."""
     wanted = toxics.to_dict()
     have = route.get("toxics", {})
-    differ = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
-    if differ:
+    if any(have.get(k) != v for k, v in wanted.items()):
         return Landing(False, f"the {what} route reads back {have}, not {wanted}")
     return Landing(True, f"the {what} route reads back {wanted}")
 

@@ -143,12 +143,12 @@ class Experiment:
                     self.ledger.reverted(load_entry)
                 for probe in self._started:
                     probe.stop()
-                failover = self._probe(FailoverProbe)
+                failover, gpu = self._probe(FailoverProbe), self._probe(GpuObserver)
+                queue, scale = self._probe(QueueTimeProbe), self._probe(ScaleProbe)
                 result.lb_samples = failover.samples if failover else []
                 result.canary = canary.stop() if canary is not None else []
-                result.gpu = self._probe(GpuObserver).run if self._probe(GpuObserver) else None
-                result.queue = self._probe(QueueTimeProbe).result if self._probe(QueueTimeProbe) else None
-                scale = self._probe(ScaleProbe)
+                result.gpu = gpu.run if gpu else None
+                result.queue = queue.result if queue else None
                 result.scale_samples = scale.samples if scale else []
                 self.progress.done()
         for extra in self.fault.load_runners():
@@ -178,12 +178,12 @@ class Experiment:
         failed = [r for r in result.steady_state if not r.ok]
         if not failed:
             return None
-        path = self.profile.resolved().describe()
+        load = self.profile.resolved().describe()
         evidence = [f"{r.name} {r.objective}: {r.detail}" for r in failed]
         if stats.requests and stats.failed:
             top = ", ".join(f"{why} x{n}" for why, n in sorted(stats.errors.items(), key=lambda kv: -kv[1])[:3])
             evidence.insert(0, f"{stats.failed / stats.requests:.0%} of {stats.requests:,} requests failed "
-                               f"({top}); load: {path}")
+                               f"({top}); load: {load}")
         elif not stats.requests:
             evidence.insert(0, f"no request in the {baseline.end - baseline.start:.1f}-s baseline")
         why = "steady state not met, nothing injected: baseline: " + "; ".join(evidence)
@@ -241,7 +241,7 @@ class Experiment:
         return None
 
     def _probe(self, kind: type) -> Any:
-        """The started probe of `kind`, if the target could have it."""
+        """The probe of `kind` this run uses (None: the target lacks what it needs)."""
         return next((pr for pr in self.active if isinstance(pr, kind)), None)
 
     # ----------------------------------------------------------------------------- phases
