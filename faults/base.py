@@ -189,8 +189,7 @@ class Fault:
     def _revert(self) -> None:
         """By default, replay the journalled undo, newest first: the very steps
         `inferchaos recover` would run, so the two paths cannot drift apart."""
-        from faults.undo import run_step
+        from faults.undo import run_all
 
         assert self._entry is not None
-        for undo in reversed(self._entry.undo):
-            self.note("undo", run_step(undo))
+        run_all(self._entry.undo, lambda done: self.note("undo", done))

@@ -5,6 +5,9 @@ runner killed at any moment leaves a ledger from which `inferchaos recover` can 
 the target: open entries are exactly the changes that may still be in force. Undo is
 data (a list of `UndoStep`s), never code, so it survives the process that wrote it.
 
+The file is the owner's alone (0600), and `recover` replays only steps that name one of
+`faults.undo`'s executors with exactly its parameters (`faults.undo.validate`).
+
 Lines are appended with `O_APPEND` under an exclusive lock and fsynced; a line cut short
 by a crash is skipped on reading, and the entries before it are kept.
 """
@@ -73,8 +76,9 @@ class Ledger:
 
     def _append(self, entry: Entry) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
+            os.fchmod(fd, 0o600)  # what it holds says how to reach the clusters it changed
             fcntl.flock(fd, fcntl.LOCK_EX)
             # A previous writer may have died mid-line: start ours on a fresh line.
             if os.fstat(fd).st_size and not self._ends_with_newline():

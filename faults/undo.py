@@ -6,9 +6,12 @@ harmless) and checks identity before acting: a process is named by pid *and* sta
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
-from typing import Any, Callable
+import types
+import typing
+from typing import Any, Callable, get_type_hints
 
 from faults.ledger import UndoStep
 from inferchaos.errors import FaultError
@@ -50,7 +53,13 @@ def _pgid_or_none(pid: int) -> int | None:
         return None
 
 
+#: the signals an undo step may send: resuming, or ending what the suite started.
+UNDO_SIGNALS = frozenset({"SIGCONT", "SIGTERM", "SIGKILL"})
+
+
 def signal_process(pid: int, started: int | None, sig: str, what: str = "process") -> str:
+    if sig not in UNDO_SIGNALS:
+        raise FaultError(f"{what} {pid}: an undo step may not send {sig!r}")
     if not _same_process(pid, started):
         return f"{what} {pid}: gone, nothing to do"
     signal_group(pid, getattr(signal, sig))
@@ -88,35 +97,56 @@ def clear_perturbation(port: int, pid: int, started: int | None, what: str = "re
     return f"{what}: answers exact again"
 
 
-def kube_cordon(conn: dict, node: str, on: bool = False) -> str:
-    from targets.kubernetes import Connection, ops
+def _kube(conn: dict) -> Any:
+    """The connection an undo step recorded, checked to reach the cluster it was made on."""
+    from targets.kubernetes import Connection
 
-    return ops.cordon(Connection(**conn), node, on)
+    c = Connection(**conn)
+    key = (c.kubeconfig, c.context, c.cluster)
+    if key not in _PINNED:
+        c.pinned().close()
+        _PINNED.add(key)
+    return c
 
 
-def kube_taint(conn: dict, node: str, key: str, on: bool = False) -> str:
-    from targets.kubernetes import Connection, ops
+_PINNED: set[tuple[str | None, str, str | None]] = set()
 
-    return ops.taint(Connection(**conn), node, key, on=on)
+
+def kube_node(conn: dict, node: str, run: str) -> str:
+    """Uncordon (if this run cordoned it), drop this run's taint and its marks."""
+    from targets.kubernetes import nodes
+
+    return nodes.release(_kube(conn), node, run)
 
 
 def kube_scale(conn: dict, namespace: str, deployment: str, replicas: int) -> str:
-    from targets.kubernetes import Connection, ops
+    from targets.kubernetes import ops
+    from targets.kubernetes.sweep import RESTORE
 
-    return ops.scale(Connection(**conn), namespace, deployment, replicas)
+    c = _kube(conn)
+    done = ops.scale(c, namespace, deployment, replicas)
+    ops.annotate_deployment(c, namespace, deployment, {RESTORE: None, "inferchaos.io/expires-at": None,
+                                                        "inferchaos.io/run": None})
+    return done
 
 
 def kube_delete_custom(conn: dict, group: str, version: str, namespace: str, plural: str, name: str) -> str:
-    from targets.kubernetes import Connection, ops
+    from targets.kubernetes import ops
 
-    return ops.delete_custom(Connection(**conn), group, version, namespace, plural, name)
+    return ops.delete_custom(_kube(conn), group, version, namespace, plural, name)
 
 
-def kube_exec(conn: dict, namespace: str, pod: str, container: str, argv: list[str], what: str = "") -> str:
-    from targets.kubernetes import Connection, ops
+def kube_resume(conn: dict, namespace: str, pod: str, container: str, pid: int, started: int) -> str:
+    """SIGCONT to the process a hang stopped, if it is still that process (pid and start time)."""
+    from targets.kubernetes import processes
 
-    result = ops.exec_in(Connection(**conn), namespace, pod, container, argv)
-    return f"{what or 'pod ' + pod}: {' '.join(argv)}: {result.detail}"
+    return processes.resume(_kube(conn), namespace, pod, container, pid, started)
+
+
+def kube_end_hog(conn: dict, namespace: str, pod: str, container: str) -> str:
+    from targets.kubernetes import processes
+
+    return processes.end_hog(_kube(conn), namespace, pod, container)
 
 
 def stop_cluster(state_dir: str) -> str:
@@ -134,19 +164,62 @@ EXECUTORS: dict[str, Executor] = {
     "stop_cluster": stop_cluster,
     "clear_toxics": clear_toxics,
     "clear_perturbation": clear_perturbation,
-    "kube_cordon": kube_cordon,
-    "kube_taint": kube_taint,
+    "kube_node": kube_node,
     "kube_scale": kube_scale,
     "kube_delete_custom": kube_delete_custom,
-    "kube_exec": kube_exec,
+    "kube_resume": kube_resume,
+    "kube_end_hog": kube_end_hog,
 }
 
 
+def validate(step: UndoStep) -> None:
+    """A step read from a ledger file is data from disk: it names one of the executors above,
+    with exactly its parameters, of their types. Nothing else is run (no argv, no code)."""
+    executor = EXECUTORS.get(step.op)
+    if executor is None:
+        raise FaultError(f"unknown undo step {step.op!r} in the ledger: refused")
+    hints = get_type_hints(executor)
+    params = inspect.signature(executor).parameters
+    required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
+    unknown, missing = set(step.args) - set(params), required - set(step.args)
+    if unknown or missing:
+        raise FaultError(f"undo step {step.op}: "
+                         + (f"unexpected {', '.join(sorted(unknown))}" if unknown else "")
+                         + ("; " if unknown and missing else "")
+                         + (f"missing {', '.join(sorted(missing))}" if missing else "") + ": refused")
+    for name, value in step.args.items():
+        if not _fits(value, hints.get(name, Any)):
+            raise FaultError(f"undo step {step.op}: {name}={value!r} is not {hints.get(name)}: refused")
+    if "conn" in step.args:
+        conn = step.args["conn"]
+        if set(conn) - {"kubeconfig", "context", "cluster"} or not all(v is None or isinstance(v, str)
+                                                                    for v in conn.values()):
+            raise FaultError(f"undo step {step.op}: conn holds more than kubeconfig, context, cluster: refused")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
 def run_step(step: UndoStep) -> str:
-    try:
-        executor = EXECUTORS[step.op]
-    except KeyError:
-        raise FaultError(f"unknown undo step {step.op!r} in the ledger") from None
+    validate(step)
+    executor = EXECUTORS[step.op]
     try:
         return executor(**step.args)
     except FaultError:
@@ -155,7 +228,20 @@ def run_step(step: UndoStep) -> str:
         raise FaultError(f"undo step {step.op} failed: {exc}") from exc
 
 
+def run_all(steps: "typing.Sequence[UndoStep]", done: Callable[[str], None]) -> None:
+    """Every step, newest first, whatever the others did: a failed untaint must not leave
+    the node cordoned. Each failure is reported; together they fail the revert."""
+    failures = []
+    for undo in reversed(steps):
+        try:
+            done(run_step(undo))
+        except FaultError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise FaultError(f"{len(failures)} of {len(steps)} undo step(s) failed: " + "; ".join(failures))
+
+
 def step(op: str, **args: Any) -> UndoStep:
-    if op not in EXECUTORS:
-        raise ValueError(f"no executor for undo op {op!r}")
-    return UndoStep(op, args)
+    made = UndoStep(op, args)
+    validate(made)  # a step the ledger could not replay is a bug here, not at recover time
+    return made

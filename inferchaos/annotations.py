@@ -27,6 +27,8 @@ class Annotations:
     `grafana_url` None: no Grafana annotations."""
 
     port: int | None = None
+    #: where /metrics listens: loopback on a laptop, 0.0.0.0 in the runner's pod.
+    host: str = "127.0.0.1"
     grafana_url: str | None = None
     grafana_token: str | None = field(default_factory=lambda: os.environ.get(GRAFANA_TOKEN_ENV))
     tags: tuple[str, ...] = ("inferchaos", "chaos")
@@ -44,14 +46,15 @@ class Annotations:
 
     def start(self) -> Annotations:
         if self.port is not None:
-            server, _thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+            server, _thread = start_http_server(self.port, addr=self.host, registry=self.registry)
             self._server = server
             self.bound_port = server.server_port
         return self
 
     @property
     def metrics_url(self) -> str | None:
-        return None if self.bound_port is None else f"http://127.0.0.1:{self.bound_port}/metrics"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return None if self.bound_port is None else f"http://{host}:{self.bound_port}/metrics"
 
     def stop(self) -> None:
         with self._lock:

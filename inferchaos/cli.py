@@ -186,6 +186,13 @@ def build_parser() -> Parser:
     _ledger_arg(rec)
     rec.add_argument("--force", action="store_true",
                      help="also undo entries whose runner is still alive (it would revert them itself)")
+    rec.add_argument("--expired", action="store_true",
+                     help="first sweep the Kubernetes namespace for inferchaos changes past their expiry "
+                          "(cordons, taints, scaled Deployments, NetworkChaos), whoever made them; needs "
+                          "--namespace and --allow-cluster (what the nightly CronJob runs first)")
+    from inferchaos import kube_options
+
+    kube_options.add_options(rec.add_argument_group("--expired on Kubernetes"))
 
     rep = _sub(sub, "report", "render a run's reports, or compare two runs",
                "Render a finished run's report directory (the --chaos-report DIR of a "
@@ -534,7 +541,7 @@ def cmd_revert(args: argparse.Namespace) -> int:
 def _undo(ledger: Ledger, entries: list[Entry], force: bool) -> tuple[int, int]:
     """Run each entry's journalled undo, newest step first; clusters last, since a fault's
     undo may need its cluster. Returns (failed, skipped)."""
-    from faults.undo import run_step
+    from faults.undo import run_all
     from inferchaos.errors import FaultError
     from targets.local.processes import pid_alive, start_time
 
@@ -547,8 +554,7 @@ def _undo(ledger: Ledger, entries: list[Entry], force: bool) -> tuple[int, int]:
             skipped += 1
             continue
         try:
-            for undo in reversed(entry.undo):
-                print(f"{entry.fault} {entry.id}: {run_step(undo)}")
+            run_all(entry.undo, lambda done, e=entry: print(f"{e.fault} {e.id}: {done}"))
         except FaultError as exc:
             failed += 1
             ledger.reverted(entry, ok=False, detail=str(exc))
@@ -559,7 +565,35 @@ def _undo(ledger: Ledger, entries: list[Entry], force: bool) -> tuple[int, int]:
     return failed, skipped
 
 
+def _sweep_expired(args: argparse.Namespace) -> None:
+    """Expired marks on the cluster, undone: no ledger needed (its runner may be gone)."""
+    from targets.kubernetes import Connection
+    from targets.kubernetes.identity import allowed_clusters, check_identity, read_identity
+    from targets.kubernetes.settings import ALLOW_NAMESPACES_ENV, SYSTEM_NAMESPACES, _env_list
+    from targets.kubernetes.sweep import sweep
+
+    ns = args.namespace
+    if not ns:
+        raise UsageError("recover --expired needs --namespace NS (the namespace to sweep)")
+    if ns in SYSTEM_NAMESPACES or ns not in (*args.allow_namespace, *_env_list(ALLOW_NAMESPACES_ENV)):
+        raise UsageError(f"namespace {ns} is not allowed: name it with --allow-namespace {ns}")
+    conn = Connection.resolve(args.kubeconfig, args.kube_context)
+    api = conn.api_client()
+    try:
+        identity = read_identity(api, conn.context)
+        check_identity(identity, allowed_clusters(tuple(args.allow_cluster)), conn.context)
+    finally:
+        api.close()
+    pinned = Connection(conn.kubeconfig, conn.context, identity.uid)
+    done = sweep(pinned, ns)
+    for line in done:
+        print(f"swept: {line}")
+    print(f"inferchaos: {len(done)} expired change(s) undone in cluster {identity.uid}, namespace {ns}")
+
+
 def cmd_recover(args: argparse.Namespace) -> int:
+    if args.expired:
+        _sweep_expired(args)
     ledger = _ledger(args.ledger)
     entries = ledger.open_entries()
     if not entries:

@@ -159,6 +159,8 @@ class Experiment:
         result.events = list(self.fault.events)
         result.requests = len(records)
         result.figures = self.fault.figures()
+        if hasattr(self.target, "lb_view"):  # whose view failover_s is (the data plane's, or the API's)
+            result.figures = {**result.figures, "lb_view": self.target.lb_view()}
         if result.error is None and result.inconclusive is not None:
             result.verdict = "inconclusive"
         elif result.error is None:

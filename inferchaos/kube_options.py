@@ -14,8 +14,10 @@ from targets.kubernetes.settings import KubeSettings
 OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--kubeconfig", {"metavar": "FILE", "help": "kubeconfig (default: in-cluster, else $KUBECONFIG or ~/.kube/config)"}),
     ("--kube-context", {"metavar": "NAME", "help": "kubeconfig context (default: its current one)"}),
-    ("--allow-context", {"metavar": "NAME", "action": "append", "default": [],
-                         "help": "a context inferchaos may touch (repeatable; or $INFERCHAOS_ALLOW_CONTEXTS)"}),
+    ("--allow-cluster", {"metavar": "UID", "action": "append", "default": [],
+                         "help": "a cluster inferchaos may touch, by its kube-system namespace UID, optionally "
+                                 "UID@https://api-server (repeatable; or $INFERCHAOS_ALLOW_CLUSTERS); a refusal "
+                                 "prints the UID"}),
     ("--namespace", {"metavar": "NS", "help": "the namespace of the inference pods"}),
     ("--allow-namespace", {"metavar": "NS", "action": "append", "default": [],
                            "help": "a namespace inferchaos may touch (repeatable; or $INFERCHAOS_ALLOW_NAMESPACES)"}),
@@ -26,6 +28,13 @@ OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--pipeline-deployment", {"metavar": "NAME", "help": "the feature pipeline's Deployment (pipeline_lag stop)"}),
     ("--dependency", {"metavar": "NAME=HOST", "action": "append", "default": [],
                       "help": "a dependency's host for network faults, e.g. model_store=model-store.ml.svc"}),
+    ("--server-process", {"metavar": "TEXT", "help": "what the server's command line holds, for hang and crash "
+                                                     "(default: the container's command in the pod spec)"}),
+    ("--allow-shared-nodes", {"action": "store_true", "default": False,
+                              "help": "spot faults may cordon a node other workloads share (named in the plan)"}),
+    ("--expire-after", {"metavar": "S", "default": "900",
+                        "help": "every cluster change expires this many seconds after it was made, undone by "
+                                "itself or by `inferchaos recover --expired` (default 900)"}),
     ("--server-metrics-port", {"metavar": "PORT", "help": "the pods' /metrics port, when pod IPs are reachable"}),
 )
 
@@ -49,17 +58,21 @@ def settings(get: Callable[[str], Any]) -> KubeSettings:
     port = get("--server-metrics-port")
     if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
         raise UsageError(f"--server-metrics-port {port!r}: expected a port number")
+    expire = str(get("--expire-after"))
+    if not expire.isdigit() or not 10 <= int(expire) <= 86400:
+        raise UsageError(f"--expire-after {expire!r}: expected whole seconds from 10 to 86400")
     base = KubeSettings(namespace=get("--namespace") or "", selector=get("--selector") or "",
                         endpoint=get("--endpoint") or "")
     extra = {
         "kubeconfig": get("--kubeconfig"), "context": get("--kube-context"),
         "container": get("--container"), "golden_model": get("--golden-model"),
         "pipeline_deployment": get("--pipeline-deployment"), "metrics_port": port,
-        "dependencies": dependencies,
+        "dependencies": dependencies, "server_process": get("--server-process"),
+        "allow_shared_nodes": bool(get("--allow-shared-nodes")), "expire_after_s": int(expire),
     }
-    allow_c, allow_n = get("--allow-context"), get("--allow-namespace")
+    allow_c, allow_n = get("--allow-cluster"), get("--allow-namespace")
     if allow_c:
-        extra["allow_contexts"] = tuple(allow_c) + base.allow_contexts
+        extra["allow_clusters"] = tuple(allow_c) + base.allow_clusters
     if allow_n:
         extra["allow_namespaces"] = tuple(allow_n) + base.allow_namespaces
     return KubeSettings(**{**base.__dict__, **extra}).validate()

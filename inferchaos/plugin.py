@@ -77,6 +77,7 @@ class ChaosSession:
     prometheus_url: str | None = None
     grafana_url: str | None = None
     metrics_port: int | None = 0
+    metrics_host: str = "127.0.0.1"
     load: LoadOptions = field(default_factory=LoadOptions)
     #: what the load sends, resolved from the server once the target is up.
     workload: Workload | None = None
@@ -101,7 +102,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--grafana", metavar="URL", default=None,
                 help=f"write a Grafana annotation per fault window (token in ${GRAFANA_TOKEN_ENV})")
     g.addoption("--metrics-port", metavar="PORT", default="0",
-                help="serve inferchaos_fault_active on 127.0.0.1:PORT/metrics (default 0: a free port; off: none)")
+                help="serve inferchaos_fault_active on [HOST:]PORT/metrics (default host 127.0.0.1; in a pod "
+                     "0.0.0.0:9464; port 0: a free one; off: none)")
     g.addoption("--gpu-hour-price", metavar="PRICE", default=None,
                 help="price of one GPU-hour: each experiment's report says what its GPU-seconds cost")
     g.addoption("--gpu-price", metavar="TYPE=PRICE", action="append", default=[],
@@ -140,8 +142,10 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
         if url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
             raise UsageError(f"{option} {url!r}: expected an http(s):// URL")
     port = config.getoption("--metrics-port")
-    if port != "off" and not (port.isdigit() and 0 <= int(port) <= 65535):
-        raise UsageError(f"--metrics-port {port!r}: expected a port number 0..65535, or off")
+    metrics_host, _, port = port.rpartition(":") if ":" in port else ("127.0.0.1", "", port)
+    if port != "off" and not (port.isdigit() and 0 <= int(port) <= 65535 and metrics_host):
+        raise UsageError(f"--metrics-port {config.getoption('--metrics-port')!r}: expected [HOST:]PORT "
+                         "(PORT 0..65535; HOST 0.0.0.0 in a pod, so Prometheus can scrape it), or off")
     slo_path = Path(config.getoption("--slo") or default_slo_path())
     load = load_options.settings(config.getoption)
     if (load.replica_cmd or load.ready_path) and target != "local":
@@ -173,7 +177,7 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
         target_name=target, slo_path=slo_path, overrides=overrides, ledger=Ledger(config.getoption("--ledger")),
         report_dir=Path(report) if report else Path(".inferchaos/runs"), summary=bool(report),
         state_dir=Path(state_dir) if state_dir else None, prometheus_url=config.getoption("--prometheus"),
-        grafana_url=config.getoption("--grafana"), metrics_port=None if port == "off" else int(port),
+        grafana_url=config.getoption("--grafana"), metrics_port=None if port == "off" else int(port), metrics_host=metrics_host,
         kube=kube, dry_run=config.getoption("--chaos-dry-run"), prices=prices, load=load,
     )
 
@@ -336,7 +340,7 @@ def annotations(chaos: ChaosSession, target: Target, request: pytest.FixtureRequ
     (scraped by the local cluster's Prometheus when it has one) and Grafana annotations."""
     say = _progress(request.config).say
     _inventory(chaos, target, say)
-    ann = Annotations(port=chaos.metrics_port, grafana_url=chaos.grafana_url, say=say)
+    ann = Annotations(port=chaos.metrics_port, host=chaos.metrics_host, grafana_url=chaos.grafana_url, say=say)
     try:
         ann.start()
     except OSError as exc:

@@ -253,7 +253,7 @@ PYTEST_CASES = {
 ASKS_THE_SERVER = {"--model the server does not list", "--api oip with a model it lacks"}
 
 #: The Kubernetes options, checked before anything connects (no cluster, no --state-dir).
-KUBE = ["--target", "kubernetes", "--allow-context", "fake", "--allow-namespace", "ml"]
+KUBE = ["--target", "kubernetes", "--allow-cluster", "uid-of-fake", "--allow-namespace", "ml"]
 KUBE_CASES = {
     "--namespace missing": ([*KUBE, "--selector", "app=x", "--endpoint", "http://x"], ["needs --namespace"]),
     "--namespace kube-system": ([*KUBE, "--namespace", "kube-system", "--allow-namespace", "kube-system",
@@ -272,9 +272,10 @@ KUBE_CASES = {
                               "--kubeconfig", "{missing}"], ["no kubeconfig at"]),
     "--kube-context unknown": ([*KUBE, "--namespace", "ml", "--selector", "app=x", "--endpoint", "http://x",
                                 "--kubeconfig", "{kubeconfig}", "--kube-context", "nosuch"], ["'nosuch' is not in"]),
-    "--allow-context missing": (["--target", "kubernetes", "--allow-namespace", "ml", "--namespace", "ml",
-                                 "--selector", "app=x", "--endpoint", "http://x", "--kubeconfig", "{kubeconfig}"],
-                                ["not on the allowlist", "--allow-context staging"]),
+    "--selector existence only": ([*KUBE, "--namespace", "ml", "--selector", "app", "--endpoint", "http://x"],
+                                  ["names no label value", "every pod"]),
+    "--expire-after not seconds": ([*KUBE, "--namespace", "ml", "--selector", "app=x", "--endpoint", "http://x",
+                                    "--expire-after", "5m"], ["--expire-after", "whole seconds"]),
     "--container at an unreachable API": ([*KUBE, "--namespace", "ml", "--selector", "app=x", "--endpoint",
                                            "http://x", "--kubeconfig", "{kubeconfig}", "--kube-context", "fake",
                                            "--container", "server"], ["cannot reach the API server"]),
@@ -282,6 +283,9 @@ KUBE_CASES = {
 #: options that take no value, or whose every value is valid, or that need a reachable API
 #: server before they mean anything: covered where noted.
 NO_BAD_VALUE = {"--chaos-dry-run": "a flag", "--golden-model": "any model name",
+                "--allow-cluster": "any UID; a cluster not on it is refused (tests/test_kubernetes_rails.py)",
+                "--allow-shared-nodes": "a flag", "--server-process": "any text; no match is refused at inject "
+                "(tests/test_kubernetes_target.py)",
                 "--pipeline-deployment": "checked when pipeline_lag runs (tests/test_kubernetes_target.py)"}
 
 

@@ -28,7 +28,7 @@ KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
 
 @pytest.fixture(autouse=True)
 def _no_env_allowlists(monkeypatch):
-    for name in ("INFERCHAOS_ALLOW_CONTEXTS", "INFERCHAOS_ALLOW_NAMESPACES", "KUBERNETES_SERVICE_HOST"):
+    for name in ("INFERCHAOS_ALLOW_CLUSTERS", "INFERCHAOS_ALLOW_NAMESPACES", "KUBERNETES_SERVICE_HOST"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -187,7 +187,7 @@ def gpu(n: str, requests: bool = False) -> dict:
 @pytest.fixture
 def kube(tmp_path: Path):
     with FakeKube() as fake:
-        for ns in ("ml", "research", "web"):
+        for ns in ("kube-system", "ml", "research", "web"):
             fake.add("", "v1", "namespaces", {"metadata": {"name": ns}})
         fake.add("", "v1", "nodes", node("gpu-a", **{"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
                                                      "node.kubernetes.io/instance-type": "p4d.24xlarge"}))
@@ -325,7 +325,7 @@ def test_a_refused_list_is_a_target_error(kube, capsys):
 
 def test_inventory_of_a_kube_target_is_what_its_selector_picks(kube):
     settings = KubeSettings(namespace="ml", selector="app=llama", endpoint="http://llama.ml.svc:8000",
-                            allow_contexts=(CONTEXT,), allow_namespaces=("ml",))
+                            allow_clusters=("any",), allow_namespaces=("ml",))
     target = KubeTarget(settings, Connection(str(kube.kubeconfig), CONTEXT))
     try:
         (w,) = inventory_of(target)
@@ -349,15 +349,16 @@ def test_inventory_verb_on_kubernetes_table_json_and_exit_codes(kube, capsys):
     assert rows["llama"][-2:] == ["owner=ml-platform", "-"]
     assert lines[-1].startswith("shadow AI: 2 workloads")
 
-    code, out, _ = run(capsys, *base, "--allow-context", CONTEXT, "-A", "--json", "--fail-on-shadow")
+    uid = kube.get("", "v1", "namespaces", "kube-system")["metadata"]["uid"]
+    code, out, _ = run(capsys, *base, "--allow-cluster", uid, "-A", "--json", "--fail-on-shadow")
     workloads = {f"{w['namespace']}/{w['name']}": w for w in json.loads(out)}
     assert code == 1, "shadow AI found and --fail-on-shadow"
     assert workloads["research/rogue"]["shadow"] is True and workloads["research/rogue"]["gpu_limits"] == 4
     assert workloads["ml/llama"]["owner"] == {"owner": "ml-platform"} and "web/frontend" not in workloads
     assert "/apis/apps/v1/deployments" in only_gets(kube)  # -A: one cluster-wide list
 
-    code, out, _ = run(capsys, *base, "--allow-namespace", "ml", "--allow-context", CONTEXT, "--fail-on-shadow")
-    assert code == 0 and f"context {CONTEXT} (on the chaos allowlist), namespace ml " in out
+    code, out, _ = run(capsys, *base, "--allow-namespace", "ml", "--allow-cluster", uid, "--fail-on-shadow")
+    assert code == 0 and f"context {CONTEXT} (cluster {uid}, on the chaos allowlist), namespace ml " in out
     assert "shadow AI: none (4 workloads listed)" in out
     code, out, _ = run(capsys, *base, "--namespace", "web")
     assert code == 0 and "no inference workload found" in out and "shadow AI: none (0 workloads listed)" in out

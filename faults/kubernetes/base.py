@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faults.base import BlastRadius, Fault, Landing
-from faults.undo import step
 from inferchaos.errors import UsageError
 from targets.kubernetes.pods import PodView
 from targets.kubernetes.target import KubeTarget
@@ -66,17 +65,31 @@ class KubeFault(Fault):
         return lines
 
     def choose(self) -> list[PodView]:
-        """The first Ready pods by name, as many as the blast radius allows of those the
-        selector picks (never all of them)."""
+        """The first Ready pods by name, as many as the blast radius allows of the pods the
+        selector picks -- and never the last Ready ones: a radius counted over pods that are
+        not serving must not take what still serves."""
         pods = sorted(self.kube.replicas(), key=lambda p: p.name)
         n = self.radius.resolve(len(pods), "pods")
-        return [p for p in pods if p.phase == "ready"][:n]
+        ready = [p for p in pods if p.phase == "ready"]
+        if n >= len(ready) and ready:
+            raise UsageError(f"{self.name}: taking {n} of the {len(ready)} Ready pods ({len(pods)} selected) "
+                             "would leave none serving: refused (wait for the steady state, or narrow --replicas)")
+        return ready[:n]
 
     def victims_or_fail(self) -> list[PodView]:
         victims = self.choose()
         if not victims:
             raise UsageError(f"{self.name}: no Ready pod matches {self.kube.selector} in {self.namespace}")
         return victims
+
+    @property
+    def run_id(self) -> str:
+        """The ledger entry: what marks on the cluster name as their owner."""
+        assert self._entry is not None, "run_id before inject()"
+        return self._entry.id
+
+    def expires_at(self) -> float:
+        return time.time() + self.kube.settings.expire_after_s
 
     def landed(self) -> Landing:
         """The victims out of service as the API sees them (deleted, terminating or not
@@ -97,6 +110,14 @@ class KubeFault(Fault):
         """(pod, monotonic time it stopped serving), for the failover probe."""
         return [(v, self._died[v.name]) for v in self.victims if v.name in self._died]
 
-    def undo_exec(self, pod: PodView, argv: list[str], what: str) -> Any:
-        return step("kube_exec", conn=self.conn, namespace=self.namespace, pod=pod.name,
-                    container=self.kube.container_of(pod), argv=argv, what=what)
+    def server_pattern(self, pod: PodView) -> str:
+        """--server-process, else the container's command in the pod spec."""
+        if self.kube.settings.server_process:
+            return self.kube.settings.server_process
+        container = self.kube.container_of(pod)
+        spec = self.kube.pod(pod.name).spec
+        command = next((c.command for c in spec.containers if c.name == container), None)
+        if not command:
+            raise UsageError(f"{self.name}: container {container} of pod {pod.name} names no command (its image's "
+                             "entrypoint runs): give --server-process TEXT, what the server's command line holds")
+        return " ".join(command)

@@ -1,21 +1,28 @@
 """GPU OOM on Kubernetes: the memory hog runs inside the target pod's container by exec
-and holds device memory until revert; the pod's restarts and OOMKilled reasons are read
-back from the API. The image must carry inferchaos (`python -m faults.gpu_hog`); for a
-vLLM or Triton image, run the hog image as a sidecar, or use the reference server."""
+and holds device memory until revert (or its expiry: it runs under `timeout`). It counts
+as landed once its status file, read back from the container, says it holds memory. The
+pod's restarts are read from the API; a CUDA OOM is the server's own error (its answers,
+its exit), never `OOMKilled`, which is the cgroup's RAM kill -- reported as what it is.
+vLLM preallocates device memory (--gpu-memory-utilization): a hog squeezes what is left.
+The image must carry inferchaos (`python -m faults.gpu_hog`); for a vLLM or Triton image,
+run the hog image as a sidecar, or use the reference server."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from faults.base import Landing
 from faults.kubernetes.base import KubeFault
 from faults.local import non_negative
+from faults.undo import step
 from inferchaos.errors import FaultError
 from targets.kubernetes import ops
 from targets.kubernetes.connection import Connection
 
 HOG_LOG = "/tmp/inferchaos-gpu-hog.log"
+HOG_STATUS = "/tmp/inferchaos-gpu-hog.json"
 
 
 @dataclass
@@ -33,19 +40,21 @@ class KubeGpuOom(KubeFault):
         return {"replicas": str(self.radius), "leave": self.leave, "ramp_s": self.ramp_s, "device": self.device}
 
     def hog_argv(self) -> list[str]:
-        argv = ["python", "-m", "faults.gpu_hog", "--cuda", "--device", str(self.device), "--leave", self.leave]
+        argv = ["python", "-m", "faults.gpu_hog", "--cuda", "--device", str(self.device), "--leave", self.leave,
+                "--status", HOG_STATUS]
         return argv + (["--ramp-s", f"{self.ramp_s:g}"] if self.ramp_s else [])
 
     def _plan(self) -> list[str]:
         return [f"exec in pod {p.name} ({self.kube.container_of(p)}): {' '.join(self.hog_argv())} in the background, "
-                f"holding GPU {self.device} memory until revert (pkill -f faults.gpu_hog)" for p in self.choose()]
+                f"holding GPU {self.device} memory until revert (or {self.kube.settings.expire_after_s} s)" for p in self.choose()]
 
     def _inject(self) -> None:
         self.victims = self.victims_or_fail()
-        self.journal([self.undo_exec(p, ["pkill", "-f", "faults.gpu_hog"], f"pod {p.name}: end the GPU hog")
-                      for p in self.victims])
+        self.journal([step("kube_end_hog", conn=self.conn, namespace=self.namespace, pod=p.name,
+                           container=self.kube.container_of(p)) for p in self.victims])
         conn = Connection(**self.conn)
-        background = ["sh", "-c", f"nohup {' '.join(self.hog_argv())} >{HOG_LOG} 2>&1 & echo $!"]
+        background = ["sh", "-c", f"rm -f {HOG_STATUS}; nohup timeout {self.kube.settings.expire_after_s} "
+                                  f"{' '.join(self.hog_argv())} >{HOG_LOG} 2>&1 </dev/null & echo $!"]
         for p in self.victims:
             self.restarts_before[p.name] = p.restarts
             result = ops.exec_in(conn, self.namespace, p.name, self.kube.container_of(p), background)
@@ -56,17 +65,26 @@ class KubeGpuOom(KubeFault):
             self.died(p)
 
     def landed(self) -> Landing:
-        """The hog started in every victim (its pid printed). That it took device memory is
-        not read back on Kubernetes yet (the runner pod sees no NVML of the node's GPU)."""
-        started = {e.subject for e in self.events if e.what == "hog started"}
-        missing = [v.name for v in self.victims if v.name not in started]
-        if not self.victims or missing:
-            return Landing(False, f"no hog started in {', '.join(missing) or 'any pod'}")
-        return Landing(True, "hog started in " + ", ".join(sorted(started)) + " (device memory not read back)")
+        """Every victim's hog reports device memory held (its status file, read back)."""
+        if not self.victims:
+            return Landing(False, "no pod was chosen")
+        conn, held = Connection(**self.conn), []
+        for p in self.victims:
+            result = ops.exec_in(conn, self.namespace, p.name, self.kube.container_of(p), ["cat", HOG_STATUS])
+            try:
+                status = json.loads(result.stdout) if result.ok else {}
+            except ValueError:
+                status = {}
+            if not status.get("held"):
+                log = ops.exec_in(conn, self.namespace, p.name, self.kube.container_of(p), ["cat", HOG_LOG])
+                return Landing(False, f"pod {p.name}: the hog holds no device memory "
+                                      f"({(log.stdout or result.detail).strip()[-200:] or 'no status'})")
+            held.append(f"{p.name} {status['held'] / 2**20:.0f} MiB held, {status.get('free', 0) / 2**20:.0f} MiB free")
+        return Landing(True, "; ".join(held))
 
     def figures(self) -> dict[str, Any]:
-        """Restarts and OOMKilled reasons of the pods the hog was put in, as the API says."""
+        """Restarts of the pods the hog was put in, and whether the cgroup (not CUDA) killed one."""
         now = {p.name: p for p in self.kube.replica_records()}
         return {name: {"restarts": (now[name].restarts if name in now else None), "restarts_before": before,
-                       "oom_killed": bool(now[name].oom_killed) if name in now else None}
+                       "ram_oom_killed": bool(now[name].oom_killed) if name in now else None}
                 for name, before in self.restarts_before.items()}

@@ -18,36 +18,64 @@ from typing import Any
 
 from faults.base import Landing
 from faults.kubernetes.base import KubeFault
+from faults.kubernetes.pods import KubeReplicaCrash
 from faults.undo import step
 from inferchaos.errors import UsageError
 from targets.kubernetes import ops
 from targets.kubernetes.connection import Connection
-from targets.kubernetes.target import selector_pairs
+from targets.kubernetes.nodes import iso
 
 CHAOS = ("chaos-mesh.org", "v1alpha1", "networkchaos")
+EXPIRES = "inferchaos.io/expires-at"
+RUN = "inferchaos.io/run"
+RESTORE = "inferchaos.io/restore-replicas"
 
 
-def network_chaos(name: str, namespace: str, labels: dict[str, str], host: str, latency_ms: float = 0,
-                  jitter_ms: float = 0, bandwidth_kbs: float | None = None, loss: bool = False) -> dict:
-    """The NetworkChaos object: from the pods `labels` pick, toward `host`, until deleted."""
-    spec: dict[str, Any] = {"mode": "all", "selector": {"namespaces": [namespace], "labelSelectors": labels},
-                            "direction": "to", "externalTargets": [host]}
+def network_chaos(name: str, namespace: str, pods: list[str], host: str | None, duration_s: int, run: str,
+                  expires_at: str, latency_ms: float = 0, jitter_ms: float = 0, bandwidth_kbs: float | None = None,
+                  loss: bool = False) -> dict:
+    """The NetworkChaos object: from exactly the named pods (never a label selector: what it
+    picks changes under us), toward `host` (None: all their egress), for `duration_s`.
+
+    Chaos Mesh passes a bandwidth `rate` to tc, where `kbps` is kilobytes per second (kbit
+    is kilobits): KB/s go out as kbps, unconverted."""
+    spec: dict[str, Any] = {"mode": "all", "selector": {"pods": {namespace: sorted(pods)}},
+                            "direction": "to", "duration": f"{int(duration_s)}s"}
+    if host:
+        spec["externalTargets"] = [host]
     if loss:
         spec |= {"action": "loss", "loss": {"loss": "100", "correlation": "100"}}
     elif bandwidth_kbs:
-        spec |= {"action": "bandwidth", "bandwidth": {"rate": f"{int(bandwidth_kbs * 8)}kbps", "limit": 20971520,
-                                                      "buffer": 10000}}
+        spec |= {"action": "bandwidth", "bandwidth": {"rate": f"{max(1, round(bandwidth_kbs))}kbps",
+                                                      "limit": 20971520, "buffer": 10000}}
     else:
         spec |= {"action": "delay", "delay": {"latency": f"{int(latency_ms)}ms", "jitter": f"{int(jitter_ms)}ms"}}
     return {"apiVersion": "chaos-mesh.org/v1alpha1", "kind": "NetworkChaos",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "inferchaos"}},
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/managed-by": "inferchaos"},
+                         "annotations": {RUN: run, EXPIRES: expires_at}},
             "spec": spec}
+
+
+def injected(obj: dict) -> Landing:
+    """Chaos Mesh's own account: AllInjected True, and which pods it selected."""
+    status = obj.get("status") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    records = (status.get("experiment") or {}).get("containerRecords") or []
+    pods = sorted({str(r.get("id", "?")).split("/")[-1] for r in records if r.get("phase") == "Injected"})
+    name = obj["metadata"]["name"]
+    if conditions.get("AllInjected") == "True":
+        return Landing(True, f"NetworkChaos {name} AllInjected into {', '.join(pods) or '?'}")
+    shown = ", ".join(f"{k}={v}" for k, v in conditions.items()) or "no status yet"
+    return Landing(False, f"NetworkChaos {name} not injected ({shown}; records: {len(records)})")
 
 
 @dataclass
 class _NetworkFault(KubeFault):
     mechanism: str = field(default="", init=False)
     chaos_name: str | None = field(default=None, init=False)
+    #: Chaos Mesh reconciles, selects, then injects through its daemon on the node.
+    land_within_s = 30.0  # type: ignore[misc]
 
     def host(self, dependency: str) -> str:
         host = self.kube.settings.dependencies.get(dependency)
@@ -59,27 +87,37 @@ class _NetworkFault(KubeFault):
     def chaos_mesh(self) -> bool:
         return ops.has_custom(Connection(**self.conn), CHAOS[0], CHAOS[1], self.namespace, CHAOS[2])
 
-    def apply_chaos(self, host: str, **shape: Any) -> None:
+    def apply_chaos(self, pods: list[str], host: str | None, **shape: Any) -> None:
         if not self.chaos_mesh():
             raise UsageError(f"{self.name}: Chaos Mesh (networkchaos.chaos-mesh.org) is not installed in "
                              f"{self.namespace}, and this fault has no fallback; install Chaos Mesh")
+        if not pods:
+            raise UsageError(f"{self.name}: no pod to put the NetworkChaos on")
         self.chaos_name = f"inferchaos-{self.name.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
         self.journal([step("kube_delete_custom", conn=self.conn, group=CHAOS[0], version=CHAOS[1],
                            namespace=self.namespace, plural=CHAOS[2], name=self.chaos_name)])
-        body = network_chaos(self.chaos_name, self.namespace, selector_pairs(self.kube.selector), host, **shape)
+        body = network_chaos(self.chaos_name, self.namespace, pods, host, self.kube.settings.expire_after_s,
+                             self.run_id, iso(self.expires_at()), **shape)
         ops.create_custom(Connection(**self.conn), *CHAOS[:2], self.namespace, CHAOS[2], body)
-        self.mechanism = f"Chaos Mesh NetworkChaos {self.chaos_name} ({body['spec']['action']} toward {host})"
+        toward = f"toward {host}" if host else "on all their egress"
+        self.mechanism = (f"Chaos Mesh NetworkChaos {self.chaos_name} ({body['spec']['action']} from "
+                          f"{', '.join(sorted(pods))} {toward}, duration {body['spec']['duration']})")
         self.note("networkchaos", self.chaos_name)
+
+    def serving(self) -> list[str]:
+        """A dependency's path is every replica's: the chaos names each Ready pod."""
+        return sorted(p.name for p in self.kube.replicas() if p.phase == "ready")
 
     def figures(self) -> dict[str, Any]:
         return {"mechanism": self.mechanism}
 
     def chaos_landed(self) -> Landing:
-        """The NetworkChaos was accepted by the API. Its status (AllInjected) is not read
-        yet: that is the Kubernetes verification issue's."""
         if not self.chaos_name:
             return Landing(False, "no NetworkChaos was created")
-        return Landing(True, f"NetworkChaos {self.chaos_name} created (injection status not read)")
+        obj = ops.get_custom(Connection(**self.conn), *CHAOS[:2], self.namespace, CHAOS[2], self.chaos_name)
+        if obj is None:
+            return Landing(False, f"NetworkChaos {self.chaos_name} is gone")
+        return injected(obj)
 
     def landed(self) -> Landing:
         return self.chaos_landed()
@@ -100,45 +138,68 @@ class KubeDependencyLatency(_NetworkFault):
             raise UsageError("dependency_latency: reset is not available on Kubernetes (Chaos Mesh has no RST action)")
 
     def _plan(self) -> list[str]:
-        return [f"NetworkChaos from pods {self.kube.selector} toward {self.dependency} "
+        return [f"NetworkChaos from the Ready pods ({', '.join(self.serving())}) toward {self.dependency} "
                 f"({self.kube.settings.dependencies.get(self.dependency, '<host not given>')}): "
                 f"{'loss 100%' if self.stall_s else f'delay {self.latency_ms:g}±{self.jitter_ms:g} ms'}"
                 + (f", bandwidth {self.bandwidth_kbs:g} KB/s" if self.bandwidth_kbs else "") + "; deleted on revert"]
 
     def _inject(self) -> None:
-        self.apply_chaos(self.host(self.dependency), latency_ms=self.latency_ms, jitter_ms=self.jitter_ms,
+        self.apply_chaos(self.serving(), self.host(self.dependency), latency_ms=self.latency_ms, jitter_ms=self.jitter_ms,
                          bandwidth_kbs=self.bandwidth_kbs, loss=bool(self.stall_s))
 
 
 @dataclass
 class KubeModelLoadStall(_NetworkFault):
+    """The store side: Chaos Mesh injects only into pods that exist when the chaos is
+    created, so a NetworkChaos on the inference pods would miss the replacement that loads.
+    The model store's pods exist already: their egress is slowed, then the chosen replicas'
+    servers are killed, and their restarted containers load through the slowed store."""
+
     name = "model_load_stall"
     stall_s: float = 5.0
     bandwidth_kbs: float | None = None
     latency_ms: float = 0.0
+    store_pods: list[str] = field(default_factory=list, init=False)
+    crash: KubeReplicaCrash | None = field(default=None, init=False, repr=False)
+
+    def _store(self) -> list[str]:
+        host = self.host("model_store")
+        service, _, rest = host.partition(".")
+        ns = rest.split(".")[0] if rest else self.namespace
+        if ns != self.namespace:
+            raise UsageError(f"model_load_stall: the model store {host} is in namespace {ns}, not {self.namespace}: "
+                             "its pods are outside the blast radius")
+        pods = ops.service_pods(Connection(**self.conn), self.namespace, service)
+        if not pods:
+            raise UsageError(f"model_load_stall: Service {service} in {self.namespace} selects no running pod")
+        return pods
+
+    def _how(self) -> str:
+        return "loss 100%" if self.stall_s else (f"bandwidth {self.bandwidth_kbs:g} KB/s" if self.bandwidth_kbs
+                                                else f"delay {self.latency_ms:g} ms")
 
     def _plan(self) -> list[str]:
-        how = "loss 100%" if self.stall_s else (f"bandwidth {self.bandwidth_kbs:g} KB/s" if self.bandwidth_kbs
-                                               else f"delay {self.latency_ms:g} ms")
-        return [f"NetworkChaos from pods {self.kube.selector} toward the model store "
-                f"({self.kube.settings.dependencies.get('model_store', '<host not given>')}): {how}; then delete "
-                + ", ".join(p.name for p in self.choose()) + " (grace 0) so the replacements load through it; "
-                "the NetworkChaos is deleted on revert"]
+        return [f"NetworkChaos on the model store's pods ({', '.join(self._store())}): {self._how()} on their "
+                "egress; then SIGKILL the server in " + ", ".join(p.name for p in self.choose())
+                + " so its restarted container loads through it; the NetworkChaos is deleted on revert"]
 
     def _inject(self) -> None:
-        self.apply_chaos(self.host("model_store"), latency_ms=self.latency_ms, bandwidth_kbs=self.bandwidth_kbs,
+        self.store_pods = self._store()
+        self.apply_chaos(self.store_pods, None, latency_ms=self.latency_ms, bandwidth_kbs=self.bandwidth_kbs,
                          loss=bool(self.stall_s))
-        self.victims = self.victims_or_fail()
-        conn = Connection(**self.conn)
-        for p in self.victims:
-            self.died(p)
-            ops.delete_pod(conn, self.namespace, p.name, 0)
-            self.note("deleted", p.name)
+        self.crash = KubeReplicaCrash(target=self.target, replicas=self.replicas)
+        self.crash._entry = self._entry  # journals into this fault's entry
+        self.crash._inject()
+        self.victims = self.crash.victims
+        self._died = self.crash._died
 
     def landed(self) -> Landing:
         chaos = self.chaos_landed()
-        pods = KubeFault.landed(self)
-        return Landing(chaos.ok and pods.ok, f"{chaos.evidence}; {pods.evidence}")
+        restarted = self.crash.landed() if self.crash else Landing(False, "no replica was restarted")
+        return Landing(chaos.ok and restarted.ok, f"{chaos.evidence}; {restarted.evidence}")
+
+    def figures(self) -> dict[str, Any]:
+        return {**super().figures(), **(self.crash.figures() if self.crash else {})}
 
 
 @dataclass
@@ -171,11 +232,13 @@ class KubePipelineLag(_NetworkFault):
             before = ops.replicas_of(conn, self.namespace, deployment)
             self.journal([step("kube_scale", conn=self.conn, namespace=self.namespace, deployment=deployment,
                                replicas=before)])
+            ops.annotate_deployment(conn, self.namespace, deployment, {
+                RESTORE: str(before), EXPIRES: iso(self.expires_at()), RUN: self.run_id})
             ops.scale(conn, self.namespace, deployment, 0)
             used.append(f"scaled Deployment {deployment} from {before} to 0")
             self.note("scaled to 0", deployment)
         if self.mode in ("slow_reads", "both"):
-            self.apply_chaos(self.host("feature_store"), latency_ms=self.read_latency_ms)
+            self.apply_chaos(self.serving(), self.host("feature_store"), latency_ms=self.read_latency_ms)
             used.append(self.mechanism)
         self.mechanism = "; ".join(used)
 

@@ -1,51 +1,129 @@
-"""Pod faults on Kubernetes: a replica crash (delete, grace 0) and a hang (SIGSTOP by exec)."""
+"""Pod faults on Kubernetes, on the server's process rather than the pod object.
+
+- replica_crash: the server process is SIGKILLed inside its container; the container exits
+  and the kubelet restarts it (restartCount + 1, lastState.terminated) -- what a crash is.
+  Deleting the pod object (grace 0) would only remove it from the API while its containers
+  may still run and hold the GPU.
+- replica_hang: the server process is SIGSTOPped (found by its command line, never PID 1;
+  see `targets.kubernetes.processes`) and read back in state T; a watchdog in the container
+  resumes it at the expiry even if the runner is gone; revert sends SIGCONT.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
+from faults.base import Landing
 from faults.kubernetes.base import KubeFault
-from inferchaos.errors import FaultError
-from targets.kubernetes import ops
+from faults.undo import step
+from targets.kubernetes import processes
 from targets.kubernetes.connection import Connection
+from targets.kubernetes.pods import PodView
+from targets.kubernetes.processes import Proc
 
 
 @dataclass
-class KubeReplicaCrash(KubeFault):
+class _ProcessFault(KubeFault):
+    #: pod -> the server process signalled in it.
+    procs: dict[str, Proc] = field(default_factory=dict, init=False)
+
+    def _find(self, pod: PodView) -> Proc:
+        return processes.server(Connection(**self.conn), self.namespace, pod.name, self.kube.container_of(pod),
+                                self.server_pattern(pod))
+
+    def figures(self) -> dict[str, Any]:
+        return {"processes": {pod: {"pid": p.pid, "cmdline": p.cmdline[:120]} for pod, p in self.procs.items()}}
+
+
+@dataclass
+class KubeReplicaCrash(_ProcessFault):
     name = "replica_crash"
+    restarts_before: dict[str, int] = field(default_factory=dict, init=False)
+    #: the kubelet notices the exit and restarts the container: a pod status update away.
+    land_within_s = 30.0  # type: ignore[misc]
 
     def _plan(self) -> list[str]:
-        return [f"delete pod {p.name} (node {p.node}) with grace 0; its ReplicaSet replaces it" for p in self.choose()]
+        return [f"SIGKILL the server process in pod {p.name} ({self.kube.container_of(p)}, node {p.node}), found by "
+                f"its command line ({self.kube.settings.server_process or 'the container command'}); the kubelet "
+                "restarts the container" for p in self.choose()]
 
     def _inject(self) -> None:
         self.victims = self.victims_or_fail()
         conn = Connection(**self.conn)
+        found = {p.name: self._find(p) for p in self.victims}  # every victim checked before any is touched
         for p in self.victims:
+            self.restarts_before[p.name] = p.restarts
+            processes.kill(conn, self.namespace, p.name, self.kube.container_of(p), found[p.name])
+            self.procs[p.name] = found[p.name]
             self.died(p)
-            self.note("deleted", p.name)
-            ops.delete_pod(conn, self.namespace, p.name, 0)
+            self.note("killed", p.name)
+
+    def landed(self) -> Landing:
+        """Each victim's container restarted, as the kubelet reports it (restartCount grew)."""
+        if not self.victims:
+            return Landing(False, "no pod was chosen")
+        now = {p.name: p for p in self.kube.replica_records()}
+        waiting = [v.name for v in self.victims
+                   if v.name not in now or now[v.name].restarts <= self.restarts_before.get(v.name, 0)]
+        if waiting:
+            return Landing(False, "restartCount unchanged: " + ", ".join(waiting))
+        return Landing(True, "container restarted: " + ", ".join(
+            f"{v.name} (restartCount {self.restarts_before[v.name]} -> {now[v.name].restarts})" for v in self.victims))
+
+    def casualties(self) -> list[tuple[PodView, float]]:
+        """Dead when the kubelet says the container finished (the data plane's death), on the
+        monotonic clock; until it says so, when the SIGKILL was sent."""
+        now = {p.name: p for p in self.kube.replica_records()}
+        offset = time.monotonic() - time.time()
+        out = []
+        for v, sent in super().casualties():
+            finished = now[v.name].terminated_at if v.name in now else None
+            out.append((v, finished + offset if finished is not None and finished + offset >= sent - 1 else sent))
+        return out
+
+    def figures(self) -> dict[str, Any]:
+        now = {p.name: p for p in self.kube.replica_records()}
+        return {**super().figures(),
+                "restarts": {n: {"before": b, "after": now[n].restarts if n in now else None}
+                             for n, b in self.restarts_before.items()}}
 
 
 @dataclass
-class KubeReplicaHang(KubeFault):
+class KubeReplicaHang(_ProcessFault):
     name = "replica_hang"
-    #: the server's pid in its container (1 when it is the container's entrypoint).
-    pid: int = 1
-    #: a stopped server shows as its pod going unready: the readiness probe must fail first.
-    land_within_s = 30.0  # type: ignore[misc]
 
     def _plan(self) -> list[str]:
-        return [f"exec kill -STOP {self.pid} in pod {p.name} ({self.kube.container_of(p)}); kill -CONT on revert"
+        return [f"SIGSTOP the server process in pod {p.name} ({self.kube.container_of(p)}), found by its command "
+                f"line ({self.kube.settings.server_process or 'the container command'}), read back as stopped; "
+                f"SIGCONT on revert, or by itself after {self.kube.settings.expire_after_s} s"
                 for p in self.choose()]
 
     def _inject(self) -> None:
         self.victims = self.victims_or_fail()
-        self.journal([self.undo_exec(p, ["kill", "-CONT", str(self.pid)], f"pod {p.name}: resume")
-                      for p in self.victims])
         conn = Connection(**self.conn)
+        found = {p.name: self._find(p) for p in self.victims}
+        self.journal([step("kube_resume", conn=self.conn, namespace=self.namespace, pod=p.name,
+                           container=self.kube.container_of(p), pid=found[p.name].pid,
+                           started=found[p.name].started) for p in self.victims])
         for p in self.victims:
-            result = ops.exec_in(conn, self.namespace, p.name, self.kube.container_of(p), ["kill", "-STOP", str(self.pid)])
-            if not result.ok:
-                raise FaultError(f"pod {p.name}: kill -STOP {self.pid} failed: {result.detail} {result.stderr.strip()}")
+            processes.stop(conn, self.namespace, p.name, self.kube.container_of(p), found[p.name],
+                           self.kube.settings.expire_after_s)
+            self.procs[p.name] = found[p.name]
             self.died(p)
             self.note("sigstop", p.name)
+
+    def landed(self) -> Landing:
+        """Each server process reads back in state T (stopped) from /proc inside its container."""
+        if not self.victims:
+            return Landing(False, "no pod was chosen")
+        conn, seen = Connection(**self.conn), []
+        for v in self.victims:
+            proc = self.procs.get(v.name)
+            now = proc and processes.state(conn, self.namespace, v.name, self.kube.container_of(v), proc)
+            if now != "T":
+                return Landing(False, f"pod {v.name}: process {proc.pid if proc else '?'} is "
+                                      f"{'gone' if now is None else 'in state ' + now}, not stopped (T)")
+            seen.append(f"{v.name} pid {proc.pid}")
+        return Landing(True, "stopped (state T in /proc): " + ", ".join(seen))

@@ -1,11 +1,18 @@
-"""Spot reclamation on Kubernetes: the node that hosts the chosen pod(s) is cordoned and
-tainted, its inference pods are evicted with the notice as their grace period, and what is
-left at the deadline is deleted with grace 0 — as a reclaimed instance takes its pods down.
+"""Spot reclamation on Kubernetes: one node whose inference pods fit the blast radius is
+cordoned and tainted, its inference pods are evicted with the notice as their grace period,
+and what is left at the deadline is deleted -- as a reclaimed instance takes its pods down.
+
+The blast radius holds on the node, not on a pod: every selected pod on the chosen node
+goes, so a node is chosen only if all of them fit the radius (with GPU bin-packing that may
+be none: the plan says so with the node -> pods map). A cordon and a taint hit every tenant
+of the node: other workloads on it are named in the plan and refused unless
+--allow-shared-nodes. The Node object is never deleted (pod GC would then delete every pod
+bound to it, in every namespace, and no cloud brings an object back).
 
 Evictions honour PodDisruptionBudgets: a 429 is reported (the pod got no graceful drain),
-not retried as a delete. The node's cordon and taint are journalled before they are made
-and undone on revert or by `inferchaos recover`; a deleted node object (`delete_node`) is
-not undone: on a real cluster the cloud's node lifecycle brings nodes back.
+not retried as a delete. The node's marks (cordon, taint, run, expiry) are journalled
+before they are made and undone on revert, by `inferchaos recover`, or, once expired, by
+`inferchaos recover --expired`.
 """
 
 from __future__ import annotations
@@ -14,18 +21,21 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from faults.base import Landing
 from faults.kubernetes.base import KubeFault
 from faults.local import non_negative
 from faults.undo import step
+from inferchaos.errors import UsageError
+from targets.kubernetes import nodes as node_marks
 from targets.kubernetes import ops
 from targets.kubernetes.connection import Connection
+from targets.kubernetes.pods import PodView
 
 
 @dataclass
 class KubeSpotReclamation(KubeFault):
     name = "spot_reclamation"
     notice_s: float = 30.0
-    delete_node: bool = False
     nodes: list[str] = field(default_factory=list, init=False)
     evictions: list[ops.Eviction] = field(default_factory=list, init=False)
     deleted_at_deadline: list[str] = field(default_factory=list, init=False)
@@ -35,40 +45,55 @@ class KubeSpotReclamation(KubeFault):
         non_negative(self.name, self.notice_s, "notice_s")
 
     def params(self) -> dict[str, Any]:
-        return {"replicas": str(self.radius), "notice_s": self.notice_s, "delete_node": self.delete_node}
+        return {"replicas": str(self.radius), "notice_s": self.notice_s}
 
-    def _nodes(self) -> list[str]:
-        return sorted({p.node for p in self.choose() if p.node})
+    def node_map(self) -> dict[str, list[PodView]]:
+        by_node: dict[str, list[PodView]] = {}
+        for p in sorted(self.kube.replicas(), key=lambda p: p.name):
+            by_node.setdefault(p.node or "<unscheduled>", []).append(p)
+        return by_node
+
+    def pick(self) -> tuple[str, list[PodView], list[str]]:
+        """(node, the selected pods on it, the other tenants on it): the node whose selected
+        pods all fit the radius, fewest other tenants first; else refused with the map."""
+        chosen = self.choose()  # the radius: how many pods may go, never the last Ready ones
+        limit = len(chosen)
+        by_node = {n: ps for n, ps in self.node_map().items() if n != "<unscheduled>"}
+        fits = [n for n, ps in by_node.items() if 0 < len(ps) <= limit and all(p.phase == "ready" for p in ps)]
+        shown = "; ".join(f"{n}: {', '.join(p.name for p in ps)}" for n, ps in sorted(by_node.items()))
+        if not fits:
+            raise UsageError(f"{self.name}: no node's inference pods fit the blast radius {self.radius} "
+                             f"({limit} of {len(self.kube.replicas())} pods): {shown or 'no pods on nodes'}")
+        others = ops.tenants(Connection(**self.conn), fits)
+        mine = {f"{self.namespace}/{p.name}" for ps in by_node.values() for p in ps}
+        others = {n: [t for t in ts if t not in mine] for n, ts in others.items()}
+        node = min(fits, key=lambda n: (len(others[n]), -len(by_node[n]), n))
+        if others[node] and not self.kube.settings.allow_shared_nodes:
+            raise UsageError(f"{self.name}: node {node} also runs {', '.join(others[node][:10])}"
+                             f"{' ...' if len(others[node]) > 10 else ''}: a cordon and a taint would hit them too; "
+                             f"refused (--allow-shared-nodes to accept it). Nodes: {shown}")
+        return node, by_node[node], others[node]
 
     def _plan(self) -> list[str]:
-        lines = []
-        for node in self._nodes():
-            on_node = [p.name for p in self.kube.replicas() if p.node == node]
-            lines.append(f"cordon node {node} and taint it {ops.TAINT_KEY}=true:NoSchedule; evict "
-                         f"{', '.join(on_node)} with grace {int(self.notice_s)} s; delete what is left with grace 0 "
-                         f"at +{self.notice_s:g} s" + ("; then delete the node object" if self.delete_node else "")
-                         + "; uncordon and untaint on revert")
-        return lines or ["no Ready pod on a node: nothing to reclaim"]
+        node, pods, others = self.pick()
+        return [f"cordon node {node} and taint it {node_marks.TAINT_KEY}:NoSchedule (expiring after "
+                f"{self.kube.settings.expire_after_s} s); evict {', '.join(p.name for p in pods)} with grace "
+                f"{int(self.notice_s)} s; delete what is left at +{self.notice_s:g} s; release the node on revert",
+                "other workloads on the node: " + (", ".join(others) if others else "none")]
 
     def _inject(self) -> None:
-        self.victims = self.victims_or_fail()
-        self.nodes = self._nodes()
+        node, pods, _ = self.pick()
+        self.victims, self.nodes = pods, [node]
         conn = Connection(**self.conn)
-        self.journal([u for node in self.nodes for u in (
-            step("kube_cordon", conn=self.conn, node=node, on=False),
-            step("kube_taint", conn=self.conn, node=node, key=ops.TAINT_KEY, on=False))])
-        on_nodes = [p for p in self.kube.replicas() if p.node in self.nodes]
-        self.victims = on_nodes
-        for node in self.nodes:
-            ops.cordon(conn, node)
-            ops.taint(conn, node)
-            self.note("cordoned", node)
-        for p in on_nodes:
+        self.journal([step("kube_node", conn=self.conn, node=node, run=self.run_id)])
+        node_marks.reclaim(conn, node, self.run_id, self.expires_at())
+        self.note("cordoned", node)
+        for p in pods:
             result = ops.evict(conn, self.namespace, p.name, int(self.notice_s))
             self.evictions.append(result)
             self.note("evicted" if result.ok else "eviction refused", p.name)
             if result.ok:
-                self.died(p)  # terminating: its Service takes it out of the endpoints now
+                self.died(p)  # terminating: its EndpointSlice entry stops being ready now
         self._timer = threading.Timer(self.notice_s, self._deadline)
         self._timer.daemon = True
         self._timer.start()
@@ -76,6 +101,17 @@ class KubeSpotReclamation(KubeFault):
     @property
     def land_within_s(self) -> float:  # type: ignore[override]
         return self.notice_s + 5.0
+
+    def landed(self) -> Landing:
+        """The node reads back cordoned and tainted, and its inference pods are out of service."""
+        if not self.nodes:
+            return Landing(False, "no node was chosen")
+        node = self.kube.core.read_node(self.nodes[0])
+        taints = {t.key for t in node.spec.taints or []}
+        if not node.spec.unschedulable or node_marks.TAINT_KEY not in taints:
+            return Landing(False, f"node {self.nodes[0]} is not cordoned and tainted")
+        pods = super().landed()
+        return Landing(pods.ok, f"node {self.nodes[0]} cordoned and tainted; {pods.evidence}")
 
     def _deadline(self) -> None:
         """The instance is gone: whatever still runs on it goes with it."""
@@ -88,9 +124,6 @@ class KubeSpotReclamation(KubeFault):
                 for p in self.victims:
                     if p.name == name:
                         self.died(p)
-            if self.delete_node:
-                ops.delete_node(conn, node)
-                self.note("node deleted", node)
 
     def _revert(self) -> None:
         if self._timer is not None:

@@ -13,14 +13,14 @@ import re
 import sys
 from pathlib import Path
 
-from inferchaos.errors import UsageError
+from inferchaos.errors import InferchaosError, UsageError
 from targets.inventory.workload import DEFAULT_OWNER_KEYS, Workload, shadow_line, shadow_workloads, table, to_json
 
 DEFAULT_STATE_DIR = Path(".inferchaos/cluster")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-ALLOW_CONTEXTS_ENV, ALLOW_NAMESPACES_ENV = "INFERCHAOS_ALLOW_CONTEXTS", "INFERCHAOS_ALLOW_NAMESPACES"
-KUBE_ONLY = ("kubeconfig", "kube_context", "allow_context", "namespace", "allow_namespace", "all_namespaces")
+ALLOW_NAMESPACES_ENV = "INFERCHAOS_ALLOW_NAMESPACES"
+KUBE_ONLY = ("kubeconfig", "kube_context", "allow_cluster", "namespace", "allow_namespace", "all_namespaces")
 
 DESCRIPTION = (
     "List every inference workload of a target: model, replicas ready/desired, GPUs (the local cluster's "
@@ -48,8 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     k = p.add_argument_group("kubernetes")
     k.add_argument("--kubeconfig", metavar="FILE", help="default: in-cluster, else $KUBECONFIG or ~/.kube/config")
     k.add_argument("--kube-context", metavar="NAME", help="default: the kubeconfig's current one")
-    k.add_argument("--allow-context", action="append", default=[], metavar="NAME",
-                   help="contexts chaos may touch: only said in the output, reading needs none")
+    k.add_argument("--allow-cluster", action="append", default=[], metavar="UID",
+                   help="clusters chaos may touch, by kube-system UID: only said in the output, reading needs none")
     k.add_argument("--namespace", action="append", default=[], metavar="NS",
                    help="a namespace to read (repeatable; default: the --allow-namespace list)")
     k.add_argument("--allow-namespace", action="append", default=[], metavar="NS",
@@ -105,18 +105,24 @@ def _local(args: argparse.Namespace, keys: tuple[str, ...]) -> tuple[str, list[W
 def _kube(args: argparse.Namespace, keys: tuple[str, ...]) -> tuple[str, list[Workload]]:
     from targets.inventory.kube import kube_inventory
     from targets.kubernetes.connection import Connection
+    from targets.kubernetes.identity import allowed_clusters, check_identity, read_identity
 
     namespaces = _namespaces(args)
     conn = Connection.resolve(args.kubeconfig, args.kube_context)
-    allowed = conn.context in (*args.allow_context, *_env_list(ALLOW_CONTEXTS_ENV))
     api = conn.api_client()
     try:
+        try:
+            identity = read_identity(api, conn.context)
+            check_identity(identity, allowed_clusters(tuple(args.allow_cluster)), conn.context)
+            chaos = f"cluster {identity.uid}, on the chaos allowlist"
+        except InferchaosError as exc:
+            chaos = "not on the chaos allowlist" if "not on the allowlist" in str(exc) else \
+                "identity unreadable, not on the chaos allowlist"
         workloads = kube_inventory(api, namespaces, conn.context, keys)
     finally:
         api.close()
     where = "all namespaces" if namespaces is None else "namespace" + ("s " if len(namespaces) > 1 else " ") + \
         ", ".join(namespaces)
-    chaos = "on the chaos allowlist" if allowed else "not on the chaos allowlist"
     return f"inventory of context {conn.context} ({chaos}), {where} (read only: GETs)", workloads
 
 

@@ -22,6 +22,9 @@ class Connection:
     kubeconfig: str | None = None
     #: the kubeconfig context; IN_CLUSTER when running in a pod.
     context: str = IN_CLUSTER
+    #: the kube-system UID the target was pinned to: `recover` refuses to replay an undo
+    #: step on a cluster of another identity reached through the same kubeconfig.
+    cluster: str | None = None
 
     @classmethod
     def resolve(cls, kubeconfig: str | None, context: str | None) -> Connection:
@@ -55,6 +58,19 @@ class Connection:
         except (ConfigException, OSError) as exc:
             raise TargetError(f"cannot load kube config ({self.context}): {exc}") from None
         return kubernetes.client.ApiClient(config)
+
+    def pinned(self) -> kubernetes.client.ApiClient:
+        """An ApiClient, after checking the cluster is still the one the change was made on."""
+        from targets.kubernetes.identity import read_identity
+
+        api = self.api_client()
+        if self.cluster is not None:
+            found = read_identity(api, self.context)
+            if found.uid != self.cluster:
+                api.close()
+                raise UsageError(f"context {self.context} now reaches cluster {found} (kube-system uid "
+                                 f"{found.uid}), not {self.cluster}, the one the change was made on: refused")
+        return api
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -17,56 +17,12 @@ from kubernetes.stream import stream
 from inferchaos.errors import FaultError, UsageError
 from targets.kubernetes.connection import Connection
 
-TAINT_KEY = "inferchaos.io/spot-reclaimed"
-
-
 def _core(conn: Connection) -> client.CoreV1Api:
     return client.CoreV1Api(conn.api_client())
 
 
 def _gone(exc: ApiException) -> bool:
     return exc.status == 404
-
-
-# ----------------------------------------------------------------------------- nodes
-def cordon(conn: Connection, node: str, on: bool = True) -> str:
-    try:
-        _core(conn).patch_node(node, {"spec": {"unschedulable": on}})
-    except ApiException as exc:
-        if _gone(exc):
-            return f"node {node}: gone"
-        raise FaultError(f"node {node}: {'cordon' if on else 'uncordon'} refused: {exc.status} {exc.reason}") from None
-    return f"node {node}: {'cordoned' if on else 'uncordoned'}"
-
-
-def taint(conn: Connection, node: str, key: str = TAINT_KEY, effect: str = "NoSchedule", on: bool = True) -> str:
-    core = _core(conn)
-    try:
-        current = core.read_node(node).spec.taints or []
-    except ApiException as exc:
-        if _gone(exc):
-            return f"node {node}: gone"
-        raise FaultError(f"node {node}: cannot read its taints: {exc.status} {exc.reason}") from None
-    kept = [{"key": t.key, "value": t.value, "effect": t.effect} for t in current if t.key != key]
-    if on:
-        kept.append({"key": key, "value": "true", "effect": effect})
-    elif len(kept) == len(current):
-        return f"node {node}: no {key} taint"
-    try:
-        core.patch_node(node, {"spec": {"taints": kept}})
-    except ApiException as exc:
-        raise FaultError(f"node {node}: taint change refused: {exc.status} {exc.reason}") from None
-    return f"node {node}: {'tainted ' + key + ':' + effect if on else 'taint ' + key + ' removed'}"
-
-
-def delete_node(conn: Connection, node: str) -> str:
-    try:
-        _core(conn).delete_node(node)
-    except ApiException as exc:
-        if _gone(exc):
-            return f"node {node}: already gone"
-        raise FaultError(f"node {node}: delete refused: {exc.status} {exc.reason}") from None
-    return f"node {node}: deleted"
 
 
 # ----------------------------------------------------------------------------- pods
@@ -106,6 +62,21 @@ def delete_pod(conn: Connection, namespace: str, pod: str, grace_s: int = 0) -> 
 def pods_on(conn: Connection, namespace: str, node: str, selector: str) -> list[str]:
     pods = _core(conn).list_namespaced_pod(namespace, label_selector=selector, field_selector=f"spec.nodeName={node}")
     return [p.metadata.name for p in pods.items]
+
+
+def tenants(conn: Connection, nodes: list[str]) -> dict[str, list[str]]:
+    """node -> every pod bound to it, in every namespace ("ns/name"): who else a cordon, a
+    taint or the node's loss would hit. Needs list on pods cluster-wide (the spot component)."""
+    found: dict[str, list[str]] = {n: [] for n in nodes}
+    for node in nodes:
+        try:
+            pods = _core(conn).list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}")
+        except ApiException as exc:
+            raise FaultError(f"cannot list the pods on node {node} (who else runs there): {exc.status} "
+                             f"{_message(exc)}; the spot component (deploy/components/spot-faults) grants it") from None
+        found[node] = sorted(f"{p.metadata.namespace}/{p.metadata.name}" for p in pods.items
+                             if not (p.status and p.status.phase in ("Succeeded", "Failed")))
+    return found
 
 
 @dataclass(frozen=True)
@@ -177,6 +148,16 @@ def scale(conn: Connection, namespace: str, deployment: str, replicas: int) -> s
     return f"deployment {deployment}: scaled to {int(replicas)}"
 
 
+def annotate_deployment(conn: Connection, namespace: str, deployment: str, marks: dict[str, str | None]) -> None:
+    """Merge-patch annotations (None removes one): who changed it, until when, back to what."""
+    try:
+        client.AppsV1Api(conn.api_client()).patch_namespaced_deployment(
+            deployment, namespace, {"metadata": {"annotations": marks}})
+    except ApiException as exc:
+        if not _gone(exc):
+            raise FaultError(f"deployment {deployment}: cannot mark it: {exc.status} {_message(exc)}") from None
+
+
 def create_custom(conn: Connection, group: str, version: str, namespace: str, plural: str, body: dict) -> None:
     try:
         client.CustomObjectsApi(conn.api_client()).create_namespaced_custom_object(
@@ -194,6 +175,43 @@ def delete_custom(conn: Connection, group: str, version: str, namespace: str, pl
             return f"{plural} {name}: already gone"
         raise FaultError(f"{plural} {name}: delete refused: {exc.status} {_message(exc)}") from None
     return f"{plural} {name}: deleted"
+
+
+def get_custom(conn: Connection, group: str, version: str, namespace: str, plural: str, name: str) -> dict | None:
+    try:
+        return client.CustomObjectsApi(conn.api_client()).get_namespaced_custom_object(
+            group, version, namespace, plural, name)
+    except ApiException as exc:
+        if _gone(exc):
+            return None
+        raise FaultError(f"{plural} {name}: cannot read it: {exc.status} {_message(exc)}") from None
+
+
+def list_custom(conn: Connection, group: str, version: str, namespace: str, plural: str) -> list[dict]:
+    try:
+        return client.CustomObjectsApi(conn.api_client()).list_namespaced_custom_object(
+            group, version, namespace, plural)["items"]
+    except ApiException as exc:
+        if _gone(exc):
+            return []
+        raise FaultError(f"cannot list {plural}.{group}: {exc.status} {_message(exc)}") from None
+
+
+def service_pods(conn: Connection, namespace: str, service: str) -> list[str]:
+    """The running pods a Service selects (by its own selector, read from the cluster)."""
+    core = _core(conn)
+    try:
+        svc = core.read_namespaced_service(service, namespace)
+    except ApiException as exc:
+        if _gone(exc):
+            raise UsageError(f"no Service {service} in namespace {namespace}") from None
+        raise FaultError(f"service {service}: cannot read it: {exc.status} {_message(exc)}") from None
+    selector = (svc.spec.selector if svc.spec else None) or {}
+    if not selector:
+        raise UsageError(f"Service {service} has no selector: its pods cannot be named")
+    pods = core.list_namespaced_pod(namespace, label_selector=",".join(f"{k}={v}" for k, v in selector.items()))
+    return sorted(p.metadata.name for p in pods.items
+                  if p.status and p.status.phase == "Running" and not p.metadata.deletion_timestamp)
 
 
 def has_custom(conn: Connection, group: str, version: str, namespace: str, plural: str) -> bool:

@@ -42,6 +42,9 @@ class PodView:
     oom_killed: bool = False
     containers: tuple[str, ...] = ()
     slot: int | None = 1
+    #: wall time a container of it last terminated (state or lastState.terminated.finishedAt):
+    #: the kubelet's account of a death, not the time anyone asked for one.
+    terminated_at: float | None = None
 
     @property
     def state(self) -> str:
@@ -56,13 +59,15 @@ def view(pod: client.V1Pod, port: int) -> PodView:
         if c.type == "Ready" and c.status == "True":
             ready_at = _wall(c.last_transition_time) or time.time()
     statuses = status.container_statuses or []
-    exit_code, oom = None, False
+    exit_code, oom, finished = None, False, None
     for cs in statuses:
         for state in (cs.state, cs.last_state):
             term = state.terminated if state else None
             if term is not None:
                 exit_code = term.exit_code if exit_code is None else exit_code
                 oom = oom or term.reason == "OOMKilled"
+                at = _wall(term.finished_at)
+                finished = at if finished is None or (at is not None and at > finished) else finished
     deleting = meta.deletion_timestamp is not None
     if deleting or status.phase in ("Failed", "Succeeded"):
         phase = "dead"
@@ -72,7 +77,7 @@ def view(pod: client.V1Pod, port: int) -> PodView:
         name=meta.name, port=port, phase=phase, started_at=_wall(meta.creation_timestamp) or time.time(),
         ready_at=ready_at, died_at=_wall(meta.deletion_timestamp) if deleting else None, exit_code=exit_code,
         node=spec.node_name if spec else None, ip=status.pod_ip, restarts=sum(cs.restart_count or 0 for cs in statuses),
-        oom_killed=oom, containers=tuple(c.name for c in (spec.containers if spec else [])),
+        oom_killed=oom, terminated_at=finished, containers=tuple(c.name for c in (spec.containers if spec else [])),
     )
 
 

@@ -1,9 +1,11 @@
 """What the operator allows, and the checks that hold before anything is touched.
 
-Chaos on the wrong cluster is the one mistake this tool must make impossible: the context
-must be named on an allowlist (`--allow-context`, or $INFERCHAOS_ALLOW_CONTEXTS), the
-namespace on another (`--allow-namespace`, or $INFERCHAOS_ALLOW_NAMESPACES), and system
-namespaces are refused whatever the lists say.
+Chaos on the wrong cluster is the one mistake this tool must make impossible: the cluster
+must be named by identity on an allowlist (`--allow-cluster UID`, or $INFERCHAOS_ALLOW_CLUSTERS:
+see `identity`), the namespace on another (`--allow-namespace`, or $INFERCHAOS_ALLOW_NAMESPACES)
+and opted in on the cluster itself (label `inferchaos.io/allow-chaos=true`, which the runner
+cannot set), and system namespaces are refused whatever the lists say. Selectors must name
+pods by value: an existence-only selector (`app`) picks every pod that has the label.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import re
 from dataclasses import dataclass, field
 
 from inferchaos.errors import UsageError
+from targets.kubernetes.identity import ALLOW_CLUSTERS_ENV
 
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
-ALLOW_CONTEXTS_ENV = "INFERCHAOS_ALLOW_CONTEXTS"
 ALLOW_NAMESPACES_ENV = "INFERCHAOS_ALLOW_NAMESPACES"
+OPT_IN_LABEL = "inferchaos.io/allow-chaos"
 SELECTOR = re.compile(r"^[A-Za-z0-9./_-]+(\s*(=|==|!=)\s*[A-Za-z0-9._-]*)?(\s*,\s*[A-Za-z0-9./_-]+"
                       r"(\s*(=|==|!=)\s*[A-Za-z0-9._-]*)?)*$")
 
@@ -32,7 +35,8 @@ class KubeSettings:
     endpoint: str
     kubeconfig: str | None = None
     context: str | None = None
-    allow_contexts: tuple[str, ...] = field(default_factory=lambda: _env_list(ALLOW_CONTEXTS_ENV))
+    #: kube-system namespace UIDs (optionally UID@URL) inferchaos may touch.
+    allow_clusters: tuple[str, ...] = field(default_factory=lambda: _env_list(ALLOW_CLUSTERS_ENV))
     allow_namespaces: tuple[str, ...] = field(default_factory=lambda: _env_list(ALLOW_NAMESPACES_ENV))
     #: the container the server runs in (exec faults); default: the pod's first.
     container: str | None = None
@@ -44,6 +48,12 @@ class KubeSettings:
     metrics_port: str | None = None
     #: dependency name (model_store, feature_store) -> its host, for the network faults.
     dependencies: dict[str, str] = field(default_factory=dict)
+    #: what the server's command line holds (hang, crash); default: the container's command.
+    server_process: str | None = None
+    #: a spot fault may cordon a node that other workloads share (they are named in the plan).
+    allow_shared_nodes: bool = False
+    #: every change made on the cluster undoes itself (or is swept) this long after it was made.
+    expire_after_s: int = 900
 
     def validate(self) -> KubeSettings:
         if not self.namespace:
@@ -55,14 +65,22 @@ class KubeSettings:
                              f"{self.namespace} (or ${ALLOW_NAMESPACES_ENV})")
         if not self.selector or not SELECTOR.match(self.selector):
             raise UsageError(f"--selector {self.selector!r}: expected a label selector like app=vllm,tier=gpu")
+        if not equality_terms(self.selector):
+            raise UsageError(f"--selector {self.selector!r} names no label value: it would pick every pod that has "
+                             "the label; give key=value, e.g. app=vllm")
         if not re.match(r"^https?://[^\s/]+", self.endpoint or ""):
             raise UsageError(f"--endpoint {self.endpoint!r}: expected the URL under test, e.g. "
                              "http://vllm.inference.svc:8000")
         return self
 
-    def check_context(self, context: str) -> None:
-        """Called once the context is known (in-cluster or from the kubeconfig)."""
-        if context not in self.allow_contexts:
-            allowed = ", ".join(self.allow_contexts) or "none"
-            raise UsageError(f"kube context {context!r} is not on the allowlist ({allowed}): name it with "
-                             f"--allow-context {context} (or ${ALLOW_CONTEXTS_ENV}) to let inferchaos touch it")
+
+def equality_terms(selector: str) -> dict[str, str]:
+    """The key=value terms of a label selector: what a pod must carry to be picked."""
+    pairs = {}
+    for term in selector.split(","):
+        if "!=" in term:
+            continue
+        key, sep, value = term.replace("==", "=").partition("=")
+        if sep and key.strip() and value.strip():
+            pairs[key.strip()] = value.strip()
+    return pairs

@@ -7,6 +7,7 @@ URL given. Steady state: as many Ready pods as the workloads ask for, none termi
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from kubernetes import client
@@ -17,19 +18,14 @@ from inferchaos.errors import TargetError, UsageError
 from targets import capabilities as caps
 from targets.kubernetes.connection import Connection
 from targets.kubernetes.pods import PodCache, PodView
-from targets.kubernetes.settings import KubeSettings
+from targets.kubernetes.identity import ClusterIdentity, check_identity, read_identity
+from targets.kubernetes.slices import Endpoint, SliceCache
+from targets.kubernetes.settings import OPT_IN_LABEL, KubeSettings, equality_terms
 
 
 def selector_pairs(selector: str) -> dict[str, str]:
     """The equality terms of a label selector (what a workload's template must carry)."""
-    pairs = {}
-    for term in selector.split(","):
-        if "!=" in term:
-            continue
-        key, sep, value = term.replace("==", "=").partition("=")
-        if sep:
-            pairs[key.strip()] = value.strip()
-    return pairs
+    return equality_terms(selector)
 
 
 class KubeTarget:
@@ -38,19 +34,29 @@ class KubeTarget:
     def __init__(self, settings: KubeSettings, connection: Connection | None = None) -> None:
         self.settings = settings.validate()
         self.connection = connection or Connection.resolve(settings.kubeconfig, settings.context)
-        settings.check_context(self.connection.context)
         self.api = self.connection.api_client()
+        #: read first, before any other request (start()).
+        self.identity: ClusterIdentity | None = None
         self.core, self.apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
         self.namespace, self.selector = settings.namespace, settings.selector
         self.cache = PodCache(self.core, self.namespace, self.selector)
+        self.slices = SliceCache(client.DiscoveryV1Api(self.api), self.namespace, self.cache)
         self._started = False
         self._hpa_read_at, self._hpa_view = float("-inf"), {"enabled": False}
 
     # ------------------------------------------------------------------ life
     def start(self) -> KubeTarget:
-        """Connect and check the selector picks something; then keep the pods current."""
+        """Pin the cluster by identity (the first request), check the namespace opted in and
+        the selector picks something; then keep the pods current."""
         try:
-            self.core.read_namespace(self.namespace)
+            self.identity = read_identity(self.api, self.connection.context)
+            check_identity(self.identity, self.settings.allow_clusters, self.connection.context)
+        except Exception:
+            self.api.close()
+            raise
+        self.connection = dataclasses.replace(self.connection, cluster=self.identity.uid)
+        try:
+            ns = self.core.read_namespace(self.namespace)
         except ApiException as exc:
             if exc.status == 404:
                 raise UsageError(f"namespace {self.namespace} does not exist in context "
@@ -59,7 +65,11 @@ class KubeTarget:
                               f"{exc.status} {exc.reason}") from None
         except (Urllib3Error, OSError) as exc:
             raise UsageError(f"cannot reach the API server of context {self.connection.context}: {exc}") from None
+        if ((ns.metadata.labels if ns.metadata else None) or {}).get(OPT_IN_LABEL) != "true":
+            raise UsageError(f"namespace {self.namespace} has not opted in to chaos: its owners label it "
+                             f"{OPT_IN_LABEL}=true (kubectl label namespace {self.namespace} {OPT_IN_LABEL}=true)")
         self.cache.start()
+        self.slices.start()
         self._started = True
         pods, _ = self.cache.snapshot()
         if not pods:
@@ -70,6 +80,7 @@ class KubeTarget:
     def close(self) -> None:
         if self._started:
             self.cache.stop()
+            self.slices.stop()
             self._started = False
         self.api.close()
 
@@ -101,9 +112,23 @@ class KubeTarget:
     def lb_source(self) -> KubeTarget:
         return self
 
-    def servers(self) -> list[PodView]:
-        """The LB view: a Service routes to Ready pods only; a deleted pod is out for good."""
-        return self.replica_records()
+    def servers(self) -> list:
+        """The LB view: the data plane's (the Service's EndpointSlices) when a slice names the
+        pods, else their readiness (a Service routes to Ready pods); a deleted pod is out for good."""
+        endpoints = self.slices.endpoints()
+        records = self.replica_records()
+        if endpoints is None:
+            return records
+        return [Endpoint(p.name, p.port, *endpoints.get(p.name, (False, False, False))) for p in records]
+
+    def lb_view(self) -> str:
+        """Whose view the failover figures are: said in the report beside them."""
+        svc = self.slices.service()
+        if svc:
+            return f"EndpointSlices of Service {svc} (conditions ready/serving/terminating)"
+        why = "the runner may not read EndpointSlices" if not self.slices.readable else \
+            "no EndpointSlice names these pods"
+        return f"pod readiness ({why})"
 
     def desired_replicas(self) -> int:
         """What the Deployments/StatefulSets whose pods the selector picks ask for; without
@@ -214,4 +239,5 @@ class KubeTarget:
         return pod.containers[0]
 
     def describe(self) -> str:
-        return f"context {self.connection.context}, namespace {self.namespace}, pods {self.selector}"
+        cluster = f" (cluster {self.identity})" if self.identity else ""
+        return f"context {self.connection.context}{cluster}, namespace {self.namespace}, pods {self.selector}"

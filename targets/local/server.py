@@ -106,18 +106,18 @@ class ReferenceServer:
         self.session = aiohttp.ClientSession()
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
-        self.site = web.TCPSite(runner, "127.0.0.1", cfg.port)
+        self.site = web.TCPSite(runner, cfg.host, cfg.port)
         try:
             await self.site.start()
         except OSError as exc:
-            log(cfg.name, f"cannot listen on 127.0.0.1:{cfg.port}: {exc.strerror}")
+            log(cfg.name, f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}")
             await runner.cleanup()
             await self.session.close()
             return 2
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        log(cfg.name, f"listening on 127.0.0.1:{cfg.port}")
+        log(cfg.name, f"listening on {cfg.host}:{cfg.port}")
         loader = asyncio.create_task(self._load())
         await self.stopped.wait()
         loader.cancel()

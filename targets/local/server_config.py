@@ -29,6 +29,7 @@ class ServerConfig:
     oom: str = "exit"
     feature_timeout_s: float = 0.2
     feature_backoff_s: float = 1.0
+    host: str = "127.0.0.1"
 
 
 
@@ -47,6 +48,7 @@ positive_int, non_negative = _at_least(1, int), _at_least(0)
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
     p = argparse.ArgumentParser(prog="python -m targets.local.server", description="The reference inference server: a stand-in for vLLM/Triton that behaves like them.")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a pod, for its Service)")
     p.add_argument("--name", required=True, help="replica name, sent back in x-inferchaos-replica")
     p.add_argument("--model-store", required=True, help="base URL of the model store")
     p.add_argument("--feature-store", required=True, help="base URL of the feature store")
@@ -70,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     if not 0 < a.port < 65536:
         p.error(f"--port must be 1..65535, got {a.port}")
     return ServerConfig(
-        port=a.port, name=a.name, model_store=a.model_store, feature_store=a.feature_store, model=a.model,
+        port=a.port, host=a.host, name=a.name, model_store=a.model_store, feature_store=a.feature_store, model=a.model,
         vgpu_dir=a.vgpu_dir, device=a.device, weights_bytes=a.weights_bytes,
         batch=BatchConfig(a.max_batch_size, a.max_queue_delay_ms / 1000, a.batch_latency_ms / 1000,
                           a.per_item_latency_ms / 1000, a.batch_bytes_per_item),
