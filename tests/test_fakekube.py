@@ -354,7 +354,10 @@ def test_watch_streams_filtered_events_and_ends_at_timeout(fakekube: FakeKube, k
                                           _request_timeout=WATCH_READ_TIMEOUT)]
     elapsed = time.monotonic() - began
     writer.join()
-    assert seen == [("ADDED", "web-0", "V1Pod"), ("MODIFIED", "web-0", "V1Pod"), ("DELETED", "web-0", "V1Pod")]
+    # the delete of an unscheduled pod is graceful with grace 0: the apiserver writes
+    # deletionTimestamp (MODIFIED), then removes it (DELETED), as a watch on a cluster shows
+    assert seen == [("ADDED", "web-0", "V1Pod"), ("MODIFIED", "web-0", "V1Pod"), ("MODIFIED", "web-0", "V1Pod"),
+                    ("DELETED", "web-0", "V1Pod")]
     assert 1.9 <= elapsed < 4, elapsed
     [watch_request] = fakekube.requests(method="GET", path=f"/api/v1/namespaces/{NS}/pods")
     assert watch_request.query["watch"] == "true" and watch_request.query["timeoutSeconds"] == "2"
@@ -386,7 +389,7 @@ def test_watch_410_expired_is_handled_by_relisting(fakekube: FakeKube, kube_clie
     listing = v1.list_namespaced_pod(NS)  # re-list, then watch from the list's resourceVersion
     assert sorted(p.metadata.name for p in listing.items) == ["web-0", "web-1"]
     v1.delete_namespaced_pod("web-1", NS)
-    assert watch_from(listing.metadata.resource_version) == [("DELETED", "web-1")]
+    assert watch_from(listing.metadata.resource_version) == [("MODIFIED", "web-1"), ("DELETED", "web-1")]
 
 
 def test_what_the_client_sends(fakekube: FakeKube, kube_client: client.ApiClient) -> None:
@@ -431,3 +434,345 @@ def test_seeded_objects_are_served_but_not_logged(fakekube: FakeKube, kube_clien
                                                                            "scaledobjects", "ref")
     assert got["kind"] == "ScaledObject" and got["spec"]["scaleTargetRef"] == {"name": "ref"}
     assert [r.method for r in fakekube.requests()] == ["GET", "GET"]
+
+
+# --- RBAC -----------------------------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from kubernetes.stream import stream  # noqa: E402
+
+from tests.fakekube import Policy, request_attributes, service_account  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+RUNNER = service_account("inferchaos", "inferchaos-runner")
+TOKENS = {"runner-token": RUNNER}
+
+
+def role(name: str, namespace: str, rules: list[dict[str, Any]], kind: str = "Role") -> dict[str, Any]:
+    meta = {"name": name, "namespace": namespace} if kind == "Role" else {"name": name}
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta, "rules": rules}
+
+
+def binding(name: str, role_name: str, namespace: str | None = None, role_kind: str = "Role") -> dict[str, Any]:
+    kind = "RoleBinding" if namespace else "ClusterRoleBinding"
+    meta = {"name": name, "namespace": namespace} if namespace else {"name": name}
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name},
+            "subjects": [{"kind": "ServiceAccount", "name": "inferchaos-runner", "namespace": "inferchaos"}]}
+
+
+def pod_reader_in_ml() -> Policy:
+    return Policy.from_documents([
+        role("reader", "ml", [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]),
+        binding("reader", "reader", "ml")])
+
+
+def forbidden(exc: ApiException) -> tuple[int, str, dict[str, Any]]:
+    body = status_of(exc)
+    assert (body["kind"], body["apiVersion"], body["status"], body["reason"], body["code"]) == (
+        "Status", "v1", "Failure", "Forbidden", 403)
+    return exc.status, body["message"], body.get("details", {})
+
+
+def test_rbac_a_request_without_a_known_token_is_401() -> None:
+    with FakeKube(policy=pod_reader_in_ml(), tokens=TOKENS) as fake:
+        for token in (None, "stolen"):
+            api = fake.api_client(token)
+            with pytest.raises(ApiException) as caught:
+                client.CoreV1Api(api).list_namespaced_pod("ml")
+            api.close()
+            assert caught.value.status == 401
+            assert status_of(caught.value) == {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                               "status": "Failure", "message": "Unauthorized",
+                                               "reason": "Unauthorized", "code": 401}
+        assert fake.authorizations == []  # never got past authentication
+
+
+def test_rbac_a_role_grants_in_its_namespace_only() -> None:
+    with FakeKube(policy=pod_reader_in_ml(), tokens=TOKENS) as fake:
+        fake.add("", "v1", "pods", pod("web-0", ns="ml"))
+        fake.add("", "v1", "pods", pod("web-0", ns="other"))
+        api = fake.api_client("runner-token")
+        v1 = client.CoreV1Api(api)
+        assert [p.metadata.name for p in v1.list_namespaced_pod("ml").items] == ["web-0"]
+        assert v1.read_namespaced_pod("web-0", "ml").metadata.namespace == "ml"
+        with pytest.raises(ApiException) as caught:
+            v1.list_namespaced_pod("other")
+        assert forbidden(caught.value) == (403, f'pods is forbidden: User "{RUNNER}" cannot list resource "pods" '
+                                                 'in API group "" in the namespace "other"', {"kind": "pods"})
+        with pytest.raises(ApiException) as caught:
+            v1.delete_namespaced_pod("web-0", "ml")
+        assert status_of(caught.value) == {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": f'pods "web-0" is forbidden: User "{RUNNER}" cannot delete resource "pods" '
+                       'in API group "" in the namespace "ml"',
+            "reason": "Forbidden", "details": {"name": "web-0", "kind": "pods"}, "code": 403}
+        with pytest.raises(ApiException) as caught:
+            v1.create_namespaced_pod_eviction("web-0", "ml", {"metadata": {"name": "web-0"}})
+        assert forbidden(caught.value)[1].endswith(
+            'cannot create resource "pods/eviction" in API group "" in the namespace "ml"')
+        with pytest.raises(ApiException) as caught:
+            client.AppsV1Api(api).patch_namespaced_deployment_scale("ref", "ml", {"spec": {"replicas": 0}})
+        assert forbidden(caught.value) == (
+            403, f'deployments.apps "ref" is forbidden: User "{RUNNER}" cannot patch resource "deployments/scale" '
+                 'in API group "apps" in the namespace "ml"', {"name": "ref", "group": "apps", "kind": "deployments"})
+        api.close()
+        assert fake.exists("", "v1", "pods", "web-0", "ml")  # refused before anything happened
+        decided = [(a.verb, a.group, a.resource, a.namespace, a.name, a.allowed) for a in fake.authorizations]
+        assert decided == [("list", "", "pods", "ml", "", True), ("get", "", "pods", "ml", "web-0", True),
+                           ("list", "", "pods", "other", "", False), ("delete", "", "pods", "ml", "web-0", False),
+                           ("create", "", "pods/eviction", "ml", "web-0", False),
+                           ("patch", "apps", "deployments/scale", "ml", "ref", False)]
+        assert {a.user for a in fake.authorizations} == {RUNNER}
+
+
+def test_rbac_cluster_role_binding_grants_cluster_scope_and_role_binding_does_not() -> None:
+    nodes = role("nodes", "", [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}], "ClusterRole")
+    policy = Policy.from_documents([nodes, binding("nodes", "nodes", role_kind="ClusterRole")])
+    with FakeKube(policy=policy, tokens=TOKENS) as fake:
+        fake.add("", "v1", "nodes", {"metadata": {"name": "gpu-1"}})
+        api = fake.api_client("runner-token")
+        v1 = client.CoreV1Api(api)
+        v1.patch_node("gpu-1", {"spec": {"unschedulable": True}})
+        assert v1.read_node("gpu-1").spec.unschedulable is True
+        with pytest.raises(ApiException) as caught:
+            v1.list_node()
+        assert forbidden(caught.value)[1] == (f'nodes is forbidden: User "{RUNNER}" cannot list resource "nodes" '
+                                              'in API group "" at the cluster scope')
+        with pytest.raises(ApiException) as caught:
+            v1.delete_node("gpu-1")
+        assert forbidden(caught.value)[1].startswith('nodes "gpu-1" is forbidden: ')
+        api.close()
+    # the same ClusterRole bound by a RoleBinding grants in that namespace only: never nodes
+    local = Policy.from_documents([
+        role("pods", "", [{"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["*"]}], "ClusterRole"),
+        binding("pods", "pods", "ml", role_kind="ClusterRole")])
+    assert local.allows(RUNNER, "delete", "", "pods", namespace="ml", name="web-0")
+    assert not local.allows(RUNNER, "delete", "", "pods", namespace="other", name="web-0")
+    assert not local.allows(RUNNER, "patch", "", "nodes", name="gpu-1")
+    assert not local.allows(service_account("inferchaos", "someone-else"), "get", "", "pods", namespace="ml")
+
+
+def test_rbac_rule_matching() -> None:
+    policy = Policy.from_documents([
+        role("r", "ml", [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"],
+                          "resourceNames": ["ref"]},
+                         {"apiGroups": ["*"], "resources": ["*/scale"], "verbs": ["update"]},
+                         {"apiGroups": ["chaos-mesh.org"], "resources": ["*"], "verbs": ["*"]}]),
+        binding("r", "r", "ml")])
+    allows = lambda *a, **k: policy.allows(RUNNER, *a, **k)  # noqa: E731
+    assert allows("get", "apps", "deployments", namespace="ml", name="ref")
+    assert not allows("get", "apps", "deployments", namespace="ml", name="other")
+    assert not allows("list", "apps", "deployments", namespace="ml")  # resourceNames never match a list
+    assert allows("update", "apps", "deployments", "scale", namespace="ml", name="ref")
+    assert not allows("update", "apps", "deployments", namespace="ml", name="ref")
+    assert allows("deletecollection", "chaos-mesh.org", "networkchaos", namespace="ml")
+    assert allows("get", "chaos-mesh.org", "networkchaos", "status", namespace="ml", name="x")  # "*" covers subs
+    assert not allows("get", "", "pods", namespace="ml")
+
+
+def test_rbac_a_binding_to_a_missing_role_says_so_in_the_denial() -> None:
+    with FakeKube(policy=Policy.from_documents([binding("b", "ghost", "ml")]), tokens=TOKENS) as fake:
+        api = fake.api_client("runner-token")
+        with pytest.raises(ApiException) as caught:
+            client.CoreV1Api(api).list_namespaced_pod("ml")
+        api.close()
+        assert forbidden(caught.value)[1].endswith(
+            'in the namespace "ml": RBAC: role.rbac.authorization.k8s.io "ghost" not found')
+
+
+@pytest.mark.parametrize(("exec_verb", "granted", "allowed"), [
+    ("create", ["get"], False),
+    ("create", ["create"], False),  # 1.35+: the GET upgrade is authorised as get, then also as create
+    ("create", ["get", "create"], True),
+    ("get", ["get"], True),
+    ("get", ["create"], False),  # before 1.35 the websocket exec is a plain `get`
+])
+def test_rbac_exec_over_the_websocket(exec_verb: str, granted: list[str], allowed: bool) -> None:
+    """kubernetes#134577 (1.35, AuthorizePodWebsocketUpgradeCreatePermission): `create` is checked
+    in addition to the `get` the GET request is authorised as; before, `get` alone sufficed."""
+    policy = Policy.from_documents([
+        role("exec", "ml", [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": granted}]),
+        binding("exec", "exec", "ml")])
+    with FakeKube(policy=policy, tokens=TOKENS, exec_verb=exec_verb) as fake:
+        fake.add("", "v1", "pods", pod("web-0", ns="ml"))
+        api = fake.api_client("runner-token")
+        v1 = client.CoreV1Api(api)
+
+        def run() -> str:
+            return stream(v1.connect_get_namespaced_pod_exec, "web-0", "ml", command=["true"],
+                          stderr=True, stdin=False, stdout=True, tty=False)
+
+        if allowed:
+            run()
+            assert [e.argv for e in fake.execs] == [("true",)]
+        else:
+            with pytest.raises(ApiException):
+                run()
+            assert fake.execs == []
+        api.close()
+        checked = [(a.verb, a.resource, a.allowed) for a in fake.authorizations]
+        assert checked[-1] == ("create" if exec_verb == "create" and "get" in granted else "get", "pods/exec", allowed)
+        assert checked[0][:2] == ("get", "pods/exec")
+
+
+def test_rbac_policy_from_the_repo_manifests() -> None:
+    policy = Policy.from_manifests([REPO / "deploy/base/rbac.yaml",
+                                    REPO / "deploy/components/spot-faults/node-access.yaml"], namespace_override="ml")
+    assert policy.service_accounts == [RUNNER]
+    assert policy.allows(RUNNER, "list", "", "pods", namespace="ml")
+    assert policy.allows(RUNNER, "create", "", "pods", "eviction", namespace="ml", name="web-0")
+    assert policy.allows(RUNNER, "get", "", "nodes", name="gpu-1")  # ClusterRoleBinding: cluster-wide
+    assert policy.allows(RUNNER, "delete", "", "pods", namespace="ml", name="web-0")
+    assert not policy.allows(RUNNER, "delete", "", "pods", namespace="inferchaos", name="web-0")  # the Role is in ml
+    assert not policy.allows(RUNNER, "delete", "", "namespaces", namespace="ml", name="ml")
+    assert not policy.allows(RUNNER, "delete", "", "nodes", name="gpu-1")
+    with FakeKube(policy=policy, tokens=TOKENS) as fake:
+        fake.add("", "v1", "namespaces", {"metadata": {"name": "ml"}})
+        api = fake.api_client("runner-token")
+        v1 = client.CoreV1Api(api)
+        assert v1.list_namespaced_pod("ml").items == []
+        assert client.VersionApi(api).get_code().git_version  # discovery: any authenticated user
+        assert {r.name for r in v1.get_api_resources().resources} >= {"pods"}
+        with pytest.raises(ApiException) as caught:
+            v1.delete_namespace("ml")
+        assert forbidden(caught.value)[1] == (f'namespaces "ml" is forbidden: User "{RUNNER}" cannot delete resource '
+                                              '"namespaces" in API group "" in the namespace "ml"')
+        api.close()
+
+
+def test_without_a_policy_everything_is_allowed_and_recorded(fakekube: FakeKube, kube_client: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(kube_client)
+    v1.create_namespaced_pod(NS, pod("web-0"))
+    v1.list_pod_for_all_namespaces(field_selector="metadata.name=web-0")
+    v1.delete_collection_namespaced_pod(NS)
+    assert [(a.user, a.verb, a.resource, a.namespace, a.name, a.allowed) for a in fakekube.authorizations] == [
+        ("", "create", "pods", NS, "", True), ("", "list", "pods", "", "web-0", True),
+        ("", "deletecollection", "pods", NS, "", True)]
+
+
+@pytest.mark.parametrize(("method", "path", "query", "expected"), [
+    ("GET", "/api/v1/namespaces/ml/pods", "", ("list", "", "pods", "", "ml", "")),
+    ("GET", "/api/v1/namespaces/ml/pods", "watch=true", ("watch", "", "pods", "", "ml", "")),
+    ("GET", "/api/v1/watch/namespaces/ml/pods/web-0", "", ("watch", "", "pods", "", "ml", "web-0")),
+    ("GET", "/api/v1/pods", "fieldSelector=spec.nodeName%3Dn,metadata.name%3Dweb-0", ("list", "", "pods", "", "", "web-0")),
+    ("DELETE", "/api/v1/namespaces/ml/pods", "", ("deletecollection", "", "pods", "", "ml", "")),
+    ("DELETE", "/api/v1/namespaces/ml/pods/web-0", "", ("delete", "", "pods", "", "ml", "web-0")),
+    ("POST", "/api/v1/namespaces/ml/pods/web-0/eviction", "", ("create", "", "pods", "eviction", "ml", "web-0")),
+    ("PUT", "/apis/apps/v1/namespaces/ml/deployments/ref/scale", "", ("update", "apps", "deployments", "scale", "ml", "ref")),
+    ("GET", "/api/v1/namespaces/ml", "", ("get", "", "namespaces", "", "ml", "ml")),
+    ("GET", "/api/v1/namespaces", "", ("list", "", "namespaces", "", "", "")),
+    ("PATCH", "/api/v1/nodes/gpu-1", "", ("patch", "", "nodes", "", "", "gpu-1")),
+])
+def test_request_attributes_as_the_apiserver_derives_them(method: str, path: str, query: str,
+                                                          expected: tuple[str, ...]) -> None:
+    a = request_attributes(method, path, query)
+    assert a.resource_request and (a.verb, a.group, a.resource, a.subresource, a.namespace, a.name) == expected
+
+
+def test_discovery_paths_are_not_resource_requests() -> None:
+    for path in ("/version", "/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1"):
+        assert not request_attributes("GET", path).resource_request, path
+
+
+# --- graceful pod deletion ------------------------------------------------------------------
+
+def scheduled(name: str, ns: str = NS, grace: int | None = None) -> dict[str, Any]:
+    body = pod(name, {"app": "web"}, node="gpu-1", ns=ns)
+    if grace is not None:
+        body["spec"]["terminationGracePeriodSeconds"] = grace
+    return body
+
+
+def events_since(v1: client.CoreV1Api, rv: str) -> list[tuple[str, Any]]:
+    stream_ = watch.Watch().stream(v1.list_namespaced_pod, NS, resource_version=rv, timeout_seconds=1,
+                                   _request_timeout=WATCH_READ_TIMEOUT)
+    return [(e["type"], e["object"]) for e in stream_]
+
+
+def test_graceful_delete_keeps_the_pod_terminating_until_the_grace_ends(fakekube: FakeKube,
+                                                                        kube_client: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(kube_client)
+    v1.create_namespaced_pod(NS, scheduled("web-0"))
+    rv = v1.list_namespaced_pod(NS).metadata.resource_version
+    began = time.time()
+    answer, code, _ = v1.delete_namespaced_pod_with_http_info("web-0", NS, grace_period_seconds=2)
+    assert code == 200 and answer.metadata.deletion_grace_period_seconds == 2
+    still = v1.read_namespaced_pod("web-0", NS)
+    assert still.metadata.deletion_grace_period_seconds == 2
+    assert abs(still.metadata.deletion_timestamp.timestamp() - (began + 2)) <= 1.5
+    raw = fakekube.get("", "v1", "pods", "web-0", NS)["metadata"]["deletionTimestamp"]
+    assert raw.endswith("Z") and len(raw) == len("2026-01-01T00:00:00Z")
+    wait_for(lambda: not fakekube.exists("", "v1", "pods", "web-0", NS), timeout=6)
+    assert time.time() - began >= 1.5
+    seen = events_since(v1, rv)
+    assert seen[0][0] == "MODIFIED" and seen[0][1].metadata.deletion_timestamp is not None
+    assert seen[-1][0] == "DELETED" and {t for t, _ in seen[1:-1]} <= {"MODIFIED"}
+
+
+def test_grace_zero_removes_the_pod_at_once(fakekube: FakeKube, kube_client: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(kube_client)
+    v1.create_namespaced_pod(NS, scheduled("web-0"))
+    gone = v1.delete_namespaced_pod("web-0", NS, grace_period_seconds=0)
+    assert gone.metadata.deletion_grace_period_seconds == 0
+    assert not fakekube.exists("", "v1", "pods", "web-0", NS)
+
+
+def test_grace_defaults_and_the_body_wins_over_the_query(fakekube: FakeKube, kube_client: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(kube_client)
+    for name, grace in (("web-0", 5), ("web-1", None)):
+        v1.create_namespaced_pod(NS, scheduled(name, grace=grace))
+        v1.delete_namespaced_pod(name, NS)
+    assert v1.read_namespaced_pod("web-0", NS).metadata.deletion_grace_period_seconds == 5
+    assert v1.read_namespaced_pod("web-1", NS).metadata.deletion_grace_period_seconds == 30
+    v1.create_namespaced_pod(NS, scheduled("web-2"))
+    v1.delete_namespaced_pod("web-2", NS, grace_period_seconds=0, body=client.V1DeleteOptions(grace_period_seconds=20))
+    assert v1.read_namespaced_pod("web-2", NS).metadata.deletion_grace_period_seconds == 20
+    v1.create_namespaced_pod(NS, pod("pending"))  # never scheduled: no kubelet to wait for
+    v1.delete_namespaced_pod("pending", NS, grace_period_seconds=30)
+    assert not fakekube.exists("", "v1", "pods", "pending", NS)
+    v1.create_namespaced_config_map(NS, {"metadata": {"name": "cm"}})  # other kinds: at once
+    v1.delete_namespaced_config_map("cm", NS, grace_period_seconds=30)
+    assert not fakekube.exists("", "v1", "configmaps", "cm", NS)
+
+
+def test_a_second_delete_only_shortens_the_grace(fakekube: FakeKube, kube_client: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(kube_client)
+    v1.create_namespaced_pod(NS, scheduled("web-0"))
+    first = v1.delete_namespaced_pod("web-0", NS, grace_period_seconds=30).metadata
+    longer = v1.delete_namespaced_pod("web-0", NS, grace_period_seconds=60).metadata
+    assert (longer.deletion_grace_period_seconds, longer.deletion_timestamp) == (30, first.deletion_timestamp)
+    shorter = v1.delete_namespaced_pod("web-0", NS, grace_period_seconds=1).metadata
+    assert shorter.deletion_grace_period_seconds == 1
+    assert (first.deletion_timestamp - shorter.deletion_timestamp).total_seconds() == 29
+    wait_for(lambda: not fakekube.exists("", "v1", "pods", "web-0", NS), timeout=6)
+
+
+def test_finalize_pod_ends_the_grace_early(fakekube: FakeKube, kube_client: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(kube_client)
+    v1.create_namespaced_pod(NS, scheduled("web-0"))
+    v1.create_namespaced_pod(NS, scheduled("web-1"))
+    v1.delete_namespaced_pod("web-0", NS, grace_period_seconds=30)
+    assert fakekube.exists("", "v1", "pods", "web-0", NS)
+    assert fakekube.finalize_pod(NS, "web-0") is True
+    assert not fakekube.exists("", "v1", "pods", "web-0", NS)
+    assert fakekube.finalize_pod(NS, "web-0") is False  # already gone
+    with pytest.raises(ValueError):
+        fakekube.finalize_pod(NS, "web-1")  # nobody deleted it
+
+
+def test_eviction_is_a_graceful_delete(fakekube: FakeKube, kube_client: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(kube_client)
+    v1.create_namespaced_pod(NS, scheduled("web-0"))
+    body = client.V1Eviction(metadata=client.V1ObjectMeta(name="web-0", namespace=NS),
+                             delete_options=client.V1DeleteOptions(grace_period_seconds=1))
+    _, code, _ = v1.create_namespaced_pod_eviction_with_http_info("web-0", NS, body)
+    assert code == 201
+    terminating = v1.read_namespaced_pod("web-0", NS)
+    assert terminating.metadata.deletion_grace_period_seconds == 1
+    assert [(c.type, c.reason) for c in terminating.status.conditions] == [("DisruptionTarget", "EvictionByEvictionAPI")]
+    wait_for(lambda: not fakekube.exists("", "v1", "pods", "web-0", NS), timeout=6)
+    v1.create_namespaced_pod(NS, scheduled("web-1", grace=7))  # no deleteOptions: the pod's own grace
+    v1.create_namespaced_pod_eviction("web-1", NS, {"metadata": {"name": "web-1"}})
+    assert v1.read_namespaced_pod("web-1", NS).metadata.deletion_grace_period_seconds == 7

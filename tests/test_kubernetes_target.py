@@ -1,11 +1,12 @@
-"""`--target kubernetes` against a fake API server, through the real client over HTTP.
+"""`--target kubernetes` against a fake API server that says no like a real one.
 
-The fake (tests/fakekube) keeps a namespace that behaves: a Deployment whose pods a small
-controller keeps at their count on schedulable nodes, and a "kubelet" that turns exec'd
-commands into what a cluster would report (a SIGSTOPped server turns unready, a GPU hog
-OOM-kills the container). The endpoint under load is a real local cluster, so locust,
-probes and verdicts run as they would; the faults travel through the API, and the tests
-assert the very requests a real cluster would receive, and their undo.
+The fake (tests/fakekube) enforces deploy/'s RBAC for the runner's ServiceAccount, deletes
+pods gracefully, runs each pod's containers as real processes in real pid namespaces (so a
+SIGSTOP, a SIGKILL and `kill -STOP 1` do what the kernel does), keeps EndpointSlices as the
+EndpointSlice controller would, and answers NetworkChaos as Chaos Mesh does (admission,
+selection at creation only, AllInjected). The endpoint under load is a real local cluster,
+so locust, probes and verdicts run as they would; the faults travel through the API, and
+the tests assert what landed, what the API received, and the undo.
 """
 
 from __future__ import annotations
@@ -23,8 +24,13 @@ import pytest
 from faults.ledger import Ledger
 from targets.kubernetes import KubeSettings, KubeTarget
 from targets.local import ClusterSpec, LocalCluster, wait_for
+from targets.local.vgpu import VirtualDevice
 from tests.fakekube import FakeKube
+from tests.fakekube.chaosmesh import ChaosMeshController
 from tests.fakekube.cluster import FakeCluster
+from tests.fakekube.endpointslices import EndpointSliceController
+from tests.fakekube.execs import Exec, Run
+from tests.fakekube.rbac import Policy, service_account
 from tests.leftovers import processes_mentioning
 
 pytestmark = pytest.mark.cluster
@@ -33,6 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 NS, CONTEXT = "ml", "fake-staging"
 SHORT = ["--slo-set", "baseline_s=1", "--slo-set", "hold_s=3", "--slo-set", "recovery_window_s=3"]
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
+RUNNER = service_account("inferchaos", "inferchaos-runner")
+RBAC = [REPO / "deploy" / "base" / "rbac.yaml", REPO / "deploy" / "components" / "spot-faults" / "node-access.yaml"]
 
 
 @pytest.fixture(scope="module")
@@ -43,28 +51,63 @@ def endpoint():
 
 @pytest.fixture
 def kube(tmp_path: Path):
-    with FakeKube() as fake, FakeCluster(fake, namespace=NS) as cluster:
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(f"""apiVersion: v1
+    policy = Policy.from_manifests(RBAC, namespace_override=NS)
+    with FakeKube(policy=policy, tokens={"runner-token": RUNNER}) as fake:
+        cluster = FakeCluster(fake, namespace=NS).seed()
+        uid = fake.add("", "v1", "namespaces", {"metadata": {"name": "kube-system"}})["metadata"]["uid"]
+
+        def opt_in(ns: dict) -> dict:
+            ns["metadata"]["labels"] = {"inferchaos.io/allow-chaos": "true"}
+            return ns
+        fake.store.update(fake.store.resource("", "v1", "namespaces"), "", NS, opt_in)
+        fake.add("", "v1", "services", {"metadata": {"name": "model-store", "namespace": NS},
+                                        "spec": {"selector": {"app": "model-store"}, "ports": [{"port": 8001}]}}, NS)
+        fake.add("", "v1", "pods", {"metadata": {"name": "model-store-0", "namespace": NS,
+                                                 "labels": {"app": "model-store"}},
+                                    "spec": {"nodeName": "node-a", "containers": [{"name": "store", "image": "s:1"}]},
+                                    "status": {"phase": "Running", "podIP": "10.0.1.1"}}, NS)
+        vgpu = tmp_path / "vgpu"
+        VirtualDevice.create(vgpu, 0, 8 * 2**30)
+
+        def hog_on_a_virtual_device(e: Exec) -> Run:
+            """No GPU here: the hog exec'd into the pod runs for real, in the pod's namespaces,
+            on the virtual device ledger instead of CUDA (the one boundary that cannot run here)."""
+            script = e.argv[2].replace("--cuda", f"--vgpu-dir {vgpu}").replace("python -m", f"{sys.executable} -m")
+            pid = cluster.kubelet.host_pid(e.namespace, e.pod, e.container)
+            return Run(("env", f"PYTHONPATH={REPO}", "nsenter", "-t", str(pid), "-p", "-m", "--", "sh", "-c", script),
+                       30.0)
+
+        cluster.kubelet.intercept(lambda e: e.argv[:2] == ("sh", "-c") and "faults.gpu_hog --cuda" in e.argv[2],
+                                  hog_on_a_virtual_device)
+        with cluster.start(), ChaosMeshController(fake) as chaos, \
+                EndpointSliceController(fake, NS, "ref", {"app": "ref"}, port=8000, port_name="http"):
+            kubeconfig = tmp_path / "kubeconfig"
+            kubeconfig.write_text(f"""apiVersion: v1
 kind: Config
 clusters: [{{name: fake, cluster: {{server: "{fake.url}"}}}}]
-users: [{{name: chaos, user: {{token: not-a-secret}}}}]
-contexts: [{{name: {CONTEXT}, context: {{cluster: fake, user: chaos}}}}, {{name: prod, context: {{cluster: fake, user: chaos}}}}]
+users: [{{name: runner, user: {{token: runner-token}}}}]
+contexts: [{{name: {CONTEXT}, context: {{cluster: fake, user: runner}}}}, {{name: prod, context: {{cluster: fake, user: runner}}}}]
 current-context: {CONTEXT}
 """)
-        fake.kubeconfig = kubeconfig  # type: ignore[attr-defined]
-        fake.cluster = cluster  # type: ignore[attr-defined]
-        yield fake
+            fake.kubeconfig = kubeconfig  # type: ignore[attr-defined]
+            fake.cluster = cluster  # type: ignore[attr-defined]
+            fake.uid = uid  # type: ignore[attr-defined]
+            fake.chaos = chaos  # type: ignore[attr-defined]
+            yield fake
 
 
-def kube_args(fake: FakeKube, endpoint: LocalCluster, tmp: Path, **over: str) -> list[str]:
-    opts = {"--target": "kubernetes", "--kubeconfig": str(fake.kubeconfig), "--allow-context": CONTEXT,  # type: ignore[attr-defined]
+def kube_args(fake: FakeKube, endpoint: LocalCluster, tmp: Path, shared_nodes: bool = True, **over: str) -> list[str]:
+    """The model store's pod shares node-a with a replica: spot runs allow it unless told not to."""
+    opts = {"--target": "kubernetes", "--kubeconfig": str(fake.kubeconfig),  # type: ignore[attr-defined]
+            "--allow-cluster": fake.uid,  # type: ignore[attr-defined]
             "--namespace": NS, "--allow-namespace": NS, "--selector": "app=ref", "--endpoint": endpoint.lb_url,
             "--ledger": str(tmp / "ledger.jsonl"), "--chaos-report": str(tmp / "report"),
-            "--pipeline-deployment": "feature-pipeline", "--dependency": "model_store=model-store.ml.svc"}
+            "--pipeline-deployment": "feature-pipeline", "--dependency": "model_store=model-store.ml.svc",
+            "--server-process": "container_server.py"}
     opts.update(over)
     argv = [a for k, v in opts.items() if v is not None for a in (k, v)]
-    return argv + ["--dependency", "feature_store=feature-store.ml.svc", *SHORT]
+    return argv + (["--allow-shared-nodes"] if shared_nodes else []) + [
+        "--dependency", "feature_store=feature-store.ml.svc", *SHORT]
 
 
 def pytest_run(paths: list[str], args: list[str], timeout: float = 400) -> subprocess.CompletedProcess:
@@ -83,7 +126,7 @@ def summary(tmp: Path) -> dict[str, dict]:
 
 
 # ----------------------------------------------------------------------------- every experiment
-def test_every_experiment_sends_its_fault_and_its_undo_through_the_api(kube, endpoint, tmp_path):
+def test_every_experiment_lands_through_the_api_and_is_undone(kube, endpoint, tmp_path):
     proc = pytest_run(["experiments/"], kube_args(kube, endpoint, tmp_path))
     out = proc.stdout + proc.stderr
     runs = summary(tmp_path)
@@ -91,57 +134,82 @@ def test_every_experiment_sends_its_fault_and_its_undo_through_the_api(kube, end
                          "pipeline_lag[stop]", "pipeline_lag[slow_reads]", "dependency_latency",
                          "replica_crash", "replica_hang[tuned]", "traffic_surge"}, out[-3000:]
     assert "wrong_answers has no Kubernetes implementation" in out  # skipped, not failed
+    # every fault landed, as the cluster showed it (a fault that did not land is inconclusive)
+    unlanded = {k: r.get("inconclusive") or r.get("error") for k, r in runs.items() if r["verdict"] in ("inconclusive", "error")}
+    assert unlanded == {}, unlanded
     sent = mutations(kube)
-    paths = [f"{m} {p}" for m, p, _, _ in sent]
+    execs = [(e.pod, e.argv) for e in kube.execs]
 
-    # spot: cordon and taint the victim's node, evict with the notice as grace; then the undo, in reverse
+    # spot: one read-modify-write of the node with its resourceVersion, then its release
     spot = runs["spot_reclamation"]["figures"]
     (node,) = spot["nodes"]
-    node_patches = [b for m, p, _, b in sent if p == f"/api/v1/nodes/{node}"]
-    assert node_patches == [{"spec": {"unschedulable": True}},
-                            {"spec": {"taints": [{"key": "inferchaos.io/spot-reclaimed", "value": "true",
-                                                  "effect": "NoSchedule"}]}},
-                            {"spec": {"taints": []}}, {"spec": {"unschedulable": False}}], node_patches
+    puts = [b for m, p, _, b in sent if p == f"/api/v1/nodes/{node}"]
+    assert [m for m, p, _, _ in sent if p == f"/api/v1/nodes/{node}"] == ["PUT", "PUT"]
+    assert all(b["metadata"]["resourceVersion"] for b in puts)
+    assert puts[0]["spec"]["unschedulable"] is True and puts[0]["metadata"]["annotations"]["inferchaos.io/expires-at"]
     evictions = [(p, b) for m, p, _, b in sent if p.endswith("/eviction")]
     assert evictions and all(b["deleteOptions"]["gracePeriodSeconds"] == 2 for _, b in evictions)
     assert [p.split("/")[-2] for p, _ in evictions] == spot["evicted"]
-    assert not kube.cluster.node(node)["spec"].get("unschedulable")  # type: ignore[attr-defined]
+    after = kube.cluster.node(node)  # type: ignore[attr-defined]
+    assert not after["spec"].get("unschedulable") and not after["spec"].get("taints")
+    assert not any(k.startswith("inferchaos.io/") for k in after["metadata"].get("annotations") or {})
 
-    # replica crash: one delete with grace 0
-    crash = [q for m, p, q, _ in sent if m == "DELETE" and "/pods/" in p]
-    assert {"gracePeriodSeconds": "0"} in crash
+    # crash: the server process SIGKILLed in its container, the kubelet restarted it; no pod deleted
+    crash = runs["replica_crash"]["figures"]
+    ((victim, restarts),) = crash["restarts"].items()
+    assert restarts["after"] == restarts["before"] + 1, crash
+    assert (victim, ("kill", "-KILL", str(crash["processes"][victim]["pid"]))) in execs
+    assert not any(m == "DELETE" and p.endswith(f"/pods/{victim}") for m, p, _, _ in sent)
 
-    # hang: SIGSTOP by exec, then SIGCONT to the same pod; the pod's readiness dropped meanwhile
-    execs = [(e.pod, e.argv) for e in kube.execs]
-    stops = [p for p, a in execs if a == ("kill", "-STOP", "1")]
-    conts = [p for p, a in execs if a == ("kill", "-CONT", "1")]
-    assert stops and stops == conts
-    hang = runs["replica_hang[tuned]"]
-    (f,) = hang["failover"]
-    assert f["failover_s"] is not None, "the fake kubelet marked the stopped pod unready: the LB view saw it"
+    # hang: the server (never PID 1) stopped, read back as T, resumed by the same pid
+    hang = runs["replica_hang[tuned]"]["figures"]
+    ((hung, proc_),) = hang["processes"].items()
+    assert proc_["pid"] != 1 and "container_server.py" in proc_["cmdline"]
+    stops = [a for p, a in execs if p == hung and a[:2] == ("sh", "-c") and f"kill -STOP {proc_['pid']}" in a[2]]
+    conts = [a for p, a in execs if p == hung and f"kill -CONT {proc_['pid']}" in " ".join(a) and a not in stops]
+    assert stops and conts, execs
+    assert "EndpointSlices of Service ref" in runs["replica_hang[tuned]"]["figures"]["lb_view"]
+    (f,) = runs["replica_hang[tuned]"]["failover"]
+    assert f["failover_s"] is not None, "the stopped server failed its probe; its slice endpoint went unready"
 
-    # GPU OOM: the hog exec'd into the pod, killed on revert; the OOMKill read back from the API
-    hogs = [a for _, a in execs if a[:2] == ("sh", "-c") and "faults.gpu_hog --cuda" in a[2]]
-    assert len(hogs) == 2 and "--ramp-s 4" in hogs[1][2]
-    assert sum(a == ("pkill", "-f", "faults.gpu_hog") for _, a in execs) == 2
-    oom = runs["gpu_oom[sudden]"]["figures"]
-    assert any(v["oom_killed"] and v["restarts"] == v["restarts_before"] + 1 for v in oom.values()), oom
+    # GPU OOM: the hog ran in the pod (on the virtual device: no GPU here) and ended on revert
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmd(pid).find("faults.gpu_hog") >= 0]
 
-    # network faults: a NetworkChaos per run, deleted on revert; pipeline scaled to 0 and back
-    created = [b["metadata"]["name"] for m, p, _, b in sent if m == "POST" and p.endswith("/networkchaos")]
+    # network faults: each NetworkChaos names its pods, expires, was injected, and is deleted
+    created = [b for m, p, _, b in sent if m == "POST" and p.endswith("/networkchaos")]
     deleted = [p.rsplit("/", 1)[1] for m, p, _, _ in sent if m == "DELETE" and "/networkchaos/" in p]
-    assert sorted(created) == sorted(deleted) and len(created) >= 4, paths
-    loss = [b for m, p, _, b in sent if m == "POST" and p.endswith("/networkchaos") and "model-load" in
-            b["metadata"]["name"]]
-    assert loss[0]["spec"]["action"] == "loss" and loss[0]["spec"]["externalTargets"] == ["model-store.ml.svc"]
+    assert sorted(b["metadata"]["name"] for b in created) == sorted(deleted) and len(created) >= 4
+    assert all(set(b["spec"]["selector"]) == {"pods"} and b["spec"]["duration"] == "900s" for b in created)
+    stall = [b for b in created if "model-load" in b["metadata"]["name"]]
+    assert stall[0]["spec"]["selector"] == {"pods": {NS: ["model-store-0"]}}, "the store side"
     scales = [b for m, p, _, b in sent if p.endswith("/deployments/feature-pipeline/scale")]
     assert scales == [{"spec": {"replicas": 0}}, {"spec": {"replicas": 1}}]
-    assert "Chaos Mesh NetworkChaos" in runs["dependency_latency"]["figures"]["mechanism"]
-    assert "scaled Deployment feature-pipeline from 1 to 0" in runs["pipeline_lag[stop]"]["figures"]["mechanism"]
 
-    # traffic surge is load only: nothing of it reaches the API
+    # RBAC: nothing was refused, and every rule the Role grants was used by the catalogue
+    denied = [a for a in kube.authorizations if not a.allowed]
+    assert denied == [], denied
+    used = {(a.group, a.resource, a.verb) for a in kube.authorizations}
+    granted = {(g, r, v) for rule in ROLE["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    elsewhere = {("keda.sh", "scaledobjects", "list"),  # read only where an HPA exists (test_autoscaling.py)
+                 ("", "pods", "delete"),  # the deadline's delete of a pod left on the node (the PDB test below)
+                 ("", "pods", "get")}  # the container's command, without --server-process (the rails tests)
+    unused = granted - used - elsewhere
+    assert unused == set(), f"granted, never called: {sorted(unused)}"
+
     assert Ledger(tmp_path / "ledger.jsonl").open_entries() == []
     assert processes_mentioning(f"--host {endpoint.lb_url}") == []
+
+
+def _cmd(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+ROLE = next(d for d in __import__("yaml").safe_load_all((REPO / "deploy" / "base" / "rbac.yaml").read_text())
+            if d and d["kind"] == "Role")
 
 
 def test_a_pdb_refusal_is_reported_and_the_deadline_takes_the_pod(kube, endpoint, tmp_path):
@@ -155,6 +223,7 @@ def test_a_pdb_refusal_is_reported_and_the_deadline_takes_the_pod(kube, endpoint
     assert victim in figures["deleted_at_deadline"], "the reclaimed instance takes the pod down anyway"
     deletes = [q for m, p, q, _ in mutations(kube) if m == "DELETE" and p.endswith(f"/pods/{victim}")]
     assert deletes == [{"gracePeriodSeconds": "0"}]
+    assert [a for a in kube.authorizations if not a.allowed] == []
 
 
 # ----------------------------------------------------------------------------- dry run
@@ -163,7 +232,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(kube, endpoint, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "dry run, nothing changed: would cordon node node-" in out
-    assert "would delete pod ref-" in out and "NetworkChaos" in out and "scale Deployment feature-pipeline" in out
+    assert "would SIGKILL the server process in pod ref-" in out and "NetworkChaos" in out
+    assert "scale Deployment feature-pipeline" in out
     assert "not applied on Kubernetes (local cluster only): provisioning_delay_s=3.0" in out
     assert mutations(kube) == [] and kube.execs == []
     assert not (tmp_path / "ledger.jsonl").exists()
@@ -171,12 +241,13 @@ def test_dry_run_prints_the_plan_and_changes_nothing(kube, endpoint, tmp_path):
 
 def test_inferchaos_plan_with_target_kubernetes_only_reads(kube):
     base = ["--target", "kubernetes", "--kubeconfig", str(kube.kubeconfig), "--namespace", NS,  # type: ignore[attr-defined]
-            "--allow-namespace", NS, "--selector", "app=ref"]
+            "--allow-namespace", NS, "--selector", "app=ref", "--allow-shared-nodes"]
     ok = subprocess.run([sys.executable, "-m", "inferchaos.cli", "plan", "spot_reclamation", "notice_s=30",
-                         "provisioning_delay_s=60", *base, "--allow-context", CONTEXT],
+                         "provisioning_delay_s=60", *base, "--allow-cluster", kube.uid],  # type: ignore[attr-defined]
                         capture_output=True, text=True, timeout=60, cwd=REPO)
     assert ok.returncode == 0, ok.stderr
-    assert f"plan: spot_reclamation in context {CONTEXT}, namespace {NS}" in ok.stdout
+    assert f"plan: spot_reclamation in context {CONTEXT} (cluster {kube.uid}@{kube.url}), namespace {NS}" \
+        in ok.stdout  # type: ignore[attr-defined]
     assert "cordon node node-" in ok.stdout and "with grace 30 s" in ok.stdout
     assert "not applied on Kubernetes (local cluster only): provisioning_delay_s=60" in ok.stdout
     refused = subprocess.run([sys.executable, "-m", "inferchaos.cli", "plan", "replica_crash", *base],
@@ -196,10 +267,12 @@ def test_everything(run_experiment, target):
 
 
 @pytest.mark.parametrize("case, over, words", [
-    ("context not allowed", {"--kube-context": "prod"}, ["'prod' is not on the allowlist", "--allow-context prod"]),
+    ("cluster not allowed", {"--allow-cluster": "uid-of-another-cluster"}, ["is not on the allowlist",
+                                                                          "--allow-cluster "]),
     ("kube-system", {"--namespace": "kube-system", "--allow-namespace": "kube-system"}, ["kube-system is refused"]),
     ("namespace not allowed", {"--allow-namespace": None}, ["namespace ml is not allowed", "--allow-namespace ml"]),
     ("selector matches nothing", {"--selector": "app=nothing"}, ["--selector app=nothing matches no pod"]),
+    ("existence-only selector", {"--selector": "app"}, ["names no label value"]),
     ("no endpoint", {"--endpoint": None}, ["--endpoint", "URL under test"]),
     ("blast radius", {}, ["100%", "every"]),
 ])
@@ -220,6 +293,20 @@ def test_refusals_are_one_line_exit_2_and_touch_nothing(kube, endpoint, tmp_path
     assert Ledger(tmp_path / "ledger.jsonl").open_entries() == []
 
 
+def test_spot_refuses_a_node_it_shares_with_another_workload(kube, endpoint, tmp_path):
+    """Each replica shares its node with a pod of another team: no node is the radius's alone."""
+    for i, node in enumerate(kube.cluster.nodes):  # type: ignore[attr-defined]
+        kube.add("", "v1", "pods", {"metadata": {"name": f"etl-{i}", "namespace": "team-b", "labels": {"app": "etl"}},
+                                    "spec": {"nodeName": node, "containers": [{"name": "etl", "image": "etl:1"}]},
+                                    "status": {"phase": "Running"}}, "team-b")
+    proc = pytest_run(["experiments/test_spot_reclamation.py"], kube_args(kube, endpoint, tmp_path, shared_nodes=False),
+                      timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "also runs team-b/etl-" in out and "--allow-shared-nodes" in out
+    assert [(m, p) for m, p, _, _ in mutations(kube)] == []
+
+
 # ----------------------------------------------------------------------------- recover
 def test_recover_undoes_a_cordon_left_by_a_killed_run(kube, endpoint, tmp_path):
     ledger = Ledger(tmp_path / "ledger.jsonl")
@@ -237,8 +324,8 @@ def test_recover_undoes_a_cordon_left_by_a_killed_run(kube, endpoint, tmp_path):
             return None
 
         node = wait_for(cordoned, 60, "a node cordoned by the spot reclamation")
-        wait_for(lambda: any(u.op == "kube_cordon" for e in ledger.open_entries() for u in e.undo), 10,
-                 "the cordon's undo journalled")
+        wait_for(lambda: any(u.op == "kube_node" for e in ledger.open_entries() for u in e.undo), 10,
+                 "the node's undo journalled")
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait(10)
     finally:
@@ -250,7 +337,7 @@ def test_recover_undoes_a_cordon_left_by_a_killed_run(kube, endpoint, tmp_path):
     rec = subprocess.run([sys.executable, "-m", "inferchaos.cli", "recover", "--ledger", str(tmp_path / "ledger.jsonl")],
                          capture_output=True, text=True, timeout=60, cwd=REPO)
     assert rec.returncode == 0, rec.stdout + rec.stderr
-    assert f"node {node}: uncordoned" in rec.stdout and "taint inferchaos.io/spot-reclaimed removed" in rec.stdout
+    assert f"node {node}: released" in rec.stdout
     spec = kube.cluster.node(node)["spec"]  # type: ignore[attr-defined]
     assert not spec.get("unschedulable") and not spec.get("taints")
     assert ledger.open_entries() == []
@@ -260,7 +347,7 @@ def test_recover_undoes_a_cordon_left_by_a_killed_run(kube, endpoint, tmp_path):
 # ----------------------------------------------------------------------------- the watch
 def test_the_pod_cache_relists_after_410_and_remembers_the_dead(kube, endpoint):
     settings = KubeSettings(NS, "app=ref", endpoint.lb_url, kubeconfig=str(kube.kubeconfig),  # type: ignore[attr-defined]
-                            allow_contexts=(CONTEXT,), allow_namespaces=(NS,))
+                            allow_clusters=(kube.uid,), allow_namespaces=(NS,))  # type: ignore[attr-defined]
     with KubeTarget(settings) as target:
         target.wait_steady(10)
         assert target.unsteady() is None and target.desired_replicas() == 3

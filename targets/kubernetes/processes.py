@@ -94,8 +94,10 @@ def state(conn: Connection, namespace: str, pod: str, container: str, proc: Proc
 def stop(conn: Connection, namespace: str, pod: str, container: str, proc: Proc, expires_s: int) -> None:
     """SIGSTOP, and a watchdog that resumes it after `expires_s` whatever becomes of us."""
     pid = int(proc.pid)
-    script = (f"kill -STOP {pid} && {{ : {WATCHDOG}-{pid}; sleep {int(expires_s)}; kill -CONT {pid}; }} "
-              ">/dev/null 2>&1 </dev/null &")
+    # the watchdog's own streams go to /dev/null: exec ends only when every holder of its
+    # stdout/stderr has closed them (containerd waits for the streams, not for the shell)
+    script = (f"kill -STOP {pid} && {{ {{ : {WATCHDOG}-{pid}; sleep {int(expires_s)}; kill -CONT {pid}; }} "
+              ">/dev/null 2>&1 </dev/null & }")
     _exec(conn, namespace, pod, container, ["sh", "-c", script])
 
 

@@ -1,8 +1,11 @@
 """A stateful fake Kubernetes API server for driving the real `kubernetes` client over HTTP.
 
 Fixtures (import them into a test module: `from tests.fakekube import fakekube, kube_client`):
-- `fakekube`: a running `FakeKube` (url, store, set_eviction, fail_next, expire_watches, requests)
+- `fakekube`: a running `FakeKube` (url, store, set_eviction, fail_next, expire_watches, requests,
+  finalize_pod, authorizations)
 - `kube_client`: a `kubernetes.client.ApiClient` pointed at it
+
+For RBAC: `FakeKube(policy=Policy.from_manifests([...]), tokens={"t": service_account("inferchaos", "runner")})`.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ import kubernetes.client
 import pytest
 
 from tests.fakekube.apiserver import EvictionAnswer, FakeKube, Request
+from tests.fakekube.rbac import Attributes, Authorization, Policy, request_attributes, service_account
 from tests.fakekube.shapes import status_body
-from tests.fakekube.store import Resource, Store
+from tests.fakekube.store import Deletion, Resource, Store, pod_grace_period
 
-__all__ = ["EvictionAnswer", "FakeKube", "Request", "Resource", "Store", "fakekube", "kube_client", "status_body"]
+__all__ = ["Attributes", "Authorization", "Deletion", "EvictionAnswer", "FakeKube", "Policy", "Request", "Resource",
+           "Store", "fakekube", "kube_client", "pod_grace_period", "request_attributes", "service_account",
+           "status_body"]
 
 
 @pytest.fixture

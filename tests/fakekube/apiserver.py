@@ -8,6 +8,11 @@
         assert kube.requests(method="POST", path_endswith="/eviction")
 
 It runs its own event loop in a background thread, so synchronous tests can use it.
+
+Like a real API server it can refuse: with a `Policy` (tests/fakekube/rbac.py) every request
+is authenticated by its bearer token and authorised by RBAC (401/403 as the apiserver words
+them), and a pod's DELETE or eviction is graceful: the pod stays, terminating, until its
+grace period ends or `finalize_pod` (the kubelet, once the containers stopped) removes it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import asyncio
 import json
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -25,10 +30,12 @@ from aiohttp import web
 
 from tests.fakekube.execs import Exec, ExecHandler, default_handler, serve_exec
 from tests.fakekube.patches import PatchError, apply_patch
+from tests.fakekube.rbac import (CONNECT_SUBRESOURCES, Attributes, Authorization, Decision, Policy, is_discovery,
+                                 request_attributes)
 from tests.fakekube.selectors import SelectorError, field_predicate, label_predicate
-from tests.fakekube.shapes import (API_VERSIONS, VERSION, api_group_list, list_body, resource_list, scale_of,
-                                   status_body, status_response)
-from tests.fakekube.store import SCALABLE, Conflict, NotFound, Resource, Store
+from tests.fakekube.shapes import (API_VERSIONS, VERSION, api_group_list, forbidden_response, list_body,
+                                   resource_list, scale_of, status_body, status_response, unauthorized_response)
+from tests.fakekube.store import SCALABLE, Conflict, Deletion, NotFound, Resource, Store, rfc3339_now
 
 
 BODY = web.RequestKey("body", object)
@@ -53,9 +60,23 @@ class EvictionAnswer:
 
 
 class FakeKube:
-    """The server, its store and its request log. Use as a context manager (or start/stop)."""
+    """The server, its store and its request log. Use as a context manager (or start/stop).
 
-    def __init__(self) -> None:
+    `policy`: enforce RBAC (None: allow everything, as without an authorizer). `tokens`: bearer
+    token -> user ("system:serviceaccount:NS:NAME"); with a policy an unknown or missing token
+    is 401. `exec_verb`: the cluster version the exec websocket is authorised as: "get" before
+    1.35 (GET upgrade -> `get` on pods/exec), "create" from 1.35, where the apiserver checks
+    `get` (the GET) and then also `create` (AuthorizePodWebsocketUpgradeCreatePermission).
+    """
+
+    def __init__(self, policy: Policy | None = None, tokens: dict[str, str] | None = None,
+                 exec_verb: str = "create") -> None:
+        if exec_verb not in ("get", "create"):
+            raise ValueError(f"exec_verb must be 'get' or 'create', not {exec_verb!r}")
+        self.policy, self.tokens, self.exec_verb = policy, dict(tokens or {}), exec_verb
+        #: every authorisation decision on a resource request, allowed or not, in order.
+        self.authorizations: list[Authorization] = []
+        self._grace_ends: dict[tuple[str, str, str], float] = {}  # (ns, pod, uid) -> loop time
         self.store = Store()
         self._log: list[Request] = []
         self._log_lock = threading.Lock()
@@ -67,6 +88,8 @@ class FakeKube:
         self._wakes: set[asyncio.Event] = set()
         self._closing = False
         self.port = 0
+        #: admission hooks on create: object -> a refusal (code, reason, message) or None.
+        self.admission: list[Any] = []
         #: every exec asked for, and what answers it (set by tests).
         self.execs: list[Exec] = []
         self.exec_handler: ExecHandler = default_handler
@@ -120,9 +143,13 @@ class FakeKube:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def api_client(self) -> kubernetes.client.ApiClient:
-        """A real client pointed at this server (no auth, no TLS). Close it when done."""
+    def api_client(self, token: str | None = None) -> kubernetes.client.ApiClient:
+        """A real client pointed at this server (no TLS; `token` sent as a bearer token, as a
+        service account's is). Close it when done."""
         config = kubernetes.client.Configuration(host=self.url)
+        if token is not None:
+            config.api_key = {"BearerToken": token}
+            config.api_key_prefix = {"BearerToken": "Bearer"}
         return kubernetes.client.ApiClient(config)
 
     # --- test controls ---------------------------------------------------------------------
@@ -153,6 +180,24 @@ class FakeKube:
     def clear_requests(self) -> None:
         with self._log_lock:
             self._log.clear()
+
+    def finalize_pod(self, namespace: str, name: str) -> bool:
+        """The kubelet's last word on a terminating pod once its containers have stopped: the
+        final delete (grace 0), which removes it before its grace period ends. False when the
+        pod is already gone; ValueError when it is not terminating (nothing asked to delete it)."""
+        resource = self.store.resource("", "v1", "pods")
+        try:
+            pod = self.store.get(resource, namespace, name)
+        except NotFound:
+            return False
+        if not pod["metadata"].get("deletionTimestamp"):
+            raise ValueError(f"pod {namespace}/{name} is not terminating: only a deleted pod is finalized")
+        with self._log_lock:
+            self._grace_ends.pop((namespace, name, pod["metadata"].get("uid", "")), None)
+        try:
+            return self.store.delete_gracefully(resource, namespace, name, 0).removed
+        except NotFound:
+            return False
 
     # seeding helpers: straight into the store, not logged as requests
     def add(self, group: str, version: str, plural: str, obj: dict[str, Any], namespace: str = "") -> dict[str, Any]:
@@ -200,6 +245,9 @@ class FakeKube:
         with self._log_lock:
             self._log.append(entry)
         request[BODY] = body
+        refused = self._authorize(request)
+        if refused is not None:
+            return refused
         queued = self._faults.get((request.method, request.path))
         if queued:
             status, message = queued.pop(0)
@@ -214,8 +262,43 @@ class FakeKube:
             return status_response(422 if isinstance(exc, PatchError) else 400,
                                    "Invalid" if isinstance(exc, PatchError) else "BadRequest", str(exc))
 
+    # --- authentication and authorisation --------------------------------------------------
+
+    def _authorize(self, request: web.Request) -> web.Response | None:
+        """Authenticate by bearer token, then authorise as kube-apiserver's RBAC would; None
+        lets the request through. Without a policy everything passes (and is still recorded)."""
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer "):].strip() if header.startswith("Bearer ") else ""
+        user = self.tokens.get(token, "") if token else ""
+        if self.policy is not None and not user:
+            return unauthorized_response()
+        attrs = request_attributes(request.method, request.path, request.query_string)
+        if not attrs.resource_request:
+            if self.policy is None or is_discovery(attrs.path):
+                return None
+            return forbidden_response(user, attrs)
+        checks = [attrs]
+        if (attrs.resource == "pods" and not attrs.group and attrs.subresource in CONNECT_SUBRESOURCES
+                and attrs.verb == "get" and self.exec_verb == "create"):
+            checks.append(replace(attrs, verb="create"))  # 1.35+: the upgrade also needs create
+        for check in checks:
+            decision = (self.policy.decide(user, check.verb, check.group, check.resource, check.subresource,
+                                           check.namespace, check.name)
+                        if self.policy is not None else Decision(True))
+            self._record_authorization(user, check, decision.allowed)
+            if not decision.allowed:
+                return forbidden_response(user, check, decision.reason)
+        return None
+
+    def _record_authorization(self, user: str, attrs: Attributes, allowed: bool) -> None:
+        with self._log_lock:
+            self.authorizations.append(Authorization(user, attrs.verb, attrs.group, attrs.qualified,
+                                                     attrs.namespace, attrs.name, allowed))
+
     async def _version(self, request: web.Request) -> web.Response:
-        return web.json_response(VERSION)
+        # the version the exec authorisation models: 1.35 checks create on the websocket upgrade
+        minor = "35" if self.exec_verb == "create" else "31"
+        return web.json_response(dict(VERSION, minor=minor, gitVersion=f"v1.{minor}.0-fakekube"))
 
     async def _api_versions(self, request: web.Request) -> web.Response:
         return web.json_response(API_VERSIONS)
@@ -264,6 +347,10 @@ class FakeKube:
         if request.method == "POST":
             if not isinstance(body, dict):
                 return status_response(400, "BadRequest", "the body of the request was not an object")
+            for admit in self.admission:  # validating webhooks (Chaos Mesh's: tests/fakekube/chaosmesh.py)
+                refusal = admit(body)
+                if refusal is not None:
+                    return status_response(refusal.code, refusal.reason, refusal.message)
             try:
                 created = self.store.create(resource, namespace, body)
             except ValueError as exc:
@@ -275,18 +362,24 @@ class FakeKube:
         if request.method == "GET":
             items, rv = self.store.list(resource, namespace or None, predicate)
             return web.json_response(list_body(resource, items, rv))
-        if request.method == "DELETE":
+        if request.method == "DELETE":  # each item as its own DELETE would (pods: gracefully)
             items, _ = self.store.list(resource, namespace or None, predicate)
+            grace = _grace_period(request, body)
+            answered = []
             for item in items:
-                self.store.delete(resource, item["metadata"].get("namespace", ""), item["metadata"]["name"])
-            return web.json_response(list_body(resource, items, self.store.resource_version))
+                try:
+                    answered.append(self._delete(resource, item["metadata"].get("namespace", ""),
+                                                 item["metadata"]["name"], grace).object)
+                except NotFound:
+                    continue
+            return web.json_response(list_body(resource, answered, self.store.resource_version))
         return status_response(405, "MethodNotAllowed", f"{request.method} is not allowed on a collection")
 
     def _item(self, request: web.Request, resource: Resource, namespace: str, name: str, body: Any) -> web.Response:
         if request.method == "GET":
             return web.json_response(self.store.get(resource, namespace, name))
-        if request.method == "DELETE":
-            return web.json_response(self.store.delete(resource, namespace, name))
+        if request.method == "DELETE":  # 200 with the pod, still there while it terminates
+            return web.json_response(self._delete(resource, namespace, name, _grace_period(request, body)).object)
         if request.method == "PUT":
             if not isinstance(body, dict):
                 return status_response(400, "BadRequest", "the body of the request was not an object")
@@ -333,8 +426,49 @@ class FakeKube:
         if answer.status >= 400:
             return status_response(answer.status, None,
                                    answer.message or "eviction refused by the test")
-        self.store.delete(resource, namespace, name)
+        # as the eviction subresource does it: mark the pod (DisruptionTarget), then delete it
+        # with the eviction's deleteOptions, gracefully like any pod DELETE
+        self.store.update(resource, namespace, name, _disruption_target)
+        options = (body or {}).get("deleteOptions") if isinstance(body, dict) else None
+        grace = (options or {}).get("gracePeriodSeconds")
+        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool)):
+            return status_response(400, "BadRequest", f"deleteOptions.gracePeriodSeconds must be an integer, got {grace!r}")
+        self._delete(resource, namespace, name, grace)
         return web.json_response(status_body(201, "", ""), status=201)
+
+    # --- graceful deletion -------------------------------------------------------------------
+
+    def _delete(self, resource: Resource, namespace: str, name: str, grace: int | None) -> Deletion:
+        """A DELETE as the registry does it; a pod left terminating is removed when its grace ends
+        (the kubelet's final delete, which a kubelet model may do earlier by `finalize_pod`)."""
+        outcome = self.store.delete_gracefully(resource, namespace, name, grace)
+        if not outcome.removed and self._loop is not None:
+            uid = outcome.object["metadata"].get("uid", "")
+            key = (namespace, name, uid)
+            end = self._loop.time() + outcome.remaining_s
+            with self._log_lock:
+                if end < self._grace_ends.get(key, float("inf")):
+                    self._grace_ends[key] = end
+                    self._loop.call_later(outcome.remaining_s, self._grace_ended, key)
+        return outcome
+
+    def _grace_ended(self, key: tuple[str, str, str]) -> None:
+        assert self._loop is not None
+        with self._log_lock:
+            end = self._grace_ends.get(key)
+            if end is None:
+                return  # finalized, or a shorter grace already ended it
+            if self._loop.time() < end - 0.001:
+                self._loop.call_later(end - self._loop.time(), self._grace_ended, key)
+                return
+            del self._grace_ends[key]
+        namespace, name, uid = key
+        resource = self.store.resource("", "v1", "pods")
+        try:
+            if self.store.get(resource, namespace, name)["metadata"].get("uid") == uid:
+                self.store.delete_gracefully(resource, namespace, name, 0)
+        except NotFound:
+            pass
 
     async def _watch(self, request: web.Request, resource: Resource, namespace: str, predicate: Any) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
@@ -398,6 +532,32 @@ class FakeKube:
 
 def _at(parts: list[str], index: int) -> str | None:
     return parts[index] if len(parts) > index else None
+
+
+def _grace_period(request: web.Request, body: Any) -> int | None:
+    """DeleteOptions.gracePeriodSeconds as kube-apiserver reads it: from a non-empty body if one
+    was sent (the query is then ignored), else from the query."""
+    if body is not None:
+        grace = body.get("gracePeriodSeconds") if isinstance(body, dict) else None
+        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool)):
+            raise ValueError(f"gracePeriodSeconds must be an integer, got {grace!r}")
+        return grace
+    raw = request.query.get("gracePeriodSeconds")
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"gracePeriodSeconds: invalid value {raw!r}") from None
+
+
+def _disruption_target(pod: dict[str, Any]) -> dict[str, Any]:
+    """The condition the eviction subresource adds before deleting (PodDisruptionConditions)."""
+    conditions = pod.setdefault("status", {}).setdefault("conditions", [])
+    conditions[:] = [c for c in conditions if c.get("type") != "DisruptionTarget"]
+    conditions.append({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+                       "message": "Eviction API: evicting", "lastTransitionTime": rfc3339_now()})
+    return pod
 
 
 def _predicate(request: web.Request) -> Any:

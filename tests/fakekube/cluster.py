@@ -1,8 +1,17 @@
 """A namespace that behaves: nodes, a Deployment whose pods a tiny controller keeps at its
-replica count (scheduling new ones on nodes that are neither cordoned nor tainted), and a
-feature-pipeline Deployment — so a fault sent through the real client has consequences a
-test can see, as on a cluster: an evicted pod is replaced elsewhere, a cordoned node gets
-no new pods.
+replica count (scheduling new ones on nodes that are neither cordoned nor tainted), a
+feature-pipeline Deployment, and a kubelet (tests/fakekube/kubelet.py) that runs every pod's
+containers as real processes in real pid namespaces — so a fault sent through the real
+client has the consequences the kernel and a kubelet give it, not the ones our code expects:
+an evicted pod is replaced elsewhere, a cordoned node gets no new pods, a SIGSTOPped server
+fails its readiness probe, `kill -STOP 1` does nothing.
+
+    with FakeKube() as fake, FakeCluster(fake, namespace="ml") as cluster:
+        cluster.kubelet.port("ml", pod)        # the pod's server, on 127.0.0.1
+        cluster.kubelet.intercept(lambda e: "gpu_hog" in " ".join(e.argv), lambda e: ("", "", 0))
+
+Pods are created Pending and not ready; the kubelet starts them and its probe makes them
+Ready. `start()` returns once the seeded pods are Ready (or raises after START_DEADLINE_S).
 """
 
 from __future__ import annotations
@@ -14,12 +23,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tests.fakekube.apiserver import FakeKube
-from tests.fakekube.execs import Exec, default_handler
+from tests.fakekube.execs import default_handler
+from tests.fakekube.kubelet import Kubelet
 from tests.fakekube.store import NotFound
 
 POD = ("", "v1", "pods")
 NODE = ("", "v1", "nodes")
 DEPLOYMENT = ("apps", "v1", "deployments")
+START_DEADLINE_S = 10.0
 
 
 def _now() -> str:
@@ -27,18 +38,28 @@ def _now() -> str:
 
 
 class FakeCluster:
+    """`share_process_namespace` goes into the Deployment's pod template and its pods: True
+    (the reference deployment's choice) puts a pause process at PID 1 of each pod."""
+
     def __init__(self, fake: FakeKube, namespace: str = "ml", app: str = "ref", replicas: int = 3,
-                 nodes: tuple[str, ...] = ("node-a", "node-b", "node-c"), ready_after_s: float = 0.3) -> None:
+                 nodes: tuple[str, ...] = ("node-a", "node-b", "node-c"), share_process_namespace: bool = True) -> None:
         self.fake, self.namespace, self.app, self.replicas = fake, namespace, app, replicas
-        self.nodes, self.ready_after_s = nodes, ready_after_s
+        self.nodes, self.share_process_namespace = nodes, share_process_namespace
+        self.kubelet = Kubelet(fake, nodes)
         self._names = itertools.count(1)
-        self._born: dict[str, float] = {}
+        self._seeded: list[str] | None = None  # the seeded pods' names, once seeded
+        self._started = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fake-controller", daemon=True)
 
     @property
     def selector(self) -> str:
         return f"app={self.app}"
+
+    def pod_spec(self, node: str) -> dict[str, Any]:
+        return {"nodeName": node, "shareProcessNamespace": self.share_process_namespace,
+                "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
+                "containers": [{"name": "server", "image": "ref:1"}]}
 
     def seed(self) -> FakeCluster:
         f = self.fake
@@ -48,48 +69,49 @@ class FakeCluster:
                           "spec": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
         for name, labels, replicas in ((self.app, {"app": self.app}, self.replicas),
                                        ("feature-pipeline", {"app": "feature-pipeline"}, 1)):
+            template = {k: v for k, v in self.pod_spec("").items() if k != "nodeName"}
             f.add(*DEPLOYMENT, {"metadata": {"name": name, "namespace": self.namespace, "labels": labels},
                                 "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                                         "template": {"metadata": {"labels": labels},
-                                                      "spec": {"containers": [{"name": "server", "image": "ref:1"}]}}}},
+                                         "template": {"metadata": {"labels": labels}, "spec": template}}},
                   self.namespace)
-        for _ in range(self.replicas):
-            self._create_pod(ready=True)
+        self._seeded = [n for n in (self._create_pod() for _ in range(self.replicas)) if n]
         return self
 
     def start(self) -> FakeCluster:
+        """Start the kubelet and the controller; return once the seeded pods are Ready."""
         self.fake.exec_handler = self.kubelet
+        self._started = True
+        self.kubelet.start()
         self._thread.start()
+        deadline = time.monotonic() + START_DEADLINE_S
+        seeded = set(self._seeded or ())
+        while seeded - set(self.ready_pods()):
+            if time.monotonic() > deadline:
+                waiting = sorted(seeded - set(self.ready_pods()))
+                logs = {n: self.kubelet.logs(self.namespace, n)[-600:] for n in waiting}
+                self.stop()
+                raise RuntimeError(f"fake cluster: pods {waiting} not Ready after {START_DEADLINE_S} s; "
+                                   f"container logs: {logs}")
+            time.sleep(0.05)
         return self
 
-    def kubelet(self, e: Exec) -> tuple[str, str, int]:
-        """What exec'd commands do to the pod, as its kubelet would report it: a stopped
-        server fails its readiness probe, a GPU hog OOM-kills the server's container."""
-        if e.argv[:2] == ("kill", "-STOP"):
-            self._set_ready(e.pod, False)
-        elif e.argv[:2] == ("kill", "-CONT"):
-            self._set_ready(e.pod, True)
-        elif e.argv[:2] == ("sh", "-c") and "faults.gpu_hog" in e.argv[2]:
-            self._oom_kill(e.pod)
-        return default_handler(e)
-
-    def _oom_kill(self, name: str) -> None:
-        def change(pod: dict[str, Any]) -> dict[str, Any]:
-            pod["status"]["conditions"] = [{"type": "Ready", "status": "False", "lastTransitionTime": _now()}]
-            for cs in pod["status"].get("containerStatuses", []):
-                cs.update(ready=False, restartCount=cs.get("restartCount", 0) + 1,
-                          lastState={"terminated": {"exitCode": 137, "reason": "OOMKilled"}})
-            return pod
-
-        self.fake.store.update(self.fake.store.resource(*POD), self.namespace, name, change)
-        self._born[name] = time.monotonic()  # the controller marks it ready again after ready_after_s
-
     def stop(self) -> None:
+        """Stop the controller, then the kubelet: every container process is killed and reaped."""
+        if not self._started:
+            return
+        self._started = False
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self.kubelet.stop()
+        self.fake.exec_handler = default_handler
 
     def __enter__(self) -> FakeCluster:
-        return self.seed().start()
+        """Seeds and starts what is not yet: `with FakeCluster(...)`, or `with cluster.start()`
+        after seeding (and adding objects) by hand."""
+        if self._seeded is None:
+            self.seed()
+        return self if self._started else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -101,11 +123,18 @@ class FakeCluster:
                               lambda o: o["metadata"].get("labels", {}).get("app") == self.app)
         return items
 
+    def pod(self, name: str) -> dict[str, Any]:
+        return self.fake.get(*POD, name, self.namespace)
+
     def node(self, name: str) -> dict[str, Any]:
         return self.fake.get(*NODE, name)
 
     def ready_pods(self) -> list[str]:
         return [p["metadata"]["name"] for p in self.pods() if _ready(p)]
+
+    def port(self, pod: str) -> int | None:
+        """Where the pod's server listens (127.0.0.1), per its kubelet."""
+        return self.kubelet.port(self.namespace, pod)
 
     # ------------------------------------------------------------------ the controller
     def _run(self) -> None:
@@ -116,18 +145,17 @@ class FakeCluster:
                 continue
 
     def reconcile(self) -> None:
+        """As a ReplicaSet: terminating pods do not count; new ones replace them at once."""
         want = self.fake.get(*DEPLOYMENT, self.app, self.namespace)["spec"].get("replicas", 0)
-        pods = self.pods()
-        for p in pods:
-            name = p["metadata"]["name"]
-            if name in self._born and not _ready(p) and time.monotonic() - self._born[name] >= self.ready_after_s:
-                del self._born[name]
-                self._set_ready(name)
+        pods = [p for p in self.pods() if not p["metadata"].get("deletionTimestamp")]
         missing = want - len(pods)
         for _ in range(max(0, missing)):
-            self._create_pod(ready=False)
+            self._create_pod()
         for p in pods[want:] if missing < 0 else []:
-            self.fake.store.delete(self.fake.store.resource(*POD), self.namespace, p["metadata"]["name"])
+            try:
+                self.fake.store.delete(self.fake.store.resource(*POD), self.namespace, p["metadata"]["name"])
+            except NotFound:
+                pass
 
     def _schedulable(self) -> list[str]:
         ok = []
@@ -139,34 +167,20 @@ class FakeCluster:
             ok.append(n)
         return ok
 
-    def _create_pod(self, ready: bool) -> None:
+    def _create_pod(self) -> str | None:
+        """A new pod, bound to a schedulable node and Pending: its kubelet makes it Running and
+        Ready. None when no node has room (Pending, unbound, as on a cluster)."""
         nodes = self._schedulable()
         if not nodes:
-            return  # Pending, as on a cluster with no room
+            return None
         i = next(self._names)
         name = f"{self.app}-{i:03d}"
-        status: dict[str, Any] = {"phase": "Running", "podIP": f"10.0.0.{i % 250}",
-                                  "containerStatuses": [{"name": "server", "ready": ready, "restartCount": 0,
-                                                         "image": "ref:1", "imageID": "", "state": {"running": {}}}],
-                                  "conditions": []}
-        if ready:
-            status["conditions"] = [{"type": "Ready", "status": "True", "lastTransitionTime": _now()}]
+        status: dict[str, Any] = {"phase": "Pending", "podIP": f"10.0.0.{i % 250}",
+                                  "conditions": [{"type": "PodScheduled", "status": "True",
+                                                  "lastTransitionTime": _now()}]}
         self.fake.add(*POD, {"metadata": {"name": name, "namespace": self.namespace, "labels": {"app": self.app}},
-                             "spec": {"nodeName": nodes[i % len(nodes)],
-                                      "containers": [{"name": "server", "image": "ref:1"}]},
-                             "status": status}, self.namespace)
-        if not ready:
-            self._born[name] = time.monotonic()
-
-    def _set_ready(self, name: str, ready: bool = True) -> None:
-        def change(pod: dict[str, Any]) -> dict[str, Any]:
-            pod["status"]["conditions"] = [{"type": "Ready", "status": "True" if ready else "False",
-                                            "lastTransitionTime": _now()}]
-            for cs in pod["status"].get("containerStatuses", []):
-                cs["ready"] = ready
-            return pod
-
-        self.fake.store.update(self.fake.store.resource(*POD), self.namespace, name, change)
+                             "spec": self.pod_spec(nodes[i % len(nodes)]), "status": status}, self.namespace)
+        return name
 
 
 def _ready(pod: dict[str, Any]) -> bool:

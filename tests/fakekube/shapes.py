@@ -6,9 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakekube.rbac import Attributes, forbidden_message
 from tests.fakekube.store import SCALABLE, Resource
 
-REASONS = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict", 410: "Expired",
+REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict", 410: "Expired",
            415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
            503: "ServiceUnavailable"}
 
@@ -26,13 +27,25 @@ def status_body(code: int, reason: str, message: str, details: dict[str, Any] | 
         "status": "Success" if code < 400 else "Failure",
         "message": message, "reason": reason, "code": code,
     }
-    if details:
+    if details is not None:
         body["details"] = details
     return body
 
 
 def status_response(code: int, reason: str | None, message: str, details: dict[str, Any] | None = None) -> web.Response:
     return web.json_response(status_body(code, reason or REASONS.get(code, "Unknown"), message, details), status=code)
+
+
+def unauthorized_response() -> web.Response:
+    """What kube-apiserver answers a request whose credentials it cannot authenticate."""
+    return status_response(401, "Unauthorized", "Unauthorized")
+
+
+def forbidden_response(user: str, attrs: Attributes, reason: str = "") -> web.Response:
+    """A denial as kube-apiserver writes it: details name the resource without its subresource
+    (`kind` "pods" for pods/eviction) and the group only when it is not the core one."""
+    details = {k: v for k, v in (("name", attrs.name), ("group", attrs.group), ("kind", attrs.resource)) if v}
+    return status_response(403, "Forbidden", forbidden_message(user, attrs, reason), details)
 
 
 def list_body(resource: Resource, items: list[dict[str, Any]], rv: int) -> dict[str, Any]:

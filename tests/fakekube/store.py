@@ -10,7 +10,7 @@ import copy
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 Key = tuple[str, str, str, str, str]  # group, version, plural, namespace ("" if cluster-scoped), name
@@ -57,6 +57,9 @@ BUILTIN = [
     Resource("monitoring.coreos.com", "v1", "prometheusrules", "PrometheusRule"),
 ]
 SCALABLE = {("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets")}
+#: kinds whose registry deletes gracefully (a delete strategy with CheckGracefulDelete): pods.
+GRACEFUL = {("", "pods")}
+DEFAULT_TERMINATION_GRACE_S = 30  # what the API defaults spec.terminationGracePeriodSeconds to
 
 
 class Conflict(Exception):
@@ -80,7 +83,40 @@ class Change:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339(datetime.now(timezone.utc))
+
+
+rfc3339_now = _now  # for the server's own timestamps (conditions)
+
+
+def _rfc3339(moment: datetime) -> str:
+    """metav1.Time on the wire: RFC 3339 in UTC, whole seconds."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+def pod_grace_period(pod: dict[str, Any], requested: int | None) -> int:
+    """podStrategy.CheckGracefulDelete: the grace asked for, else the pod's
+    terminationGracePeriodSeconds; 0 for a pod never scheduled (no kubelet to stop it) or
+    already Succeeded/Failed; a negative one becomes 1."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    period = requested if requested is not None else spec.get("terminationGracePeriodSeconds",
+                                                                   DEFAULT_TERMINATION_GRACE_S)
+    if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
+        period = 0
+    return 1 if period < 0 else int(period)
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """The outcome of a graceful DELETE: what it answers, and whether the object is gone."""
+
+    object: dict[str, Any]  # the object as it stands (terminating) or as it was removed
+    removed: bool
+    remaining_s: float = 0.0  # until the grace period ends, while it is still there
 
 
 class Store:
@@ -233,7 +269,9 @@ class Store:
                                "the object has been modified; please apply your changes to the latest version and try again")
             obj = self._stamp(resource, obj)
             meta = obj.setdefault("metadata", {})
-            for field in ("uid", "creationTimestamp", "namespace", "name"):
+            # identity, and the deletion once begun: only a DELETE sets or shortens that
+            for field in ("uid", "creationTimestamp", "namespace", "name", "deletionTimestamp",
+                          "deletionGracePeriodSeconds"):
                 if field in old["metadata"]:
                     meta[field] = old["metadata"][field]
             generation = old["metadata"].get("generation", 1)
@@ -265,3 +303,49 @@ class Store:
             obj["metadata"]["resourceVersion"] = str(self._rv)
             self._record("DELETED", resource, obj)
             return obj
+
+    def delete_gracefully(self, resource: Resource, namespace: str, name: str,
+                          grace: int | None) -> Deletion:
+        """DELETE as the API server's generic registry does it (rest.BeforeDelete, then
+        updateForGracefulDeletionAndFinalizers). For a kind without graceful deletion, remove it
+        at once. For a pod: the first delete sets deletionTimestamp = now + grace and
+        deletionGracePeriodSeconds (a MODIFIED event) and leaves it there; a later one may only
+        shorten the grace; a grace of 0 writes that update and then removes the pod (MODIFIED,
+        then DELETED, as a watch on a cluster sees it). Removal at the end of the grace is the
+        kubelet's (here FakeKube's) final delete with grace 0."""
+        with self._lock:
+            found = self._find(resource, namespace, name)
+            if found is None:
+                raise NotFound(f'{resource.plural}{"." + resource.group if resource.group else ""} "{name}" not found')
+            key, current = found
+            if (resource.group, resource.plural) not in GRACEFUL:
+                return Deletion(self.delete(resource, namespace, name), True)
+            obj = copy.deepcopy(current)
+            meta = obj["metadata"]
+            now = datetime.now(timezone.utc).replace(microsecond=0)
+            if meta.get("deletionTimestamp"):
+                old = meta.get("deletionGracePeriodSeconds")
+                if not old:
+                    return Deletion(self.delete(resource, namespace, name), True)
+                if grace is None or grace >= old:  # pending: a longer grace never extends it
+                    left = (_parse_time(meta["deletionTimestamp"]) - now).total_seconds()
+                    return Deletion(self._stamp(resource, obj), False, max(0.0, left))
+                period = grace
+                ends = _parse_time(meta["deletionTimestamp"]) - timedelta(seconds=old) + timedelta(seconds=period)
+                if ends < now:  # never into the past; a graceful one stays graceful
+                    ends, period = now, (1 if period else 0)
+                remaining = (ends - now).total_seconds() if period else 0.0
+            else:
+                period = pod_grace_period(obj, grace)
+                ends, remaining = now + timedelta(seconds=period), float(period)
+                if meta.get("generation"):
+                    meta["generation"] += 1
+            meta["deletionTimestamp"] = _rfc3339(ends)
+            meta["deletionGracePeriodSeconds"] = period
+            self._rv += 1
+            meta["resourceVersion"] = str(self._rv)
+            self._objects[key] = obj
+            self._record("MODIFIED", resource, obj)
+            if period == 0:
+                return Deletion(self.delete(resource, namespace, name), True)
+            return Deletion(copy.deepcopy(obj), False, max(remaining, 0.0))
