@@ -73,3 +73,29 @@ def target(fake: FakeKube, tmp: Path, uid: str, **over: Any) -> KubeTarget:
                             kubeconfig=str(kubeconfig(fake, tmp)), allow_clusters=(uid,), allow_namespaces=(NS,),
                             **over)
     return KubeTarget(settings, Connection(settings.kubeconfig, CONTEXT))
+
+
+def identify_and_opt_in(fake: FakeKube, namespace: str = NS) -> str:
+    """What a real cluster has and a bare fake lacks: kube-system (whose UID names the
+    cluster) and the target namespace's opt-in label. Returns the UID."""
+    uid = fake.add("", "v1", "namespaces", {"metadata": {"name": "kube-system"}})["metadata"]["uid"]
+
+    def label(ns: dict[str, Any]) -> dict[str, Any]:
+        ns["metadata"].setdefault("labels", {})["inferchaos.io/allow-chaos"] = "true"
+        return ns
+
+    fake.store.update(fake.store.resource("", "v1", "namespaces"), "", namespace, label)
+    return uid
+
+
+RUNNER_TOKEN = "runner-token"
+RBAC_MANIFESTS = ("deploy/base/rbac.yaml", "deploy/components/spot-faults/node-access.yaml")
+
+
+def runner_policy(namespace: str = NS) -> dict[str, Any]:
+    """FakeKube kwargs enforcing deploy/'s RBAC for the runner's ServiceAccount, bound in `namespace`."""
+    from tests.fakekube.rbac import Policy, service_account
+
+    repo = Path(__file__).resolve().parent.parent
+    return {"policy": Policy.from_manifests([repo / m for m in RBAC_MANIFESTS], namespace_override=namespace),
+            "tokens": {RUNNER_TOKEN: service_account("inferchaos", "inferchaos-runner")}}

@@ -21,6 +21,7 @@ from targets.local.autoscaler import Autoscaler, Policy, metric_sum
 from targets.local.control import set_desired
 from tests.fakekube import FakeKube
 from tests.fakekube.cluster import FakeCluster
+from tests.kubeseed import RUNNER_TOKEN, identify_and_opt_in, runner_policy
 from tests.leftovers import module_cluster
 
 REPO = Path(__file__).resolve().parent.parent
@@ -149,7 +150,8 @@ def test_with_the_autoscaler_off_scale_out_s_fails_by_name(cluster, tmp_path):
 
 # ----------------------------------------------------------------------------- Kubernetes
 def test_the_kubernetes_view_reads_the_hpa_and_the_scaled_object(tmp_path):
-    with FakeKube() as fake, FakeCluster(fake, namespace="ml") as fc:
+    with FakeKube(**runner_policy("ml")) as fake, FakeCluster(fake, namespace="ml") as fc:
+        uid = identify_and_opt_in(fake, "ml")
         fake.add("autoscaling", "v2", "horizontalpodautoscalers", {
             "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
             "metadata": {"name": "keda-hpa-ref", "namespace": "ml"},
@@ -165,12 +167,12 @@ def test_the_kubernetes_view_reads_the_hpa_and_the_scaled_object(tmp_path):
         kubeconfig.write_text(f"""apiVersion: v1
 kind: Config
 clusters: [{{name: fake, cluster: {{server: "{fake.url}"}}}}]
-users: [{{name: u, user: {{token: t}}}}]
+users: [{{name: u, user: {{token: {RUNNER_TOKEN}}}}}]
 contexts: [{{name: fake, context: {{cluster: fake, user: u}}}}]
 current-context: fake
 """)
         settings = KubeSettings("ml", fc.selector, "http://127.0.0.1:1", kubeconfig=str(kubeconfig),
-                                allow_contexts=("fake",), allow_namespaces=("ml",))
+                                allow_clusters=(uid,), allow_namespaces=("ml",))
         with KubeTarget(settings) as target:
             target.wait_steady(10)
             view = target.autoscaling()
@@ -178,3 +180,5 @@ current-context: fake
         assert (view["desired"], view["current"], view["min"], view["max"], view["ready"]) == (5, 3, 1, 6, 3)
         assert view["scaled_object"] == {"name": "ref", "ready": "True", "active": "True"}
         assert {r.method for r in fake.requests()} == {"GET"}, "the probe only reads"
+        assert [a for a in fake.authorizations if not a.allowed] == [], "deploy/'s Role grants what it reads"
+        assert ("keda.sh", "scaledobjects", "list") in {(a.group, a.resource, a.verb) for a in fake.authorizations}

@@ -222,3 +222,37 @@ def test_recover_expired_sweeps_what_expired_and_leaves_what_did_not(fake, tmp_p
     assert not fake.exists("chaos-mesh.org", "v1alpha1", "networkchaos", "old", NS)
     assert fake.exists("chaos-mesh.org", "v1alpha1", "networkchaos", "someone-elses", NS), "not ours"
     assert sweep(conn, NS) == [], "a second sweep finds nothing"
+
+
+# ----------------------------------------------------------------------------- the server process
+def test_the_server_process_defaults_to_the_containers_command(fake, tmp_path):
+    uid = seed(fake, {"node-a": ["ref-1"], "node-b": ["ref-2"]})
+    with target(fake, tmp_path, uid) as t:
+        hang = fault("replica_hang", t, tmp_path)
+        (first, *_) = sorted(t.replicas(), key=lambda p: p.name)
+        assert hang.server_pattern(first) == "python -m server"
+
+        def no_command(pod):
+            del pod["spec"]["containers"][0]["command"]
+            return pod
+        fake.store.update(fake.store.resource("", "v1", "pods"), NS, first.name, no_command)
+        with pytest.raises(UsageError, match="give --server-process"):
+            hang.server_pattern(first)
+
+
+def test_a_hang_refuses_a_server_that_is_pid_1_and_changes_nothing(tmp_path):
+    """Without a shared process namespace the server is its container's PID 1, which ignores a
+    SIGSTOP sent from inside (the kernel, in the fake kubelet's real pid namespaces)."""
+    from tests.fakekube.cluster import FakeCluster
+    from tests.kubeseed import identify_and_opt_in
+
+    with FakeKube() as fake, FakeCluster(fake, namespace=NS, share_process_namespace=False) as cluster:
+        uid = identify_and_opt_in(fake)
+        with target(fake, tmp_path, uid, selector=cluster.selector, server_process="container_server.py") as t:
+            hang = fault("replica_hang", t, tmp_path)
+            with pytest.raises(UsageError, match="is PID 1 of its container.*shareProcessNamespace"):
+                hang.inject()
+            hang.revert()
+        assert not [e for e in fake.execs if "kill -STOP" in " ".join(e.argv)]
+        assert sorted(cluster.ready_pods()) == sorted(p["metadata"]["name"] for p in cluster.pods())
+        assert Ledger(tmp_path / "ledger.jsonl").open_entries() == []

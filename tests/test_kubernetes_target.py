@@ -212,6 +212,29 @@ ROLE = next(d for d in __import__("yaml").safe_load_all((REPO / "deploy" / "base
             if d and d["kind"] == "Role")
 
 
+def test_faults_that_do_not_land_are_inconclusive_and_undone(kube, endpoint, tmp_path):
+    """Planted no-ops, each as a real cluster can produce it: the kubelet answers the SIGSTOP
+    and the SIGKILL as `kill` answers them for a container's PID 1 (exit 0, nothing happens),
+    and Chaos Mesh's controller is down (the NetworkChaos is accepted and never injected)."""
+    kubelet = kube.cluster.kubelet  # type: ignore[attr-defined]
+    kubelet.intercept(lambda e: e.argv[:2] == ("kill", "-KILL"), lambda e: ("", "", 0))
+    kubelet.intercept(lambda e: e.argv[:2] == ("sh", "-c") and "kill -STOP" in e.argv[2], lambda e: ("", "", 0))
+    kube.chaos.stop()  # type: ignore[attr-defined]
+    proc = pytest_run(["experiments/test_replica_crash.py", "experiments/test_replica_hang.py::test_replica_hang[tuned]",
+                       "experiments/test_dependency_latency.py"], kube_args(kube, endpoint, tmp_path))
+    runs = summary(tmp_path)
+    assert proc.returncode != 0, "an inconclusive run fails the gate"
+    assert set(runs) == {"replica_crash", "replica_hang[tuned]", "dependency_latency"}, runs.keys()
+    for name, run in runs.items():
+        assert run["verdict"] == "inconclusive" and "did not land" in run["inconclusive"], (name, run)
+    assert "restartCount unchanged" in runs["replica_crash"]["inconclusive"]
+    assert "not stopped (T)" in runs["replica_hang[tuned]"]["inconclusive"]
+    assert "not injected" in runs["dependency_latency"]["inconclusive"]
+    assert Ledger(tmp_path / "ledger.jsonl").open_entries() == []
+    assert not [n for n in kube.store.list(kube.store.resource("chaos-mesh.org", "v1alpha1", "networkchaos"), NS,
+                                           lambda o: True)[0]], "the never-injected chaos was deleted too"
+
+
 def test_a_pdb_refusal_is_reported_and_the_deadline_takes_the_pod(kube, endpoint, tmp_path):
     kube.cluster.reconcile()  # type: ignore[attr-defined]
     victim = sorted(kube.cluster.ready_pods())[0]  # type: ignore[attr-defined]

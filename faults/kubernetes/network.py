@@ -74,8 +74,8 @@ def injected(obj: dict) -> Landing:
 class _NetworkFault(KubeFault):
     mechanism: str = field(default="", init=False)
     chaos_name: str | None = field(default=None, init=False)
-    #: Chaos Mesh reconciles, selects, then injects through its daemon on the node.
-    land_within_s = 30.0  # type: ignore[misc]
+    #: Chaos Mesh reconciles, selects, then injects through its daemon on the node (seconds).
+    land_within_s = 15.0  # type: ignore[misc]
 
     def host(self, dependency: str) -> str:
         host = self.kube.settings.dependencies.get(dependency)

@@ -42,7 +42,7 @@ class KubeReplicaCrash(_ProcessFault):
     name = "replica_crash"
     restarts_before: dict[str, int] = field(default_factory=dict, init=False)
     #: the kubelet notices the exit and restarts the container: a pod status update away.
-    land_within_s = 30.0  # type: ignore[misc]
+    land_within_s = 15.0  # type: ignore[misc]
 
     def _plan(self) -> list[str]:
         return [f"SIGKILL the server process in pod {p.name} ({self.kube.container_of(p)}, node {p.node}), found by "
