@@ -135,7 +135,7 @@ def build_parser() -> Parser:
              "  inferchaos plan replica_crash replicas=50% --state-dir /tmp/ic\n"
              "  inferchaos plan dependency_latency dependency=model_store latency_ms=200\n"
              "  inferchaos plan spot_reclamation notice_s=30 --target kubernetes --kube-context staging \\\n"
-             "      --allow-context staging --namespace ml --allow-namespace ml --selector app=vllm"),
+             "      --allow-cluster 6f1c0b2e-... --namespace ml --allow-namespace ml --selector app=vllm"),
             ("inject", "apply one fault and leave it applied",
              "Apply FAULT to the running local cluster (started with `inferchaos up --detach`), journal it in "
              "the ledger first, print its ledger id and how to revert it, and exit with the fault still "
