@@ -50,7 +50,12 @@ examples:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2."""
+    """argparse, but a usage error is one line and exit code 2, and an option is spelt out
+    (`--allow` must not silently mean one of the allow-lists)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> NoReturn:
         print(f"inferchaos: error: {message} (see `{self.prog} --help`)", file=sys.stderr)

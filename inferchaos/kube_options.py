@@ -33,8 +33,9 @@ OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--allow-shared-nodes", {"action": "store_true", "default": False,
                               "help": "spot faults may cordon a node other workloads share (named in the plan)"}),
     ("--expire-after", {"metavar": "S", "default": "900",
-                        "help": "every cluster change expires this many seconds after it was made, undone by "
-                                "itself or by `inferchaos recover --expired` (default 900)"}),
+                        "help": "every cluster change expires this many seconds after it was made: chaos and "
+                                "a hang end by themselves, node and Deployment marks are undone by `inferchaos "
+                                "recover --expired` (deploy/'s sweeper CronJob runs it every 5 minutes; default 900)"}),
     ("--server-metrics-port", {"metavar": "PORT", "help": "the pods' /metrics port, when pod IPs are reachable"}),
 )
 

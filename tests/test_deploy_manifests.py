@@ -284,6 +284,22 @@ def test_node_access_only_in_the_spot_faults_component() -> None:
     assert [k.parent.name for k in users] == ["staging-spot"] and spot.is_file()
 
 
+def test_the_sweeper_undoes_expired_changes_every_few_minutes() -> None:
+    from inferchaos.cli import build_parser
+
+    [sweeper] = [c for c in objects("CronJob") if c["metadata"]["name"] == "inferchaos-sweeper"]
+    minutes = sweeper["spec"]["schedule"].split()[0]
+    assert minutes.startswith("*/") and int(minutes[2:]) <= 10
+    [container] = containers(sweeper)
+    argv = " ".join(container["args"]).replace('"$INFERCHAOS_CLUSTER"', "uid").replace(
+        '"$INFERCHAOS_NAMESPACE"', "ns").split()
+    assert argv[:2] == ["exec", "inferchaos"]
+    args = build_parser().parse_args(argv[2:])  # the real CLI accepts exactly these options
+    assert args.expired and args.allow_cluster == ["uid"] and args.namespace == "ns"
+    pod = sweeper["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "inferchaos-runner"
+
+
 def test_the_target_namespace_opts_in_and_the_server_is_not_pid_1() -> None:
     [ns] = objects("Namespace", "base")
     assert ns["metadata"]["labels"]["inferchaos.io/allow-chaos"] == "true"
@@ -292,7 +308,7 @@ def test_the_target_namespace_opts_in_and_the_server_is_not_pid_1() -> None:
 
 
 def test_cronjob_runs_the_experiments_nightly_into_the_reports_volume() -> None:
-    [cron] = objects("CronJob")
+    [cron] = [c for c in objects("CronJob") if c["metadata"]["name"] == "inferchaos-nightly"]
     [container] = containers(cron)
     script = " ".join(container["command"] + container["args"])
     assert "pytest experiments/ --target kubernetes" in script
@@ -374,7 +390,7 @@ def test_kustomize_builds_and_the_result_is_valid(overlay: str) -> None:
     has_node_access = any(d["kind"] == "ClusterRole" and d["metadata"]["name"] == "inferchaos-spot-faults"
                           for d in docs)
     assert has_node_access == (overlay == "overlays/staging-spot")
-    [cron] = [d for d in docs if d["kind"] == "CronJob"]
+    [cron] = [d for d in docs if d["kind"] == "CronJob" and d["metadata"]["name"] == "inferchaos-nightly"]
     addopts = {e["name"]: e.get("value") for e in containers(cron)[0]["env"]}["PYTEST_ADDOPTS"]
     assert shlex.split(addopts) == ([] if has_node_access else ["-m", "not spot_reclamation"])
 

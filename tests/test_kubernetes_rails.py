@@ -21,7 +21,7 @@ from inferchaos.errors import UsageError
 from targets.kubernetes import Connection, nodes
 from targets.kubernetes.sweep import sweep
 from tests.fakekube import FakeKube
-from tests.kubeseed import CONTEXT, NS, kubeconfig, seed, target
+from tests.kubeseed import CONTEXT, NS, kubeconfig, pod, seed, target
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -96,10 +96,15 @@ def test_spot_on_a_node_holding_every_replica_is_refused_with_the_node_map(fake,
 def test_spot_picks_a_node_whose_pods_fit_and_names_the_other_tenants(fake, tmp_path):
     uid = seed(fake, {"node-a": ["ref-1", "ref-2"], "node-b": ["ref-3"], "node-c": ["ref-4"]},
                others={"node-b": ["team-b/etl-0"]})
+    for node in ("node-a", "node-b", "node-c"):  # node agents run everywhere and tolerate a cordon
+        agent = pod(f"dcgm-{node}", node, labels={"app": "dcgm"}, ns="team-b")
+        agent["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "dcgm",
+                                                 "uid": "d1", "controller": True}]
+        fake.add("", "v1", "pods", agent, "team-b")
     with target(fake, tmp_path, uid) as t:
         plan = fault("spot_reclamation", t, tmp_path, replicas="1", notice_s=1).plan()
         assert "cordon node node-c" in plan[0] and "evict ref-4 " in plan[0], plan  # node-b has a tenant
-        assert plan[1] == "other workloads on the node: none"
+        assert plan[1] == "other workloads on the node: none", "a DaemonSet's pod is no tenant"
     fake.store.delete(fake.store.resource("", "v1", "pods"), NS, "ref-4")
     uid_shared = uid
     with target(fake, tmp_path, uid_shared) as t:
@@ -131,6 +136,17 @@ def test_network_chaos_names_its_pods_expires_and_sends_kilobytes_as_kbps():
     assert spec["bandwidth"]["rate"] == "100kbps"
     assert body["metadata"]["annotations"] == {"inferchaos.io/run": "run1",
                                                "inferchaos.io/expires-at": "2026-12-02T10:00:00Z"}
+
+
+def test_a_bare_dependency_host_is_named_as_chaos_meshs_controller_resolves_it(fake, tmp_path):
+    """Chaos Mesh resolves externalTargets in its own namespace: `feature-store` alone would
+    never resolve there (and the chaos never be injected)."""
+    uid = seed(fake, {"node-a": ["ref-1"], "node-b": ["ref-2"]})
+    with target(fake, tmp_path, uid, dependencies={"feature_store": "feature-store",
+                                                   "model_store": "store.other.svc.cluster.local"}) as t:
+        latency = fault("dependency_latency", t, tmp_path)
+        assert latency.host("feature_store") == f"feature-store.{NS}.svc"
+        assert latency.host("model_store") == "store.other.svc.cluster.local"
 
 
 # ----------------------------------------------------------------------------- node edits

@@ -245,7 +245,7 @@ def test_a_pdb_refusal_is_reported_and_the_deadline_takes_the_pod(kube, endpoint
     assert "disruption budget" in figures["refused_by_pdb"][victim]
     assert victim in figures["deleted_at_deadline"], "the reclaimed instance takes the pod down anyway"
     deletes = [q for m, p, q, _ in mutations(kube) if m == "DELETE" and p.endswith(f"/pods/{victim}")]
-    assert deletes == [{"gracePeriodSeconds": "0"}]
+    assert deletes == [{"gracePeriodSeconds": "1"}], "grace 1: a grace-0 delete would leave its containers running"
     assert [a for a in kube.authorizations if not a.allowed] == []
 
 

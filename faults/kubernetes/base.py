@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faults.base import BlastRadius, Fault, Landing
-from inferchaos.errors import UsageError
+from kubernetes.client.exceptions import ApiException
+
+from inferchaos.errors import FaultError, UsageError
 from targets.kubernetes.pods import PodView
 from targets.kubernetes.target import KubeTarget
 
@@ -115,7 +117,10 @@ class KubeFault(Fault):
         if self.kube.settings.server_process:
             return self.kube.settings.server_process
         container = self.kube.container_of(pod)
-        spec = self.kube.pod(pod.name).spec
+        try:
+            spec = self.kube.pod(pod.name).spec
+        except ApiException as exc:
+            raise FaultError(f"{self.name}: cannot read pod {pod.name}: {exc.status} {exc.reason}") from None
         command = next((c.command for c in spec.containers if c.name == container), None)
         if not command:
             raise UsageError(f"{self.name}: container {container} of pod {pod.name} names no command (its image's "

@@ -10,6 +10,7 @@ run the hog image as a sidecar, or use the reference server."""
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +55,7 @@ class KubeGpuOom(KubeFault):
                            container=self.kube.container_of(p)) for p in self.victims])
         conn = Connection(**self.conn)
         background = ["sh", "-c", f"rm -f {HOG_STATUS}; nohup timeout {self.kube.settings.expire_after_s} "
-                                  f"{' '.join(self.hog_argv())} >{HOG_LOG} 2>&1 </dev/null & echo $!"]
+                                  f"{shlex.join(self.hog_argv())} >{HOG_LOG} 2>&1 </dev/null & echo $!"]
         for p in self.victims:
             self.restarts_before[p.name] = p.restarts
             result = ops.exec_in(conn, self.namespace, p.name, self.kube.container_of(p), background)

@@ -82,7 +82,9 @@ class _NetworkFault(KubeFault):
         if not host:
             raise UsageError(f"{self.name} on Kubernetes needs the {dependency} host: give "
                              f"--dependency {dependency}=<host, e.g. {dependency.replace('_', '-')}.svc>")
-        return host
+        # Chaos Mesh resolves externalTargets in its controller's namespace, not the pods':
+        # a bare Service name would never resolve there, and the chaos never be injected
+        return host if "." in host else f"{host}.{self.namespace}.svc"
 
     def chaos_mesh(self) -> bool:
         return ops.has_custom(Connection(**self.conn), CHAOS[0], CHAOS[1], self.namespace, CHAOS[2])

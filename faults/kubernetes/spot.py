@@ -21,6 +21,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from faults.base import Landing
 from faults.kubernetes.base import KubeFault
 from faults.local import non_negative
@@ -106,7 +108,10 @@ class KubeSpotReclamation(KubeFault):
         """The node reads back cordoned and tainted, and its inference pods are out of service."""
         if not self.nodes:
             return Landing(False, "no node was chosen")
-        node = self.kube.core.read_node(self.nodes[0])
+        try:
+            node = self.kube.core.read_node(self.nodes[0])
+        except ApiException as exc:
+            return Landing(False, f"node {self.nodes[0]} cannot be read: {exc.status} {exc.reason}")
         taints = {t.key for t in node.spec.taints or []}
         if not node.spec.unschedulable or node_marks.TAINT_KEY not in taints:
             return Landing(False, f"node {self.nodes[0]} is not cordoned and tainted")
@@ -114,11 +119,22 @@ class KubeSpotReclamation(KubeFault):
         return Landing(pods.ok, f"node {self.nodes[0]} cordoned and tainted; {pods.evidence}")
 
     def _deadline(self) -> None:
-        """The instance is gone: whatever still runs on it goes with it."""
+        """The instance is gone: whatever still runs on it goes with it. Grace 1, not 0: a
+        grace-0 delete only removes the API object while the containers may run on, holding
+        the GPU the replacement needs. Runs on a timer thread: a failure is noted, not raised."""
         conn = Connection(**self.conn)
         for node in self.nodes:
-            for name in ops.pods_on(conn, self.namespace, node, self.kube.selector):
-                ops.delete_pod(conn, self.namespace, name, 0)
+            try:
+                left = ops.pods_on(conn, self.namespace, node, self.kube.selector)
+            except Exception as exc:  # noqa: BLE001 - the revert still runs; the figures say so
+                self.note("deadline failed", f"{node}: {exc}")
+                continue
+            for name in left:
+                try:
+                    ops.delete_pod(conn, self.namespace, name, 1)
+                except Exception as exc:  # noqa: BLE001
+                    self.note("deadline failed", f"{name}: {exc}")
+                    continue
                 self.deleted_at_deadline.append(name)
                 self.note("deleted at deadline", name)
                 for p in self.victims:
@@ -128,10 +144,13 @@ class KubeSpotReclamation(KubeFault):
     def _revert(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+            if self._timer.is_alive():
+                self._timer.join(30)  # a deadline already running finishes before the node is released
         super()._revert()
 
     def figures(self) -> dict[str, Any]:
         return {"nodes": self.nodes,
                 "evicted": [e.pod for e in self.evictions if e.ok],
                 "refused_by_pdb": {e.pod: e.detail for e in self.evictions if not e.ok},
-                "deleted_at_deadline": self.deleted_at_deadline}
+                "deleted_at_deadline": self.deleted_at_deadline,
+                "deadline_failures": [e.subject for e in self.events if e.what == "deadline failed"]}

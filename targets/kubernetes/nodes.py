@@ -88,11 +88,17 @@ def sweep_expired(conn: Connection, now: float | None = None) -> list[str]:
         if exc.status == 403:  # no spot component here: no node was ever marked by this runner
             return ["nodes: not readable by this runner (spot faults not enabled), none swept"]
         raise FaultError(f"cannot list the nodes: {exc.status} {exc.reason}") from None
+    failed = []
     for n in listed:
         marks = (n.metadata.annotations if n.metadata else None) or {}
         until = wall(marks.get(EXPIRES, ""))
         if marks.get(RUN) and until is not None and until <= now:
-            done.append(f"expired {marks[EXPIRES]}: " + release(conn, n.metadata.name, marks[RUN]))
+            try:
+                done.append(f"expired {marks[EXPIRES]}: " + release(conn, n.metadata.name, marks[RUN]))
+            except FaultError as exc:
+                failed.append(str(exc))
+    if failed:
+        raise FaultError("; ".join(failed) + (" (released: " + "; ".join(done) + ")" if done else ""))
     return done
 
 

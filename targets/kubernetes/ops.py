@@ -8,6 +8,7 @@ there, deleting what is gone — all succeed quietly, so an undo can run twice.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 from kubernetes import client
@@ -64,6 +65,15 @@ def pods_on(conn: Connection, namespace: str, node: str, selector: str) -> list[
     return [p.metadata.name for p in pods.items]
 
 
+def _node_agent(pod: client.V1Pod) -> bool:
+    """A DaemonSet's pod (kube-proxy, CNI, device plugin, DCGM exporter) or a static pod runs
+    on every node, tolerates a cordon and the NoSchedule taint, and is no other tenant."""
+    meta = pod.metadata
+    if "kubernetes.io/config.mirror" in (meta.annotations or {}):
+        return True
+    return any(ref.kind == "DaemonSet" for ref in meta.owner_references or [])
+
+
 def tenants(conn: Connection, nodes: list[str]) -> dict[str, list[str]]:
     """node -> every pod bound to it, in every namespace ("ns/name"): who else a cordon, a
     taint or the node's loss would hit. Needs list on pods cluster-wide (the spot component)."""
@@ -75,7 +85,7 @@ def tenants(conn: Connection, nodes: list[str]) -> dict[str, list[str]]:
             raise FaultError(f"cannot list the pods on node {node} (who else runs there): {exc.status} "
                              f"{_message(exc)}; the spot component (deploy/components/spot-faults) grants it") from None
         found[node] = sorted(f"{p.metadata.namespace}/{p.metadata.name}" for p in pods.items
-                             if not (p.status and p.status.phase in ("Succeeded", "Failed")))
+                             if not (p.status and p.status.phase in ("Succeeded", "Failed")) and not _node_agent(p))
     return found
 
 
@@ -166,7 +176,8 @@ def create_custom(conn: Connection, group: str, version: str, namespace: str, pl
         raise FaultError(f"{plural} {body['metadata']['name']}: create refused: {exc.status} {_message(exc)}") from None
 
 
-def delete_custom(conn: Connection, group: str, version: str, namespace: str, plural: str, name: str) -> str:
+def delete_custom(conn: Connection, group: str, version: str, namespace: str, plural: str, name: str,
+                  wait_s: float = 30.0) -> str:
     try:
         client.CustomObjectsApi(conn.api_client()).delete_namespaced_custom_object(
             group, version, namespace, plural, name)
@@ -174,6 +185,14 @@ def delete_custom(conn: Connection, group: str, version: str, namespace: str, pl
         if _gone(exc):
             return f"{plural} {name}: already gone"
         raise FaultError(f"{plural} {name}: delete refused: {exc.status} {_message(exc)}") from None
+    # Chaos Mesh's finalizer holds the object until its daemon removed the rules from the pods:
+    # only its disappearance says the traffic is clean again
+    deadline = time.monotonic() + wait_s
+    while get_custom(conn, group, version, namespace, plural, name) is not None:
+        if time.monotonic() > deadline:
+            raise FaultError(f"{plural} {name}: still there {wait_s:g} s after its delete (a finalizer: is the "
+                             "Chaos Mesh controller running?); its effect may still be applied")
+        time.sleep(0.5)
     return f"{plural} {name}: deleted"
 
 

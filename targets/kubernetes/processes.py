@@ -7,7 +7,8 @@ when it is PID 1 (run it under an init, or give the pod `shareProcessNamespace: 
 every change is read back from `/proc/PID/stat`. A stopped server resumes by itself at its
 expiry: a watchdog left in the container sends SIGCONT even if the runner is gone.
 
-Only sh and /proc are needed in the image (no procps, no pkill).
+Only sh and /proc are needed in the image: `kill` is sh's builtin (images without procps,
+python:*-slim or vLLM's, have no /bin/kill), so every signal goes through `sh -c`.
 """
 
 from __future__ import annotations
@@ -108,21 +109,19 @@ def resume(conn: Connection, namespace: str, pod: str, container: str, pid: int,
         if "is gone" in str(exc):
             return f"pod {pod}: gone, nothing to resume"
         raise
-    watchdogs = [p.pid for p in procs if f"{WATCHDOG}-{pid}" in p.cmdline]
+    watchdogs = [p.pid for p in procs if f"{WATCHDOG}-{int(pid)};" in p.cmdline]
     watchdogs += [p.pid for p in procs if p.ppid in watchdogs]
     same = any(p.pid == pid and p.started == started for p in procs)
-    argv = ["kill", "-CONT", str(int(pid))] if same else []
-    if watchdogs:  # its work is done: nothing of ours stays in the container
-        argv = ["sh", "-c", "; ".join([*(f"kill -TERM {w}" for w in watchdogs),
-                                       *([f"kill -CONT {int(pid)}"] if same else [])])]
-    if argv:
-        _exec(conn, namespace, pod, container, argv)
+    # the watchdogs first (their work is done: nothing of ours stays in the container)
+    script = "; ".join([*(f"kill -TERM {w}" for w in watchdogs), *([f"kill -CONT {int(pid)}"] if same else [])])
+    if script:
+        _exec(conn, namespace, pod, container, ["sh", "-c", script])
     return f"pod {pod}: process {pid} resumed" if same else \
         f"pod {pod}: process {pid} is gone (its container restarted), nothing to resume"
 
 
 def kill(conn: Connection, namespace: str, pod: str, container: str, proc: Proc) -> None:
-    _exec(conn, namespace, pod, container, ["kill", "-KILL", str(int(proc.pid))])
+    _exec(conn, namespace, pod, container, ["sh", "-c", f"kill -KILL {int(proc.pid)}"])
 
 
 def end_hog(conn: Connection, namespace: str, pod: str, container: str) -> str:
@@ -133,5 +132,5 @@ def end_hog(conn: Connection, namespace: str, pod: str, container: str) -> str:
             return f"pod {pod}: gone, no GPU hog left"
         raise
     if hogs:
-        _exec(conn, namespace, pod, container, ["kill", "-TERM", *map(str, hogs)])
+        _exec(conn, namespace, pod, container, ["sh", "-c", "kill -TERM " + " ".join(str(int(h)) for h in hogs)])
     return f"pod {pod}: GPU hog ended ({len(hogs)} process(es))" if hogs else f"pod {pod}: no GPU hog running"
