@@ -158,7 +158,7 @@ def test_every_experiment_lands_through_the_api_and_is_undone(kube, endpoint, tm
     crash = runs["replica_crash"]["figures"]
     ((victim, restarts),) = crash["restarts"].items()
     assert restarts["after"] == restarts["before"] + 1, crash
-    assert (victim, ("kill", "-KILL", str(crash["processes"][victim]["pid"]))) in execs
+    assert (victim, ("sh", "-c", f"kill -KILL {crash['processes'][victim]['pid']}")) in execs
     assert not any(m == "DELETE" and p.endswith(f"/pods/{victim}") for m, p, _, _ in sent)
 
     # hang: the server (never PID 1) stopped, read back as T, resumed by the same pid
@@ -217,7 +217,7 @@ def test_faults_that_do_not_land_are_inconclusive_and_undone(kube, endpoint, tmp
     and the SIGKILL as `kill` answers them for a container's PID 1 (exit 0, nothing happens),
     and Chaos Mesh's controller is down (the NetworkChaos is accepted and never injected)."""
     kubelet = kube.cluster.kubelet  # type: ignore[attr-defined]
-    kubelet.intercept(lambda e: e.argv[:2] == ("kill", "-KILL"), lambda e: ("", "", 0))
+    kubelet.intercept(lambda e: e.argv[:2] == ("sh", "-c") and "kill -KILL" in e.argv[2], lambda e: ("", "", 0))
     kubelet.intercept(lambda e: e.argv[:2] == ("sh", "-c") and "kill -STOP" in e.argv[2], lambda e: ("", "", 0))
     kube.chaos.stop()  # type: ignore[attr-defined]
     proc = pytest_run(["experiments/test_replica_crash.py", "experiments/test_replica_hang.py::test_replica_hang[tuned]",
