@@ -121,12 +121,12 @@ def kube_node(conn: dict, node: str, run: str) -> str:
 
 def kube_scale(conn: dict, namespace: str, deployment: str, replicas: int) -> str:
     from targets.kubernetes import ops
+    from targets.kubernetes.nodes import EXPIRES, RUN
     from targets.kubernetes.sweep import RESTORE
 
     c = _kube(conn)
     done = ops.scale(c, namespace, deployment, replicas)
-    ops.annotate_deployment(c, namespace, deployment, {RESTORE: None, "inferchaos.io/expires-at": None,
-                                                        "inferchaos.io/run": None})
+    ops.annotate_deployment(c, namespace, deployment, {RESTORE: None, EXPIRES: None, RUN: None})
     return done
 
 

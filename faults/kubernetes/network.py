@@ -23,12 +23,10 @@ from faults.undo import step
 from inferchaos.errors import UsageError
 from targets.kubernetes import ops
 from targets.kubernetes.connection import Connection
-from targets.kubernetes.nodes import iso
+from targets.kubernetes.nodes import EXPIRES, RUN, iso
+from targets.kubernetes.sweep import RESTORE
 
 CHAOS = ("chaos-mesh.org", "v1alpha1", "networkchaos")
-EXPIRES = "inferchaos.io/expires-at"
-RUN = "inferchaos.io/run"
-RESTORE = "inferchaos.io/restore-replicas"
 
 
 def network_chaos(name: str, namespace: str, pods: list[str], host: str | None, duration_s: int, run: str,

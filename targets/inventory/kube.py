@@ -23,7 +23,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from inferchaos.errors import TargetError, UsageError
 from targets.inventory.workload import DEFAULT_OWNER_KEYS, Workload
-from targets.kubernetes.target import selector_pairs
+from targets.kubernetes.settings import equality_terms
 
 GPU_RESOURCE = "nvidia.com/gpu"
 #: Node labels that say which GPU a node has, best first.
@@ -242,7 +242,7 @@ def workload_of(kind: str, obj: Obj, snap: Snapshot, owner_keys: tuple[str, ...]
 
 def _listed(w: Workload, kind: str, obj: Obj, selector: str | None) -> bool:
     if selector is not None:
-        want = selector_pairs(selector)
+        want = equality_terms(selector)
         template = (obj.get("spec") or {}).get("template") or {}
         labels = _labels(obj) if kind == "InferenceService" else _labels(template)
         return bool(want) and all(labels.get(k) == v for k, v in want.items())

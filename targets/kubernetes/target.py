@@ -23,11 +23,6 @@ from targets.kubernetes.slices import Endpoint, SliceCache
 from targets.kubernetes.settings import OPT_IN_LABEL, KubeSettings, equality_terms
 
 
-def selector_pairs(selector: str) -> dict[str, str]:
-    """The equality terms of a label selector (what a workload's template must carry)."""
-    return equality_terms(selector)
-
-
 class KubeTarget:
     kind = "kubernetes"
 
@@ -133,7 +128,7 @@ class KubeTarget:
     def desired_replicas(self) -> int:
         """What the Deployments/StatefulSets whose pods the selector picks ask for; without
         one (bare pods), the pods there are."""
-        want = selector_pairs(self.selector)
+        want = equality_terms(self.selector)
         total, found = 0, False
         try:
             workloads = (self.apps.list_namespaced_deployment(self.namespace).items
@@ -193,7 +188,7 @@ class KubeTarget:
         return {**self._hpa_view, "ready": ready}
 
     def _read_autoscaling(self) -> dict:
-        want = selector_pairs(self.selector)
+        want = equality_terms(self.selector)
         try:
             workloads = self.apps.list_namespaced_deployment(self.namespace).items
             hpas = client.AutoscalingV2Api(self.api).list_namespaced_horizontal_pod_autoscaler(self.namespace).items

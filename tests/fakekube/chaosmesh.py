@@ -56,9 +56,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from tests.fakekube.apiserver import FakeKube
+from tests.fakekube.controller import Controller
 from tests.fakekube.selectors import Requirement
 from tests.fakekube.store import NotFound, Resource
 
@@ -643,7 +644,7 @@ class _Memory:
         self.retry_at[rid] = time.monotonic() + min(0.005 * 2 ** n, 1.0)
 
 
-class ChaosMeshController:
+class ChaosMeshController(Controller):
     """Reconciles NetworkChaos, IOChaos and PodChaos objects in the fake's store, as Chaos Mesh's
     records / desiredphase / condition / finalizer controllers together would.
 
@@ -652,45 +653,27 @@ class ChaosMeshController:
 
     def __init__(self, fake: FakeKube, injection_delay_s: float = 0.3, tick_s: float = 0.05,
                  rng: random.Random | None = None, finalizers: bool = True) -> None:
-        self.fake, self.store = fake, fake.store
-        self.injection_delay_s, self.tick_s = injection_delay_s, tick_s
+        super().__init__(fake, tick_s)
+        self.thread_name = "fake-chaos-mesh"
+        self.injection_delay_s = injection_delay_s
         self.rng = rng or random.Random()
         self.finalizers = finalizers
         self.selection = _Selection(fake)
-        self.errors: list[str] = []  # unexpected exceptions in the loop, for a test to show
         self._memory: dict[str, _Memory] = {}
         self._refused: dict[tuple[str, str, str], str] = {}
         self._events: dict[tuple[str, str, str], str] = {}  # (uid, reason, message) -> Event name
         self._lock = threading.RLock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._unsubscribe: Callable[[], None] | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> ChaosMeshController:
         """Also installs Chaos Mesh's admission (the CRD schema, its webhook) on the server's creates."""
         self.fake.admission.append(review)
-        self._unsubscribe = self.store.subscribe(self._wake.set)
-        self._thread = threading.Thread(target=self._run, name="fake-chaos-mesh", daemon=True)
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
         if review in self.fake.admission:
             self.fake.admission.remove(review)
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-
-    def __enter__(self) -> ChaosMeshController:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
     # stand-ins for admission, for the apiserver to call
     admission = staticmethod(admission)
@@ -738,16 +721,8 @@ class ChaosMeshController:
         return effects
 
     # ------------------------------------------------------------------ the loop
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.tick_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                self.reconcile_all()
-            except Exception as exc:  # keep the controller alive; a test can read .errors
-                self.errors.append(f"{type(exc).__name__}: {exc}")
+    def tick(self) -> None:
+        self.reconcile_all()
 
     def reconcile_all(self) -> None:
         for plural in KINDS:

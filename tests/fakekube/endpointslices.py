@@ -33,11 +33,11 @@ targetPorts.
 from __future__ import annotations
 
 import ipaddress
-import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 from tests.fakekube.apiserver import FakeKube
+from tests.fakekube.controller import Controller
 from tests.fakekube.store import NotFound, Resource
 
 DISCOVERY = ("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
@@ -101,7 +101,7 @@ def pod_to_endpoint(pod: dict[str, Any], node: dict[str, Any] | None, service_na
     return endpoint
 
 
-class EndpointSliceController:
+class EndpointSliceController(Controller):
     """Keeps discovery.k8s.io/v1 EndpointSlices for one Service whose pods `selector` picks.
 
     The Service object itself is optional: when it is in the store, its uid, labels, clusterIP
@@ -110,39 +110,14 @@ class EndpointSliceController:
     def __init__(self, fake: FakeKube, namespace: str, service: str, selector: dict[str, str], port: int,
                  port_name: str = "", protocol: str = "TCP", batch_period_s: float = 0.0, tick_s: float = 0.05,
                  publish_not_ready_addresses: bool | None = None) -> None:
-        self.fake, self.store = fake, fake.store
+        super().__init__(fake, tick_s)
+        self.thread_name = f"fake-endpointslices-{service}"
         self.namespace, self.service, self.selector = namespace, service, dict(selector)
         self.port, self.port_name, self.protocol = port, port_name, protocol
-        self.batch_period_s, self.tick_s = batch_period_s, tick_s
+        self.batch_period_s = batch_period_s
         self.publish_not_ready_addresses = publish_not_ready_addresses
         self.resource: Resource = self.store.resource(*DISCOVERY)  # registers it when missing
-        self.errors: list[str] = []
         self._pending_since: float | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._unsubscribe: Callable[[], None] | None = None
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> EndpointSliceController:
-        self._unsubscribe = self.store.subscribe(self._wake.set)
-        self._thread = threading.Thread(target=self._run, name=f"fake-endpointslices-{self.service}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-
-    def __enter__(self) -> EndpointSliceController:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ what tests read
     def slices(self) -> list[dict[str, Any]]:
@@ -156,16 +131,8 @@ class EndpointSliceController:
         return next((ep for ep in self.endpoints() if (ep.get("targetRef") or {}).get("name") == pod), None)
 
     # ------------------------------------------------------------------ the loop
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.tick_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                self.reconcile()
-            except Exception as exc:  # keep it alive; a test can read .errors
-                self.errors.append(f"{type(exc).__name__}: {exc}")
+    def tick(self) -> None:
+        self.reconcile()
 
     def reconcile(self, force: bool = False) -> bool:
         """Bring the slices to the desired state; True when something was written. A difference
