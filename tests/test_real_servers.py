@@ -29,6 +29,12 @@ EXPERIMENTS = ["experiments/test_replica_crash.py", "experiments/test_replica_ha
                "experiments/test_spot_reclamation.py"]
 #: the load each takes on this 2-core machine beside the suite (req/s, open loop).
 RATES = {"vllm": 20, "mlserver": 50}
+#: Objectives a server cannot meet by design. vLLM's CPU build is not batch-invariant
+#: (docs.vllm.ai features/batch_invariance: GPUs only): at temperature 0 a greedy answer
+#: depends on the batch it ran in, and a failover changes the batches, so one answer in a
+#: few hundred takes another path (CI saw 327 of 328; the tiny random model has near-tied
+#: logits). Lost or doubled tokens would still show: 0.98 is six answers in 300.
+OBJECTIVES = {"vllm": ["stream_integrity=0.98"], "mlserver": []}
 BASELINE_S = 8
 EXPECTED = {"replica_crash": "pass", "replica_hang[plain]": "fail", "spot_reclamation": "pass"}
 
@@ -46,6 +52,7 @@ def catalogue(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
             "--model", server.model_name, "--load-rate", str(RATES[server.name]),
             # a baseline judged at >= 99% needs more than 100 requests: at 20/s, 8 s of it
             "--slo-set", f"baseline_s={BASELINE_S}",
+            *(arg for o in OBJECTIVES[server.name] for arg in ("--slo-set", o)),
             "--chaos-report", str(out / "report"), "--ledger", str(out / "ledger.jsonl")]
     res = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=REPO, env=repo_env())
     # 1: an experiment failed (the tuned hang may, below); anything else is not a verdict
@@ -124,5 +131,7 @@ def test_token_level_measures_come_from_real_streams(catalogue):
         seen = run["observed"]
         for key in ("ttft_p99_ms", "itl_p99_ms", "tpot_p99_ms", "output_tokens_per_s", "goodput_rps"):
             assert seen.get(key) is not None and seen[key] > 0, (run["id"], key, seen)
-        # temperature 0: what survived the fault says what the baseline said
-        assert run["integrity"]["judged"] > 0 and seen["stream_integrity"] == 1.0, (run["id"], run["integrity"])
+        # temperature 0: what survived the fault says what the baseline said, within what
+        # the server's batching allows (OBJECTIVES)
+        (integrity,) = [s for s in run["slos"] if s["name"] == "stream_integrity"]
+        assert run["integrity"]["judged"] > 0 and integrity["ok"], (run["id"], run["integrity"], integrity)

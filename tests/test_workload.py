@@ -158,7 +158,12 @@ def test_auth_headers_come_from_the_environment_and_are_never_written_down(tmp_p
         log = tmp_path / "r.jsonl"
         with LoadRunner(server.url, log, LoadProfile(rate=30.0, workload=w)) as load:
             time.sleep(1.0)
-    assert load.records() and all(r.ok for r in load.records())
+    records = load.records()
+    # an arrival a CPU-starved client never sent is on the record as `incomplete` (CI saw
+    # one); what this test is about is that every request sent carried the credentials
+    failed = [(r.status, r.error) for r in records if not r.ok and not r.incomplete]
+    assert any(r.ok for r in records) and not failed, failed
+    assert not any(r.status == 401 for r in records)
     assert f"Bearer {SECRET}" in server.auth_seen
     for written in (log, load.locust_log):
         assert SECRET not in written.read_text()
