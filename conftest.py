@@ -1,3 +1,8 @@
-"""pytest wiring only: the inferchaos plugin holds the options, fixtures and markers."""
+"""pytest wiring only. The inferchaos plugin (options, fixtures, markers) loads by its
+`pytest11` entry point wherever inferchaos is installed (`make setup` installs this checkout
+editable); this names it only for a checkout that was never installed."""
 
-pytest_plugins = ["inferchaos.plugin"]
+from importlib import metadata
+
+if not any(ep.name == "inferchaos" for ep in metadata.entry_points(group="pytest11")):
+    pytest_plugins = ["inferchaos.plugin"]

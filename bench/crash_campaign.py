@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from targets.local import ClusterSpec, LocalCluster  # noqa: E402
+from inferchaos.targets.local import ClusterSpec, LocalCluster  # noqa: E402
 from tests.crashcycle import FAULTS, PHASES, Outcome, plan_kills, run_cycle  # noqa: E402
 
 

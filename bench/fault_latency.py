@@ -29,11 +29,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from faults.ledger import Ledger  # noqa: E402
-from targets.local import ClusterSpec, LocalCluster  # noqa: E402
-from targets.local.depproxy import ProxyControl  # noqa: E402
-from targets.local.processes import group_alive, stopped  # noqa: E402
-from targets.local.vgpu import VirtualDevice  # noqa: E402
+from inferchaos.faults.ledger import Ledger  # noqa: E402
+from inferchaos.targets.local import ClusterSpec, LocalCluster  # noqa: E402
+from inferchaos.targets.local.depproxy import ProxyControl  # noqa: E402
+from inferchaos.targets.local.processes import group_alive, stopped  # noqa: E402
+from inferchaos.targets.local.vgpu import VirtualDevice  # noqa: E402
 from tests.faultcases import BUILDERS, answers_right, build, infer, snapshot  # noqa: E402
 
 POLL_S = 0.01

@@ -21,8 +21,8 @@ import statistics
 import sys
 import time
 
-from load.burst import burst
-from targets.local import ClusterSpec, LocalCluster
+from inferchaos.load.burst import burst
+from inferchaos.targets.local import ClusterSpec, LocalCluster
 
 
 def main() -> int:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from load.runner import LoadProfile, LoadRunner  # noqa: E402
-from targets.local import ClusterSpec, LocalCluster  # noqa: E402
+from inferchaos.load.runner import LoadProfile, LoadRunner  # noqa: E402
+from inferchaos.targets.local import ClusterSpec, LocalCluster  # noqa: E402
 
 
 def locust_totals(json_file: Path) -> tuple[int, float]:

@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_ratio import BARE, lb_requests  # noqa: E402
-from load.runner import LoadProfile, LoadRunner, group_members  # noqa: E402
-from load.workload import reference  # noqa: E402
-from probes.window import percentile  # noqa: E402
-from targets.local.haproxy import find_haproxy  # noqa: E402
-from targets.local.ports import free_ports  # noqa: E402
+from inferchaos.load.runner import LoadProfile, LoadRunner, group_members  # noqa: E402
+from inferchaos.load.workload import reference  # noqa: E402
+from inferchaos.probes.window import percentile  # noqa: E402
+from inferchaos.targets.local.haproxy import find_haproxy  # noqa: E402
+from inferchaos.targets.local.ports import free_ports  # noqa: E402
 
 ANSWER = '{"model_name":"mlp","outputs":[{"name":"p","shape":[1,8],"datatype":"FP32","data":[0.125,0.125,0.125,0.125,0.125,0.125,0.125,0.125]}]}'
 

@@ -31,8 +31,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from load.runner import LoadProfile, LoadRunner, group_members  # noqa: E402
-from targets.local import ClusterSpec, LocalCluster, wait_for  # noqa: E402
+from inferchaos.load.runner import LoadProfile, LoadRunner, group_members  # noqa: E402
+from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for  # noqa: E402
 
 ZERO_GPU = ("--batch-latency-ms=0", "--per-item-latency-ms=0")
 BARE = '''"""Bare locust: one FastHttpUser posting the OIP infer body, nothing recorded."""

@@ -16,7 +16,7 @@ load hid it: its users waited instead of arriving); the warm pool and the pre-he
 
 import pytest
 
-from faults.autoscaled_surge import AutoscaledSurge
+from inferchaos.faults.autoscaled_surge import AutoscaledSurge
 
 WAYS = {"cold": {}, "warm_pool": {"warm_pool": 1}, "preheat": {"preheat": 2}}
 #: what scaling from cold may breach, and must breach p99_ms and scale_out_s among them.

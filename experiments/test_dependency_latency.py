@@ -6,7 +6,7 @@ eats batch throughput. Graceful means the tail stays within objective and nothin
 
 import pytest
 
-from faults.dependency_latency import DependencyLatency
+from inferchaos.faults.dependency_latency import DependencyLatency
 
 
 @pytest.mark.dependency_latency

@@ -11,7 +11,7 @@ as a pod does in CrashLoopBackOff on a GPU something else has filled.
 
 import pytest
 
-from faults.gpu_oom import GpuOom
+from inferchaos.faults.gpu_oom import GpuOom
 
 
 @pytest.mark.gpu_oom

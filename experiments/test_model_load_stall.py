@@ -9,7 +9,7 @@ within its objectives; the report puts the two side by side.
 
 import pytest
 
-from faults.model_load_stall import ModelLoadStall
+from inferchaos.faults.model_load_stall import ModelLoadStall
 
 
 @pytest.mark.model_load_stall

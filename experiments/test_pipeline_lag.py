@@ -9,7 +9,7 @@ longer than that objective fails the run even though every request got a 200.
 
 import pytest
 
-from faults.pipeline_lag import PipelineLag
+from inferchaos.faults.pipeline_lag import PipelineLag
 
 
 @pytest.mark.pipeline_lag

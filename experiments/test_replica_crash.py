@@ -6,7 +6,7 @@ the dead replica within seconds (failover_s), and the replacement restores capac
 
 import pytest
 
-from faults.replica_crash import ReplicaCrash
+from inferchaos.faults.replica_crash import ReplicaCrash
 
 
 @pytest.mark.replica_crash

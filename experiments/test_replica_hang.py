@@ -18,7 +18,7 @@ Two LBs, side by side, in front of the same replicas:
 
 import pytest
 
-from faults.replica_hang import ReplicaHang
+from inferchaos.faults.replica_hang import ReplicaHang
 from inferchaos.errors import NotOnTarget
 
 #: what HAProxy's defaults may breach, p99_ms always: vLLM drops a stream or two it held while

@@ -8,7 +8,7 @@ service is back within its objectives in bounded time (recovery_s).
 
 import pytest
 
-from faults.spot_reclamation import SpotReclamation
+from inferchaos.faults.spot_reclamation import SpotReclamation
 
 
 @pytest.mark.spot_reclamation

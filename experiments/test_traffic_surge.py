@@ -6,7 +6,7 @@ the servers' own queue time (queue_p99_ms) stay within what the surge objective 
 
 import pytest
 
-from faults.traffic_surge import TrafficSurge
+from inferchaos.faults.traffic_surge import TrafficSurge
 
 
 @pytest.mark.traffic_surge

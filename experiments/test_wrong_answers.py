@@ -11,7 +11,7 @@ that ejects the replica) would pass it: remove the xfail for such a target.
 
 import pytest
 
-from faults.wrong_answers import WrongAnswers
+from inferchaos.faults.wrong_answers import WrongAnswers
 
 CAUGHT = {"golden_pass_rate", "prediction_psi", "prediction_ks_pvalue"}
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from faults.local import LocalFault, non_negative
-from faults.base import Landing
-from faults.traffic_surge import SurgeArrivals, TrafficSurge, describe_surge, start_surge, surge_profile
+from inferchaos.faults.local import LocalFault, non_negative
+from inferchaos.faults.base import Landing
+from inferchaos.faults.traffic_surge import SurgeArrivals, TrafficSurge, describe_surge, start_surge, surge_profile
 from inferchaos.errors import UsageError
-from load.runner import LoadRunner
-from targets.local.autoscaler import Policy
+from inferchaos.load.runner import LoadRunner
+from inferchaos.targets.local.autoscaler import Policy
 
 
 @dataclass

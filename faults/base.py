@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from faults.ledger import Entry, Ledger, UndoStep
+from inferchaos.faults.ledger import Entry, Ledger, UndoStep
 from inferchaos.errors import UsageError
 
 
@@ -189,7 +189,7 @@ class Fault:
     def _revert(self) -> None:
         """By default, replay the journalled undo, newest first: the very steps
         `inferchaos recover` would run, so the two paths cannot drift apart."""
-        from faults.undo import run_all
+        from inferchaos.faults.undo import run_all
 
         assert self._entry is not None
         run_all(self._entry.undo, lambda done: self.note("undo", done))

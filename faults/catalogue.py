@@ -16,19 +16,19 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from faults.base import BlastRadius, Fault
-from faults.autoscaled_surge import AutoscaledSurge
-from faults.dependency_latency import DEPENDENCIES, DependencyLatency
-from faults.gpu_hog import parse_bytes
-from faults.gpu_oom import GpuOom
-from faults.ledger import Ledger
-from faults.model_load_stall import ModelLoadStall
-from faults.pipeline_lag import MODES, PipelineLag
-from faults.replica_crash import ReplicaCrash
-from faults.replica_hang import ReplicaHang
-from faults.spot_reclamation import SpotReclamation
-from faults.traffic_surge import TrafficSurge
-from faults.wrong_answers import WrongAnswers
+from inferchaos.faults.base import BlastRadius, Fault
+from inferchaos.faults.autoscaled_surge import AutoscaledSurge
+from inferchaos.faults.dependency_latency import DEPENDENCIES, DependencyLatency
+from inferchaos.faults.gpu_hog import parse_bytes
+from inferchaos.faults.gpu_oom import GpuOom
+from inferchaos.faults.ledger import Ledger
+from inferchaos.faults.model_load_stall import ModelLoadStall
+from inferchaos.faults.pipeline_lag import MODES, PipelineLag
+from inferchaos.faults.replica_crash import ReplicaCrash
+from inferchaos.faults.replica_hang import ReplicaHang
+from inferchaos.faults.spot_reclamation import SpotReclamation
+from inferchaos.faults.traffic_surge import TrafficSurge
+from inferchaos.faults.wrong_answers import WrongAnswers
 from inferchaos.errors import UsageError
 
 #: What a `kind` accepts, for messages and the catalogue table.

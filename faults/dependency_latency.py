@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from faults.base import Landing
-from faults.local import LocalFault, non_negative, route_shows, timed_read
+from inferchaos.faults.base import Landing
+from inferchaos.faults.local import LocalFault, non_negative, route_shows, timed_read
 from inferchaos.errors import UsageError
-from targets.local.depproxy import Toxics
+from inferchaos.targets.local.depproxy import Toxics
 
 DEPENDENCIES = ("model_store", "feature_store")
 

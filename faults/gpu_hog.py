@@ -6,8 +6,8 @@ comes back without any undo step. The hog takes memory until only `leave` bytes 
 free and then keeps it so, grabbing whatever the server frees and never giving any
 back, which is how a co-located job or a leaking allocator starves an inference server.
 
-    python -m faults.gpu_hog --device 0 --leave 512MiB --vgpu-dir /tmp/ic/vgpu
-    python -m faults.gpu_hog --device 0 --leave-fraction 0.02 --ramp-s 30 --cuda
+    python -m inferchaos.faults.gpu_hog --device 0 --leave 512MiB --vgpu-dir /tmp/ic/vgpu
+    python -m inferchaos.faults.gpu_hog --device 0 --leave-fraction 0.02 --ramp-s 30 --cuda
 
 Exit codes: 0 after SIGTERM/SIGINT (memory released), 1 a device error, 2 bad input or
 no usable backend.
@@ -129,7 +129,7 @@ class VgpuBackend:
     name = "vgpu"
 
     def __init__(self, root: Path | str, device: int) -> None:
-        from targets.local.vgpu import VirtualDevice
+        from inferchaos.targets.local.vgpu import VirtualDevice
 
         self.dev = VirtualDevice(root, device)
         if not self.dev.exists():
@@ -140,7 +140,7 @@ class VgpuBackend:
         return usage.free, usage.capacity
 
     def take(self, nbytes: int) -> int:
-        from targets.local.vgpu import DeviceOutOfMemory
+        from inferchaos.targets.local.vgpu import DeviceOutOfMemory
 
         # The server may allocate between our read and this take: then take what fits.
         for _ in range(8):
@@ -427,7 +427,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m faults.gpu_hog", description="Take device memory until only --leave is free.")
+    p = _Parser(prog="python -m inferchaos.faults.gpu_hog", description="Take device memory until only --leave is free.")
     p.add_argument("--device", type=int, required=True, help="device index")
     leave = p.add_mutually_exclusive_group(required=True)
     leave.add_argument("--leave", help="bytes to leave free: 536870912, 512MiB, 2GiB, 1.5GB")

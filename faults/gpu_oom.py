@@ -4,7 +4,7 @@ is free, so the server's next allocation fails the way CUDA's does.
 What good looks like: the OOMing replica fails the requests of its failed batch and
 exits (vLLM's behaviour) or rejects and stays up (as configured), the LB stops routing
 to it, and the replacement serves once memory is back. The hog is a process of its own
-(`python -m faults.gpu_hog`): device memory belongs to a process, so ending the hog —
+(`python -m inferchaos.faults.gpu_hog`): device memory belongs to a process, so ending the hog —
 on revert, or by `inferchaos recover` after a crash — gives every byte back.
 
 `ramp_s` > 0 is the gradual variant: memory pressure grows over that many seconds, as
@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from faults.base import Landing
-from faults.gpu_hog import parse_bytes
-from faults.local import LocalFault, non_negative
-from faults.undo import step
+from inferchaos.faults.base import Landing
+from inferchaos.faults.gpu_hog import parse_bytes
+from inferchaos.faults.local import LocalFault, non_negative
+from inferchaos.faults.undo import step
 from inferchaos.errors import FaultError, UsageError
-from targets.local.processes import MARK_ENV, spawn, start_time
-from targets.local.vgpu import VirtualDevice
+from inferchaos.targets.local.processes import MARK_ENV, spawn, start_time
+from inferchaos.targets.local.vgpu import VirtualDevice
 
 
 @dataclass
@@ -74,7 +74,7 @@ class GpuOom(LocalFault):
         for v in self.victims:
             status = self._status_path(v.device)
             status.unlink(missing_ok=True)
-            argv = [sys.executable, "-m", "faults.gpu_hog", "--device", str(v.device), *self._leave_args(),
+            argv = [sys.executable, "-m", "inferchaos.faults.gpu_hog", "--device", str(v.device), *self._leave_args(),
                     "--ramp-s", str(self.ramp_s), "--vgpu-dir", vgpu_dir, "--status", str(status)]
             mark = f"gpu-hog-{uuid.uuid4().hex}"
             self.journal([step("end_marked", mark=mark, what=f"gpu hog on device {v.device}")])

@@ -16,13 +16,13 @@ from typing import Any
 
 import httpx
 
-from faults.base import BlastRadius, Fault, Landing
-from faults.undo import step
+from inferchaos.faults.base import BlastRadius, Fault, Landing
+from inferchaos.faults.undo import step
 from inferchaos.errors import UsageError
-from targets.local.cluster import LocalCluster, wait_for
-from targets.local.control import read_desired, set_desired
-from targets.local.processes import group_alive, signal_group, start_time
-from targets.local.state import ReplicaRecord
+from inferchaos.targets.local.cluster import LocalCluster, wait_for
+from inferchaos.targets.local.control import read_desired, set_desired
+from inferchaos.targets.local.processes import group_alive, signal_group, start_time
+from inferchaos.targets.local.state import ReplicaRecord
 
 
 def non_negative(name: str, value: float | None, what: str) -> None:
@@ -80,7 +80,7 @@ class LocalFault(Fault):
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         """On a Kubernetes target the same experiment builds the Kubernetes counterpart."""
         if getattr(kwargs.get("target"), "kind", "local") == "kubernetes":
-            from faults.kubernetes import counterpart
+            from inferchaos.faults.kubernetes import counterpart
 
             return counterpart(cls.name, kwargs)
         return super().__new__(cls)
@@ -150,7 +150,7 @@ class LocalFault(Fault):
     # ----------------------------------------------------------------------- dependencies
     def degrade(self, dependency: str, toxics: Any) -> dict:
         """Put `toxics` on the proxy route to `dependency` (journalled clear first)."""
-        from targets.local.depproxy import ProxyControl
+        from inferchaos.targets.local.depproxy import ProxyControl
 
         url = self.cluster.state.proxy_url
         if not url:
@@ -161,7 +161,7 @@ class LocalFault(Fault):
         return route
 
     def dependency_route(self, dependency: str) -> dict:
-        from targets.local.depproxy import ProxyControl
+        from inferchaos.targets.local.depproxy import ProxyControl
 
         return ProxyControl(self.cluster.state.proxy_url or "").route(dependency)
 

@@ -14,10 +14,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from faults.base import Landing
-from faults.local import LocalFault, gone, non_negative, route_shows
+from inferchaos.faults.base import Landing
+from inferchaos.faults.local import LocalFault, gone, non_negative, route_shows
 from inferchaos.errors import UsageError
-from targets.local.depproxy import Toxics
+from inferchaos.targets.local.depproxy import Toxics
 
 
 @dataclass

@@ -20,12 +20,12 @@ from typing import Any
 
 import httpx
 
-from faults.base import Landing
-from faults.local import LocalFault, non_negative, route_shows, timed_read
-from faults.undo import step
+from inferchaos.faults.base import Landing
+from inferchaos.faults.local import LocalFault, non_negative, route_shows, timed_read
+from inferchaos.faults.undo import step
 from inferchaos.errors import UsageError
-from targets.local.depproxy import Toxics
-from targets.local.processes import signal_group, start_time, stopped
+from inferchaos.targets.local.depproxy import Toxics
+from inferchaos.targets.local.processes import signal_group, start_time, stopped
 
 MODES = ("stop", "slow_reads", "both")
 

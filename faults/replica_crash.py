@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from faults.base import Landing
-from faults.local import LocalFault, gone, non_negative
+from inferchaos.faults.base import Landing
+from inferchaos.faults.local import LocalFault, gone, non_negative
 
 
 @dataclass

@@ -12,10 +12,10 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from faults.base import Landing
-from faults.local import LocalFault
-from faults.undo import step
-from targets.local.processes import signal_group, start_time, stopped
+from inferchaos.faults.base import Landing
+from inferchaos.faults.local import LocalFault
+from inferchaos.faults.undo import step
+from inferchaos.targets.local.processes import signal_group, start_time, stopped
 
 
 @dataclass

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from faults.base import Landing
-from faults.local import LocalFault, gone, non_negative
-from targets.local.processes import signal_group
-from targets.local.state import ReplicaRecord
+from inferchaos.faults.base import Landing
+from inferchaos.faults.local import LocalFault, gone, non_negative
+from inferchaos.targets.local.processes import signal_group
+from inferchaos.targets.local.state import ReplicaRecord
 
 
 @dataclass

@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from faults.base import Fault, Landing
-from faults.undo import step
+from inferchaos.faults.base import Fault, Landing
+from inferchaos.faults.undo import step
 from inferchaos.errors import UsageError
-from load.runner import LoadProfile, LoadRunner
-from targets.local.processes import start_time
+from inferchaos.load.runner import LoadProfile, LoadRunner
+from inferchaos.targets.local.processes import start_time
 
 
 def surge_profile(fault: Fault, factor: float, spawn_rate: float) -> LoadProfile:

@@ -13,10 +13,10 @@ import types
 import typing
 from typing import Any, Callable, get_type_hints
 
-from faults.ledger import UndoStep
+from inferchaos.faults.ledger import UndoStep
 from inferchaos.errors import FaultError
-from targets.local.control import replace_desired
-from targets.local.processes import end_groups, group_alive, signal_group, start_time
+from inferchaos.targets.local.control import replace_desired
+from inferchaos.targets.local.processes import end_groups, group_alive, signal_group, start_time
 
 Executor = Callable[..., str]
 
@@ -37,7 +37,7 @@ def end_group(pgid: int, started: int | None = None, what: str = "process group"
 def end_marked(mark: str, what: str = "process") -> str:
     """End the process groups of whatever was started under `mark` (journalled before the
     start, so a crash between the start and its pid's journal leaves nothing behind)."""
-    from targets.local.processes import marked
+    from inferchaos.targets.local.processes import marked
 
     groups = sorted({g for g in map(_pgid_or_none, marked(mark)) if g is not None and g != os.getpgrp()})
     if not groups:
@@ -74,7 +74,7 @@ def restore_desired(state_dir: str, values: dict[str, Any]) -> str:
 def clear_toxics(proxy_url: str, route: str) -> str:
     import httpx
 
-    from targets.local.depproxy import ProxyControl
+    from inferchaos.targets.local.depproxy import ProxyControl
 
     try:
         ProxyControl(proxy_url).clear(route)
@@ -86,7 +86,7 @@ def clear_toxics(proxy_url: str, route: str) -> str:
 def clear_perturbation(port: int, pid: int, started: int | None, what: str = "replica") -> str:
     import httpx
 
-    from targets.local.server import PERTURB_PATH
+    from inferchaos.targets.local.server import PERTURB_PATH
 
     if not _same_process(pid, started):
         return f"{what}: gone, nothing to clear"
@@ -99,7 +99,7 @@ def clear_perturbation(port: int, pid: int, started: int | None, what: str = "re
 
 def _kube(conn: dict) -> Any:
     """The connection an undo step recorded, checked to reach the cluster it was made on."""
-    from targets.kubernetes import Connection
+    from inferchaos.targets.kubernetes import Connection
 
     c = Connection(**conn)
     key = (c.kubeconfig, c.context, c.cluster)
@@ -114,15 +114,15 @@ _PINNED: set[tuple[str | None, str, str | None]] = set()
 
 def kube_node(conn: dict, node: str, run: str) -> str:
     """Uncordon (if this run cordoned it), drop this run's taint and its marks."""
-    from targets.kubernetes import nodes
+    from inferchaos.targets.kubernetes import nodes
 
     return nodes.release(_kube(conn), node, run)
 
 
 def kube_scale(conn: dict, namespace: str, deployment: str, replicas: int) -> str:
-    from targets.kubernetes import ops
-    from targets.kubernetes.nodes import EXPIRES, RUN
-    from targets.kubernetes.sweep import RESTORE
+    from inferchaos.targets.kubernetes import ops
+    from inferchaos.targets.kubernetes.nodes import EXPIRES, RUN
+    from inferchaos.targets.kubernetes.sweep import RESTORE
 
     c = _kube(conn)
     done = ops.scale(c, namespace, deployment, replicas)
@@ -131,26 +131,26 @@ def kube_scale(conn: dict, namespace: str, deployment: str, replicas: int) -> st
 
 
 def kube_delete_custom(conn: dict, group: str, version: str, namespace: str, plural: str, name: str) -> str:
-    from targets.kubernetes import ops
+    from inferchaos.targets.kubernetes import ops
 
     return ops.delete_custom(_kube(conn), group, version, namespace, plural, name)
 
 
 def kube_resume(conn: dict, namespace: str, pod: str, container: str, pid: int, started: int) -> str:
     """SIGCONT to the process a hang stopped, if it is still that process (pid and start time)."""
-    from targets.kubernetes import processes
+    from inferchaos.targets.kubernetes import processes
 
     return processes.resume(_kube(conn), namespace, pod, container, pid, started)
 
 
 def kube_end_hog(conn: dict, namespace: str, pod: str, container: str) -> str:
-    from targets.kubernetes import processes
+    from inferchaos.targets.kubernetes import processes
 
     return processes.end_hog(_kube(conn), namespace, pod, container)
 
 
 def stop_cluster(state_dir: str) -> str:
-    from targets.local.cluster import LocalCluster  # a heavier import, only for recover
+    from inferchaos.targets.local.cluster import LocalCluster  # a heavier import, only for recover
 
     orphans = LocalCluster.attach(state_dir).stop()
     return f"cluster {state_dir}: stopped" + (f" ({len(orphans)} orphaned groups ended)" if orphans else "")

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 
-from faults.base import Landing
-from faults.local import LocalFault, positive
-from probes.model_health import check_answer, golden_set, infer_body
-from faults.undo import step
-from targets.local.processes import start_time
-from targets.local.server import PERTURB_PATH
+from inferchaos.faults.base import Landing
+from inferchaos.faults.local import LocalFault, positive
+from inferchaos.probes.model_health import check_answer, golden_set, infer_body
+from inferchaos.faults.undo import step
+from inferchaos.targets.local.processes import start_time
+from inferchaos.targets.local.server import PERTURB_PATH
 
 
 @dataclass

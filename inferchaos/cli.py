@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, NoReturn
 from inferchaos.errors import InferchaosError, UsageError
 
 if TYPE_CHECKING:
-    from faults.base import Fault
-    from faults.ledger import Entry, Ledger
-    from targets.local.cluster import LocalCluster
-    from targets.local.state import ClusterState
+    from inferchaos.faults.base import Fault
+    from inferchaos.faults.ledger import Entry, Ledger
+    from inferchaos.targets.local.cluster import LocalCluster
+    from inferchaos.targets.local.state import ClusterState
 
 DEFAULT_STATE_DIR = Path(".inferchaos/cluster")
 DEFAULT_LEDGER = Path(".inferchaos/ledger.jsonl")
@@ -212,7 +212,7 @@ def build_parser() -> Parser:
     rep.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
                      help="two summary.json files, or report directories holding them")
 
-    from targets.inventory import command as inventory
+    from inferchaos.targets.inventory import command as inventory
 
     inv = _sub(sub, "inventory", "list inference workloads, their GPUs and owners (shadow AI)",
                inventory.DESCRIPTION, inventory.EXAMPLES)
@@ -256,7 +256,7 @@ def _one_line(text: str) -> str:
 # --------------------------------------------------------------------------- checking input
 def _read_state(state_dir: Path) -> ClusterState | None:
     """The state file, or None when there is none; a path that cannot hold one is bad input."""
-    from targets.local.state import read_state
+    from inferchaos.targets.local.state import read_state
 
     if state_dir.exists() and not state_dir.is_dir():
         raise UsageError(f"--state-dir {state_dir} is not a directory")
@@ -268,8 +268,8 @@ def _read_state(state_dir: Path) -> ClusterState | None:
 
 def _running_cluster(state_dir: Path) -> LocalCluster:
     """The local cluster to act on; not there, or not running, is bad input (exit 2)."""
-    from targets.local.cluster import LocalCluster
-    from targets.local.processes import group_alive
+    from inferchaos.targets.local.cluster import LocalCluster
+    from inferchaos.targets.local.processes import group_alive
 
     state = _read_state(state_dir)
     if state is None:
@@ -283,7 +283,7 @@ def _running_cluster(state_dir: Path) -> LocalCluster:
 
 
 def _ledger(path: Path, write: bool = False) -> Ledger:
-    from faults.ledger import Ledger
+    from inferchaos.faults.ledger import Ledger
 
     if path.is_dir():
         raise UsageError(f"--ledger {path} is a directory, not a ledger file")
@@ -300,8 +300,8 @@ def _ledger(path: Path, write: bool = False) -> Ledger:
 
 # --------------------------------------------------------------------------- the cluster
 def cmd_up(args: argparse.Namespace) -> int:
-    from targets.local.cluster import LocalCluster
-    from targets.local.spec import ClusterSpec
+    from inferchaos.targets.local.cluster import LocalCluster
+    from inferchaos.targets.local.spec import ClusterSpec
 
     spec = ClusterSpec(
         replicas=args.replicas, warm_pool=args.warm_pool, provisioning_delay_s=args.provisioning_delay,
@@ -333,8 +333,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from targets.local.cluster import LocalCluster
-    from targets.local.processes import group_alive
+    from inferchaos.targets.local.cluster import LocalCluster
+    from inferchaos.targets.local.processes import group_alive
 
     state = _read_state(args.state_dir)
     if state is None:
@@ -378,7 +378,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from targets.local.cluster import LocalCluster
+    from inferchaos.targets.local.cluster import LocalCluster
 
     if _read_state(args.state_dir) is None:
         print(f"inferchaos: no local cluster in {args.state_dir}; nothing to stop")
@@ -391,7 +391,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- faults by hand
 def cmd_faults(args: argparse.Namespace) -> int:
-    from faults.catalogue import CATALOGUE, lookup
+    from inferchaos.faults.catalogue import CATALOGUE, lookup
 
     specs = [lookup(args.fault)] if args.fault else list(CATALOGUE.values())
     for n, spec in enumerate(specs):
@@ -414,7 +414,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
 def _fault(args: argparse.Namespace, for_inject: bool) -> tuple[Fault, Ledger, LocalCluster]:
     """Parse and check everything, in the order that touches least: fault id, parameters,
     ledger, cluster, the fault's own checks and its blast radius. Nothing is changed."""
-    from faults.catalogue import lookup
+    from inferchaos.faults.catalogue import lookup
 
     spec = lookup(args.fault)
     if for_inject and spec.standalone_refusal:
@@ -433,7 +433,7 @@ def _plan(fault: Fault) -> list[str]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from faults.catalogue import lookup
+    from inferchaos.faults.catalogue import lookup
 
     if args.target == "kubernetes":
         return _plan_kubernetes(args)
@@ -454,9 +454,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _plan_kubernetes(args: argparse.Namespace) -> int:
     """The same plan against a namespace: connects, reads the pods, changes nothing."""
-    from faults.catalogue import lookup
+    from inferchaos.faults.catalogue import lookup
     from inferchaos import kube_options
-    from targets.kubernetes import KubeTarget
+    from inferchaos.targets.kubernetes import KubeTarget
 
     spec = lookup(args.fault)
     params = spec.parse(args.params)
@@ -505,10 +505,10 @@ def cmd_inject(args: argparse.Namespace) -> int:
 def _settle(fault: Fault) -> None:
     """A fault's own threads end with this process: finish the work they still hold
     (a reclamation's kill at the notice deadline), then stop them."""
-    from faults.local import LocalFault
-    from faults.spot_reclamation import SpotReclamation
-    from targets.local.cluster import wait_for
-    from targets.local.processes import group_alive
+    from inferchaos.faults.local import LocalFault
+    from inferchaos.faults.spot_reclamation import SpotReclamation
+    from inferchaos.targets.local.cluster import wait_for
+    from inferchaos.targets.local.processes import group_alive
 
     if isinstance(fault, SpotReclamation):
         wait_for(lambda: not any(group_alive(v.pgid) for v in fault.victims), fault.notice_s + 15,
@@ -546,9 +546,9 @@ def cmd_revert(args: argparse.Namespace) -> int:
 def _undo(ledger: Ledger, entries: list[Entry], force: bool) -> tuple[int, int]:
     """Run each entry's journalled undo, newest step first; clusters last, since a fault's
     undo may need its cluster. Returns (failed, skipped)."""
-    from faults.undo import run_all
+    from inferchaos.faults.undo import run_all
     from inferchaos.errors import FaultError
-    from targets.local.processes import pid_alive, start_time
+    from inferchaos.targets.local.processes import pid_alive, start_time
 
     failed = skipped = 0
     for entry in sorted(entries, key=lambda e: (e.fault == "cluster", -e.wall)):
@@ -572,10 +572,10 @@ def _undo(ledger: Ledger, entries: list[Entry], force: bool) -> tuple[int, int]:
 
 def _sweep_expired(args: argparse.Namespace) -> None:
     """Expired marks on the cluster, undone: no ledger needed (its runner may be gone)."""
-    from targets.kubernetes import Connection
-    from targets.kubernetes.identity import allowed_clusters, check_identity, read_identity
-    from targets.kubernetes.settings import ALLOW_NAMESPACES_ENV, SYSTEM_NAMESPACES, _env_list
-    from targets.kubernetes.sweep import sweep
+    from inferchaos.targets.kubernetes import Connection
+    from inferchaos.targets.kubernetes.identity import allowed_clusters, check_identity, read_identity
+    from inferchaos.targets.kubernetes.settings import ALLOW_NAMESPACES_ENV, SYSTEM_NAMESPACES, _env_list
+    from inferchaos.targets.kubernetes.sweep import sweep
 
     ns = args.namespace
     if not ns:
@@ -634,15 +634,15 @@ def cmd_scaling(args: argparse.Namespace) -> int:
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
-    from targets.inventory.command import run
+    from inferchaos.targets.inventory.command import run
 
     return run(args)
 
 
 # --------------------------------------------------------------------------- reports
 def cmd_report(args: argparse.Namespace) -> int:
-    from reports import compare, load_summary, render, replot_missing, write_summary_html
-    from reports.allure_site import render as render_allure
+    from inferchaos.reports import compare, load_summary, render, replot_missing, write_summary_html
+    from inferchaos.reports.allure_site import render as render_allure
 
     if args.compare:
         if args.dir is not None:

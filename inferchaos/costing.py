@@ -4,9 +4,9 @@ of 1 costs X a day and saved Y minutes of SLO breach" is a line in the report.""
 
 from __future__ import annotations
 
-from probes.cost import Prices, cost_line, run_cost, slo_loss
-from probes.slo import ExperimentSlo
-from targets.base import Target
+from inferchaos.probes.cost import Prices, cost_line, run_cost, slo_loss
+from inferchaos.probes.slo import ExperimentSlo
+from inferchaos.targets.base import Target
 
 
 def experiment_cost(result: object, target: Target, slo: ExperimentSlo, prices: Prices | None) -> dict | None:

@@ -15,33 +15,33 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
-from faults.base import Fault, Landing, RunContext
-from faults.ledger import Ledger
-from faults.undo import step
+from inferchaos.faults.base import Fault, Landing, RunContext
+from inferchaos.faults.ledger import Ledger
+from inferchaos.faults.undo import step
 from inferchaos.annotations import Annotations
 from inferchaos.progress import Progress, Status
 from inferchaos.result import ExperimentResult, Phase
-from load.records import RequestRecord
-from load.runner import LoadProfile, LoadRunner, RequestLogTail
-from load.workload import Workload
-from probes.autoscaling import ScaleProbe
-from probes.catalogue import standard_probes
-from probes.probe import Probe, RunView, measurements, unmet
-from probes.canary import Canary, golden_window
-from probes.self_canary import SelfCanary
-from probes.cold_start import ColdStartProbe
-from probes.failover import FailoverProbe
-from probes.gpu import GpuObserver
-from probes.model_health import drift, golden_set
-from probes.prometheus import PrometheusClient, PrometheusError, PromSlo
-from probes.queue_time import QueueTimeProbe
-from probes.safeguard import Safeguard
-from probes.slo import ExperimentSlo
-from probes.verdict import judge, observed_from_window, reasons_from_window, recovery_time, verdict
-from probes.integrity import integrity
-from probes.window import goodput, percentile, window
-from targets.base import Target
-from targets.local.processes import start_time
+from inferchaos.load.records import RequestRecord
+from inferchaos.load.runner import LoadProfile, LoadRunner, RequestLogTail
+from inferchaos.load.workload import Workload
+from inferchaos.probes.autoscaling import ScaleProbe
+from inferchaos.probes.catalogue import standard_probes
+from inferchaos.probes.probe import Probe, RunView, measurements, unmet
+from inferchaos.probes.canary import Canary, golden_window
+from inferchaos.probes.self_canary import SelfCanary
+from inferchaos.probes.cold_start import ColdStartProbe
+from inferchaos.probes.failover import FailoverProbe
+from inferchaos.probes.gpu import GpuObserver
+from inferchaos.probes.model_health import drift, golden_set
+from inferchaos.probes.prometheus import PrometheusClient, PrometheusError, PromSlo
+from inferchaos.probes.queue_time import QueueTimeProbe
+from inferchaos.probes.safeguard import Safeguard
+from inferchaos.probes.slo import ExperimentSlo
+from inferchaos.probes.verdict import judge, observed_from_window, reasons_from_window, recovery_time, verdict
+from inferchaos.probes.integrity import integrity
+from inferchaos.probes.window import goodput, percentile, window
+from inferchaos.targets.base import Target
+from inferchaos.targets.local.processes import start_time
 
 TICK_S = 0.25
 PHASES = ("baseline", "inject", "hold", "revert", "recovery")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from inferchaos.errors import UsageError
-from targets.kubernetes.settings import KubeSettings
+from inferchaos.targets.kubernetes.settings import KubeSettings
 
 OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--kubeconfig", {"metavar": "FILE", "help": "kubeconfig (default: in-cluster, else $KUBECONFIG or ~/.kube/config)"}),

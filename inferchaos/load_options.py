@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from inferchaos.errors import UsageError
-from load.runner import ARRIVALS
-from load.workload import APIS, parse_headers, read_payloads
+from inferchaos.load.runner import ARRIVALS
+from inferchaos.load.workload import APIS, parse_headers, read_payloads
 
 OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--load-rate", {"metavar": "R", "help": "open-loop load: R requests/s scheduled whatever the answers do "

@@ -20,25 +20,25 @@ from typing import Callable, Iterator
 
 import pytest
 
-from faults.base import Fault
-from faults.ledger import DEFAULT_LEDGER, Ledger
-from faults.undo import step
+from inferchaos.faults.base import Fault
+from inferchaos.faults.ledger import DEFAULT_LEDGER, Ledger
+from inferchaos.faults.undo import step
 from inferchaos.engine import Experiment, ExperimentResult
 from inferchaos.annotations import GRAFANA_TOKEN_ENV, Annotations
 from inferchaos import kube_options, load_options
 from inferchaos.load_options import LoadOptions
-from load.workload import Workload, resolve
+from inferchaos.load.workload import Workload, resolve
 from inferchaos.costing import experiment_cost
 from inferchaos.errors import InferchaosError, NotOnTarget, UsageError
 from inferchaos.progress import CLEAR, Progress
-from probes.cost import Prices
-from probes.slo import default_slo_path, load_slo
-from reports import allure_results, write_run, write_summary
-from targets.base import Target
-from targets.inventory import inventory_of
-from targets.kubernetes import KubeSettings, KubeTarget
-from targets.local import ClusterSpec, LocalCluster
-from targets.local.prometheus import write_targets
+from inferchaos.probes.cost import Prices
+from inferchaos.probes.slo import default_slo_path, load_slo
+from inferchaos.reports import allure_results, write_run, write_summary
+from inferchaos.targets.base import Target
+from inferchaos.targets.inventory import inventory_of
+from inferchaos.targets.kubernetes.settings import KubeSettings
+from inferchaos.targets.local import ClusterSpec, LocalCluster
+from inferchaos.targets.local.prometheus import write_targets
 
 FAULT_MARKERS = {
     "spot_reclamation": "spot instance reclaimed mid-inference (notice, then kill)",
@@ -54,7 +54,6 @@ FAULT_MARKERS = {
 }
 TARGETS = ("local", "kubernetes")
 RUNBOOK_BASE_ENV = "INFERCHAOS_RUNBOOK_BASE"
-REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -90,7 +89,7 @@ CHAOS_MARK = ("chaos(severity='normal', owner=None, model=None, runbook=None): w
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("inferchaos", "chaos experiments")
     g.addoption("--target", metavar="NAME", default="local", help="where faults land: local (default) or kubernetes")
-    g.addoption("--slo", metavar="FILE", default=None, help="SLO file (default: experiments/slo.toml)")
+    g.addoption("--slo", metavar="FILE", default=None, help="SLO file (default: the one inferchaos ships, experiments/slo.toml in its repository)")
     g.addoption("--slo-set", metavar="KEY=VALUE", action="append", default=[],
                 help="override an SLO or phase key for every experiment (repeatable)")
     g.addoption("--chaos-report", metavar="DIR", default=None, help="write DIR/summary.json and per-run artefacts")
@@ -184,7 +183,7 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
 
 def _check_state_dir(path: Path) -> None:
     """A cluster must be running there: say so now, not as a traceback when the fixture attaches."""
-    from targets.local.state import read_state
+    from inferchaos.targets.local.state import read_state
 
     if path.exists() and not path.is_dir():
         raise UsageError(f"--state-dir {path}: is a file, not a cluster's state directory")
@@ -283,6 +282,7 @@ def target(chaos: ChaosSession, request: pytest.FixtureRequest) -> Iterator[Targ
     say = _progress(request.config).say
     if chaos.kube is not None:
         try:
+            from inferchaos.targets.kubernetes import KubeTarget
             kube = KubeTarget(chaos.kube).start()
         except InferchaosError as exc:
             pytest.exit(f"inferchaos: error: {exc}", returncode=2)
@@ -394,7 +394,7 @@ def run_experiment(chaos: ChaosSession, target: Target, annotations: Annotations
             meta.update(_chaos_meta(mark))
         meta.setdefault("model", chaos.cluster.get("model"))
         if meta.get("runbook"):
-            meta["runbook"] = runbook_url(meta["runbook"])
+            meta["runbook"] = runbook_url(meta["runbook"], request.config.rootpath)
         allure_results.label(allure_results.Labels(experiment_id, fault.name, chaos.target_name, **meta))
         progress = _progress(request.config)
         result = Experiment(experiment_id, via or target, fault, slo, out, chaos.ledger, progress,
@@ -418,15 +418,16 @@ def run_experiment(chaos: ChaosSession, target: Target, annotations: Annotations
     return run
 
 
-def runbook_url(runbook: str) -> str:
+def runbook_url(runbook: str, root: Path) -> str:
     """A runbook named by path (`runbooks/gpu_oom.md`) becomes a link: under
-    $INFERCHAOS_RUNBOOK_BASE (e.g. the repository's web URL) when set, else this checkout."""
+    $INFERCHAOS_RUNBOOK_BASE (e.g. the repository's web URL) when set, else the file under
+    the experiments' repository (pytest's rootdir)."""
     if re.match(r"[a-z][a-z0-9+.-]*://", runbook):
         return runbook
     base = os.environ.get(RUNBOOK_BASE_ENV)
     if base:
         return base.rstrip("/") + "/" + runbook.lstrip("/")
-    return (REPO / runbook).resolve().as_uri()
+    return (root / runbook).resolve().as_uri()
 
 
 def _cluster_info(cluster: LocalCluster) -> dict:

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from faults.base import FaultEvent
-from load.records import RequestRecord
-from probes.autoscaling import ScaleOut, ScaleSample
-from probes.canary import Check, GoldenWindow
-from probes.cold_start import ColdStart
-from probes.failover import Failover
-from probes.gpu import GpuRun
-from probes.lb_sampler import LbSample
-from probes.model_health import DriftResult
-from probes.queue_time import QueueTime
-from probes.verdict import SloResult
-from probes.window import WindowStats
+from inferchaos.faults.base import FaultEvent
+from inferchaos.load.records import RequestRecord
+from inferchaos.probes.autoscaling import ScaleOut, ScaleSample
+from inferchaos.probes.canary import Check, GoldenWindow
+from inferchaos.probes.cold_start import ColdStart
+from inferchaos.probes.failover import Failover
+from inferchaos.probes.gpu import GpuRun
+from inferchaos.probes.lb_sampler import LbSample
+from inferchaos.probes.model_health import DriftResult
+from inferchaos.probes.queue_time import QueueTime
+from inferchaos.probes.verdict import SloResult
+from inferchaos.probes.window import WindowStats
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from inferchaos.errors import UsageError
-from targets.local.autoscaler import DEFAULT_METRIC, Policy
+from inferchaos.targets.local.autoscaler import DEFAULT_METRIC, Policy
 
 AUTOSCALE = ("Put the running local cluster on queue-length autoscaling with KEDA's semantics: "
              "desired replicas = ceil(summed METRIC over the replicas / TARGET) within [MIN, MAX], polled every "
@@ -42,7 +42,7 @@ def add_preheat(p: argparse.ArgumentParser) -> None:
 
 
 def autoscale(args: argparse.Namespace, cluster: object) -> int:
-    from targets.local.control import set_desired
+    from inferchaos.targets.local.control import set_desired
 
     if args.off:
         set_desired(cluster.state_dir, **{k: None for k in KEYS})  # type: ignore[attr-defined]
@@ -60,7 +60,7 @@ def autoscale(args: argparse.Namespace, cluster: object) -> int:
 
 
 def preheat(args: argparse.Namespace, cluster: object) -> int:
-    from targets.local.control import set_desired
+    from inferchaos.targets.local.control import set_desired
 
     if args.replicas < 0:
         raise UsageError(f"preheat must be 0 or more replicas, got {args.replicas}")

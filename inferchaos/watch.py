@@ -18,12 +18,12 @@ from typing import Callable
 
 import httpx
 
-from faults.ledger import Entry, Ledger
-from probes.queue_time import Histogram, parse
-from targets.local.cluster import LocalCluster
-from targets.local.control import read_desired
-from targets.local.processes import stopped
-from targets.local.state import ReplicaRecord
+from inferchaos.faults.ledger import Entry, Ledger
+from inferchaos.probes.queue_time import Histogram, parse
+from inferchaos.targets.local.cluster import LocalCluster
+from inferchaos.targets.local.control import read_desired
+from inferchaos.targets.local.processes import stopped
+from inferchaos.targets.local.state import ReplicaRecord
 
 E2E = "vllm:e2e_request_latency_seconds"
 FRONTEND = "inference"

@@ -32,18 +32,14 @@ import hashlib
 import os
 import random
 import signal
-import sys
 import time
-from pathlib import Path
 
 import gevent
 import gevent.pool
 from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from load.records import (  # noqa: E402
+from inferchaos.load.records import (
     FEATURE_AGE_HEADER,
     FEATURE_VERSION_HEADER,
     REPLICA_HEADER,
@@ -58,7 +54,7 @@ from load.records import (  # noqa: E402
     worker_id,
     write_in_flight,
 )
-from load.workload import WORKLOAD_ENV, Workload, reference  # noqa: E402
+from inferchaos.load.workload import WORKLOAD_ENV, Workload, reference
 
 # A background job of a shell starts with SIGINT ignored, and Python then installs no
 # KeyboardInterrupt handler: the runner's SIGINT would do nothing and every stop would

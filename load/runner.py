@@ -41,7 +41,7 @@ def _start_time(pid: int) -> str | None:
             return f.read().rsplit(b")", 1)[1].split()[19].decode()
     except (OSError, IndexError):
         return None
-from load.records import (
+from inferchaos.load.records import (
     RequestLogTail,
     RequestRecord,
     parse_mix,
@@ -51,7 +51,7 @@ from load.records import (
     read_parts,
     write_log,
 )
-from load.workload import WORKLOAD_ENV, Workload, reference
+from inferchaos.load.workload import WORKLOAD_ENV, Workload, reference
 
 __all__ = ["LoadProfile", "LoadRunner", "LoadStartError", "RequestLogTail", "read_log"]
 

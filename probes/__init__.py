@@ -6,7 +6,7 @@ settings stay `probes.slo.Safeguard`, not re-exported, so they are not mistaken 
 running probe `probes.safeguard.Safeguard`.
 """
 
-from probes.slo import (
+from inferchaos.probes.slo import (
     ExperimentSlo,
     Objective,
     Phases,
@@ -14,7 +14,7 @@ from probes.slo import (
     load_slo,
     parse_overrides,
 )
-from probes.verdict import (
+from inferchaos.probes.verdict import (
     SloResult,
     breached,
     judge,
@@ -23,7 +23,7 @@ from probes.verdict import (
     recovery_time,
     verdict,
 )
-from probes.window import WindowStats, percentile, series, window
+from inferchaos.probes.window import WindowStats, percentile, series, window
 
 __all__ = [
     "ExperimentSlo",

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from probes.probe import BaseProbe, Measurement, RunView
-from probes.window import Record, series
-from targets.capabilities import AUTOSCALER
+from inferchaos.probes.probe import BaseProbe, Measurement, RunView
+from inferchaos.probes.window import Record, series
+from inferchaos.targets.capabilities import AUTOSCALER
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import httpx
 
-from probes.model_health import REPLICA_HEADER, GoldenCase, check_answer, infer_body
+from inferchaos.probes.model_health import REPLICA_HEADER, GoldenCase, check_answer, infer_body
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from probes.autoscaling import ScaleProbe
-from probes.cold_start import ColdStartProbe
-from probes.failover import FailoverProbe
-from probes.gpu import GpuObserver
-from probes.probe import Probe
-from probes.queue_time import QueueTimeProbe
+from inferchaos.probes.autoscaling import ScaleProbe
+from inferchaos.probes.cold_start import ColdStartProbe
+from inferchaos.probes.failover import FailoverProbe
+from inferchaos.probes.gpu import GpuObserver
+from inferchaos.probes.probe import Probe
+from inferchaos.probes.queue_time import QueueTimeProbe
 
 
 def standard_probes(target: Any, fault: Any = None) -> list[Probe]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
-from probes.probe import BaseProbe, Measurement, RunView
+from inferchaos.probes.probe import BaseProbe, Measurement, RunView
 
 
 class Replica(Protocol):

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Protocol
 
 from inferchaos.errors import UsageError
-from probes.slo import ExperimentSlo, Objective
-from probes.verdict import meets
-from probes.window import Record, WindowStats, series
+from inferchaos.probes.slo import ExperimentSlo, Objective
+from inferchaos.probes.verdict import meets
+from inferchaos.probes.window import Record, WindowStats, series
 
 DAY_S = 86400.0
 HOUR_S = 3600.0

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from probes.lb_sampler import LbSample, LbSampler
-from probes.probe import BaseProbe, Measurement, RunView
-from targets.capabilities import LB_SLOTS
+from inferchaos.probes.lb_sampler import LbSample, LbSampler
+from inferchaos.probes.probe import BaseProbe, Measurement, RunView
+from inferchaos.targets.capabilities import LB_SLOTS
 
 
 class Record(Protocol):

@@ -17,10 +17,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import pynvml
+try:
+    import pynvml
+except ImportError:  # the `gpu` extra (nvidia-ml-py) is not installed
+    pynvml = None
 
-from probes.probe import BaseProbe, Measurement, RunView
-from targets.capabilities import GPU
+from inferchaos.probes.probe import BaseProbe, Measurement, RunView
+from inferchaos.targets.capabilities import GPU
 
 #: The observations a GPU run yields, for SLO objectives.
 GPU_KEYS = ("gpu_memory_peak_frac", "gpu_memory_peak_bytes", "gpu_utilization_mean_pct", "gpu_power_peak_w",
@@ -147,6 +150,9 @@ class GpuProbe:
     def start(self) -> GpuProbe:
         self._start = self._clock()
         self._started = True
+        if pynvml is None:
+            self._failure = NOT_MEASURED + "nvidia-ml-py is not installed (pip install 'inferchaos[gpu]')"
+            return self
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:

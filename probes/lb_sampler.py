@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from targets.local.haproxy import AdminSocket
+from inferchaos.targets.local.haproxy import AdminSocket
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Sequence
 import httpx
 import numpy as np
 
-from targets.local import model as mdl
+from inferchaos.targets.local import model as mdl
 
 PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.25

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-from targets.capabilities import missing
+from inferchaos.targets.capabilities import missing
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Callable, Mapping
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from probes.probe import BaseProbe, Measurement, RunView
-from targets.capabilities import METRICS
+from inferchaos.probes.probe import BaseProbe, Measurement, RunView
+from inferchaos.targets.capabilities import METRICS
 
 METRIC = "vllm:request_queue_time_seconds"
 

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import Iterable, Protocol
 
-from probes.window import percentile
+from inferchaos.probes.window import percentile
 
 
 class Record(Protocol):

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from load.records import REPLICA_HEADER, parse_completion_body
-from load.workload import Workload
-from probes.canary import Canary, Check
+from inferchaos.load.records import REPLICA_HEADER, parse_completion_body
+from inferchaos.load.workload import Workload
+from inferchaos.probes.canary import Canary, Check
 
 CASES = 4
 RTOL, ATOL = 1e-4, 1e-5

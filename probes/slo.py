@@ -15,6 +15,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -298,8 +299,9 @@ class _Layer:
 
 
 def default_slo_path() -> Path:
-    """experiments/slo.toml in the repository this package lives in."""
-    return Path(__file__).resolve().parent.parent / "experiments" / "slo.toml"
+    """The SLO file inferchaos ships: `inferchaos/slo.toml` in a wheel, a link to
+    experiments/slo.toml in the repository (one file, documented where it is used)."""
+    return Path(str(resources.files("inferchaos") / "slo.toml"))
 
 
 def load_slo(path: Path | None, experiment: str, overrides: Sequence[str] = ()) -> ExperimentSlo:

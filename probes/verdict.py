@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from probes.slo import ExperimentSlo, Objective
-from probes.window import Record, WindowStats, series
+from inferchaos.probes.slo import ExperimentSlo, Objective
+from inferchaos.probes.window import Record, WindowStats, series
 
 #: The window statistics an objective can be judged on directly.
 WINDOW_KEYS = ("availability", "error_rate", "p50_ms", "p95_ms", "p99_ms", "ttft_p99_ms", "itl_p99_ms",

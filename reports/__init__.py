@@ -4,7 +4,7 @@ results, summary.json/summary.html, the rendered Allure site and the night-to-ni
 Reports read data (summary entries, request logs, ledger entries), never the engine.
 """
 
-from reports.compare import compare, load_summary, render
-from reports.writer import replot_missing, write_run, write_summary, write_summary_html
+from inferchaos.reports.compare import compare, load_summary, render
+from inferchaos.reports.writer import replot_missing, write_run, write_summary, write_summary_html
 
 __all__ = ["compare", "load_summary", "render", "replot_missing", "write_run", "write_summary", "write_summary_html"]

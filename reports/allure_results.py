@@ -3,7 +3,8 @@ the run's files attached, and `environment.properties` for the whole session.
 
 allure-pytest records nothing unless pytest runs with `--alluredir`; then these calls
 land in the current test's result. Without it they cost nothing, so the plugin calls
-them unconditionally. The only module of ours that imports allure.
+them unconditionally. The only module of ours that imports allure, and only when it is
+installed (`pip install 'inferchaos[reports]'`): without it these calls do nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Mapping
 
-import allure
+try:
+    import allure
+except ImportError:  # the `reports` extra is not installed: there is no --alluredir either
+    allure = None
 
-from reports import artifacts
+from inferchaos.reports import artifacts
 
 SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
 
@@ -37,6 +41,8 @@ class Labels:
 
 
 def label(labels: Labels) -> None:
+    if allure is None:
+        return
     allure.dynamic.epic("chaos")
     allure.dynamic.feature(labels.fault)
     allure.dynamic.story(labels.experiment)
@@ -53,6 +59,9 @@ def label(labels: Labels) -> None:
 
 @contextlib.contextmanager
 def step(title: str) -> Iterator[None]:
+    if allure is None:
+        yield
+        return
     with allure.step(title):
         yield
 
@@ -60,6 +69,8 @@ def step(title: str) -> Iterator[None]:
 def verdict_steps(experiment: dict) -> None:
     """One step per SLO under a verdict step; a breached SLO is a failed step, so the
     Allure tree shows which objective failed without opening an attachment."""
+    if allure is None:
+        return
     with contextlib.suppress(AssertionError), allure.step(f"verdict: {experiment['verdict']}"):
         failed = []
         if experiment.get("inconclusive"):
@@ -81,6 +92,8 @@ def verdict_steps(experiment: dict) -> None:
 
 def attach_run(run_dir: Path) -> None:
     """Attach what `reports.write_run` left in the experiment's directory."""
+    if allure is None:
+        return
     kinds = [
         (artifacts.TIMELINE, "timeline", allure.attachment_type.PNG),
         (artifacts.SLO_TABLE, "SLOs", allure.attachment_type.HTML),

@@ -13,8 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from faults.ledger import Entry, Ledger
-from load.records import FIELDS, RequestRecord
+from inferchaos.faults.ledger import Entry, Ledger
+from inferchaos.load.records import FIELDS, RequestRecord
 
 TIMELINE = "timeline.png"
 SLO_TABLE = "slo.html"

@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display anywhere this runs; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-from reports.timeline import Timeline  # noqa: E402
+from inferchaos.reports.timeline import Timeline  # noqa: E402
 
 #: the fault window's band colour (RGB); tests look for it in the "fault" strip.
 FAULT_RGB = (229, 115, 115)

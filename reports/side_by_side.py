@@ -12,8 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from load.records import RequestRecord  # noqa: E402
-from probes.window import series  # noqa: E402
+from inferchaos.load.records import RequestRecord  # noqa: E402
+from inferchaos.probes.window import series  # noqa: E402
 
 COLOURS = ("#1e88e5", "#e53935", "#43a047", "#8e24aa", "#fb8c00")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from load.records import RequestRecord
-from probes.window import series
+from inferchaos.load.records import RequestRecord
+from inferchaos.probes.window import series
 
 #: HAProxy states drawn as lanes; "starting" is the slow-start ramp, already in rotation.
 LB_STATES = ("running", "starting", "stopping", "stopped", "maint")

@@ -7,21 +7,43 @@ and its request log), so `inferchaos report DIR` can write the same files again 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Sequence
 
-from faults.ledger import Ledger
-from load.records import RequestRecord, read_log
-from reports import artifacts, html, plot, timeline
-from reports.side_by_side import plot_side_by_side
+from inferchaos.faults.ledger import Ledger
+from inferchaos.load.records import RequestRecord, read_log
+from inferchaos.reports import artifacts, html, timeline
 
 SIDE_BY_SIDE = "autoscaling.png"
+NO_PLOTS = "timelines are not drawn: matplotlib is missing (pip install 'inferchaos[reports]')"
+
+
+def _plotting() -> ModuleType | None:
+    """The plot module, or None without matplotlib (the `reports` extra): every other
+    report file is still written, and the HTML says there is no timeline."""
+    try:
+        from inferchaos.reports import plot
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "matplotlib":
+            raise
+        warnings.warn(NO_PLOTS, stacklevel=3)
+        return None
+    return plot
+
+
+def _draw(experiment: dict, records: Sequence[RequestRecord], path: Path) -> bool:
+    plot = _plotting()
+    if plot is not None:
+        plot.plot(timeline.build(experiment, records), path)
+    return plot is not None
 
 
 def write_run(experiment: dict, records: Sequence[RequestRecord], run_dir: Path, ledger: Ledger | None) -> Path:
     """The experiment's timeline, SLO table, CSV request log, ledger and probe files."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    plot.plot(timeline.build(experiment, records), run_dir / artifacts.TIMELINE)
+    _draw(experiment, records, run_dir / artifacts.TIMELINE)
     (run_dir / artifacts.SLO_TABLE).write_text(html.slo_page(experiment))
     artifacts.write_requests_csv(records, run_dir / artifacts.REQUESTS_CSV, experiment["clock"]["t0_monotonic"])
     if ledger is not None:
@@ -55,8 +77,9 @@ def write_side_by_side(summary: dict, report_dir: Path) -> Path | None:
     """The autoscaled experiments on one axis, when there are two or more to compare."""
     scaled = [e for e in summary["experiments"] if (e.get("autoscaling") or {}).get("samples")
               and e.get("fault_window", {}).get("inject_s") is not None and "clock" in e]
-    if len(scaled) < 2:
+    if len(scaled) < 2 or _plotting() is None:
         return None
+    from inferchaos.reports.side_by_side import plot_side_by_side
     records = {}
     for e in scaled:
         log = Path(e.get("request_log") or run_dir_of(e, report_dir) / "requests.jsonl")
@@ -72,6 +95,6 @@ def replot_missing(summary: dict, report_dir: Path) -> list[Path]:
         run_dir = run_dir_of(e, report_dir)
         log = Path(e.get("request_log") or run_dir / "requests.jsonl")
         if not (run_dir / artifacts.TIMELINE).is_file() and log.is_file() and "clock" in e:
-            plot.plot(timeline.build(e, read_log(log)), run_dir / artifacts.TIMELINE)
-            done.append(run_dir / artifacts.TIMELINE)
+            if _draw(e, read_log(log), run_dir / artifacts.TIMELINE):
+                done.append(run_dir / artifacts.TIMELINE)
     return done

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from faults.ledger import Ledger
-from targets.local import LocalCluster
-from targets.local.processes import end_groups, start_time, stopped
+from inferchaos.faults.ledger import Ledger
+from inferchaos.targets.local import LocalCluster
+from inferchaos.targets.local.processes import end_groups, start_time, stopped
 from tests.faultcases import BUILDERS, PLANTED, repo_env, snapshot
 from tests.leftovers import processes_mentioning
 

@@ -16,24 +16,24 @@ from typing import Callable
 
 import httpx
 
-from faults.base import Fault, RunContext
-from faults.autoscaled_surge import AutoscaledSurge
-from faults.dependency_latency import DependencyLatency
-from faults.gpu_oom import GpuOom
-from faults.ledger import Ledger
-from faults.model_load_stall import ModelLoadStall
-from faults.pipeline_lag import PipelineLag
-from faults.replica_crash import ReplicaCrash
-from faults.replica_hang import ReplicaHang
-from faults.spot_reclamation import SpotReclamation
-from faults.traffic_surge import TrafficSurge
-from faults.wrong_answers import WrongAnswers
-from probes.model_health import check_answer, golden_set, infer_body
-from targets.local import LocalCluster
-from targets.local.control import read_desired
-from targets.local.depproxy import ProxyControl, Toxics
-from targets.local.processes import stopped
-from targets.local.vgpu import VirtualDevice
+from inferchaos.faults.base import Fault, RunContext
+from inferchaos.faults.autoscaled_surge import AutoscaledSurge
+from inferchaos.faults.dependency_latency import DependencyLatency
+from inferchaos.faults.gpu_oom import GpuOom
+from inferchaos.faults.ledger import Ledger
+from inferchaos.faults.model_load_stall import ModelLoadStall
+from inferchaos.faults.pipeline_lag import PipelineLag
+from inferchaos.faults.replica_crash import ReplicaCrash
+from inferchaos.faults.replica_hang import ReplicaHang
+from inferchaos.faults.spot_reclamation import SpotReclamation
+from inferchaos.faults.traffic_surge import TrafficSurge
+from inferchaos.faults.wrong_answers import WrongAnswers
+from inferchaos.probes.model_health import check_answer, golden_set, infer_body
+from inferchaos.targets.local import LocalCluster
+from inferchaos.targets.local.control import read_desired
+from inferchaos.targets.local.depproxy import ProxyControl, Toxics
+from inferchaos.targets.local.processes import stopped
+from inferchaos.targets.local.vgpu import VirtualDevice
 
 INFER = {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]}
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from targets.kubernetes import Connection, KubeSettings, KubeTarget
+from inferchaos.targets.kubernetes import Connection, KubeSettings, KubeTarget
 from tests.fakekube import FakeKube
 
 NS, CONTEXT = "ml", "fake-staging"

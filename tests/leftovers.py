@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from targets.local.processes import group_alive
-from targets.local.state import read_state
+from inferchaos.targets.local.processes import group_alive
+from inferchaos.targets.local.state import read_state
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -40,7 +40,7 @@ def assert_nothing_left(state_dir: Path | str) -> None:
 def module_cluster(tmp_path_factory, name: str, spec, **kwargs):  # type: ignore[no-untyped-def]
     """A test module's own local cluster (yield from it in a module fixture): started, then
     stopped, and checked that nothing of it is left once the module is done."""
-    from targets.local import LocalCluster
+    from inferchaos.targets.local import LocalCluster
 
     state_dir = tmp_path_factory.mktemp(name) / "cluster"
     c = LocalCluster(spec, state_dir, **kwargs).start()

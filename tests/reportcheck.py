@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from faults.ledger import Ledger
-from reports.plot import FAULT_RGB, read_geometry
+from inferchaos.faults.ledger import Ledger
+from inferchaos.reports.plot import FAULT_RGB, read_geometry
 
 STEPS = ["steady state", "prepare", "baseline", "inject", "hold", "revert", "recovery", "verdict"]
 ATTACHMENTS = {"timeline": "image/png", "SLOs": "text/html", "request log": "text/csv",

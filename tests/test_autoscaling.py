@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from inferchaos.errors import UsageError
-from load.burst import burst
-from targets.kubernetes import KubeSettings, KubeTarget
-from targets.local import ClusterSpec, wait_for
-from targets.local.autoscaler import Autoscaler, Policy, metric_sum
-from targets.local.control import set_desired
+from inferchaos.load.burst import burst
+from inferchaos.targets.kubernetes import KubeSettings, KubeTarget
+from inferchaos.targets.local import ClusterSpec, wait_for
+from inferchaos.targets.local.autoscaler import Autoscaler, Policy, metric_sum
+from inferchaos.targets.local.control import set_desired
 from tests.fakekube import FakeKube
 from tests.fakekube.cluster import FakeCluster
 from tests.kubeseed import RUNNER_TOKEN, identify_and_opt_in, runner_policy
@@ -121,7 +121,7 @@ def test_a_preheat_adds_capacity_before_any_load(cluster):
 
 
 OFF = """
-from faults.autoscaled_surge import AutoscaledSurge
+from inferchaos.faults.autoscaled_surge import AutoscaledSurge
 
 def test_autoscaling_off(run_experiment, target):
     result = run_experiment(AutoscaledSurge(target=target, factor=4.0, target_waiting=8.0, min_replicas=1,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from faults.ledger import Ledger
-from targets.local import ClusterSpec, LocalCluster
-from targets.local.control import read_desired
-from targets.local.processes import stopped
+from inferchaos.faults.ledger import Ledger
+from inferchaos.targets.local import ClusterSpec, LocalCluster
+from inferchaos.targets.local.control import read_desired
+from inferchaos.targets.local.processes import stopped
 from tests.faultcases import repo_env
 from tests.leftovers import module_cluster, processes_mentioning
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from targets.local import wait_for
-from targets.local.state import read_state
+from inferchaos.targets.local import wait_for
+from inferchaos.targets.local.state import read_state
 from tests.leftovers import assert_nothing_left, live_groups
 
 VENV_BIN = str(Path(sys.executable).parent)

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from targets.local import ClusterSpec, LocalCluster, wait_for
-from targets.local.vgpu import MIB, VirtualDevice
-from targets.local.state import read_state
+from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
+from inferchaos.targets.local.vgpu import MIB, VirtualDevice
+from inferchaos.targets.local.state import read_state
 from tests.leftovers import assert_nothing_left, live_groups
 
 pytestmark = pytest.mark.cluster
@@ -154,7 +154,7 @@ def test_teardown_leaves_nothing_even_when_the_test_fails(tmp_path, pytester_fre
     state_dir = tmp_path / "c"
     result = pytester_free_run(f"""
 import os
-from targets.local import ClusterSpec, LocalCluster
+from inferchaos.targets.local import ClusterSpec, LocalCluster
 
 def test_fails_midway():
     with LocalCluster(ClusterSpec(replicas=2), {str(state_dir)!r}, owner_pid=os.getpid()) as c:
@@ -178,7 +178,7 @@ def test_cluster_stops_itself_when_its_owner_dies(tmp_path, pytester_free_run):
     state_dir = tmp_path / "c"
     result = pytester_free_run(f"""
 import os, signal
-from targets.local import ClusterSpec, LocalCluster
+from inferchaos.targets.local import ClusterSpec, LocalCluster
 
 def test_owner_killed():
     LocalCluster(ClusterSpec(replicas=1), {str(state_dir)!r}, owner_pid=os.getpid()).start()

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pytest
 
 from inferchaos.errors import UsageError
-from load.records import RequestRecord
-from probes.cost import Prices, cost_line, lifetimes, per_day, run_cost, slo_loss
-from probes.slo import Objective
-from targets.local.state import ReplicaRecord
+from inferchaos.load.records import RequestRecord
+from inferchaos.probes.cost import Prices, cost_line, lifetimes, per_day, run_cost, slo_loss
+from inferchaos.probes.slo import Objective
+from inferchaos.targets.local.state import ReplicaRecord
 
 # 3.60 per GPU-hour is 0.001 per GPU-second: every figure below can be checked by eye.
 PRICE = Prices(3.60)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from targets.local import ClusterSpec, LocalCluster
+from inferchaos.targets.local import ClusterSpec, LocalCluster
 from tests.crashcycle import FAULTS, PHASES, Kill, plan_kills, recover, run_cycle
 from tests.faultcases import CLEAN_TOXICS, snapshot
 from tests.leftovers import module_cluster

@@ -324,11 +324,11 @@ def test_cronjob_runs_the_experiments_nightly_into_the_reports_volume() -> None:
 
 
 def test_reference_server_args_parse_with_the_real_server() -> None:
-    from targets.local.server_config import parse_args
+    from inferchaos.targets.local.server_config import parse_args
 
     deployment = one("Deployment", "reference-server")
     [container] = containers(deployment)
-    assert container["command"] == ["python", "-m", "targets.local.server"]
+    assert container["command"] == ["python", "-m", "inferchaos.targets.local.server"]
     config = parse_args([a.replace("$(POD_NAME)", "ref-0") for a in container["args"]])
     assert config.port == container["ports"][0]["containerPort"] == 8000 and config.name == "ref-0"
     import ipaddress

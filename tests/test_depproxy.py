@@ -27,10 +27,10 @@ import httpx
 import pytest
 from aiohttp import web
 
-from targets.local.cluster import wait_for
-from targets.local.depproxy import DepProxy, ProxyControl, Toxics, parse_args
-from targets.local.ports import free_port
-from targets.local.processes import end_groups, group_alive
+from inferchaos.targets.local.cluster import wait_for
+from inferchaos.targets.local.depproxy import DepProxy, ProxyControl, Toxics, parse_args
+from inferchaos.targets.local.ports import free_port
+from inferchaos.targets.local.processes import end_groups, group_alive
 
 pytestmark = pytest.mark.timeout(60)
 REPO = Path(__file__).resolve().parents[1]
@@ -402,7 +402,7 @@ def test_process_serves_logs_changes_and_exits_0_on_sigterm(env, tmp_path):
     log = tmp_path / "depproxy.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "targets.local.depproxy", "--control-port", str(control),
+            [sys.executable, "-m", "inferchaos.targets.local.depproxy", "--control-port", str(control),
              "--route", f"store=0:127.0.0.1:{free_port()}", "--route", f"http={listen}:127.0.0.1:{upstream}"],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -436,6 +436,6 @@ def test_process_serves_logs_changes_and_exits_0_on_sigterm(env, tmp_path):
 
 
 def test_process_bad_route_exits_2():
-    proc = subprocess.run([sys.executable, "-m", "targets.local.depproxy", "--control-port", "1", "--route", "oops"],
+    proc = subprocess.run([sys.executable, "-m", "inferchaos.targets.local.depproxy", "--control-port", "1", "--route", "oops"],
                           cwd=REPO, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "NAME=LISTEN_PORT:UPSTREAM_HOST:UPSTREAM_PORT" in proc.stderr

@@ -23,13 +23,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faults.ledger import Ledger
-from reports.plot import FAULT_RGB
+from inferchaos.faults.ledger import Ledger
+from inferchaos.reports.plot import FAULT_RGB
 from tests.browser import dump_dom, screenshot
 from tests.reportcheck import assert_experiment_reported, labels
-from targets.local import ClusterSpec, LocalCluster, wait_for
-from targets.local.control import read_desired
-from targets.local.processes import group_alive
+from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
+from inferchaos.targets.local.control import read_desired
+from inferchaos.targets.local.processes import group_alive
 from tests.leftovers import module_cluster, processes_mentioning
 
 pytestmark = pytest.mark.cluster

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from probes.failover import analyse, ejected_at
-from probes.lb_sampler import LbSample
-from probes.slo import Objective
-from probes.verdict import judge, verdict
+from inferchaos.probes.failover import analyse, ejected_at
+from inferchaos.probes.lb_sampler import LbSample
+from inferchaos.probes.slo import Objective
+from inferchaos.probes.verdict import judge, verdict
 
 #: An arbitrary point on the monotonic clock, as a real run's samples would carry.
 T0 = 5000.0

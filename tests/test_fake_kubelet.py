@@ -174,8 +174,8 @@ def test_exec_streams_output_and_reports_the_exit_code(make) -> None:
 def test_intercepted_commands_are_answered_by_the_test_and_the_rest_run(make) -> None:
     fake, cluster = make(share=True)
     pod = only_pod(cluster)
-    remove = cluster.kubelet.intercept(lambda e: "faults.gpu_hog" in " ".join(e.argv), lambda e: ("4242\n", "", 0))
-    assert exec_(fake, pod, ["sh", "-c", "nohup python -m faults.gpu_hog --cuda >/tmp/hog 2>&1 & echo $!"])[0] == "4242\n"
+    remove = cluster.kubelet.intercept(lambda e: "inferchaos.faults.gpu_hog" in " ".join(e.argv), lambda e: ("4242\n", "", 0))
+    assert exec_(fake, pod, ["sh", "-c", "nohup python -m inferchaos.faults.gpu_hog --cuda >/tmp/hog 2>&1 & echo $!"])[0] == "4242\n"
     assert exec_(fake, pod, ["sh", "-c", "echo $$"])[0].strip() != "4242"
     remove()
     assert [e.argv[0] for e in fake.execs] == ["sh", "sh"]

@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faults.ledger import Ledger
-from targets.local import ClusterSpec, LocalCluster, wait_for
-from targets.local.depproxy import ProxyControl
-from targets.local.processes import group_alive, stopped
-from targets.local.vgpu import VirtualDevice
+from inferchaos.faults.ledger import Ledger
+from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
+from inferchaos.targets.local.depproxy import ProxyControl
+from inferchaos.targets.local.processes import group_alive, stopped
+from inferchaos.targets.local.vgpu import VirtualDevice
 from tests.faultcases import (BUILDERS, CLEAN_TOXICS, PLANTED, answers_right, build, infer, repo_env, snapshot,
                               store_feature_age)
 from tests.leftovers import module_cluster, processes_mentioning
@@ -204,8 +204,8 @@ def test_planted_breach_fails_naming_the_slo(name: str, cluster: LocalCluster, b
 RUNNER = """
 import sys, time
 from pathlib import Path
-from faults.ledger import Ledger
-from targets.local import LocalCluster
+from inferchaos.faults.ledger import Ledger
+from inferchaos.targets.local import LocalCluster
 from tests.faultcases import build
 
 cluster = LocalCluster.attach(sys.argv[1])
@@ -239,5 +239,5 @@ def test_recover_undoes_it_after_the_runner_is_sigkilled(name: str, cluster: Loc
             runner.wait()
     assert Ledger(ledger_path).open_entries() == []
     assert snapshot(cluster) == before
-    assert processes_mentioning("faults.gpu_hog") == [] and processes_mentioning(str(tmp_path)) == []
+    assert processes_mentioning("inferchaos.faults.gpu_hog") == [] and processes_mentioning(str(tmp_path)) == []
     assert processes_mentioning(f"--host {cluster.lb_url}") == [], "no load generator left"

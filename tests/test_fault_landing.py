@@ -17,23 +17,23 @@ from typing import Callable
 
 import pytest
 
-from faults.autoscaled_surge import AutoscaledSurge
-from faults.base import Fault
-from faults.dependency_latency import DependencyLatency
-from faults.gpu_oom import GpuOom
-from faults.ledger import Ledger
-from faults.model_load_stall import ModelLoadStall
-from faults.pipeline_lag import PipelineLag
-from faults.replica_crash import ReplicaCrash
-from faults.replica_hang import ReplicaHang
-from faults.spot_reclamation import SpotReclamation
-from faults.traffic_surge import TrafficSurge
-from faults.wrong_answers import WrongAnswers
+from inferchaos.faults.autoscaled_surge import AutoscaledSurge
+from inferchaos.faults.base import Fault
+from inferchaos.faults.dependency_latency import DependencyLatency
+from inferchaos.faults.gpu_oom import GpuOom
+from inferchaos.faults.ledger import Ledger
+from inferchaos.faults.model_load_stall import ModelLoadStall
+from inferchaos.faults.pipeline_lag import PipelineLag
+from inferchaos.faults.replica_crash import ReplicaCrash
+from inferchaos.faults.replica_hang import ReplicaHang
+from inferchaos.faults.spot_reclamation import SpotReclamation
+from inferchaos.faults.traffic_surge import TrafficSurge
+from inferchaos.faults.wrong_answers import WrongAnswers
 from inferchaos.engine import Experiment
 from inferchaos.progress import Progress
-from probes.slo import load_slo
-from reports.writer import write_run, write_summary
-from targets.local import ClusterSpec, LocalCluster
+from inferchaos.probes.slo import load_slo
+from inferchaos.reports.writer import write_run, write_summary
+from inferchaos.targets.local import ClusterSpec, LocalCluster
 from tests.faultcases import snapshot
 from tests.leftovers import module_cluster
 
@@ -58,24 +58,24 @@ def trickle(real: Callable) -> Callable:
 #: fault id -> (how to build it, the plant: (module path, attribute, replacement) or None,
 #: what the inconclusive reason must say). A plant of None means the parameters make it a no-op.
 CASES: dict[str, tuple[Callable[[LocalCluster], Fault], tuple[str, str, object] | None, str]] = {
-    "replica_crash": (lambda c: ReplicaCrash(target=c), ("faults.local", "signal_group", no_signal),
+    "replica_crash": (lambda c: ReplicaCrash(target=c), ("inferchaos.faults.local", "signal_group", no_signal),
                       "still running"),
-    "replica_hang": (lambda c: ReplicaHang(target=c), ("faults.replica_hang", "signal_group", no_signal),
+    "replica_hang": (lambda c: ReplicaHang(target=c), ("inferchaos.faults.replica_hang", "signal_group", no_signal),
                      "not stopped"),
     "spot_reclamation": (lambda c: SpotReclamation(target=c, notice_s=0.5),
-                         ("faults.spot_reclamation", "signal_group", no_signal), "still running"),
+                         ("inferchaos.faults.spot_reclamation", "signal_group", no_signal), "still running"),
     "gpu_oom": (lambda c: GpuOom(target=c, leave="100%"), None, "the hog holds nothing"),
     "model_load_stall": (lambda c: ModelLoadStall(target=c, stall_s=math.inf),
-                         ("targets.local.depproxy", "ProxyControl.set_toxics", no_toxics), "model store route"),
+                         ("inferchaos.targets.local.depproxy", "ProxyControl.set_toxics", no_toxics), "model store route"),
     "dependency_latency": (lambda c: DependencyLatency(target=c, latency_ms=300.0),
-                           ("targets.local.depproxy", "ProxyControl.set_toxics", no_toxics), "feature_store route"),
-    "pipeline_lag": (lambda c: PipelineLag(target=c, mode="stop"), ("faults.pipeline_lag", "signal_group", no_signal),
+                           ("inferchaos.targets.local.depproxy", "ProxyControl.set_toxics", no_toxics), "feature_store route"),
+    "pipeline_lag": (lambda c: PipelineLag(target=c, mode="stop"), ("inferchaos.faults.pipeline_lag", "signal_group", no_signal),
                      "is not stopped"),
-    "traffic_surge": (lambda c: TrafficSurge(factor=3.0), ("faults.traffic_surge", "surge_profile", "trickle"),
+    "traffic_surge": (lambda c: TrafficSurge(factor=3.0), ("inferchaos.faults.traffic_surge", "surge_profile", "trickle"),
                       "req/s of"),
     "wrong_answers": (lambda c: WrongAnswers(target=c, sigma=1e-12), None, "still answers the golden case"),
     "autoscaled_surge": (lambda c: AutoscaledSurge(target=c, factor=4.0, max_replicas=2),
-                         ("faults.autoscaled_surge", "surge_profile", "trickle"), "req/s of"),
+                         ("inferchaos.faults.autoscaled_surge", "surge_profile", "trickle"), "req/s of"),
 }
 
 

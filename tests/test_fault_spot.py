@@ -8,12 +8,12 @@ import threading
 import httpx
 import pytest
 
-from faults.ledger import Ledger
-from faults.spot_reclamation import SpotReclamation
+from inferchaos.faults.ledger import Ledger
+from inferchaos.faults.spot_reclamation import SpotReclamation
 from inferchaos.errors import UsageError
-from targets.local import ClusterSpec, LocalCluster, wait_for
-from targets.local.control import read_desired
-from targets.local.processes import group_alive
+from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
+from inferchaos.targets.local.control import read_desired
+from inferchaos.targets.local.processes import group_alive
 from tests.leftovers import assert_nothing_left
 
 pytestmark = pytest.mark.cluster

@@ -17,12 +17,12 @@ from typing import Callable, Iterator
 
 import pytest
 
-from faults.gpu_hog import (
+from inferchaos.faults.gpu_hog import (
     CHUNK, CUDA_ERROR_MEMORY_ALLOCATION, MIN_CHUNK, CudartBackend, Hog, HogPlan, VgpuBackend,
     leave_bytes, parse_bytes, take_in_chunks, target_free,
 )
 from inferchaos.errors import FaultError, UsageError
-from targets.local.vgpu import GIB, MIB, VirtualDevice
+from inferchaos.targets.local.vgpu import GIB, MIB, VirtualDevice
 from tests.leftovers import processes_mentioning
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ class Procs:
     def hog(self, *args: str) -> tuple[subprocess.Popen, Path]:
         out = self.tmp / f"hog{len(self.started)}.out"
         with open(out, "w") as f:
-            proc = subprocess.Popen([sys.executable, "-m", "faults.gpu_hog", *args], cwd=ROOT,
+            proc = subprocess.Popen([sys.executable, "-m", "inferchaos.faults.gpu_hog", *args], cwd=ROOT,
                                     stdout=f, stderr=subprocess.STDOUT)
         self.started.append(proc)
         return proc, out
@@ -175,7 +175,7 @@ BAD = [
 def test_bad_input_exits_2_with_one_line_and_takes_nothing(dev, tmp_path, args, says):
     argv = [x for a in args for x in (["--vgpu-dir", str(tmp_path)] if a == "{dir}" else [a])]
     argv += ["--status", str(tmp_path / "s.json")]
-    done = subprocess.run([sys.executable, "-m", "faults.gpu_hog", *argv], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "inferchaos.faults.gpu_hog", *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=20)
     assert done.returncode == 2
     assert done.stdout == ""
@@ -336,7 +336,7 @@ def test_hog_loop_on_cuda_holds_the_target_and_grabs_freed_memory():
 
 @pytest.mark.skipif(Path("/dev/nvidiactl").exists(), reason="this host has a CUDA driver")
 def test_no_cuda_at_all_exits_2_saying_what_was_tried():
-    done = subprocess.run([sys.executable, "-m", "faults.gpu_hog", "--device", "0", "--leave", "1GiB", "--cuda"],
+    done = subprocess.run([sys.executable, "-m", "inferchaos.faults.gpu_hog", "--device", "0", "--leave", "1GiB", "--cuda"],
                           cwd=ROOT, capture_output=True, text=True, timeout=20)
     assert done.returncode == 2 and done.stdout == ""
     [line] = done.stderr.splitlines()

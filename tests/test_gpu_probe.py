@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from probes.gpu import GPU_KEYS, GpuProbe, observed_from_gpu, reasons_from_gpu
-from probes.slo import Objective
-from probes.verdict import judge, verdict
-from targets.local.cluster import wait_for
+from inferchaos.probes.gpu import GPU_KEYS, GpuProbe, observed_from_gpu, reasons_from_gpu
+from inferchaos.probes.slo import Objective
+from inferchaos.probes.verdict import judge, verdict
+from inferchaos.targets.local.cluster import wait_for
 
 GIB = 1024**3
 

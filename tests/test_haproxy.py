@@ -4,10 +4,10 @@ import shutil
 
 import pytest
 
-from targets.local import haproxy
-from targets.local.ports import free_port, free_ports
-from targets.local.processes import end_groups, spawn
-from targets.local.cluster import wait_for
+from inferchaos.targets.local import haproxy
+from inferchaos.targets.local.ports import free_port, free_ports
+from inferchaos.targets.local.processes import end_groups, spawn
+from inferchaos.targets.local.cluster import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="HAProxy not installed")
 

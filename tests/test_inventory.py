@@ -11,13 +11,13 @@ import pytest
 
 from inferchaos.cli import main
 from inferchaos.errors import TargetError, UsageError
-from targets.inventory import inventory_of, shadow_line, table
-from targets.inventory.kube import kube_inventory, model_from_args
-from targets.inventory.local import local_inventory
-from targets.kubernetes import Connection, KubeSettings, KubeTarget
-from targets.local import ClusterSpec, LocalCluster
-from targets.local.state import ClusterState, write_state
-from targets.local.vgpu import GIB, MIB, VirtualDevice
+from inferchaos.targets.inventory import inventory_of, shadow_line, table
+from inferchaos.targets.inventory.kube import kube_inventory, model_from_args
+from inferchaos.targets.inventory.local import local_inventory
+from inferchaos.targets.kubernetes import Connection, KubeSettings, KubeTarget
+from inferchaos.targets.local import ClusterSpec, LocalCluster
+from inferchaos.targets.local.state import ClusterState, write_state
+from inferchaos.targets.local.vgpu import GIB, MIB, VirtualDevice
 from tests.fakekube import FakeKube
 from tests.leftovers import assert_nothing_left
 from tests.test_cli import inferchaos, one_line

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 
-from targets.kubernetes.processes import LIST, parse
+from inferchaos.targets.kubernetes.processes import LIST, parse
 
 
 def listing() -> list:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from faults.kubernetes import counterpart
-from faults.ledger import Ledger
+from inferchaos.faults.kubernetes import counterpart
+from inferchaos.faults.ledger import Ledger
 from inferchaos.errors import UsageError
-from targets.kubernetes import Connection, nodes
-from targets.kubernetes.sweep import sweep
+from inferchaos.targets.kubernetes import Connection, nodes
+from inferchaos.targets.kubernetes.sweep import sweep
 from tests.fakekube import FakeKube
 from tests.kubeseed import CONTEXT, NS, kubeconfig, pod, seed, target
 
@@ -125,7 +125,7 @@ def test_delete_node_is_gone(fake, tmp_path):
 
 # ----------------------------------------------------------------------------- chaos objects
 def test_network_chaos_names_its_pods_expires_and_sends_kilobytes_as_kbps():
-    from faults.kubernetes.network import network_chaos
+    from inferchaos.faults.kubernetes.network import network_chaos
 
     body = network_chaos("x", NS, ["ref-2", "ref-1"], "feature-store.ml.svc", 900, "run1", "2026-12-02T10:00:00Z",
                          bandwidth_kbs=100)
@@ -213,7 +213,7 @@ def test_recover_expired_sweeps_what_expired_and_leaves_what_did_not(fake, tmp_p
     conn = Connection(str(kubeconfig(fake, tmp_path)), CONTEXT, uid)
     nodes.reclaim(conn, "node-a", "lost-run", time.time() - 5)  # a runner lost; its expiry passed
     nodes.reclaim(conn, "node-b", "live-run", time.time() + 600)
-    from targets.kubernetes import ops
+    from inferchaos.targets.kubernetes import ops
     ops.annotate_deployment(conn, NS, "feature-pipeline", {"inferchaos.io/restore-replicas": "1",
                                                            "inferchaos.io/expires-at": nodes.iso(time.time() - 5),
                                                            "inferchaos.io/run": "lost-run"})

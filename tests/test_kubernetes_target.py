@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from faults.ledger import Ledger
-from targets.kubernetes import KubeSettings, KubeTarget
-from targets.local import ClusterSpec, LocalCluster, wait_for
-from targets.local.vgpu import VirtualDevice
+from inferchaos.faults.ledger import Ledger
+from inferchaos.targets.kubernetes import KubeSettings, KubeTarget
+from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
+from inferchaos.targets.local.vgpu import VirtualDevice
 from tests.fakekube import FakeKube
 from tests.fakekube.chaosmesh import ChaosMeshController
 from tests.fakekube.cluster import FakeCluster
@@ -77,7 +77,7 @@ def kube(tmp_path: Path):
             return Run(("env", f"PYTHONPATH={REPO}", "nsenter", "-t", str(pid), "-p", "-m", "--", "sh", "-c", script),
                        30.0)
 
-        cluster.kubelet.intercept(lambda e: e.argv[:2] == ("sh", "-c") and "faults.gpu_hog --cuda" in e.argv[2],
+        cluster.kubelet.intercept(lambda e: e.argv[:2] == ("sh", "-c") and "inferchaos.faults.gpu_hog --cuda" in e.argv[2],
                                   hog_on_a_virtual_device)
         with cluster.start(), ChaosMeshController(fake) as chaos, \
                 EndpointSliceController(fake, NS, "ref", {"app": "ref"}, port=8000, port_name="http"):
@@ -173,7 +173,7 @@ def test_every_experiment_lands_through_the_api_and_is_undone(kube, endpoint, tm
     assert f["failover_s"] is not None, "the stopped server failed its probe; its slice endpoint went unready"
 
     # GPU OOM: the hog ran in the pod (on the virtual device: no GPU here) and ended on revert
-    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmd(pid).find("faults.gpu_hog") >= 0]
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmd(pid).find("inferchaos.faults.gpu_hog") >= 0]
 
     # network faults: each NetworkChaos names its pods, expires, was injected, and is deleted
     created = [b for m, p, _, b in sent if m == "POST" and p.endswith("/networkchaos")]
@@ -282,7 +282,7 @@ def test_inferchaos_plan_with_target_kubernetes_only_reads(kube):
 
 # ----------------------------------------------------------------------------- refusals
 BLAST = """
-from faults.replica_crash import ReplicaCrash
+from inferchaos.faults.replica_crash import ReplicaCrash
 
 def test_everything(run_experiment, target):
     run_experiment(ReplicaCrash(target=target, replicas="100%"))

@@ -1,6 +1,6 @@
 """The ledger keeps what a crash could lose: written before the change, closed after undo."""
 
-from faults.ledger import Ledger, UndoStep
+from inferchaos.faults.ledger import Ledger, UndoStep
 
 
 def test_open_until_reverted(tmp_path):

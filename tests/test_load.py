@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 
 from inferchaos.errors import UsageError
-from load import runner as runner_mod
-from load.records import (
+from inferchaos.load import runner as runner_mod
+from inferchaos.load.records import (
     RequestLogTail,
     RequestRecord,
     SSEScanner,
@@ -27,8 +27,8 @@ from load.records import (
     part_paths,
     read_log,
 )
-from load.runner import LoadProfile, LoadRunner, LoadStartError
-from targets.local import ClusterSpec, LocalCluster
+from inferchaos.load.runner import LoadProfile, LoadRunner, LoadStartError
+from inferchaos.targets.local import ClusterSpec, LocalCluster
 from tests.leftovers import assert_nothing_left
 
 pytestmark = pytest.mark.cluster

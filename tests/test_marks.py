@@ -10,12 +10,12 @@ import uuid
 import subprocess
 from pathlib import Path
 
-from faults.ledger import UndoStep
-from faults.undo import run_step
-from load.runner import MARK_ENV as LOAD_MARK_ENV
-from load.runner import LoadProfile, LoadRunner
-from targets.local import wait_for
-from targets.local.processes import MARK_ENV, group_alive, marked, spawn
+from inferchaos.faults.ledger import UndoStep
+from inferchaos.faults.undo import run_step
+from inferchaos.load.runner import MARK_ENV as LOAD_MARK_ENV
+from inferchaos.load.runner import LoadProfile, LoadRunner
+from inferchaos.targets.local import wait_for
+from inferchaos.targets.local.processes import MARK_ENV, group_alive, marked, spawn
 
 
 def test_a_process_started_under_a_mark_is_found_and_ended(tmp_path: Path):
@@ -47,7 +47,7 @@ OWNER = """
 import sys, time
 import subprocess
 from pathlib import Path
-from load.runner import LoadProfile, LoadRunner
+from inferchaos.load.runner import LoadProfile, LoadRunner
 runner = LoadRunner("http://127.0.0.1:9", Path(sys.argv[1]), LoadProfile(users=2, spawn_rate=10))
 runner.start()
 print(runner.pgid, flush=True)

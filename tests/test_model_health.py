@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from probes.model_health import (
+from inferchaos.probes.model_health import (
     MODEL_KEYS,
     CanaryResult,
     GoldenCase,
@@ -30,12 +30,12 @@ from probes.model_health import (
     run_canary,
     top_scores,
 )
-from probes.slo import Objective
-from probes.verdict import judge, verdict
-from targets.local import model as mdl
-from targets.local.cluster import wait_for
-from targets.local.ports import free_port
-from targets.local.processes import end_groups, spawn
+from inferchaos.probes.slo import Objective
+from inferchaos.probes.verdict import judge, verdict
+from inferchaos.targets.local import model as mdl
+from inferchaos.targets.local.cluster import wait_for
+from inferchaos.targets.local.ports import free_port
+from inferchaos.targets.local.processes import end_groups, spawn
 
 
 def answer(case: GoldenCase) -> dict:
@@ -94,9 +94,9 @@ def server(tmp_path_factory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("server")
     ports = {name: free_port() for name in ("modelstore", "featurestore", "server")}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    procs = [spawn([sys.executable, "-m", f"targets.local.{m}", "--port", str(ports[m])], tmp / f"{m}.log")
+    procs = [spawn([sys.executable, "-m", f"inferchaos.targets.local.{m}", "--port", str(ports[m])], tmp / f"{m}.log")
              for m in ("modelstore", "featurestore")]
-    procs.append(spawn([sys.executable, "-m", "targets.local.server", "--port", str(ports["server"]),
+    procs.append(spawn([sys.executable, "-m", "inferchaos.targets.local.server", "--port", str(ports["server"]),
                         "--name", "golden-replica", "--model-store", url["modelstore"],
                         "--feature-store", url["featurestore"], "--batch-latency-ms", "1"], tmp / "server.log"))
     try:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from load.records import RequestRecord, read_log
-from load.runner import LoadProfile, LoadRunner
-from load.workload import reference
+from inferchaos.load.records import RequestRecord, read_log
+from inferchaos.load.runner import LoadProfile, LoadRunner
+from inferchaos.load.workload import reference
 from tests.aioapp import ThreadedApp
 from tests.test_load import collect, pgid_members
 

@@ -16,17 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faults.catalogue import CATALOGUE, constructor_params, lookup
-from faults.ledger import Ledger
+from inferchaos.faults.catalogue import CATALOGUE, constructor_params, lookup
+from inferchaos.faults.ledger import Ledger
 from inferchaos.errors import UsageError
 from inferchaos.plugin import FAULT_MARKERS
 from inferchaos.watch import between, frontend_counters, take, watch
-from targets.local import ClusterSpec, LocalCluster, wait_for
-from targets.local.control import read_desired
-from targets.local.depproxy import ProxyControl
-from targets.local.processes import group_alive, pid_alive, stopped
-from targets.local.state import ClusterState, write_state
-from targets.local.vgpu import VirtualDevice
+from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
+from inferchaos.targets.local.control import read_desired
+from inferchaos.targets.local.depproxy import ProxyControl
+from inferchaos.targets.local.processes import group_alive, pid_alive, stopped
+from inferchaos.targets.local.state import ClusterState, write_state
+from inferchaos.targets.local.vgpu import VirtualDevice
 from tests.faultcases import CLEAN_TOXICS, answers_right, infer, snapshot, store_feature_age
 from tests.leftovers import module_cluster, processes_mentioning
 from tests.test_cli import inferchaos, one_line
@@ -180,7 +180,7 @@ def effect_spot_reclamation(c: LocalCluster) -> None:
 
 
 def effect_gpu_oom(c: LocalCluster) -> None:
-    hogs = [p for p in processes_mentioning(f"--vgpu-dir {c.state.vgpu_dir}") if "faults.gpu_hog" in p]
+    hogs = [p for p in processes_mentioning(f"--vgpu-dir {c.state.vgpu_dir}") if "inferchaos.faults.gpu_hog" in p]
     assert len(hogs) == 1, "the hog outlives the inject process"
     full = [r for r in c.state.active() if VirtualDevice(c.state.vgpu_dir or "", r.device).usage().free == 0]
     assert len(full) == 1

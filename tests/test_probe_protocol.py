@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from probes.catalogue import standard_probes
-from probes.gpu import GpuObserver
-from probes.probe import BaseProbe, Measurement, RunView, measurements, unmet
-from probes.queue_time import QueueTimeProbe
-from probes.verdict import judge
-from probes.slo import Objective
-from targets import capabilities as caps
+from inferchaos.probes.catalogue import standard_probes
+from inferchaos.probes.gpu import GpuObserver
+from inferchaos.probes.probe import BaseProbe, Measurement, RunView, measurements, unmet
+from inferchaos.probes.queue_time import QueueTimeProbe
+from inferchaos.probes.verdict import judge
+from inferchaos.probes.slo import Objective
+from inferchaos.targets import capabilities as caps
 
 RUN = RunView(records=[], phases={"baseline": (0.0, 1.0), "inject": (1.0, 1.0), "hold": (1.0, 3.0),
                                   "revert": (3.0, 3.0), "recovery": (3.0, 5.0)}, t0=0.0, wall0=100.0)
@@ -83,7 +83,7 @@ def test_queue_time_without_answers_says_why():
 
 
 def test_failover_without_a_casualty_says_the_fault_removed_none():
-    from probes.failover import FailoverProbe
+    from inferchaos.probes.failover import FailoverProbe
 
     probe = FailoverProbe(fault_name="traffic_surge")
     assert [(m.key, m.value, m.reason) for m in probe.observe(RUN)] == [

@@ -15,12 +15,12 @@ import httpx
 import pytest
 from aiohttp import web
 
-from probes.prometheus import PrometheusClient, PrometheusError, PromSlo, observe_all
-from probes.slo import Objective
-from probes.verdict import judge, verdict
-from targets.local import ClusterSpec, LocalCluster, wait_for
-from targets.local.ports import free_port
-from targets.local.prometheus import LocalPrometheus, render_config
+from inferchaos.probes.prometheus import PrometheusClient, PrometheusError, PromSlo, observe_all
+from inferchaos.probes.slo import Objective
+from inferchaos.probes.verdict import judge, verdict
+from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
+from inferchaos.targets.local.ports import free_port
+from inferchaos.targets.local.prometheus import LocalPrometheus, render_config
 from tests.leftovers import assert_nothing_left, processes_mentioning
 
 ROW = [0.05 * i for i in range(16)]

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from inferchaos.errors import UsageError
-from probes.slo import load_slo
-from targets.local import ClusterSpec, LocalCluster, wait_for
+from inferchaos.probes.slo import load_slo
+from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
 from tests.leftovers import module_cluster
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,9 +19,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from faults.ledger import Entry, Ledger, UndoStep
+from inferchaos.faults.ledger import Entry, Ledger, UndoStep
 from inferchaos.errors import UsageError
-from probes.slo import PHASE_KEYS, SAFEGUARD_KEYS, SLO_KEYS, load_slo, parse_overrides
+from inferchaos.probes.slo import PHASE_KEYS, SAFEGUARD_KEYS, SLO_KEYS, load_slo, parse_overrides
 
 # ----------------------------------------------------------------------------- SLO files
 #: Names the parser knows, mixed with ones it does not, so both paths get exercised.

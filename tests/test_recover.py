@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faults.ledger import Ledger
-from targets.local import ClusterSpec, LocalCluster, wait_for
-from targets.local.control import read_desired
-from targets.local.processes import group_alive, stopped
+from inferchaos.faults.ledger import Ledger
+from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
+from inferchaos.targets.local.control import read_desired
+from inferchaos.targets.local.processes import group_alive, stopped
 from tests.leftovers import assert_nothing_left
 
 pytestmark = pytest.mark.cluster
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parent.parent
 
 INNER = """
-from faults.spot_reclamation import SpotReclamation
+from inferchaos.faults.spot_reclamation import SpotReclamation
 
 def test_spot_held_long(run_experiment, target):
     # A provisioning delay of 10 minutes: without recover, the slot would stay empty.

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from load.records import RequestRecord
-from reports import allure_site, compare, html, plot, render, timeline
-from reports.allure_results import environment, write_environment
-from reports.writer import replot_missing, write_summary
+from inferchaos.load.records import RequestRecord
+from inferchaos.reports import allure_site, compare, html, plot, render, timeline
+from inferchaos.reports.allure_results import environment, write_environment
+from inferchaos.reports.writer import replot_missing, write_summary
 from tests.reportcheck import band_edges_s
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def test_summary_html_is_one_file_with_the_images_inlined(tmp_path):
 
 
 def test_a_killed_run_gets_its_timeline_drawn_later(tmp_path):
-    from load.records import write_log
+    from inferchaos.load.records import write_log
 
     e = experiment()
     run = tmp_path / e["id"]
@@ -234,7 +234,7 @@ def _results(tmp_path: Path) -> Path:
 
 
 LABELLED = """
-from reports.allure_results import Labels, label
+from inferchaos.reports.allure_results import Labels, label
 
 def test_x():
     label(Labels("spot_two_nodes", "spot_reclamation", "local", severity="critical", owner="ml-platform",

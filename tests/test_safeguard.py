@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from probes.safeguard import Safeguard
+from inferchaos.probes.safeguard import Safeguard
 
 NOW = 1000.0
 

@@ -24,8 +24,8 @@ import httpx
 import numpy as np
 import pytest
 
-from targets.local import model as mdl
-from targets.local.vgpu import GIB, MIB, VirtualDevice
+from inferchaos.targets.local import model as mdl
+from inferchaos.targets.local.vgpu import GIB, MIB, VirtualDevice
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = mdl.Model("mlp", mdl.generate_weights("mlp"))
@@ -83,7 +83,7 @@ class Launcher:
         port = port or free_port()
         log = self.tmp / f"{module}-{port}.log"
         popen = subprocess.Popen(
-            [sys.executable, "-m", f"targets.local.{module}", "--port", str(port), *args],
+            [sys.executable, "-m", f"inferchaos.targets.local.{module}", "--port", str(port), *args],
             cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )

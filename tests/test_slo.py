@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from inferchaos.errors import UsageError
-from probes.slo import (
+from inferchaos.probes.slo import (
     BUILTIN_PHASES,
     BUILTIN_SAFEGUARD,
     BUILTIN_SLO,

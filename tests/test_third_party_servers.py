@@ -109,7 +109,7 @@ def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
 
 def test_replica_cmds_fit_the_local_cluster_spec() -> None:
     """The templates must survive ClusterSpec's own checks (format + shlex.split)."""
-    from targets.local.spec import ClusterSpec
+    from inferchaos.targets.local.spec import ClusterSpec
 
     for server in (VLLM, MLSERVER):
         ClusterSpec(replica_cmd=server.replica_cmd(), ready_path=server.ready_path).validate()

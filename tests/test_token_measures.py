@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from load.records import RequestRecord
-from probes.integrity import integrity
-from probes.slo import Objective
-from probes.verdict import breached, judge, observed_from_window, reasons_from_window
-from probes.window import goodput, window
+from inferchaos.load.records import RequestRecord
+from inferchaos.probes.integrity import integrity
+from inferchaos.probes.slo import Objective
+from inferchaos.probes.verdict import breached, judge, observed_from_window, reasons_from_window
+from inferchaos.probes.window import goodput, window
 
 
 def stream(start: float, gaps_ms=(10.0,) * 7, ttft_ms: float = 30.0, ok: bool = True, prompt: int = 0,

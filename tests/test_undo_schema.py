@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from faults.ledger import Ledger, UndoStep
-from faults.undo import run_all, step, validate
+from inferchaos.faults.ledger import Ledger, UndoStep
+from inferchaos.faults.undo import run_all, step, validate
 from inferchaos.errors import FaultError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def test_a_step_outside_the_closed_schema_is_refused(bad, why):
 
 
 def test_an_undo_may_not_send_a_signal_that_is_not_an_undo():
-    from faults.undo import signal_process
+    from inferchaos.faults.undo import signal_process
 
     with pytest.raises(FaultError, match="may not send 'SIGSTOP'"):
         signal_process(os.getpid(), None, "SIGSTOP")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from probes.slo import Objective, load_slo
-from probes.verdict import (
+from inferchaos.probes.slo import Objective, load_slo
+from inferchaos.probes.verdict import (
     SloResult,
     breached,
     judge,
@@ -18,7 +18,7 @@ from probes.verdict import (
     recovery_time,
     verdict,
 )
-from probes.window import window
+from inferchaos.probes.window import window
 
 
 @dataclass
@@ -311,7 +311,7 @@ def test_a_fault_that_turns_slow_answers_into_fast_503s_does_not_improve_p99() -
 
 
 def test_a_relative_objective_is_judged_against_this_runs_baseline() -> None:
-    from probes.slo import load_slo
+    from inferchaos.probes.slo import load_slo
 
     slo = load_slo(None, "x", ["p99_ms=baseline * 2 + 10"])
     p99 = slo.objective("p99_ms")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from targets.local.vgpu import GIB, MIB, DeviceOutOfMemory, VirtualDevice
+from inferchaos.targets.local.vgpu import GIB, MIB, DeviceOutOfMemory, VirtualDevice
 
 
 def test_allocations_add_up_and_free_is_idempotent(tmp_path):

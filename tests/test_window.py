@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from probes.window import WindowStats, percentile, series, window
+from inferchaos.probes.window import WindowStats, percentile, series, window
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def test_series_edges() -> None:
 
 
 def test_works_with_the_real_request_record() -> None:
-    records = pytest.importorskip("load.records")
+    records = pytest.importorskip("inferchaos.load.records")
     r = records.RequestRecord(start=1.0, wall=0.0, latency_s=0.25, kind="infer", status=200, ok=True,
                               replica="r2")
     s = window([r], 1.0, 2.0)

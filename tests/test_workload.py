@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 
 from inferchaos.errors import UsageError
-from load.runner import LoadProfile, LoadRunner
-from load.workload import parse_headers, read_payloads, resolve
-from probes.self_canary import SelfCanary
+from inferchaos.load.runner import LoadProfile, LoadRunner
+from inferchaos.load.workload import parse_headers, read_payloads, resolve
+from inferchaos.probes.self_canary import SelfCanary
 from tests.aioapp import ThreadedApp
 
 SECRET = "s3cr3t-token-value"

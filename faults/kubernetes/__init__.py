@@ -14,10 +14,10 @@ from inferchaos.errors import NotOnTarget
 
 
 def _classes() -> dict[str, type]:
-    from faults.kubernetes.gpu import KubeGpuOom
-    from faults.kubernetes.network import KubeDependencyLatency, KubeModelLoadStall, KubePipelineLag
-    from faults.kubernetes.pods import KubeReplicaCrash, KubeReplicaHang
-    from faults.kubernetes.spot import KubeSpotReclamation
+    from inferchaos.faults.kubernetes.gpu import KubeGpuOom
+    from inferchaos.faults.kubernetes.network import KubeDependencyLatency, KubeModelLoadStall, KubePipelineLag
+    from inferchaos.faults.kubernetes.pods import KubeReplicaCrash, KubeReplicaHang
+    from inferchaos.faults.kubernetes.spot import KubeSpotReclamation
 
     return {c.name: c for c in (KubeSpotReclamation, KubeGpuOom, KubeModelLoadStall, KubePipelineLag,
                                 KubeDependencyLatency, KubeReplicaCrash, KubeReplicaHang)}

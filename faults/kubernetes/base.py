@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from faults.base import BlastRadius, Fault, Landing
+from inferchaos.faults.base import BlastRadius, Fault, Landing
 from kubernetes.client.exceptions import ApiException
 
 from inferchaos.errors import FaultError, UsageError
-from targets.kubernetes.pods import PodView
-from targets.kubernetes.target import KubeTarget
+from inferchaos.targets.kubernetes.pods import PodView
+from inferchaos.targets.kubernetes.target import KubeTarget
 
 
 @dataclass

@@ -4,7 +4,7 @@ as landed once its status file, read back from the container, says it holds memo
 pod's restarts are read from the API; a CUDA OOM is the server's own error (its answers,
 its exit), never `OOMKilled`, which is the cgroup's RAM kill -- reported as what it is.
 vLLM preallocates device memory (--gpu-memory-utilization): a hog squeezes what is left.
-The image must carry inferchaos (`python -m faults.gpu_hog`); for a vLLM or Triton image,
+The image must carry inferchaos (`python -m inferchaos.faults.gpu_hog`); for a vLLM or Triton image,
 run the hog image as a sidecar, or use the reference server."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from faults.base import Landing
-from faults.kubernetes.base import KubeFault
-from faults.local import non_negative
-from faults.undo import step
+from inferchaos.faults.base import Landing
+from inferchaos.faults.kubernetes.base import KubeFault
+from inferchaos.faults.local import non_negative
+from inferchaos.faults.undo import step
 from inferchaos.errors import FaultError
-from targets.kubernetes import ops
-from targets.kubernetes.connection import Connection
+from inferchaos.targets.kubernetes import ops
+from inferchaos.targets.kubernetes.connection import Connection
 
 HOG_LOG = "/tmp/inferchaos-gpu-hog.log"
 HOG_STATUS = "/tmp/inferchaos-gpu-hog.json"
@@ -41,7 +41,7 @@ class KubeGpuOom(KubeFault):
         return {"replicas": str(self.radius), "leave": self.leave, "ramp_s": self.ramp_s, "device": self.device}
 
     def hog_argv(self) -> list[str]:
-        argv = ["python", "-m", "faults.gpu_hog", "--cuda", "--device", str(self.device), "--leave", self.leave,
+        argv = ["python", "-m", "inferchaos.faults.gpu_hog", "--cuda", "--device", str(self.device), "--leave", self.leave,
                 "--status", HOG_STATUS]
         return argv + (["--ramp-s", f"{self.ramp_s:g}"] if self.ramp_s else [])
 

@@ -16,15 +16,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from faults.base import Landing
-from faults.kubernetes.base import KubeFault
-from faults.kubernetes.pods import KubeReplicaCrash
-from faults.undo import step
+from inferchaos.faults.base import Landing
+from inferchaos.faults.kubernetes.base import KubeFault
+from inferchaos.faults.kubernetes.pods import KubeReplicaCrash
+from inferchaos.faults.undo import step
 from inferchaos.errors import UsageError
-from targets.kubernetes import ops
-from targets.kubernetes.connection import Connection
-from targets.kubernetes.nodes import EXPIRES, RUN, iso
-from targets.kubernetes.sweep import RESTORE
+from inferchaos.targets.kubernetes import ops
+from inferchaos.targets.kubernetes.connection import Connection
+from inferchaos.targets.kubernetes.nodes import EXPIRES, RUN, iso
+from inferchaos.targets.kubernetes.sweep import RESTORE
 
 CHAOS = ("chaos-mesh.org", "v1alpha1", "networkchaos")
 

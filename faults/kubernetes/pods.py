@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from faults.base import Landing
-from faults.kubernetes.base import KubeFault
-from faults.undo import step
-from targets.kubernetes import processes
-from targets.kubernetes.connection import Connection
-from targets.kubernetes.pods import PodView
-from targets.kubernetes.processes import Proc
+from inferchaos.faults.base import Landing
+from inferchaos.faults.kubernetes.base import KubeFault
+from inferchaos.faults.undo import step
+from inferchaos.targets.kubernetes import processes
+from inferchaos.targets.kubernetes.connection import Connection
+from inferchaos.targets.kubernetes.pods import PodView
+from inferchaos.targets.kubernetes.processes import Proc
 
 
 @dataclass

@@ -23,15 +23,15 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from faults.base import Landing
-from faults.kubernetes.base import KubeFault
-from faults.local import non_negative
-from faults.undo import step
+from inferchaos.faults.base import Landing
+from inferchaos.faults.kubernetes.base import KubeFault
+from inferchaos.faults.local import non_negative
+from inferchaos.faults.undo import step
 from inferchaos.errors import UsageError
-from targets.kubernetes import nodes as node_marks
-from targets.kubernetes import ops
-from targets.kubernetes.connection import Connection
-from targets.kubernetes.pods import PodView
+from inferchaos.targets.kubernetes import nodes as node_marks
+from inferchaos.targets.kubernetes import ops
+from inferchaos.targets.kubernetes.connection import Connection
+from inferchaos.targets.kubernetes.pods import PodView
 
 
 @dataclass

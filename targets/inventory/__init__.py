@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from targets.inventory.workload import (DEFAULT_OWNER_KEYS, DeviceMemory, Workload, shadow_line, shadow_workloads,
+from inferchaos.targets.inventory.workload import (DEFAULT_OWNER_KEYS, DeviceMemory, Workload, shadow_line, shadow_workloads,
                                         table, to_json)
 
 
@@ -18,11 +18,11 @@ def inventory_of(target: Any, owner_keys: tuple[str, ...] = DEFAULT_OWNER_KEYS) 
     StatefulSets and InferenceServices whose pods the Kubernetes target's selector picks.
     Read-only. Raises TargetError (a list refused) or UsageError (API server unreachable)."""
     if target.kind == "local":
-        from targets.inventory.local import local_inventory
+        from inferchaos.targets.inventory.local import local_inventory
 
         return local_inventory(target, owner_keys)
     if target.kind == "kubernetes":
-        from targets.inventory.kube import kube_inventory
+        from inferchaos.targets.inventory.kube import kube_inventory
 
         return kube_inventory(target.api, [target.namespace], target.connection.context, owner_keys,
                               selector=target.selector)

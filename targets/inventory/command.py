@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from inferchaos.errors import InferchaosError, UsageError
-from targets.inventory.workload import DEFAULT_OWNER_KEYS, Workload, shadow_line, shadow_workloads, table, to_json
+from inferchaos.targets.inventory.workload import DEFAULT_OWNER_KEYS, Workload, shadow_line, shadow_workloads, table, to_json
 
 DEFAULT_STATE_DIR = Path(".inferchaos/cluster")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -84,9 +84,9 @@ def _namespaces(args: argparse.Namespace) -> list[str] | None:
 
 
 def _local(args: argparse.Namespace, keys: tuple[str, ...]) -> tuple[str, list[Workload]]:
-    from targets.inventory.local import local_inventory
-    from targets.local.cluster import LocalCluster
-    from targets.local.state import read_state
+    from inferchaos.targets.inventory.local import local_inventory
+    from inferchaos.targets.local.cluster import LocalCluster
+    from inferchaos.targets.local.state import read_state
 
     state_dir = args.state_dir or DEFAULT_STATE_DIR
     if state_dir.exists() and not state_dir.is_dir():
@@ -103,9 +103,9 @@ def _local(args: argparse.Namespace, keys: tuple[str, ...]) -> tuple[str, list[W
 
 
 def _kube(args: argparse.Namespace, keys: tuple[str, ...]) -> tuple[str, list[Workload]]:
-    from targets.inventory.kube import kube_inventory
-    from targets.kubernetes.connection import Connection
-    from targets.kubernetes.identity import allowed_clusters, check_identity, read_identity
+    from inferchaos.targets.inventory.kube import kube_inventory
+    from inferchaos.targets.kubernetes.connection import Connection
+    from inferchaos.targets.kubernetes.identity import allowed_clusters, check_identity, read_identity
 
     namespaces = _namespaces(args)
     conn = Connection.resolve(args.kubeconfig, args.kube_context)

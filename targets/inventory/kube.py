@@ -22,8 +22,8 @@ from kubernetes.utils.quantity import parse_quantity
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from inferchaos.errors import TargetError, UsageError
-from targets.inventory.workload import DEFAULT_OWNER_KEYS, Workload
-from targets.kubernetes.settings import equality_terms
+from inferchaos.targets.inventory.workload import DEFAULT_OWNER_KEYS, Workload
+from inferchaos.targets.kubernetes.settings import equality_terms
 
 GPU_RESOURCE = "nvidia.com/gpu"
 #: Node labels that say which GPU a node has, best first.

@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 
 from inferchaos.errors import UsageError
-from targets.inventory.workload import DEFAULT_OWNER_KEYS, DeviceMemory, Workload
-from targets.local.cluster import LocalCluster
-from targets.local.control import read_desired
-from targets.local.state import ClusterState, ReplicaRecord
-from targets.local.vgpu import VirtualDevice
+from inferchaos.targets.inventory.workload import DEFAULT_OWNER_KEYS, DeviceMemory, Workload
+from inferchaos.targets.local.cluster import LocalCluster
+from inferchaos.targets.local.control import read_desired
+from inferchaos.targets.local.state import ClusterState, ReplicaRecord
+from inferchaos.targets.local.vgpu import VirtualDevice
 
 LABELS_FILE = "labels.json"
 

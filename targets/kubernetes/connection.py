@@ -61,7 +61,7 @@ class Connection:
 
     def pinned(self) -> kubernetes.client.ApiClient:
         """An ApiClient, after checking the cluster is still the one the change was made on."""
-        from targets.kubernetes.identity import read_identity
+        from inferchaos.targets.kubernetes.identity import read_identity
 
         api = self.api_client()
         if self.cluster is not None:

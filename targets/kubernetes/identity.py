@@ -17,8 +17,8 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from inferchaos.errors import TargetError, UsageError
+from inferchaos.targets.kubernetes.settings import ALLOW_CLUSTERS_ENV
 
-ALLOW_CLUSTERS_ENV = "INFERCHAOS_ALLOW_CLUSTERS"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from inferchaos.errors import FaultError
-from targets.kubernetes.connection import Connection
+from inferchaos.targets.kubernetes.connection import Connection
 
 TAINT_KEY = "inferchaos.io/spot-reclaimed"
 RUN = "inferchaos.io/run"

@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
 from inferchaos.errors import FaultError, UsageError
-from targets.kubernetes.connection import Connection
+from inferchaos.targets.kubernetes.connection import Connection
 
 def _core(conn: Connection) -> client.CoreV1Api:
     return client.CoreV1Api(conn.api_client())

@@ -16,15 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from inferchaos.errors import FaultError, UsageError
-from targets.kubernetes import ops
-from targets.kubernetes.connection import Connection
+from inferchaos.targets.kubernetes import ops
+from inferchaos.targets.kubernetes.connection import Connection
 
 #: in the listing script, so the listing never finds itself.
 LIST_MARK = "inferchaos-ps"
 LIST = (f": {LIST_MARK}; for d in /proc/[0-9]*; do s=$(cat $d/stat 2>/dev/null) || continue; "
         "c=$(tr '\\000' ' ' < $d/cmdline 2>/dev/null); printf '%s\\t%s\\n' \"$s\" \"$c\"; done")
 WATCHDOG = "inferchaos-watchdog"
-HOG = "faults.gpu_hog"
+HOG = "inferchaos.faults.gpu_hog"
 
 
 @dataclass(frozen=True)

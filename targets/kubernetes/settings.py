@@ -15,7 +15,9 @@ import re
 from dataclasses import dataclass, field
 
 from inferchaos.errors import UsageError
-from targets.kubernetes.identity import ALLOW_CLUSTERS_ENV
+
+#: Where `--allow-cluster` comes from when the option is not given (the CronJob sets it).
+ALLOW_CLUSTERS_ENV = "INFERCHAOS_ALLOW_CLUSTERS"
 
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 ALLOW_NAMESPACES_ENV = "INFERCHAOS_ALLOW_NAMESPACES"

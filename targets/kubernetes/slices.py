@@ -20,7 +20,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from targets.kubernetes.pods import PodCache
+from inferchaos.targets.kubernetes.pods import PodCache
 
 
 @dataclass(frozen=True)

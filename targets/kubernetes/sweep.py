@@ -18,8 +18,8 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from inferchaos.errors import FaultError
 
-from targets.kubernetes import nodes, ops
-from targets.kubernetes.connection import Connection
+from inferchaos.targets.kubernetes import nodes, ops
+from inferchaos.targets.kubernetes.connection import Connection
 
 RESTORE = "inferchaos.io/restore-replicas"
 CHAOS = ("chaos-mesh.org", "v1alpha1", "networkchaos")

@@ -15,12 +15,12 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from inferchaos.errors import TargetError, UsageError
-from targets import capabilities as caps
-from targets.kubernetes.connection import Connection
-from targets.kubernetes.pods import PodCache, PodView
-from targets.kubernetes.identity import ClusterIdentity, check_identity, read_identity
-from targets.kubernetes.slices import Endpoint, SliceCache
-from targets.kubernetes.settings import OPT_IN_LABEL, KubeSettings, equality_terms
+from inferchaos.targets import capabilities as caps
+from inferchaos.targets.kubernetes.connection import Connection
+from inferchaos.targets.kubernetes.pods import PodCache, PodView
+from inferchaos.targets.kubernetes.identity import ClusterIdentity, check_identity, read_identity
+from inferchaos.targets.kubernetes.slices import Endpoint, SliceCache
+from inferchaos.targets.kubernetes.settings import OPT_IN_LABEL, KubeSettings, equality_terms
 
 
 class KubeTarget:

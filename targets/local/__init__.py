@@ -1,6 +1,6 @@
 """The embedded local cluster: reference replicas, stores, pipeline and HAProxy on loopback."""
 
-from targets.local.cluster import LocalCluster, wait_for
-from targets.local.spec import ClusterSpec
+from inferchaos.targets.local.cluster import LocalCluster, wait_for
+from inferchaos.targets.local.spec import ClusterSpec
 
 __all__ = ["ClusterSpec", "LocalCluster", "wait_for"]

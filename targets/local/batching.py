@@ -24,8 +24,8 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from targets.local.model import Model
-from targets.local.vgpu import DeviceOutOfMemory, VirtualDevice
+from inferchaos.targets.local.model import Model
+from inferchaos.targets.local.vgpu import DeviceOutOfMemory, VirtualDevice
 
 MIB = 1024**2
 

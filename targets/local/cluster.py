@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from inferchaos.errors import ClusterStartError, TargetError
-from targets import capabilities as caps
-from targets.local import haproxy
-from targets.local.ports import port_in_use
-from targets.local.processes import end_groups, group_alive, spawn
-from targets.local.control import read_desired
-from targets.local.spec import ClusterSpec
-from targets.local.state import ClusterState, ReplicaRecord, read_state
+from inferchaos.targets import capabilities as caps
+from inferchaos.targets.local import haproxy
+from inferchaos.targets.local.ports import port_in_use
+from inferchaos.targets.local.processes import end_groups, group_alive, spawn
+from inferchaos.targets.local.control import read_desired
+from inferchaos.targets.local.spec import ClusterSpec
+from inferchaos.targets.local.state import ClusterState, ReplicaRecord, read_state
 
 T = TypeVar("T")
 
@@ -74,7 +74,7 @@ class LocalCluster:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "state.json").unlink(missing_ok=True)
         (self.state_dir / "spec.json").write_text(json.dumps(self.spec.to_dict()))
-        argv = [sys.executable, "-m", "targets.local.supervisor", "--state-dir", str(self.state_dir)]
+        argv = [sys.executable, "-m", "inferchaos.targets.local.supervisor", "--state-dir", str(self.state_dir)]
         if self.owner_pid:
             argv += ["--owner-pid", str(self.owner_pid)]
         self._proc = spawn(argv, self.state_dir / "logs" / "supervisor.log",

@@ -7,7 +7,7 @@ from a replica. Toxics are per route, change at runtime over a small HTTP API, a
 the connections already open as well as new ones, because a fault that only hits new
 connections would miss a replica's keep-alive pool.
 
-Run: python -m targets.local.depproxy --control-port P --route NAME=LISTEN:HOST:PORT ...
+Run: python -m inferchaos.targets.local.depproxy --control-port P --route NAME=LISTEN:HOST:PORT ...
 """
 
 from __future__ import annotations
@@ -471,7 +471,7 @@ def _route_arg(text: str) -> tuple[str, RouteSpec]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m targets.local.depproxy",
+    parser = argparse.ArgumentParser(prog="python -m inferchaos.targets.local.depproxy",
                                      description="TCP proxy with toxics in front of the cluster's dependencies.")
     parser.add_argument("--control-port", type=_port, required=True, help="port of the control API")
     parser.add_argument("--route", type=_route_arg, action="append", required=True,

@@ -12,7 +12,7 @@ import json
 
 from aiohttp import web
 
-from targets.local.service import run
+from inferchaos.targets.local.service import run
 
 
 def make_app() -> web.Application:
@@ -50,7 +50,7 @@ def make_app() -> web.Application:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m targets.local.featurestore")
+    parser = argparse.ArgumentParser(prog="python -m inferchaos.targets.local.featurestore")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     run(make_app(), args.port, "featurestore")

@@ -12,8 +12,8 @@ import hashlib
 
 from aiohttp import web
 
-from targets.local import model as reference_model
-from targets.local.service import run
+from inferchaos.targets.local import model as reference_model
+from inferchaos.targets.local.service import run
 
 CHUNK = 64 * 1024
 
@@ -56,7 +56,7 @@ def make_app() -> web.Application:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m targets.local.modelstore")
+    parser = argparse.ArgumentParser(prog="python -m inferchaos.targets.local.modelstore")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     run(make_app(), args.port, "modelstore")

@@ -22,7 +22,7 @@ def values_for(version: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m targets.local.pipeline")
+    parser = argparse.ArgumentParser(prog="python -m inferchaos.targets.local.pipeline")
     parser.add_argument("--feature-store", required=True, help="base URL of the feature store")
     parser.add_argument("--interval-s", type=float, default=1.0)
     parser.add_argument("--entities", default="default", help="comma-separated entity names")

@@ -19,8 +19,8 @@ from typing import Sequence
 import httpx
 
 from inferchaos.errors import ClusterStartError
-from targets.local.ports import free_port
-from targets.local.processes import end_groups, group_alive, spawn
+from inferchaos.targets.local.ports import free_port
+from inferchaos.targets.local.processes import end_groups, group_alive, spawn
 
 
 def find_prometheus() -> str:

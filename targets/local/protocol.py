@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from targets.local import model as mdl
+from inferchaos.targets.local import model as mdl
 
 
 class BadRequest(ValueError):

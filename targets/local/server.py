@@ -5,7 +5,7 @@ protocols (KServe v2 and OpenAI completions), exposes the same metric names, loa
 weights over HTTP before it is ready, batches dynamically on one serial "GPU", dies on
 device OOM as vLLM does (or rejects, if told to), and drains on SIGTERM within a
 shutdown timeout. Computation is real (numpy) and deterministic, so a wrong answer can
-be told apart from a slow one. Run: `python -m targets.local.server --help`.
+be told apart from a slow one. Run: `python -m inferchaos.targets.local.server --help`.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import disable_created_metrics
 
-from targets.local import model as mdl
-from targets.local.batching import Batcher, EngineUnavailable, ItemResult
-from targets.local.protocol import BadRequest, parse_infer
-from targets.local.server_config import ServerConfig, parse_args
-from targets.local.server_metrics import CONTENT_TYPE, DeviceMemory, ServerMetrics
-from targets.local.vgpu import DeviceOutOfMemory, VirtualDevice
+from inferchaos.targets.local import model as mdl
+from inferchaos.targets.local.batching import Batcher, EngineUnavailable, ItemResult
+from inferchaos.targets.local.protocol import BadRequest, parse_infer
+from inferchaos.targets.local.server_config import ServerConfig, parse_args
+from inferchaos.targets.local.server_metrics import CONTENT_TYPE, DeviceMemory, ServerMetrics
+from inferchaos.targets.local.vgpu import DeviceOutOfMemory, VirtualDevice
 
 VERSION = "0.1.0"
 REPLICA_HEADER = "x-inferchaos-replica"

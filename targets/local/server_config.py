@@ -10,7 +10,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from targets.local.batching import BatchConfig
+from inferchaos.targets.local.batching import BatchConfig
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ positive_int, non_negative = _at_least(1, int), _at_least(0)
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
-    p = argparse.ArgumentParser(prog="python -m targets.local.server", description="The reference inference server: a stand-in for vLLM/Triton that behaves like them.")
+    p = argparse.ArgumentParser(prog="python -m inferchaos.targets.local.server", description="The reference inference server: a stand-in for vLLM/Triton that behaves like them.")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a pod, for its Service)")
     p.add_argument("--name", required=True, help="replica name, sent back in x-inferchaos-replica")

@@ -29,7 +29,7 @@ class ClusterSpec:
     startup_timeout_s: float = 60.0
     #: LB slots pre-declared in HAProxy; replicas are placed in them at runtime.
     slots: int = 16
-    #: Extra options for the reference server (`python -m targets.local.server --help`).
+    #: Extra options for the reference server (`python -m inferchaos.targets.local.server --help`).
     server_args: tuple[str, ...] = field(default_factory=tuple)
     #: Run a Prometheus (the `prometheus` binary) scraping every replica and HAProxy.
     prometheus: bool = False

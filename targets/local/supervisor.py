@@ -6,7 +6,7 @@ once from the warm pool), and records everything in `state.json`. It does not hi
 failures from the load balancer: a dead replica's slot keeps pointing at the dead port
 until its replacement exists, so HAProxy's own checks must notice the death.
 
-Run as `python -m targets.local.supervisor --state-dir D [--owner-pid PID]`, with the
+Run as `python -m inferchaos.targets.local.supervisor --state-dir D [--owner-pid PID]`, with the
 spec in `D/spec.json` (written by `LocalCluster`).
 """
 
@@ -28,14 +28,14 @@ from pathlib import Path
 import aiohttp
 
 from inferchaos.errors import ClusterStartError
-from targets.local import haproxy, prometheus
-from targets.local.autoscaler import ScaleLoop, metric_sum, policy_from
-from targets.local.ports import free_port, free_ports, port_in_use
-from targets.local.control import read_desired
-from targets.local.processes import end_groups, pid_alive, signal_group, spawn
-from targets.local.spec import ClusterSpec
-from targets.local.state import ClusterState, ReplicaRecord, ServiceRecord, write_state
-from targets.local.vgpu import VirtualDevice
+from inferchaos.targets.local import haproxy, prometheus
+from inferchaos.targets.local.autoscaler import ScaleLoop, metric_sum, policy_from
+from inferchaos.targets.local.ports import free_port, free_ports, port_in_use
+from inferchaos.targets.local.control import read_desired
+from inferchaos.targets.local.processes import end_groups, pid_alive, signal_group, spawn
+from inferchaos.targets.local.spec import ClusterSpec
+from inferchaos.targets.local.state import ClusterState, ReplicaRecord, ServiceRecord, write_state
+from inferchaos.targets.local.vgpu import VirtualDevice
 
 TICK_S = 0.2
 SERVICE_START_TIMEOUT_S = 20.0
@@ -118,8 +118,8 @@ class Supervisor:
         shutil.rmtree(self.vgpu_dir, ignore_errors=True)
         py = [sys.executable, "-m"]
         ms_port, fs_port = free_ports(2)
-        self._start_service("modelstore", py + ["targets.local.modelstore", "--port", str(ms_port)], ms_port)
-        self._start_service("featurestore", py + ["targets.local.featurestore", "--port", str(fs_port)], fs_port)
+        self._start_service("modelstore", py + ["inferchaos.targets.local.modelstore", "--port", str(ms_port)], ms_port)
+        self._start_service("featurestore", py + ["inferchaos.targets.local.featurestore", "--port", str(fs_port)], fs_port)
         self.state.model_store_url = f"http://127.0.0.1:{ms_port}"
         self.state.feature_store_url = f"http://127.0.0.1:{fs_port}"
         await self._wait_healthy("modelstore", f"{self.state.model_store_url}/health")
@@ -129,14 +129,14 @@ class Supervisor:
         routes = {"model_store": ms_port, "feature_store": fs_port}
         proxy_port, *ports = free_ports(1 + len(routes))
         listen = dict(zip(routes, ports))
-        self._start_service("depproxy", py + ["targets.local.depproxy", "--control-port", str(proxy_port)] + [
+        self._start_service("depproxy", py + ["inferchaos.targets.local.depproxy", "--control-port", str(proxy_port)] + [
             arg for name, up in routes.items() for arg in ("--route", f"{name}={listen[name]}:127.0.0.1:{up}")],
             proxy_port)
         self.state.proxy_url = f"http://127.0.0.1:{proxy_port}"
         self.state.via_proxy = {name: f"http://127.0.0.1:{port}" for name, port in listen.items()}
         await self._wait_healthy("depproxy", f"{self.state.proxy_url}/health")
         self._start_service("pipeline", py + [
-            "targets.local.pipeline", "--feature-store", self.state.feature_store_url,
+            "inferchaos.targets.local.pipeline", "--feature-store", self.state.feature_store_url,
             "--interval-s", str(self.spec.feature_interval_s)], None)
         await self._start_haproxy(binary)
         if self.spec.prometheus:
@@ -265,7 +265,7 @@ class Supervisor:
         if self.spec.replica_cmd:
             return shlex.split(self.spec.replica_cmd.format(**fields))
         return [
-            sys.executable, "-m", "targets.local.server", "--port", str(port), "--name", name,
+            sys.executable, "-m", "inferchaos.targets.local.server", "--port", str(port), "--name", name,
             "--model", self.spec.model, "--model-store", str(fields["model_store"]),
             "--feature-store", str(fields["feature_store"]), "--vgpu-dir", str(self.vgpu_dir),
             "--device", str(device), "--oom", self.spec.oom, *self.spec.server_args,
@@ -484,7 +484,7 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m targets.local.supervisor")
+    parser = argparse.ArgumentParser(prog="python -m inferchaos.targets.local.supervisor")
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--owner-pid", type=int, default=None)
     args = parser.parse_args(argv)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from targets.local.processes import end_groups, group_members
+from inferchaos.targets.local.processes import end_groups, group_members
 
 __all__ = ["end_groups", "group_members", "listening_ports", "rss_mib"]
 
