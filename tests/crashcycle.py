@@ -196,7 +196,7 @@ def stopped_in_cluster(cluster: LocalCluster) -> list[str]:
 
 # ----------------------------------------------------------------------------- the cycle
 def runner_argv(kill: Kill, cluster: LocalCluster, work: Path) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust", "-p", "no:cacheprovider",
+    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
             kill.experiment, "-k", kill.select, "--state-dir", str(cluster.state_dir),
             "--ledger", str(work / "ledger.jsonl"), "--chaos-report", str(work / "report")]
     for kv in SHORT:

@@ -134,7 +134,7 @@ def test_autoscaling_off(run_experiment, target):
 def test_with_the_autoscaler_off_scale_out_s_fails_by_name(cluster, tmp_path):
     cluster.wait_steady(60)
     (tmp_path / "test_off.py").write_text(OFF)
-    argv = [sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust", "-p", "no:cacheprovider",
+    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
             str(tmp_path / "test_off.py"), "--state-dir", str(cluster.state_dir), "--ledger",
             str(tmp_path / "ledger.jsonl"), "--chaos-report", str(tmp_path / "report"),
             "--slo-set", "baseline_s=1", "--slo-set", "hold_s=4", "--slo-set", "recovery_window_s=3"]

@@ -319,7 +319,7 @@ def test_kubernetes_option_bad_input_is_one_line_exit_2_before_connecting(case, 
                           "users: [{name: u, user: {token: t}}]\ncontexts: [{name: staging, context: {cluster: c, "
                           "user: u}}, {name: fake, context: {cluster: c, user: u}}]\ncurrent-context: staging\n")
     places = {"kubeconfig": str(kubeconfig), "missing": str(tmp_path / "missing")}
-    argv = [sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust", "-p", "no:cacheprovider",
+    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
             "experiments/test_replica_crash.py", "--ledger", str(tmp_path / "ledger.jsonl"), *SHORT]
     env = {k: v for k, v in repo_env().items() if not k.startswith("INFERCHAOS_ALLOW") and k != "KUBERNETES_SERVICE_HOST"}
     res = subprocess.run(argv + fill(args, places), capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
@@ -341,7 +341,7 @@ def pytest_case(case: str):  # type: ignore[no-untyped-def]
 def test_pytest_option_bad_input_is_one_line_exit_2_and_nothing_injected(case, cluster, places, tmp_path):
     args, words, _ = PYTEST_CASES[case]
     extra = fill(args, places)
-    argv = [sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust", "-p", "no:cacheprovider",
+    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
             "experiments/test_replica_crash.py", *SHORT]
     if "--state-dir" not in args:
         argv += ["--state-dir", places["live"]]

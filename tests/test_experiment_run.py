@@ -62,7 +62,7 @@ def locusts_for(cluster: LocalCluster) -> list[str]:
 
 
 def chaos_argv(cluster: LocalCluster, ledger: Path, report: Path, *extra: str, state_dir: bool = True) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust", "-p", "no:cacheprovider",
+    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
             EXPERIMENT, "--ledger", str(ledger), "--chaos-report", str(report)]
     if state_dir:
         argv += ["--state-dir", str(cluster.state_dir)]

@@ -165,7 +165,7 @@ def test_injection_takes_effect_and_revert_restores(name: str, cluster: LocalClu
 def test_planted_breach_fails_naming_the_slo(name: str, cluster: LocalCluster, before: dict,
                                              tmp_path: Path) -> None:
     plant = PLANTED[name]
-    argv = [sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust", "-p", "no:cacheprovider",
+    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
             f"experiments/{plant.experiment}", "-k", plant.select, "--state-dir", str(cluster.state_dir),
             "--ledger", str(tmp_path / "ledger.jsonl"), "--chaos-report", str(tmp_path / "report"),
             "--alluredir", str(tmp_path / "allure")]

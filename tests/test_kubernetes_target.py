@@ -112,7 +112,7 @@ def kube_args(fake: FakeKube, endpoint: LocalCluster, tmp: Path, shared_nodes: b
 
 def pytest_run(paths: list[str], args: list[str], timeout: float = 400) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "KUBERNETES_SERVICE_HOST")}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust",
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:locust",
                            "-p", "no:cacheprovider", *paths, *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=env)
 
@@ -335,7 +335,7 @@ def test_recover_undoes_a_cordon_left_by_a_killed_run(kube, endpoint, tmp_path):
     ledger = Ledger(tmp_path / "ledger.jsonl")
     args = kube_args(kube, endpoint, tmp_path) + ["--slo-set", "hold_s=120"]
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    runner = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust",
+    runner = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:locust",
                                "-p", "no:cacheprovider", "experiments/test_spot_reclamation.py", *args],
                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)

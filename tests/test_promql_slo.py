@@ -111,7 +111,7 @@ def test_the_cluster_s_prometheus_follows_replicas_as_they_are_replaced(cluster)
 
 
 def run_chaos(cluster: LocalCluster, tmp: Path, slo: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
-    argv = [sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust", "-p", "no:cacheprovider",
+    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
             "experiments/test_replica_crash.py", "--state-dir", str(cluster.state_dir), "--ledger",
             str(tmp / "ledger.jsonl"), "--chaos-report", str(tmp / "report"), "--slo", str(slo), *SHORT, *extra]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd=REPO)

@@ -37,7 +37,7 @@ def test_recover_after_the_runner_is_sigkilled_mid_fault(tmp_path):
         (tmp_path / "inner").mkdir()
         (tmp_path / "inner" / "test_inner.py").write_text(INNER)
         runner = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", "-p", "inferchaos.plugin", "-p", "no:locust",
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:locust",
              "-p", "no:cacheprovider", "--rootdir", str(tmp_path / "inner"), str(tmp_path / "inner"),
              "--state-dir", str(state_dir), "--ledger", str(ledger_path), "--chaos-report", str(tmp_path / "rep"),
              "--slo-set", "baseline_s=1", "--slo-set", "hold_s=120"],

@@ -301,7 +301,7 @@ def test_a_bad_chaos_marker_stops_the_run_before_anything_starts(tmp_path):
     (tmp_path / "test_bad.py").write_text(BAD_MARKER)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "inferchaos.plugin", "-p", "no:locust",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:locust",
                            "-p", "no:cacheprovider", "--ledger", str(tmp_path / "ledger.jsonl"), str(tmp_path)],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     out = proc.stdout + proc.stderr

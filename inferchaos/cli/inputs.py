@@ -1,0 +1,111 @@
+"""What every verb shares: the one-line, exit-code-2 parser, the common options, and
+the checks of a state directory and a ledger before anything is touched."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from inferchaos.errors import UsageError
+
+if TYPE_CHECKING:
+    from inferchaos.faults.ledger import Ledger
+    from inferchaos.targets.local.cluster import LocalCluster
+    from inferchaos.targets.local.state import ClusterState
+
+DEFAULT_STATE_DIR = Path(".inferchaos/cluster")
+DEFAULT_LEDGER = Path(".inferchaos/ledger.jsonl")
+
+EXIT_CODES = "exit codes: 0 ok, 1 target/fault failure or nothing running, 2 bad input (one line, nothing changed)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2, and an option is spelt out
+    (`--allow` must not silently mean one of the allow-lists)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        print(f"inferchaos: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0 seconds, got {text}")
+    return value
+
+
+def add_verb(sub: argparse._SubParsersAction, verb: str, text: str, description: str, examples: str) -> Parser:
+    return sub.add_parser(verb, help=text, description=textwrap.fill(description, 100),
+                          epilog=f"examples:\n{examples}\n\n{EXIT_CODES}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def state_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                   help="the local cluster's state directory (default: %(default)s)")
+
+
+def ledger_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ledger", type=Path, default=DEFAULT_LEDGER, help="the fault ledger (default: %(default)s)")
+
+
+def one_line(text: str) -> str:
+    """A message echoes what it was given; a line break in that must not break the line."""
+    return "\\n".join(text.splitlines()) if len(text.splitlines()) > 1 else text.strip()
+
+
+def read_state_dir(state_dir: Path) -> ClusterState | None:
+    """The state file, or None when there is none; a path that cannot hold one is bad input."""
+    from inferchaos.targets.local.state import read_state
+
+    if state_dir.exists() and not state_dir.is_dir():
+        raise UsageError(f"--state-dir {state_dir} is not a directory")
+    try:
+        return read_state(state_dir)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"cannot read the cluster state in {state_dir}: {exc}") from None
+
+
+def running_cluster(state_dir: Path) -> LocalCluster:
+    """The local cluster to act on; not there, or not running, is bad input (exit 2)."""
+    from inferchaos.targets.local.cluster import LocalCluster
+    from inferchaos.targets.local.processes import group_alive
+
+    state = read_state_dir(state_dir)
+    if state is None:
+        raise UsageError(f"no local cluster in {state_dir}: start one with "
+                         f"`inferchaos up --detach --state-dir {state_dir}`")
+    if state.phase != "ready" or not group_alive(state.supervisor_pgid):
+        phase = state.phase if group_alive(state.supervisor_pgid) else f"{state.phase}, supervisor gone"
+        raise UsageError(f"the cluster in {state_dir} is not running ({phase}): "
+                         f"`inferchaos down --state-dir {state_dir}`, then `inferchaos up --detach`")
+    return LocalCluster.attach(state_dir)
+
+
+def ledger_file(path: Path, write: bool = False) -> Ledger:
+    from inferchaos.faults.ledger import Ledger
+
+    if path.is_dir():
+        raise UsageError(f"--ledger {path} is a directory, not a ledger file")
+    if path.exists() and not os.access(path, os.R_OK):
+        raise UsageError(f"cannot read the ledger {path}")
+    if write:
+        parent = next((p for p in path.absolute().parents if p.exists()), None)
+        if parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK)):
+            raise UsageError(f"cannot write the ledger {path}: {parent} is not a writable directory")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UsageError(f"cannot write the ledger {path}")
+    return Ledger(path)
+

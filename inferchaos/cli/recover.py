@@ -1,0 +1,102 @@
+"""`recover`: undo what a runner that died left applied, and sweep what expired."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from inferchaos.cli.inputs import add_verb, ledger_arg, ledger_file
+from inferchaos.errors import UsageError
+
+if TYPE_CHECKING:
+    from inferchaos.faults.ledger import Entry, Ledger
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """recover."""
+    rec = add_verb(sub, "recover", "undo every change the ledger says is still applied",
+                  "Replay the undo of every ledger entry left open by a runner that died (SIGKILL, power loss) "
+                  "or by `inject`: faults, load generators, local clusters it started.",
+                  "  inferchaos recover\n  inferchaos recover --ledger ci/ledger.jsonl --force")
+    ledger_arg(rec)
+    rec.add_argument("--force", action="store_true",
+                     help="also undo entries whose runner is still alive (it would revert them itself)")
+    rec.add_argument("--expired", action="store_true",
+                     help="first sweep the Kubernetes namespace for inferchaos changes past their expiry "
+                          "(cordons, taints, scaled Deployments, NetworkChaos), whoever made them; needs "
+                          "--namespace and --allow-cluster (what the nightly CronJob runs first)")
+    from inferchaos import kube_options
+
+    kube_options.add_options(rec.add_argument_group("--expired on Kubernetes"))
+
+
+
+def undo(ledger: Ledger, entries: list[Entry], force: bool) -> tuple[int, int]:
+    """Run each entry's journalled undo, newest step first; clusters last, since a fault's
+    undo may need its cluster. Returns (failed, skipped)."""
+    from inferchaos.faults.undo import run_all
+    from inferchaos.errors import FaultError
+    from inferchaos.targets.local.processes import pid_alive, start_time
+
+    failed = skipped = 0
+    for entry in sorted(entries, key=lambda e: (e.fault == "cluster", -e.wall)):
+        if not force and entry.runner_pid != os.getpid() and pid_alive(entry.runner_pid) \
+                and start_time(entry.runner_pid) == entry.runner_started:
+            print(f"skipped {entry.fault} {entry.id}: its runner (pid {entry.runner_pid}) is still running "
+                  "and will revert it; --force to undo anyway")
+            skipped += 1
+            continue
+        try:
+            run_all(entry.undo, lambda done, e=entry: print(f"{e.fault} {e.id}: {done}"))
+        except FaultError as exc:
+            failed += 1
+            ledger.reverted(entry, ok=False, detail=str(exc))
+            print(f"{entry.fault} {entry.id}: FAILED: {exc}", file=sys.stderr)
+            continue
+        ledger.reverted(entry, detail="recovered")
+        print(f"{entry.fault} {entry.id}: reverted")
+    return failed, skipped
+
+
+def _sweep_expired(args: argparse.Namespace) -> None:
+    """Expired marks on the cluster, undone: no ledger needed (its runner may be gone)."""
+    from inferchaos.targets.kubernetes import Connection
+    from inferchaos.targets.kubernetes.identity import allowed_clusters, check_identity, read_identity
+    from inferchaos.targets.kubernetes.settings import ALLOW_NAMESPACES_ENV, SYSTEM_NAMESPACES, _env_list
+    from inferchaos.targets.kubernetes.sweep import sweep
+
+    ns = args.namespace
+    if not ns:
+        raise UsageError("recover --expired needs --namespace NS (the namespace to sweep)")
+    if ns in SYSTEM_NAMESPACES or ns not in (*args.allow_namespace, *_env_list(ALLOW_NAMESPACES_ENV)):
+        raise UsageError(f"namespace {ns} is not allowed: name it with --allow-namespace {ns}")
+    conn = Connection.resolve(args.kubeconfig, args.kube_context)
+    api = conn.api_client()
+    try:
+        identity = read_identity(api, conn.context)
+        check_identity(identity, allowed_clusters(tuple(args.allow_cluster)), conn.context)
+    finally:
+        api.close()
+    pinned = Connection(conn.kubeconfig, conn.context, identity.uid)
+    done = sweep(pinned, ns)
+    for line in done:
+        print(f"swept: {line}")
+    print(f"inferchaos: {len(done)} expired change(s) undone in cluster {identity.uid}, namespace {ns}")
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    if args.expired:
+        _sweep_expired(args)
+    ledger = ledger_file(args.ledger)
+    entries = ledger.open_entries()
+    if not entries:
+        print(f"inferchaos: nothing to recover: every change in {args.ledger} is reverted")
+        return 0
+    failed, _ = undo(ledger, entries, args.force)
+    return 1 if failed else 0
+
+
+
+VERBS = {"recover": cmd_recover}
