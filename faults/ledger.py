@@ -15,8 +15,10 @@ by a crash is skipped on reading, and the entries before it are kept.
 from __future__ import annotations
 
 import fcntl
+import getpass
 import json
 import os
+import socket
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 DEFAULT_LEDGER = Path(".inferchaos/ledger.jsonl")
+OPERATOR_ENV = "INFERCHAOS_OPERATOR"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class Entry:
     detail: str | None = None
     #: the runner's start time (clock ticks since boot): with its pid, names it for good.
     runner_started: int | None = None
+    #: who made the change (or reverted it): $INFERCHAOS_OPERATOR, else user@host. A game
+    #: day's record says who pulled which lever when.
+    operator: str | None = None
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -60,6 +66,17 @@ class Entry:
         d = dict(d)
         d["undo"] = tuple(UndoStep(**u) for u in d.get("undo", ()))
         return cls(**d)
+
+
+def operator() -> str:
+    named = os.environ.get(OPERATOR_ENV, "").strip()
+    if named:
+        return named
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry (a container)
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
 def _own_start_time() -> int | None:
@@ -100,7 +117,7 @@ class Ledger:
         entry = Entry(
             id=uuid.uuid4().hex[:12], event="applied", fault=fault, wall=time.time(), runner_pid=os.getpid(),
             target=target or {}, params=params or {}, undo=tuple(undo), experiment=experiment,
-            runner_started=_own_start_time(), detail=detail,
+            runner_started=_own_start_time(), detail=detail, operator=operator(),
         )
         self._append(entry)
         return entry
@@ -118,6 +135,7 @@ class Ledger:
         self._append(Entry(
             id=entry.id, event="reverted" if ok else "revert_failed", fault=entry.fault, wall=time.time(),
             runner_pid=os.getpid(), target=entry.target, experiment=entry.experiment, detail=detail,
+            operator=operator(),
         ))
 
     def entries(self) -> Iterator[Entry]:

@@ -389,3 +389,44 @@ def test_watch_redraws_in_place_on_a_terminal(cluster, ledger_path):
 def test_watch_without_a_running_cluster_is_bad_input(tmp_path):
     res = inferchaos("watch", "--once", "--state-dir", str(tmp_path / "nothing"))
     assert res.returncode == 2 and "no local cluster" in one_line(res.stderr)
+
+
+# ----------------------------------------------------------------------------- game days
+@pytest.mark.cluster
+def test_inject_for_reverts_by_itself_and_says_who_did_what_when(cluster, before, ledger_path, monkeypatch):
+    monkeypatch.setenv("INFERCHAOS_OPERATOR", "alice@gameday")
+    t0 = time.time()
+    res = cli(cluster, ledger_path, "inject", "replica_hang", "--for", "3s")
+    assert res.returncode == 0, res.stdout + res.stderr
+    entry_id = injected_id(res.stdout)
+    assert "landed: stopped (state T)" in res.stdout and "reverts by itself in 3 s" in res.stdout
+    hung = [r for r in cluster.state.active() if stopped(r.pid)]
+    assert len(hung) == 1, "applied, with the inject process already gone"
+    wait_for(lambda: not Ledger(ledger_path).open_entries(), 15, "the timer to revert the hang")
+    done = time.time()
+    assert not stopped(hung[0].pid) and snapshot(cluster) == before
+    entries = [e for e in Ledger(ledger_path).entries() if e.id == entry_id]
+    applied, reverted = entries[0], entries[-1]
+    assert {e.operator for e in entries} == {"alice@gameday"} and reverted.event == "reverted"
+    assert applied.wall + 3 <= reverted.wall <= done and reverted.wall - t0 >= 3, (applied.wall, reverted.wall)
+    wait_for(lambda: processes_mentioning(f"revert {entry_id}") == [], 5, "the timer to exit")
+
+
+@pytest.mark.cluster
+def test_a_timer_whose_fault_was_reverted_first_goes_away(cluster, before, ledger_path):
+    res = cli(cluster, ledger_path, "inject", "replica_hang", "--for", "10m")
+    assert res.returncode == 0, res.stdout + res.stderr
+    entry_id = injected_id(res.stdout)
+    assert processes_mentioning(f"revert {entry_id}"), "the timer runs"
+    rev = inferchaos("revert", entry_id, "--ledger", str(ledger_path))
+    assert rev.returncode == 0, rev.stdout + rev.stderr
+    wait_for(lambda: processes_mentioning(f"revert {entry_id}") == [], 5, "the timer to see it reverted and exit")
+    assert snapshot(cluster) == before
+
+
+@pytest.mark.parametrize("given", ["0", "-3s", "5 minutes", "s"])
+def test_a_bad_duration_is_one_line_exit_2(given, tmp_path):
+    res = inferchaos("inject", "replica_hang", "--for", given, "--state-dir", str(tmp_path / "none"),
+                     "--ledger", str(tmp_path / "l.jsonl"))
+    assert res.returncode == 2 and "--for" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "l.jsonl").exists()

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import contextlib
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
-from inferchaos.cli.inputs import add_verb, ledger_arg, ledger_file, running_cluster, state_dir_arg
-from inferchaos.cli.recover import undo
-from inferchaos.errors import UsageError
+from inferchaos import kube_options
+from inferchaos.cli.inputs import add_verb, duration, ledger_arg, ledger_file, running_cluster, state_dir_arg
+from inferchaos.cli.recover import sweep_namespace, undo
+from inferchaos.errors import FaultError, UsageError
 
 if TYPE_CHECKING:
-    from inferchaos.faults.base import Fault
+    from inferchaos.faults.base import Fault, Landing
     from inferchaos.faults.ledger import Ledger
-    from inferchaos.targets.local.cluster import LocalCluster
+    from inferchaos.targets.kubernetes.settings import KubeSettings
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -38,18 +45,23 @@ def add(sub: argparse._SubParsersAction) -> None:
              "reverted. `inferchaos revert` (or `recover`) undoes it.",
              "  inferchaos inject spot_reclamation notice_s=5 provisioning_delay_s=30 --state-dir /tmp/ic\n"
              "  inferchaos inject gpu_oom leave=256MiB ramp_s=10\n"
-             "  inferchaos inject pipeline_lag mode=both read_latency_ms=2000")):
+             "  inferchaos inject pipeline_lag mode=both read_latency_ms=2000\n"
+             "  inferchaos inject replica_hang --for 5m     # reverts by itself after 5 minutes\n"
+             "  inferchaos inject replica_hang --for 10m --target kubernetes --kube-context staging \\\n"
+             "      --allow-cluster 6f1c0b2e-... --namespace ml --allow-namespace ml --selector app=vllm")):
         p = add_verb(sub, verb, text, description, example)
         p.add_argument("fault", metavar="FAULT", help="a fault id (`inferchaos faults` lists them)")
         p.add_argument("params", nargs="*", metavar="KEY=VALUE", help="the fault's parameters")
         state_dir_arg(p)
         ledger_arg(p)
-        if verb == "plan":
-            from inferchaos import kube_options
-
-            p.add_argument("--target", choices=("local", "kubernetes"), default="local",
-                           help="where it would land (kubernetes: the options below; it only reads)")
-            kube_options.add_options(p.add_argument_group("--target kubernetes"))
+        p.add_argument("--target", choices=("local", "kubernetes"), default="local",
+                       help="where it lands: the local cluster (default) or a namespace (the options below)")
+        if verb == "inject":
+            p.add_argument("--for", dest="for_s", type=duration, metavar="DURATION",
+                           help="revert by itself after DURATION (90, 90s, 5m, 1h): a timer process here, and "
+                                "on Kubernetes every change also expires in the cluster then (at least 10 s), so "
+                                "it ends even when this machine is gone")
+        kube_options.add_options(p.add_argument_group("--target kubernetes"))
 
     rev = add_verb(sub, "revert", "undo a fault that inject left applied",
                   "Undo one open ledger entry (by id, or a unique prefix of it), or every open fault with --all, "
@@ -57,9 +69,15 @@ def add(sub: argparse._SubParsersAction) -> None:
                   "(an experiment in progress) are left to it unless --force. Clusters are `down`'s business.",
                   "  inferchaos revert 3f2a9c1b0d2e\n  inferchaos revert --all --ledger /tmp/ic-ledger.jsonl")
     rev.add_argument("id", nargs="?", metavar="ID", help="the ledger id `inject` printed")
-    rev.add_argument("--all", action="store_true", help="every fault still applied")
+    rev.add_argument("--all", action="store_true",
+                     help="every fault still applied; with --target kubernetes also every inferchaos change in "
+                          "the namespace, whoever made it (the kill switch)")
     rev.add_argument("--force", action="store_true", help="also entries whose runner is still alive")
+    rev.add_argument("--at", type=float, help=argparse.SUPPRESS)  # inject --for's timer: wait until this wall time
     ledger_arg(rev)
+    rev.add_argument("--target", choices=("local", "kubernetes"), default="local",
+                     help="kubernetes: --all also sweeps the namespace (the options below)")
+    kube_options.add_options(rev.add_argument_group("--target kubernetes (revert --all)"))
 
 
 
@@ -84,9 +102,10 @@ def cmd_faults(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fault(args: argparse.Namespace, for_inject: bool) -> tuple[Fault, Ledger, LocalCluster]:
+def _fault(args: argparse.Namespace, for_inject: bool) -> Iterator[tuple[Fault, Ledger, str]]:
     """Parse and check everything, in the order that touches least: fault id, parameters,
-    ledger, cluster, the fault's own checks and its blast radius. Nothing is changed."""
+    ledger, the target, the fault's own checks and its blast radius. Nothing is changed.
+    Yields (fault, ledger, where it lands, in words); a Kubernetes connection is closed after."""
     from inferchaos.faults.catalogue import lookup
 
     spec = lookup(args.fault)
@@ -94,8 +113,30 @@ def _fault(args: argparse.Namespace, for_inject: bool) -> tuple[Fault, Ledger, L
         raise UsageError(spec.standalone_refusal)
     params = spec.parse(args.params)
     ledger = ledger_file(args.ledger, write=for_inject)
+    if args.target == "kubernetes":
+        from inferchaos.targets.kubernetes import KubeTarget
+
+        with KubeTarget(kube_settings(args, getattr(args, "for_s", None))) as target:
+            yield spec.build(target, ledger, params), ledger, f"in {target.describe()}"
+        return
     cluster = running_cluster(args.state_dir)
-    return spec.build(cluster, ledger, params), ledger, cluster
+    yield spec.build(cluster, ledger, params), ledger, f"on the cluster in {cluster.state_dir}"
+
+
+def kube_settings(args: argparse.Namespace, for_s: float | None = None) -> KubeSettings:
+    """The Kubernetes options as the pytest session reads them. A plan or a fault by hand
+    sends no load, so no --endpoint is needed; `inject --for` makes every change expire in
+    the cluster when the injection ends (at least 10 s, the sweeper's granularity)."""
+    from dataclasses import replace
+
+    def get(name: str) -> object:
+        value = getattr(args, name.lstrip("-").replace("-", "_"))
+        if name == "--endpoint" and not value:
+            return "http://endpoint-not-needed-by-hand"
+        return value
+
+    settings = kube_options.settings(get)
+    return settings if for_s is None else replace(settings, expire_after_s=max(10, math.ceil(for_s)))
 
 
 def _plan(fault: Fault) -> list[str]:
@@ -108,71 +149,85 @@ def _plan(fault: Fault) -> list[str]:
 def cmd_plan(args: argparse.Namespace) -> int:
     from inferchaos.faults.catalogue import lookup
 
-    if args.target == "kubernetes":
-        return _plan_kubernetes(args)
-    fault, _, cluster = _fault(args, for_inject=False)
-    lines = _plan(fault)
     spec = lookup(args.fault)
-    print(f"plan: {spec.id} on the cluster in {cluster.state_dir} (nothing is changed)")
+    with contextlib.closing(_fault(args, for_inject=False)) as made:
+        fault, _, where = next(made)
+        lines = _plan(fault)
+    print(f"plan: {spec.id} {where} (nothing is changed)")
     for line in lines or ["(nothing to act on right now)"]:
         print(f"  {line}")
     print(f"blast radius: {spec.blast_radius}")
     if spec.standalone_refusal:
         print(f"by hand: {spec.standalone_refusal}")
-    else:
+    elif args.target == "local":
         params = " ".join(args.params)
         print(f"apply it with: inferchaos inject {spec.id}{' ' + params if params else ''} --state-dir {args.state_dir}")
     return 0
 
 
-def _plan_kubernetes(args: argparse.Namespace) -> int:
-    """The same plan against a namespace: connects, reads the pods, changes nothing."""
-    from inferchaos.faults.catalogue import lookup
-    from inferchaos import kube_options
-    from inferchaos.targets.kubernetes import KubeTarget
-
-    spec = lookup(args.fault)
-    params = spec.parse(args.params)
-    def get(name: str) -> object:
-        value = getattr(args, name.lstrip("-").replace("-", "_"))
-        if name == "--endpoint" and not value:
-            return "http://endpoint-not-needed-for-a-plan"  # a plan sends no load
-        return value
-
-    settings = kube_options.settings(get)
-    with KubeTarget(settings) as target:
-        fault = spec.build(target, ledger_file(args.ledger), params)
-        lines = _plan(fault)
-        print(f"plan: {spec.id} in {target.describe()} (nothing is changed)")
-    for line in lines or ["(nothing to act on right now)"]:
-        print(f"  {line}")
-    print(f"blast radius: {spec.blast_radius}")
-    return 0
-
-
 def cmd_inject(args: argparse.Namespace) -> int:
-    fault, ledger, cluster = _fault(args, for_inject=True)
-    still = [e for e in ledger.open_entries() if e.fault != "cluster"]
-    if still:
-        names = ", ".join(f"{e.fault} ({e.id})" for e in still)
-        raise UsageError(f"the ledger {ledger.path} shows changes not reverted: {names}; revert them first "
-                         f"with `inferchaos revert --all --ledger {ledger.path}`")
-    lines = _plan(fault)  # the blast radius is checked here, before anything is journalled
-    try:
-        fault.prepare()
-        fault.inject()
-        _settle(fault)
-    except BaseException:
-        fault.revert()  # whatever got applied is undone before the error is told
-        raise
+    with contextlib.closing(_fault(args, for_inject=True)) as made:
+        fault, ledger, where = next(made)
+        still = [e for e in ledger.open_entries() if e.fault != "cluster"]
+        if still:
+            names = ", ".join(f"{e.fault} ({e.id})" for e in still)
+            raise UsageError(f"the ledger {ledger.path} shows changes not reverted: {names}; revert them first "
+                             f"with `inferchaos revert --all --ledger {ledger.path}`")
+        lines = _plan(fault)  # the blast radius is checked here, before anything is journalled
+        try:
+            fault.prepare()
+            fault.inject()
+            landing = _landing(fault)
+            if not landing.ok:
+                raise FaultError(f"{fault.name} did not land, reverted: {landing.evidence} "
+                                 f"(checked for {fault.land_within_s:g} s)")
+            _settle(fault)
+        except BaseException:
+            fault.revert()  # whatever got applied is undone before the error is told
+            raise
     entry = fault._entry
     assert entry is not None
-    print(f"inferchaos: injected {fault.name} on the cluster in {cluster.state_dir}: ledger id {entry.id}")
+    print(f"inferchaos: injected {fault.name} {where}: ledger id {entry.id} (by {entry.operator})")
     for line in lines:
         print(f"  {line}")
+    print(f"  landed: {landing.evidence}")
+    if args.for_s is not None:
+        timer = _revert_timer(entry.id, args.ledger, time.time() + args.for_s)
+        print(f"it reverts by itself in {args.for_s:g} s (timer pid {timer}); sooner with:\n"
+              f"  inferchaos revert {entry.id} --ledger {args.ledger}")
+        return 0
     print(f"it stays applied. Revert it with:\n  inferchaos revert {entry.id} --ledger {args.ledger}\n"
           f"(or everything: inferchaos revert --all --ledger {args.ledger})")
     return 0
+
+
+def _landing(fault: Fault) -> Landing:
+    """The effect read back from the target, as an experiment waits for it before its hold:
+    a fault by hand that did not land is a game day spent watching nothing."""
+    from inferchaos.faults.base import Landing
+
+    deadline = time.monotonic() + fault.land_within_s
+    while True:
+        try:
+            landing = fault.landed()
+        except Exception as exc:  # noqa: BLE001 - a check that cannot read the target proves nothing
+            landing = Landing(False, f"could not check: {type(exc).__name__}: {exc}")
+        if landing.ok or time.monotonic() >= deadline:
+            return landing
+        time.sleep(0.1)
+
+
+def _revert_timer(entry_id: str, ledger: Path, at: float) -> int:
+    """`inject --for`: a process of its own session (it outlives this one, and the terminal's
+    Ctrl-C) that reverts the entry at `at` through the ledger, as `revert` would. It ends
+    sooner when someone reverts the entry first."""
+    log = ledger.parent / f"timer-{entry_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "inferchaos.cli", "revert", entry_id, "--ledger", str(ledger),
+                                 "--force", "--at", repr(at)], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    return proc.pid
 
 
 def _settle(fault: Fault) -> None:
@@ -183,7 +238,10 @@ def _settle(fault: Fault) -> None:
     from inferchaos.targets.local.cluster import wait_for
     from inferchaos.targets.local.processes import group_alive
 
-    if isinstance(fault, SpotReclamation):
+    deadline = getattr(fault, "_timer", None)  # Kubernetes: the reclamation's eviction at the notice deadline
+    if deadline is not None:
+        deadline.join(getattr(fault, "notice_s", 0) + 30)
+    elif isinstance(fault, SpotReclamation):
         wait_for(lambda: not any(group_alive(v.pgid) for v in fault.victims), fault.notice_s + 15,
                  "the reclaimed replicas gone at the notice deadline")
     if isinstance(fault, LocalFault):
@@ -196,12 +254,19 @@ def cmd_revert(args: argparse.Namespace) -> int:
     if not args.id and not args.all:
         raise UsageError("revert needs a ledger ID (inject printed it; `inferchaos watch` shows it) or --all")
     ledger = ledger_file(args.ledger, write=True)
+    if args.at is not None and not _wait_until(args.at, ledger, args.id):
+        print(f"inferchaos: {args.id} was reverted before its time")
+        return 0
     applied = [e for e in ledger.open_entries() if e.fault != "cluster"]
     if args.all:
-        chosen = applied
-        if not chosen:
-            print(f"inferchaos: nothing to revert: no fault in {args.ledger} is still applied")
-            return 0
+        failed = skipped = 0
+        if applied:
+            failed, skipped = undo(ledger, applied, args.force)
+        else:
+            print(f"inferchaos: nothing to revert in {args.ledger}: no fault in it is still applied")
+        if args.target == "kubernetes":  # the kill switch: whatever the ledger here knows of
+            sweep_namespace(args, everything=True)
+        return 1 if failed or skipped else 0
     else:
         chosen = [e for e in applied if e.id.startswith(args.id)]
         if len(chosen) > 1:
@@ -214,6 +279,17 @@ def cmd_revert(args: argparse.Namespace) -> int:
             raise UsageError(f"no ledger entry {args.id!r} in {args.ledger} (still applied: {listed})")
     failed, skipped = undo(ledger, chosen, args.force)
     return 1 if failed or skipped else 0
+
+
+def _wait_until(at: float, ledger: Ledger, entry_id: str) -> bool:
+    """True at wall time `at` if the entry is still applied; False as soon as it is not."""
+    while True:
+        if not any(e.id == entry_id for e in ledger.open_entries()):
+            return False
+        left = at - time.time()
+        if left <= 0:
+            return True
+        time.sleep(min(0.5, left))
 
 
 

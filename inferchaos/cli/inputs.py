@@ -46,6 +46,20 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def duration(text: str) -> float:
+    """90, 90s, 5m, 1h: seconds above 0."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    raw = text.strip().lower()
+    scale = units.get(raw[-1:], None)
+    try:
+        value = float(raw[:-1] if scale else raw) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90, 90s, 5m or 1h, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0 seconds, got {text!r}")
+    return value
+
+
 def add_verb(sub: argparse._SubParsersAction, verb: str, text: str, description: str, examples: str) -> Parser:
     return sub.add_parser(verb, help=text, description=textwrap.fill(description, 100),
                           epilog=f"examples:\n{examples}\n\n{EXIT_CODES}",

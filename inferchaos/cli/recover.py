@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -60,16 +61,19 @@ def undo(ledger: Ledger, entries: list[Entry], force: bool) -> tuple[int, int]:
     return failed, skipped
 
 
-def _sweep_expired(args: argparse.Namespace) -> None:
-    """Expired marks on the cluster, undone: no ledger needed (its runner may be gone)."""
+def sweep_namespace(args: argparse.Namespace, everything: bool = False) -> list[str]:
+    """inferchaos's marks on the cluster (cordons, taints, scaled Deployments, NetworkChaos)
+    undone from the cluster itself, no ledger needed (its runner may be gone): those past
+    their expiry, or with `everything` all of them, whoever made them (`revert --all`)."""
     from inferchaos.targets.kubernetes import Connection
     from inferchaos.targets.kubernetes.identity import allowed_clusters, check_identity, read_identity
     from inferchaos.targets.kubernetes.settings import ALLOW_NAMESPACES_ENV, SYSTEM_NAMESPACES, _env_list
     from inferchaos.targets.kubernetes.sweep import sweep
 
+    verb = "revert --all --target kubernetes" if everything else "recover --expired"
     ns = args.namespace
     if not ns:
-        raise UsageError("recover --expired needs --namespace NS (the namespace to sweep)")
+        raise UsageError(f"{verb} needs --namespace NS (the namespace to sweep)")
     if ns in SYSTEM_NAMESPACES or ns not in (*args.allow_namespace, *_env_list(ALLOW_NAMESPACES_ENV)):
         raise UsageError(f"namespace {ns} is not allowed: name it with --allow-namespace {ns}")
     conn = Connection.resolve(args.kubeconfig, args.kube_context)
@@ -80,15 +84,17 @@ def _sweep_expired(args: argparse.Namespace) -> None:
     finally:
         api.close()
     pinned = Connection(conn.kubeconfig, conn.context, identity.uid)
-    done = sweep(pinned, ns)
+    done = sweep(pinned, ns, now=math.inf if everything else None)
     for line in done:
         print(f"swept: {line}")
-    print(f"inferchaos: {len(done)} expired change(s) undone in cluster {identity.uid}, namespace {ns}")
+    what = "inferchaos change(s)" if everything else "expired change(s)"
+    print(f"inferchaos: {len(done)} {what} undone in cluster {identity.uid}, namespace {ns}")
+    return done
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
     if args.expired:
-        _sweep_expired(args)
+        sweep_namespace(args)
     ledger = ledger_file(args.ledger)
     entries = ledger.open_entries()
     if not entries:
