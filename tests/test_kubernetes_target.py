@@ -24,6 +24,7 @@ import pytest
 from inferchaos.faults.ledger import Ledger
 from inferchaos.targets.kubernetes import KubeSettings, KubeTarget
 from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
+from inferchaos.targets.local.processes import pid_alive
 from inferchaos.targets.local.vgpu import VirtualDevice
 from tests.fakekube import FakeKube
 from tests.fakekube.chaosmesh import ChaosMeshController
@@ -386,3 +387,83 @@ def test_the_pod_cache_relists_after_410_and_remembers_the_dead(kube, endpoint):
         target.wait_steady(15)  # the controller replaced it
         assert victim not in {p.name for p in target.replicas()}
         assert {s.name: s.state for s in target.servers()}[victim] == "stopped"
+
+
+# ----------------------------------------------------------------------------- game days
+def cli_args(fake: FakeKube, ledger: Path) -> list[str]:
+    return ["--target", "kubernetes", "--kubeconfig", str(fake.kubeconfig),  # type: ignore[attr-defined]
+            "--allow-cluster", fake.uid, "--namespace", NS, "--allow-namespace", NS,  # type: ignore[attr-defined]
+            "--selector", "app=ref", "--server-process", "container_server.py",
+            "--dependency", "model_store=model-store.ml.svc", "--ledger", str(ledger)]
+
+
+def server_state(fake: FakeKube, pod: str) -> str | None:
+    """The state letter (/proc/PID/stat) of the server process inside the pod's container,
+    found as the host sees it: a descendant of the container's init whose command names it."""
+    root = fake.cluster.kubelet.host_pid(NS, pod, "server")  # type: ignore[attr-defined]
+    procs = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        procs[int(pid)] = (stat[0], int(stat[1]), cmd)
+    family, grew = {root}, True
+    while grew:
+        more = {p for p, (_, ppid, _) in procs.items() if ppid in family} - family
+        family |= more
+        grew = bool(more)
+    return next((st for p, (st, _, cmd) in procs.items() if p in family and "container_server.py" in cmd), None)
+
+
+def networkchaos(fake: FakeKube) -> list[str]:
+    resource = fake.store.resource("chaos-mesh.org", "v1alpha1", "networkchaos")
+    return [n["metadata"]["name"] for n in fake.store.list(resource, NS, lambda o: True)[0]]
+
+
+def test_a_game_day_inject_for_reverts_itself_with_the_injector_killed(kube, tmp_path):
+    ledger = tmp_path / "ledger.jsonl"
+    env = {**{k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}, "INFERCHAOS_OPERATOR": "bob@laptop"}
+    proc = subprocess.Popen([sys.executable, "-m", "inferchaos.cli", "inject", "replica_hang", "--for", "3s",
+                             *cli_args(kube, ledger)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    proc.kill()  # the operator's laptop is gone the moment the fault is in
+    proc.wait(30)
+    assert "injected replica_hang in context" in line, line + proc.stderr.read()  # type: ignore[union-attr]
+    (entry,) = Ledger(ledger).open_entries()
+    assert entry.operator == "bob@laptop" and not pid_alive(entry.runner_pid)
+    stops = [(e.pod, e.argv[2]) for e in kube.execs if e.argv[:2] == ("sh", "-c") and "kill -STOP" in e.argv[2]]
+    ((hung, script),) = stops
+    assert server_state(kube, hung) == "T"
+    wait_for(lambda: not Ledger(ledger).open_entries(), 30, "the timer to revert the hang")
+    history = [e for e in Ledger(ledger).entries() if e.id == entry.id]
+    reverted = history[-1]
+    assert reverted.event == "reverted" and reverted.operator == "bob@laptop"
+    # the timer did it at 3 s, not the pod's own watchdog (10 s, the shortest expiry in the cluster)
+    assert 3 <= reverted.wall - history[0].wall < 9, (history[0].wall, reverted.wall)
+    wait_for(lambda: server_state(kube, hung) in ("R", "S"), 10, "the server to run again")
+    pid = script.split("kill -STOP ")[1].split()[0]
+    assert any(e.pod == hung and f"kill -CONT {pid}" in " ".join(e.argv) for e in kube.execs)
+    wait_for(lambda: processes_mentioning(f"revert {entry.id}") == [], 10, "the timer to exit")
+
+
+def test_revert_all_on_kubernetes_is_the_kill_switch_whoever_applied(kube, tmp_path):
+    alice = subprocess.run([sys.executable, "-m", "inferchaos.cli", "inject", "dependency_latency",
+                            "dependency=model_store", "latency_ms=200", *cli_args(kube, tmp_path / "alice.jsonl")],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert alice.returncode == 0, alice.stdout + alice.stderr
+    (chaos,) = networkchaos(kube)
+    # another operator, another machine, an empty ledger: the kill switch still finds it
+    bob = subprocess.run([sys.executable, "-m", "inferchaos.cli", "revert", "--all",
+                          *cli_args(kube, tmp_path / "bob.jsonl")], capture_output=True, text=True, timeout=120,
+                         cwd=REPO)
+    assert bob.returncode == 0, bob.stdout + bob.stderr
+    assert "nothing to revert in" in bob.stdout and "swept: " in bob.stdout and chaos in bob.stdout, bob.stdout
+    wait_for(lambda: networkchaos(kube) == [], 20, "the NetworkChaos to be deleted")
+    # alice's own revert finds it gone and says so, not an error
+    rev = subprocess.run([sys.executable, "-m", "inferchaos.cli", "revert", "--all", "--ledger",
+                          str(tmp_path / "alice.jsonl")], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert rev.returncode == 0, rev.stdout + rev.stderr

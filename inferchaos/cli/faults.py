@@ -177,6 +177,8 @@ def cmd_inject(args: argparse.Namespace) -> int:
         try:
             fault.prepare()
             fault.inject()
+            # the timer first: this process may die any moment from now (a laptop closed)
+            timer = None if args.for_s is None else _revert_timer(fault, args.ledger, time.time() + args.for_s)
             landing = _landing(fault)
             if not landing.ok:
                 raise FaultError(f"{fault.name} did not land, reverted: {landing.evidence} "
@@ -191,8 +193,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
     for line in lines:
         print(f"  {line}")
     print(f"  landed: {landing.evidence}")
-    if args.for_s is not None:
-        timer = _revert_timer(entry.id, args.ledger, time.time() + args.for_s)
+    if timer is not None:
         print(f"it reverts by itself in {args.for_s:g} s (timer pid {timer}); sooner with:\n"
               f"  inferchaos revert {entry.id} --ledger {args.ledger}")
         return 0
@@ -217,10 +218,12 @@ def _landing(fault: Fault) -> Landing:
         time.sleep(0.1)
 
 
-def _revert_timer(entry_id: str, ledger: Path, at: float) -> int:
+def _revert_timer(fault: Fault, ledger: Path, at: float) -> int:
     """`inject --for`: a process of its own session (it outlives this one, and the terminal's
     Ctrl-C) that reverts the entry at `at` through the ledger, as `revert` would. It ends
     sooner when someone reverts the entry first."""
+    assert fault._entry is not None
+    entry_id = fault._entry.id
     log = ledger.parent / f"timer-{entry_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
