@@ -31,15 +31,6 @@ RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist /s
 
 # ---- runtime: the venv, the experiments and their runbooks; no compiler, no pip ----
 FROM ${BASE}
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="inferchaos" \
-      org.opencontainers.image.description="Chaos engineering for ML inference clusters: real load, real faults, SLO verdicts." \
-      org.opencontainers.image.source="https://github.com/inferchaos/inferchaos" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.base.name="python:3.11.14-slim-bookworm"
 # uid/gid 1000: deploy/base's runAsUser and fsGroup. Numeric below, so runAsNonRoot can check it.
 RUN groupadd --gid 1000 inferchaos \
  && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/inferchaos --shell /usr/sbin/nologin inferchaos
@@ -58,5 +49,16 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 WORKDIR /app
 USER 1000:1000
+# Last, so a new revision rebuilds only this layer.
+ARG BASE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="inferchaos" \
+      org.opencontainers.image.description="Chaos engineering for ML inference clusters: real load, real faults, SLO verdicts." \
+      org.opencontainers.image.source="https://github.com/inferchaos/inferchaos" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.base.name="${BASE}"
 # No ENTRYPOINT: deploy/ gives every container its command (python -m ..., /bin/sh -c ...).
 CMD ["inferchaos", "--help"]
