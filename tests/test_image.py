@@ -419,6 +419,15 @@ def test_the_context_keeps_local_state_and_the_rest_out(path):
     assert not in_context(path, ignore_rules()), f"{path} would be sent to the build"
 
 
+def test_the_stand_in_base_script_is_valid_sh():
+    script = ROOT / "deploy/image/debian-python-base.sh"
+    assert os.access(script, os.X_OK)
+    run = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    # it makes what the Dockerfile's builder needs of a base: python3 with venv (ensurepip)
+    assert "--include=python3,python3-venv,ca-certificates" in script.read_text()
+
+
 # --- lint ---------------------------------------------------------------------------------------
 
 def hadolint() -> str | None:
