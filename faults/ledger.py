@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 DEFAULT_LEDGER = Path(".inferchaos/ledger.jsonl")
 OPERATOR_ENV = "INFERCHAOS_OPERATOR"
@@ -104,6 +104,10 @@ class Ledger:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if entry.target.get("ledger"):  # a Kubernetes change: its run's ledger in the cluster too
+            from inferchaos.faults.cluster_ledger import mirror
+
+            mirror(entry, self)
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as f:
@@ -153,10 +157,16 @@ class Ledger:
 
     def open_entries(self) -> list[Entry]:
         """Changes applied and not (successfully) reverted, newest copy of each."""
-        latest: dict[str, Entry] = {}
-        for e in self.entries():
-            if e.event == "applied":
-                latest[e.id] = e
-            elif e.event == "reverted":
-                latest.pop(e.id, None)
-        return list(latest.values())
+        return open_of(self.entries())
+
+
+def open_of(entries: Iterable[Entry]) -> list[Entry]:
+    """Of a ledger's entries in order: the changes applied and not (successfully) reverted,
+    newest copy of each."""
+    latest: dict[str, Entry] = {}
+    for e in entries:
+        if e.event == "applied":
+            latest[e.id] = e
+        elif e.event == "reverted":
+            latest.pop(e.id, None)
+    return list(latest.values())

@@ -6,12 +6,13 @@ harmless) and checks identity before acting: a process is named by pid *and* sta
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import signal
 import types
 import typing
-from typing import Any, Callable, get_type_hints
+from typing import Any, Callable, Iterator, get_type_hints
 
 from inferchaos.faults.ledger import UndoStep
 from inferchaos.errors import FaultError
@@ -97,11 +98,32 @@ def clear_perturbation(port: int, pid: int, started: int | None, what: str = "re
     return f"{what}: answers exact again"
 
 
+@contextlib.contextmanager
+def via(connection: Any) -> Iterator[None]:
+    """Undo Kubernetes steps through `connection` (the operator's own kubeconfig, or the
+    in-cluster account) instead of the one recorded, which names another machine's files.
+    The cluster is still the recorded one: its identity is checked before anything."""
+    _VIA.append(connection)
+    try:
+        yield
+    finally:
+        _VIA.pop()
+
+
+_VIA: list[Any] = []
+
+
+def kube_connection(conn: dict) -> Any:
+    return _kube(conn)
+
+
 def _kube(conn: dict) -> Any:
     """The connection an undo step recorded, checked to reach the cluster it was made on."""
     from inferchaos.targets.kubernetes import Connection
 
     c = Connection(**conn)
+    if _VIA:
+        c = Connection(_VIA[-1].kubeconfig, _VIA[-1].context, c.cluster)
     key = (c.kubeconfig, c.context, c.cluster)
     if key not in _PINNED:
         c.pinned().close()

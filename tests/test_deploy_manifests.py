@@ -338,6 +338,26 @@ def test_reference_server_args_parse_with_the_real_server() -> None:
         container["args"][container["args"].index("--shutdown-timeout-s") + 1])
 
 
+def test_the_nightly_runner_names_its_pod_in_its_ledger_and_is_scraped() -> None:
+    """What the next run's recover needs to tell a dead runner's changes from a live one's:
+    the variable the code reads (faults.kubernetes.base.RUNNER_POD_ENV) set to the pod's own
+    name; and the runner's metrics port is one a PodMonitor scrapes."""
+    from inferchaos.faults.kubernetes.base import RUNNER_POD_ENV
+
+    [cron] = [c for c in objects("CronJob") if c["metadata"]["name"] == "inferchaos-nightly"]
+    [container] = containers(cron)
+    env = {e["name"]: e for e in container["env"]}
+    assert env[RUNNER_POD_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    labels = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    ports = {p["name"] for p in container["ports"]}
+    assert any(m["spec"]["selector"]["matchLabels"].items() <= labels.items()
+               and {e["port"] for e in m["spec"]["podMetricsEndpoints"]} <= ports for m in objects("PodMonitor"))
+    [rule] = [r for g in one("PrometheusRule", "inferchaos-ledger")["spec"]["groups"] for r in g["rules"]]
+    from inferchaos.targets.kubernetes.runledger import PREFIX
+
+    assert PREFIX in rule["expr"] and "kube_configmap_created" in rule["expr"]
+
+
 def test_selectors_match_their_pods() -> None:
     pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in objects("Deployment")}
     for deployment in objects("Deployment"):

@@ -422,6 +422,12 @@ def networkchaos(fake: FakeKube) -> list[str]:
     return [n["metadata"]["name"] for n in fake.store.list(resource, NS, lambda o: True)[0]]
 
 
+def ledger_configmaps(fake: FakeKube) -> list[str]:
+    return [c["metadata"]["name"] for c in fake.store.list(fake.store.resource("", "v1", "configmaps"), NS,
+                                                             lambda o: True)[0]
+            if c["metadata"]["name"].startswith("inferchaos-ledger-")]
+
+
 def test_a_game_day_inject_for_reverts_itself_with_the_injector_killed(kube, tmp_path):
     ledger = tmp_path / "ledger.jsonl"
     env = {**{k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}, "INFERCHAOS_OPERATOR": "bob@laptop"}
@@ -429,10 +435,11 @@ def test_a_game_day_inject_for_reverts_itself_with_the_injector_killed(kube, tmp
                              *cli_args(kube, ledger)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO, env=env)
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    out = "".join(iter(proc.stdout.readline, ""))  # the inject is done when its output ends
     proc.kill()  # the operator's laptop is gone the moment the fault is in
     proc.wait(30)
-    assert "injected replica_hang in context" in line, line + proc.stderr.read()  # type: ignore[union-attr]
+    assert "injected replica_hang in context" in out, out + proc.stderr.read()  # type: ignore[union-attr]
+    timer = int(out.split("(timer pid ")[1].split(")")[0])
     (entry,) = Ledger(ledger).open_entries()
     assert entry.operator == "bob@laptop" and not pid_alive(entry.runner_pid)
     stops = [(e.pod, e.argv[2]) for e in kube.execs if e.argv[:2] == ("sh", "-c") and "kill -STOP" in e.argv[2]]
@@ -442,8 +449,8 @@ def test_a_game_day_inject_for_reverts_itself_with_the_injector_killed(kube, tmp
     history = [e for e in Ledger(ledger).entries() if e.id == entry.id]
     reverted = history[-1]
     assert reverted.event == "reverted" and reverted.operator == "bob@laptop"
-    # the timer did it at 3 s, not the pod's own watchdog (10 s, the shortest expiry in the cluster)
-    assert 3 <= reverted.wall - history[0].wall < 9, (history[0].wall, reverted.wall)
+    # the timer did it, after 3 s (the pod's own watchdog is the backstop at the 10-s expiry)
+    assert reverted.runner_pid == timer and reverted.wall - history[0].wall >= 3, (reverted, history[0].wall)
     wait_for(lambda: server_state(kube, hung) in ("R", "S"), 10, "the server to run again")
     pid = script.split("kill -STOP ")[1].split()[0]
     assert any(e.pod == hung and f"kill -CONT {pid}" in " ".join(e.argv) for e in kube.execs)
@@ -451,9 +458,10 @@ def test_a_game_day_inject_for_reverts_itself_with_the_injector_killed(kube, tmp
 
 
 def test_revert_all_on_kubernetes_is_the_kill_switch_whoever_applied(kube, tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}, "INFERCHAOS_OPERATOR": "alice@desk"}
     alice = subprocess.run([sys.executable, "-m", "inferchaos.cli", "inject", "dependency_latency",
                             "dependency=model_store", "latency_ms=200", *cli_args(kube, tmp_path / "alice.jsonl")],
-                           capture_output=True, text=True, timeout=120, cwd=REPO)
+                           capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
     assert alice.returncode == 0, alice.stdout + alice.stderr
     (chaos,) = networkchaos(kube)
     # another operator, another machine, an empty ledger: the kill switch still finds it
@@ -461,9 +469,68 @@ def test_revert_all_on_kubernetes_is_the_kill_switch_whoever_applied(kube, tmp_p
                           *cli_args(kube, tmp_path / "bob.jsonl")], capture_output=True, text=True, timeout=120,
                          cwd=REPO)
     assert bob.returncode == 0, bob.stdout + bob.stderr
-    assert "nothing to revert in" in bob.stdout and "swept: " in bob.stdout and chaos in bob.stdout, bob.stdout
+    # alice's run left its ledger in the cluster: bob's kill switch reverts from it (the sweep of
+    # marks is the backstop for changes no ledger names: tests/test_kubernetes_rails.py)
+    assert "nothing to revert in" in bob.stdout and "(alice@desk)" in bob.stdout and chaos in bob.stdout, bob.stdout
     wait_for(lambda: networkchaos(kube) == [], 20, "the NetworkChaos to be deleted")
+    assert ledger_configmaps(kube) == [], "the run's ledger is closed once its last change is reverted"
     # alice's own revert finds it gone and says so, not an error
     rev = subprocess.run([sys.executable, "-m", "inferchaos.cli", "revert", "--all", "--ledger",
                           str(tmp_path / "alice.jsonl")], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert rev.returncode == 0, rev.stdout + rev.stderr
+
+
+def test_the_nightly_run_after_a_runner_killed_mid_fault_starts_by_recovering_it(kube, endpoint, tmp_path):
+    """The CronJob's flow: a runner pod SIGKILLed during a hang leaves the hang applied and its
+    run's ledger in the cluster; the next night's first command, on another pod with an empty
+    ledger file, finds it, sees the runner's pod gone, undoes it, and the cluster is as before.
+    A person's run from a laptop, not yet expired, is left alone."""
+    runner = "inferchaos-nightly-29381-abcde"
+    kube.add("", "v1", "pods", {"metadata": {"name": runner, "namespace": NS, "labels": {"app": "runner"}},
+                                "spec": {"containers": [{"name": "chaos", "image": "inferchaos:1"}]},
+                                "status": {"phase": "Running"}}, NS)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "KUBERNETES_SERVICE_HOST")},
+           "INFERCHAOS_RUNNER_POD": runner, "INFERCHAOS_OPERATOR": "system:serviceaccount:ml:inferchaos-runner"}
+    args = kube_args(kube, endpoint, tmp_path, **{"--ledger": str(tmp_path / "night1.jsonl")})
+    night1 = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                               "experiments/test_replica_hang.py", "-k", "tuned", *args, "--slo-set", "hold_s=120"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=env,
+                              start_new_session=True)
+    try:
+        wait_for(lambda: any("kill -STOP" in " ".join(e.argv) for e in kube.execs) and ledger_configmaps(kube),
+                 120, "the runner to be holding the hang")
+    finally:
+        os.killpg(night1.pid, signal.SIGKILL)  # the node died under the runner
+        night1.wait(30)
+    ((hung, script),) = [(e.pod, e.argv[2]) for e in kube.execs if "kill -STOP" in " ".join(e.argv)]
+    assert server_state(kube, hung) == "T" and len(ledger_configmaps(kube)) == 1
+
+    # a person's run, from outside the cluster, still within its expiry
+    person = subprocess.run([sys.executable, "-m", "inferchaos.cli", "inject", "dependency_latency",
+                             "dependency=model_store", "latency_ms=200", *cli_args(kube, tmp_path / "laptop.jsonl")],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert person.returncode == 0, person.stdout + person.stderr
+    assert len(ledger_configmaps(kube)) == 2 and len(networkchaos(kube)) == 1
+
+    recover = [sys.executable, "-m", "inferchaos.cli", "recover", "--expired",
+               *cli_args(kube, tmp_path / "night2.jsonl")[2:]]  # all but --target
+    early = subprocess.run(recover, capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert early.returncode == 0 and "its runner is still running" in early.stdout, early.stdout + early.stderr
+    assert server_state(kube, hung) == "T", "a runner whose pod still runs keeps its own changes"
+
+    def fail_pod(pod: dict) -> dict:  # the Job's pod after its container was killed
+        pod["status"]["phase"] = "Failed"
+        return pod
+    kube.store.update(kube.store.resource("", "v1", "pods"), NS, runner, fail_pod)
+
+    night2 = subprocess.run(recover, capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert night2.returncode == 0, night2.stdout + night2.stderr
+    assert f"pod {runner})" in night2.stdout and "replica_hang" in night2.stdout and "reverted" in night2.stdout
+    assert "left inferchaos-ledger-" in night2.stdout and "applied from outside the cluster" in night2.stdout
+    wait_for(lambda: server_state(kube, hung) in ("R", "S"), 15, "the hung server to run again")
+    assert len(ledger_configmaps(kube)) == 1 and len(networkchaos(kube)) == 1  # the person's, untouched
+    rev = subprocess.run([sys.executable, "-m", "inferchaos.cli", "revert", "--all", "--ledger",
+                          str(tmp_path / "laptop.jsonl")], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert rev.returncode == 0, rev.stdout + rev.stderr
+    wait_for(lambda: networkchaos(kube) == [], 20, "the person's NetworkChaos to go")
+    assert ledger_configmaps(kube) == [] and processes_mentioning(str(tmp_path)) == []

@@ -9,6 +9,7 @@ provisioning delay, a warm pool) are listed in the plan as not applied.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,15 @@ from kubernetes.client.exceptions import ApiException
 from inferchaos.errors import FaultError, UsageError
 from inferchaos.targets.kubernetes.pods import PodView
 from inferchaos.targets.kubernetes.target import KubeTarget
+
+
+RUNNER_POD_ENV = "INFERCHAOS_RUNNER_POD"
+
+
+def runner_pod() -> str:
+    """This runner's pod when it runs in one (deploy/'s CronJob sets it from the downward
+    API), else "": a later run recovers a dead pod's changes at once, a person's at expiry."""
+    return os.environ.get(RUNNER_POD_ENV, "")
 
 
 @dataclass
@@ -53,8 +63,11 @@ class KubeFault(Fault):
         return self.kube.namespace
 
     def target_ref(self) -> dict[str, Any]:
+        """What the ledger says of the target; `ledger` and `connection` are how the entry
+        is mirrored into the cluster (faults.cluster_ledger) by whoever writes it next."""
         return {"kind": "kubernetes", "context": self.kube.connection.context, "namespace": self.namespace,
-                "selector": self.kube.selector}
+                "selector": self.kube.selector, "connection": self.conn, "ledger": self.kube.run_id,
+                "runner_pod": runner_pod(), "expire_after_s": self.kube.settings.expire_after_s}
 
     def params(self) -> dict[str, Any]:
         return {"replicas": str(self.radius)}

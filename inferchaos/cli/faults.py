@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from inferchaos import kube_options
 from inferchaos.cli.inputs import add_verb, duration, ledger_arg, ledger_file, running_cluster, state_dir_arg
-from inferchaos.cli.recover import sweep_namespace, undo
+from inferchaos.cli.recover import recover_from_cluster, sweep_namespace, undo
 from inferchaos.errors import FaultError, UsageError
 
 if TYPE_CHECKING:
@@ -267,7 +267,8 @@ def cmd_revert(args: argparse.Namespace) -> int:
             failed, skipped = undo(ledger, applied, args.force)
         else:
             print(f"inferchaos: nothing to revert in {args.ledger}: no fault in it is still applied")
-        if args.target == "kubernetes":  # the kill switch: whatever the ledger here knows of
+        if args.target == "kubernetes":  # the kill switch: every run's ledger there, then every mark
+            failed += recover_from_cluster(args, everything=True)
             sweep_namespace(args, everything=True)
         return 1 if failed or skipped else 0
     else:

@@ -8,6 +8,7 @@ URL given. Steady state: as many Ready pods as the workloads ask for, none termi
 from __future__ import annotations
 
 import dataclasses
+import uuid
 import time
 
 from kubernetes import client
@@ -38,6 +39,8 @@ class KubeTarget:
         self.slices = SliceCache(client.DiscoveryV1Api(self.api), self.namespace, self.cache)
         self._started = False
         self._hpa_read_at, self._hpa_view = float("-inf"), {"enabled": False}
+        #: names this process's ledger in the cluster (targets.kubernetes.runledger).
+        self.run_id = uuid.uuid4().hex[:10]
 
     # ------------------------------------------------------------------ life
     def start(self) -> KubeTarget:
