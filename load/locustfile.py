@@ -29,15 +29,18 @@ Environment:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
 import time
+from typing import Mapping
 
 import gevent
 import gevent.pool
 from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
 
 from inferchaos.load.records import (
     FEATURE_AGE_HEADER,
@@ -54,7 +57,11 @@ from inferchaos.load.records import (
     worker_id,
     write_in_flight,
 )
+from inferchaos.load.relay import DONE, RECORDS, Inbox, Outbox, write_summary
 from inferchaos.load.workload import WORKLOAD_ENV, Workload, reference
+
+STOP = "inferchaos_stop"
+CONFIG_OPTION = "--inferchaos-config"
 
 # A background job of a shell starts with SIGINT ignored, and Python then installs no
 # KeyboardInterrupt handler: the runner's SIGINT would do nothing and every stop would
@@ -62,25 +69,57 @@ from inferchaos.load.workload import WORKLOAD_ENV, Workload, reference
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-WORKLOAD = Workload.from_json(os.environ[WORKLOAD_ENV]) if os.environ.get(WORKLOAD_ENV) else reference()
-RATE = float(os.environ.get("INFERCHAOS_RATE") or 0)
-ARRIVAL = os.environ.get("INFERCHAOS_ARRIVAL", "poisson")
-ARRIVAL_USERS = max(1, int(os.environ.get("INFERCHAOS_ARRIVAL_USERS") or 1))
-MAX_IN_FLIGHT = int(os.environ.get("INFERCHAOS_MAX_IN_FLIGHT") or 1024)
-DRAIN_S = float(os.environ.get("INFERCHAOS_DRAIN_S") or 5)
-WAIT_S = float(os.environ.get("INFERCHAOS_WAIT_S", "0"))
-TIMEOUT_S = float(os.environ.get("INFERCHAOS_TIMEOUT_S", "30"))
+#: what a worker must run as its master does: sent to each worker as it connects (a worker
+#: pod has none of the runner's environment), read from the environment everywhere else.
+CONFIG_KEYS = (WORKLOAD_ENV, "INFERCHAOS_RATE", "INFERCHAOS_ARRIVAL", "INFERCHAOS_ARRIVAL_USERS",
+               "INFERCHAOS_MAX_IN_FLIGHT", "INFERCHAOS_DRAIN_S", "INFERCHAOS_WAIT_S", "INFERCHAOS_TIMEOUT_S")
+WORKLOAD: Workload = reference()
+RATE = 0.0
+ARRIVAL = "poisson"
+ARRIVAL_USERS = MAX_IN_FLIGHT = 1
+DRAIN_S = WAIT_S = TIMEOUT_S = 0.0
+KINDS: list[str] = []
+WEIGHTS: list[int] = []
+JSON_HEADERS: dict[str, str] = {}
+SSE_HEADERS: dict[str, str] = {}
+
+
+def _configure(env: Mapping[str, str]) -> None:
+    global WORKLOAD, RATE, ARRIVAL, ARRIVAL_USERS, MAX_IN_FLIGHT, DRAIN_S, WAIT_S, TIMEOUT_S
+    global KINDS, WEIGHTS, JSON_HEADERS, SSE_HEADERS
+    WORKLOAD = Workload.from_json(env[WORKLOAD_ENV]) if env.get(WORKLOAD_ENV) else reference()
+    RATE = float(env.get("INFERCHAOS_RATE") or 0)
+    ARRIVAL = env.get("INFERCHAOS_ARRIVAL") or "poisson"
+    ARRIVAL_USERS = max(1, int(env.get("INFERCHAOS_ARRIVAL_USERS") or 1))
+    MAX_IN_FLIGHT = int(env.get("INFERCHAOS_MAX_IN_FLIGHT") or 1024)
+    DRAIN_S = float(env.get("INFERCHAOS_DRAIN_S") or 5)
+    WAIT_S = float(env.get("INFERCHAOS_WAIT_S") or 0)
+    TIMEOUT_S = float(env.get("INFERCHAOS_TIMEOUT_S") or 30)
+    KINDS = [k for k, w in WORKLOAD.mix.items() if w]
+    WEIGHTS = [WORKLOAD.mix[k] for k in KINDS]
+    JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json", **WORKLOAD.header_values()}
+    SSE_HEADERS = {**JSON_HEADERS, "Accept": "text/event-stream"}
+    for user in (globals().get("ArrivalUser"), globals().get("InferenceUser")):
+        if user is not None:  # read by FastHttpUser when a user is made, i.e. after this
+            user.network_timeout = user.connection_timeout = TIMEOUT_S
+    if globals().get("ArrivalUser") is not None:
+        ArrivalUser.concurrency = MAX_IN_FLIGHT
+        ArrivalUser.weight, InferenceUser.weight = (1, 0) if RATE > 0 else (0, 1)
+        InferenceUser.wait_time = constant(WAIT_S)
+
+
+_configure(os.environ)
 LOG_PREFIX = os.environ.get("INFERCHAOS_REQUEST_LOG") or None
 #: the runner that started this load ("pid:start time"): when it is gone, so is the load.
 OWNER = os.environ.get("INFERCHAOS_OWNER", "")
-KINDS = [k for k, w in WORKLOAD.mix.items() if w]
-WEIGHTS = [WORKLOAD.mix[k] for k in KINDS]
-JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json",
-                **WORKLOAD.header_values()}
-SSE_HEADERS = {**JSON_HEADERS, "Accept": "text/event-stream"}
 
 _writer: RecordWriter | None = RecordWriter(LOG_PREFIX) if LOG_PREFIX else None
+#: a worker's records on their way to the master (None: not a worker).
+_outbox: Outbox | None = None
+#: the master's account of its workers' records (None: not a master).
+_inbox: Inbox | None = None
 _flusher: gevent.Greenlet | None = None
+_finisher: gevent.Greenlet | None = None
 _worker: tuple[int, str] | None = None
 #: monotonic time the load was told to stop (None: running): arrivals due before it are still sent.
 _stop_at: float | None = None
@@ -95,29 +134,40 @@ def _worker_name() -> str:
     return _worker[1]
 
 
+def _out_now(now: float) -> list[float]:
+    """Starts of the requests of this process still out, and of the arrivals due and unsent."""
+    due = [s.next for s in _schedules if s.next <= now and not _closed]
+    return [f.scheduled for f in _flights.values()] + due
+
+
 def _flush_forever() -> None:
     while True:
         gevent.sleep(0.2)
-        if _writer is not None:
+        now = time.monotonic()
+        if _outbox is not None:
+            if not _outbox.done:
+                _outbox.flush(_out_now(now))
+        elif _writer is not None:
             _writer.flush()
-            now = time.monotonic()
-            due = [s.next for s in _schedules if s.next <= now and not _closed]
             try:
-                write_in_flight(_writer.prefix, [f.scheduled for f in _flights.values()] + due, now)
+                write_in_flight(_writer.prefix, _inbox.in_flight() if _inbox is not None else _out_now(now), now)
             except OSError:
                 pass  # the run's folder went away: nothing to tell
 
 
 def _ensure_flusher() -> None:
     global _flusher
-    if _writer is not None and (_flusher is None or _flusher.dead):
+    if (_writer is not None or _outbox is not None) and (_flusher is None or _flusher.dead):
         _flusher = gevent.spawn(_flush_forever)
 
 
 def _emit(record: RequestRecord) -> None:
-    if _writer is None:
+    if _outbox is not None:
+        _outbox.add(record)
+    elif _writer is not None:
+        _writer.write(record)
+    else:
         return
-    _writer.write(record)
     _ensure_flusher()
 
 
@@ -379,17 +429,122 @@ def drain(now: float | None = None) -> None:
                 end, 0, "not sent: the client fell behind its schedule", incomplete=True)
 
 
+# --------------------------------------------------------------------------- roles
 @events.init.add_listener
 def _on_init(environment, **_kw) -> None:
     if OWNER.partition(":")[0].isdigit():
         gevent.spawn(_watch_owner, environment)
+    runner = environment.runner
+    # added now, after locust's own runner listeners: `quitting` fires in reverse order, so
+    # a worker drains and says done before locust tells the master it quits
+    if isinstance(runner, WorkerRunner):
+        _as_worker(runner)
+        environment.events.quitting.add_listener(lambda **_: _finish_worker())
+    elif isinstance(runner, MasterRunner):
+        _as_master(environment, runner)
+        environment.events.quitting.add_listener(lambda **_: _finish_master(runner))
+    else:
+        environment.events.quitting.add_listener(lambda **_: _finish_local())
 
 
-@events.quitting.add_listener
-def _on_quitting(**_kw) -> None:
+def _finish_local() -> None:
     drain()
     if _writer is not None:
         _writer.flush()
+
+
+def _as_worker(runner: WorkerRunner) -> None:
+    """Records go to the master, never to a file here (a worker pod's disk is not the runner's)."""
+    global _outbox, _writer
+    _writer = None
+    _outbox = Outbox(runner.send_message, _worker_name())
+
+    def stop(environment, msg, **_kw) -> None:
+        gevent.spawn(_finish_worker)
+
+    runner.register_message(STOP, stop)
+
+
+@events.init_command_line_parser.add_listener
+def _on_parser(parser, **_kw) -> None:
+    parser.add_argument(CONFIG_OPTION, default="", include_in_web_ui=False,
+                        help="set by the master, for its workers: the run's settings (JSON)")
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kw) -> None:
+    """A worker's settings come from its master, in the first spawn message's options (a
+    custom option travels there), before any user is made: a worker pod has none of the
+    runner's environment."""
+    config = getattr(environment.parsed_options, CONFIG_OPTION[2:].replace("-", "_"), "")
+    if isinstance(environment.runner, WorkerRunner) and config:
+        _configure(json.loads(config))
+
+
+def _finish_worker() -> None:
+    """Drain, then the last batch and done; once, whoever asks first (the master's stop
+    message or this process's own SIGINT), the other waits for it."""
+    global _finisher
+    if _finisher is None:
+        _finisher = gevent.getcurrent()
+        drain()
+        if _outbox is not None:
+            _outbox.finish()
+    elif _finisher is not gevent.getcurrent():
+        while _outbox is not None and not _outbox.done and not _finisher.dead:
+            gevent.sleep(0.05)
+
+
+def _as_master(environment, runner: MasterRunner) -> None:
+    global _inbox
+    _inbox = Inbox(_writer.write if _writer is not None else (lambda _r: None))
+    if environment.parsed_options is not None:  # sent to each worker with its spawn message
+        setattr(environment.parsed_options, CONFIG_OPTION[2:].replace("-", "_"),
+                json.dumps({k: os.environ[k] for k in CONFIG_KEYS if k in os.environ}))
+
+    def connected(client_id: str, **_kw) -> None:
+        _inbox.tally(client_id)
+
+    def records(environment, msg, **_kw) -> None:
+        _inbox.on_records(msg.node_id, msg.data)
+        _ensure_flusher()
+
+    def done(environment, msg, **_kw) -> None:
+        _inbox.on_done(msg.node_id, msg.data)
+
+    environment.events.worker_connect.add_listener(connected)
+    runner.register_message(RECORDS, records)
+    runner.register_message(DONE, done)
+
+
+def _finish_master(runner: MasterRunner) -> None:
+    """Tell every worker to stop, wait (bounded) for each one's done, and name the lost."""
+    assert _inbox is not None
+    for client in list(runner.clients.all):
+        try:
+            runner.send_message(STOP, None, client_id=client.id)
+        except Exception:  # noqa: BLE001 - a worker gone already is what the account is for
+            pass
+    deadline = time.monotonic() + DRAIN_S + 5.0
+    while time.monotonic() < deadline:
+        waiting = _inbox.waiting(_inbox.tallies)
+        # a worker the heartbeat marked missing, or that quit without its done, will not say it
+        live = [c for c in waiting if c in runner.clients and runner.clients[c].state != "missing"]
+        if not live:
+            break
+        gevent.sleep(0.05)
+    reasons = {c: ("missing: no heartbeat" if runner.clients[c].state == "missing" else
+                   "no done before the deadline") if c in runner.clients else "it quit without its done"
+               for c in _inbox.waiting(_inbox.tallies)}
+    for lost in _inbox.lost(reasons):
+        print(f"inferchaos: {lost.describe()}", flush=True)
+    if _writer is not None:
+        _writer.flush()
+        try:
+            write_summary(_writer.prefix, _inbox.summary(reasons))
+            write_in_flight(_writer.prefix, [], time.monotonic())
+        except OSError:
+            pass
 
 
 @events.quit.add_listener

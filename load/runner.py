@@ -7,11 +7,16 @@
 
 Locust is never imported here: it monkey-patches whatever process imports it.
 
+`processes = N > 1`: locust runs as a master and N `--worker` processes in the master's
+process group, connected over TCP on loopback as worker pods would be; the workers send
+their records to the master over locust's messaging (load/relay.py) and the master writes
+the one log. In a cluster (MASTER_ENV set) the runner starts the master only, and the
+worker pods connect to it. `lost_workers()` names a worker that never said done.
+
 Stopping: SIGINT to the whole process group, as a terminal's Ctrl-C would. In headless
 mode locust turns SIGINT (KeyboardInterrupt) and SIGTERM alike into its shutdown()
-(quitting event, summary, exit), but with `--processes N` only SIGINT is what the
-forked workers expect: the parent ignores the first SIGINT and waits for its children,
-who each shut down on their own SIGINT. After 15 s the group gets SIGKILL.
+(quitting event, summary, exit): each worker drains and sends its last records, the
+master waits (bounded) for them. After 15 s the group gets SIGKILL.
 """
 
 from __future__ import annotations
@@ -51,9 +56,14 @@ from inferchaos.load.records import (
     read_parts,
     write_log,
 )
+from inferchaos.load.relay import LostWorker, read_lost, workers_path
 from inferchaos.load.workload import WORKLOAD_ENV, Workload, reference
 
-__all__ = ["LoadProfile", "LoadRunner", "LoadStartError", "RequestLogTail", "read_log"]
+__all__ = ["LoadProfile", "LoadRunner", "LoadStartError", "LostWorker", "RequestLogTail", "read_log"]
+
+#: in a cluster, the runner pod is the master: `0.0.0.0:5557` (HOST:PORT) binds there and
+#: starts no local workers; the worker pods (deploy/base/locust.yaml) connect to it.
+MASTER_ENV = "INFERCHAOS_LOAD_MASTER"
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 START_TIMEOUT_S = 30.0
@@ -164,7 +174,10 @@ class LoadRunner:
         self.timeout_s = timeout_s
         self.wait_s = wait_s
         self._proc: subprocess.Popen | None = None
+        #: the local workers (processes > 1), in the master's process group.
+        self._workers: list[subprocess.Popen] = []
         self._master_port: int | None = None
+        self.external_workers = _external_master(os.environ.get(MASTER_ENV))
         self._log_fh = None
         self._log_start = 0
         self._stopped = False
@@ -175,19 +188,33 @@ class LoadRunner:
 
     # ------------------------------------------------------------------ lifecycle
     def command(self) -> list[str]:
+        """Locust's command line: the only process with `processes == 1`, else the master."""
         p = self.profile
         # open loop: one arrival user per process, each scheduling its share of the rate
+        # (locust's dispatcher gives N users to N workers one each)
         users, spawn = (p.processes, max(p.processes, 100)) if p.open_loop else (p.users, p.spawn_rate)
-        cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        cmd = [sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
                "-u", str(users), "-r", str(spawn), "--host", self.host,
                "--exit-code-on-error", "0", "--only-summary", "--loglevel", "INFO"]
         if p.processes > 1:
-            # the forked master binds a ZeroMQ port (default 5557, shared by every run on
-            # the machine): give each run its own, on loopback only
-            port = self._master_port or 5557
-            cmd += ["--processes", str(p.processes), "--master-bind-host", "127.0.0.1",
-                    "--master-bind-port", str(port), "--master-host", "127.0.0.1", "--master-port", str(port)]
+            host, port = self.master_bind
+            cmd += ["--master", "--expect-workers", str(p.processes), "--master-bind-host", host,
+                    "--master-bind-port", str(port)]
         return cmd + list(self.extra_args) + ["ArrivalUser" if p.open_loop else "InferenceUser"]
+
+    @property
+    def master_bind(self) -> tuple[str, int]:
+        """Where the master listens for its workers: loopback and a port of this run's own
+        (locust's default 5557 is shared by every run on the machine), or MASTER_ENV's."""
+        if self.external_workers is not None:
+            return self.external_workers
+        return "127.0.0.1", self._master_port or 5557
+
+    def worker_command(self) -> list[str]:
+        """One local worker: it connects to the master over TCP, as a worker pod would."""
+        _, port = self.master_bind
+        return [sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1",
+                "--master-port", str(port), "--loglevel", "INFO"]
 
     def environment(self) -> dict[str, str]:
         # our own variables are all set here, from the profile: none leaks in from the caller's
@@ -203,9 +230,6 @@ class LoadRunner:
                         "INFERCHAOS_ARRIVAL_USERS": str(p.processes)})
         if self.record_requests:
             env["INFERCHAOS_REQUEST_LOG"] = str(self.log_path)
-        # the locustfile imports load.records and inferchaos.errors from this checkout
-        root = str(LOCUSTFILE.parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env.update(self.extra_env)
         env[MARK_ENV] = self.mark
         env["INFERCHAOS_OWNER"] = f"{os.getpid()}:{_start_time(os.getpid())}"
@@ -217,7 +241,7 @@ class LoadRunner:
 
     @property
     def pgid(self) -> int | None:
-        """Locust's process group (its own session): every load process is in it."""
+        """Locust's process group (the master's, or the only process's): every load process is in it."""
         return self._proc.pid if self._proc else None
 
     def running(self) -> bool:
@@ -232,11 +256,11 @@ class LoadRunner:
             raise RuntimeError("this LoadRunner was already started; make a new one")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.locust_log.parent.mkdir(parents=True, exist_ok=True)
-        for stale in part_paths(self.log_path) + in_flight_paths(self.log_path):
+        for stale in part_paths(self.log_path) + in_flight_paths(self.log_path) + [workers_path(self.log_path)]:
             stale.unlink(missing_ok=True)
         self._log_fh = open(self.locust_log, "ab")
         for attempt in range(1, 4):
-            if self.profile.processes > 1:
+            if self.profile.processes > 1 and self.external_workers is None:
                 self._master_port = free_port()
             self._spawn()
             try:
@@ -260,11 +284,30 @@ class LoadRunner:
         self._log_fh.write(("$ " + " ".join(self.command()) + "\n").encode())
         self._log_fh.flush()
         self._log_start = self._log_fh.tell()
-        self._proc = subprocess.Popen(
-            self.command(), env=self.environment(), stdin=subprocess.DEVNULL,
-            stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True,
-            cwd=str(LOCUSTFILE.parent.parent),
-        )
+        env = self.environment()
+        # -P and a cwd of our own: nothing but the installed inferchaos on the load's sys.path
+        popen = dict(env=env, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT,
+                     cwd=str(self.log_path.parent))
+        # a process group of its own (not a session: a worker may only join a group of its
+        # own session); a terminal's Ctrl-C goes to the foreground group, never to this one
+        self._proc = subprocess.Popen(self.command(), process_group=0, **popen)
+        self._workers = []
+        if self.profile.processes > 1 and self.external_workers is None:
+            # same process group as the master: stop(), the journalled end_group undo and
+            # `inferchaos recover` end them all at once
+            self._workers = [subprocess.Popen(self.worker_command(), process_group=self._proc.pid, **popen)
+                             for _ in range(self.profile.processes)]
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """The local worker processes' pids (processes > 1)."""
+        return [w.pid for w in self._workers]
+
+    def lost_workers(self) -> list[LostWorker]:
+        """After stop(): the workers that never said done, each with the records it had
+        sent and how many of them came (their later records, and what they had in flight,
+        are missing from the log). [] with `processes == 1`."""
+        return read_lost(self.log_path)
 
     def _wait_started(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -339,10 +382,18 @@ class LoadRunner:
         if group_members(pgid) or proc.poll() is None:
             _killpg(pgid, signal.SIGKILL)
             proc.wait()
+            for w in self._workers:
+                w.wait()
             deadline = time.monotonic() + 5.0
             while group_members(pgid) and time.monotonic() < deadline:
                 time.sleep(0.02)
         self.exit_code = proc.returncode
+        for w in self._workers:  # reaped: no zombie of ours outlives the run
+            try:
+                w.wait(5.0)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait()
 
     def _merge(self) -> list[RequestRecord]:
         if not self.record_requests:
@@ -382,6 +433,15 @@ def _size(p: Path) -> int:
         return p.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def _external_master(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{MASTER_ENV}={value!r}: expected HOST:PORT for the load master to bind, e.g. 0.0.0.0:5557")
+    return host, int(port)
 
 
 def free_port() -> int:
