@@ -1,9 +1,9 @@
 """The options that say what load to send and to which server: declared once, for pytest
 and the CLI, and checked when the session starts (one line, exit code 2).
 
-`--load-rate R` and `--load-users N` are shorthands for the SLO file's phase keys (`rate`,
-and `rate = 0` with `users` for closed loop), so the file, `--slo-set` and these options
-never disagree about what ran.
+`--load-rate R`, `--load-users N` and `--load-workers N` are shorthands for the SLO file's
+phase keys (`rate`, `rate = 0` with `users` for closed loop, `processes`), so the file,
+`--slo-set` and these options never disagree about what ran.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--load-users", {"metavar": "N", "help": "closed-loop load instead: N users, each waiting for its answer"}),
     ("--load-arrival", {"metavar": "KIND", "default": "poisson",
                         "help": "open-loop gaps: poisson (default) or constant"}),
+    ("--load-workers", {"metavar": "N", "help": "N locust worker processes under one master, their records sent "
+                                                "to it over locust's messaging (default: the SLO file's processes, 1)"}),
     ("--load-max-in-flight", {"metavar": "N", "default": "1024",
                               "help": "open loop: requests in flight at most per load process (default 1024)"}),
     ("--api", {"metavar": "API", "default": "auto", "help": "what the server speaks: oip, openai, openai-chat "
@@ -43,6 +45,7 @@ OPTIONS: tuple[tuple[str, dict], ...] = (
 class LoadOptions:
     rate: float | None = None
     users: int | None = None
+    workers: int | None = None
     arrival: str = "poisson"
     max_in_flight: int = 1024
     api: str = "auto"
@@ -54,11 +57,12 @@ class LoadOptions:
 
     def slo_overrides(self) -> list[str]:
         """What the options mean as `--slo-set` entries (they win over the SLO file)."""
+        out = [f"processes={self.workers}"] if self.workers is not None else []
         if self.users is not None:
-            return ["rate=0", f"users={self.users}"]
+            return ["rate=0", f"users={self.users}"] + out
         if self.rate is not None:
-            return [f"rate={self.rate!r}"]
-        return []
+            return [f"rate={self.rate!r}"] + out
+        return out
 
 
 def add_options(group: Any) -> None:
@@ -83,6 +87,11 @@ def settings(get: Callable[[str], Any]) -> LoadOptions:
         if not str(users).isdigit() or int(users) < 1:
             raise UsageError(f"--load-users {users!r}: expected a whole number of at least 1")
         users = int(users)
+    workers = get("--load-workers")
+    if workers is not None:
+        if not str(workers).isdigit() or int(workers) < 1:
+            raise UsageError(f"--load-workers {workers!r}: expected a whole number of at least 1")
+        workers = int(workers)
     arrival = get("--load-arrival")
     if arrival not in ARRIVALS:
         raise UsageError(f"--load-arrival {arrival!r}: expected one of {', '.join(ARRIVALS)}")
@@ -101,7 +110,7 @@ def settings(get: Callable[[str], Any]) -> LoadOptions:
     ready = get("--ready-path")
     if ready is not None and not ready.startswith("/"):
         raise UsageError(f"--ready-path {ready!r}: expected a path starting with /")
-    return LoadOptions(rate=rate, users=users, arrival=arrival, max_in_flight=int(cap), api=api, model=model,
+    return LoadOptions(rate=rate, users=users, workers=workers, arrival=arrival, max_in_flight=int(cap), api=api, model=model,
                        payload=Path(payload) if payload is not None else None,
                        headers=parse_headers(get("--header")), replica_cmd=get("--replica-cmd"),
                        ready_path=ready)

@@ -104,7 +104,6 @@ def _configure(env: Mapping[str, str]) -> None:
             user.network_timeout = user.connection_timeout = TIMEOUT_S
     if globals().get("ArrivalUser") is not None:
         ArrivalUser.concurrency = MAX_IN_FLIGHT
-        ArrivalUser.weight, InferenceUser.weight = (1, 0) if RATE > 0 else (0, 1)
         InferenceUser.wait_time = constant(WAIT_S)
 
 
@@ -369,7 +368,9 @@ _schedules: list[Schedule] = []
 class ArrivalUser(FastHttpUser):
     """The open-loop source: requests at the schedule's times, each in its own greenlet."""
 
-    weight = 1 if RATE > 0 else 0
+    # both weights 1: the runner names the one class to run; locust drops a class of weight
+    # 0 even when named, and a worker pod learns the rate only after its classes are fixed
+    weight = 1
     wait_time = constant(0)
     network_timeout = TIMEOUT_S
     connection_timeout = TIMEOUT_S
@@ -394,7 +395,7 @@ class ArrivalUser(FastHttpUser):
 class InferenceUser(FastHttpUser):
     """One closed-loop client: its next request waits for its last answer."""
 
-    weight = 0 if RATE > 0 else 1
+    weight = 1
     wait_time = constant(WAIT_S)
     network_timeout = TIMEOUT_S
     connection_timeout = TIMEOUT_S

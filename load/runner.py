@@ -61,8 +61,9 @@ from inferchaos.load.workload import WORKLOAD_ENV, Workload, reference
 
 __all__ = ["LoadProfile", "LoadRunner", "LoadStartError", "LostWorker", "RequestLogTail", "read_log"]
 
-#: in a cluster, the runner pod is the master: `0.0.0.0:5557` (HOST:PORT) binds there and
-#: starts no local workers; the worker pods (deploy/base/locust.yaml) connect to it.
+#: in a cluster the runner pod is the master: with `INFERCHAOS_LOAD_MASTER=0.0.0.0:5557` the
+#: experiment's load (`LoadRunner(master=...)`) binds there and starts no local workers; the
+#: worker pods (deploy/base/locust.yaml) connect to it through the Service `locust-master`.
 MASTER_ENV = "INFERCHAOS_LOAD_MASTER"
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -149,15 +150,16 @@ class LoadProfile:
 class LoadRunner:
     """One locust run: start() → tail() while it runs → stop() → records().
 
-    `log_path` is the merged JSONL request log; while running, each load process
-    appends to `<log_path>.<hostname>-<pid>.part`. Locust's own output goes to
-    `log_locust_to` (default `<log_path>.locust.log`).
+    `log_path` is the merged JSONL request log; while running, the load process (the
+    master, when distributed) appends to `<log_path>.<hostname>-<pid>.part`. Locust's own
+    output goes to `log_locust_to` (default `<log_path>.locust.log`). `master` ("HOST:PORT"):
+    be a master there for workers started elsewhere, and start none here.
     """
 
     def __init__(self, host: str, log_path: Path, profile: LoadProfile,
                  log_locust_to: Path | None = None, *, record_requests: bool = True,
                  extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
-                 timeout_s: float = 30.0, wait_s: float = 0.0) -> None:
+                 timeout_s: float = 30.0, wait_s: float = 0.0, master: str | None = None) -> None:
         if not isinstance(host, str) or not host.startswith(("http://", "https://")):
             raise UsageError(f"load target must be an http(s) URL, got {host!r}")
         profile.validate()
@@ -177,7 +179,8 @@ class LoadRunner:
         #: the local workers (processes > 1), in the master's process group.
         self._workers: list[subprocess.Popen] = []
         self._master_port: int | None = None
-        self.external_workers = _external_master(os.environ.get(MASTER_ENV))
+        #: (host, port) to bind as a master for workers started elsewhere (worker pods), or None.
+        self.external_workers = _external_master(master)
         self._log_fh = None
         self._log_start = 0
         self._stopped = False
@@ -196,16 +199,21 @@ class LoadRunner:
         cmd = [sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
                "-u", str(users), "-r", str(spawn), "--host", self.host,
                "--exit-code-on-error", "0", "--only-summary", "--loglevel", "INFO"]
-        if p.processes > 1:
+        if self.distributed:
             host, port = self.master_bind
             cmd += ["--master", "--expect-workers", str(p.processes), "--master-bind-host", host,
                     "--master-bind-port", str(port)]
         return cmd + list(self.extra_args) + ["ArrivalUser" if p.open_loop else "InferenceUser"]
 
     @property
+    def distributed(self) -> bool:
+        """A master and workers (else one locust process doing it all)."""
+        return self.profile.processes > 1 or self.external_workers is not None
+
+    @property
     def master_bind(self) -> tuple[str, int]:
         """Where the master listens for its workers: loopback and a port of this run's own
-        (locust's default 5557 is shared by every run on the machine), or MASTER_ENV's."""
+        (locust's default 5557 is shared by every run on the machine), or `master`'s."""
         if self.external_workers is not None:
             return self.external_workers
         return "127.0.0.1", self._master_port or 5557
@@ -260,7 +268,7 @@ class LoadRunner:
             stale.unlink(missing_ok=True)
         self._log_fh = open(self.locust_log, "ab")
         for attempt in range(1, 4):
-            if self.profile.processes > 1 and self.external_workers is None:
+            if self.distributed and self.external_workers is None:
                 self._master_port = free_port()
             self._spawn()
             try:
@@ -292,7 +300,7 @@ class LoadRunner:
         # own session); a terminal's Ctrl-C goes to the foreground group, never to this one
         self._proc = subprocess.Popen(self.command(), process_group=0, **popen)
         self._workers = []
-        if self.profile.processes > 1 and self.external_workers is None:
+        if self.distributed and self.external_workers is None:
             # same process group as the master: stop(), the journalled end_group undo and
             # `inferchaos recover` end them all at once
             self._workers = [subprocess.Popen(self.worker_command(), process_group=self._proc.pid, **popen)
@@ -306,7 +314,7 @@ class LoadRunner:
     def lost_workers(self) -> list[LostWorker]:
         """After stop(): the workers that never said done, each with the records it had
         sent and how many of them came (their later records, and what they had in flight,
-        are missing from the log). [] with `processes == 1`."""
+        are missing from the log). [] when not distributed."""
         return read_lost(self.log_path)
 
     def _wait_started(self) -> None:
@@ -440,7 +448,7 @@ def _external_master(value: str | None) -> tuple[str, int] | None:
         return None
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"{MASTER_ENV}={value!r}: expected HOST:PORT for the load master to bind, e.g. 0.0.0.0:5557")
+        raise UsageError(f"load master {value!r} ({MASTER_ENV}): expected HOST:PORT for the load master to bind, e.g. 0.0.0.0:5557")
     return host, int(port)
 
 
