@@ -240,6 +240,8 @@ PYTEST_CASES = {
     "--load-rate not a number": (["--load-rate", "fast"], ["--load-rate", "'fast'"], None),
     "--load-users zero": (["--load-users", "0"], ["--load-users", "at least 1"], None),
     "--load-rate and --load-users": (["--load-rate", "10", "--load-users", "4"], ["give one"], None),
+    "--load-workers zero": (["--load-workers", "0"], ["--load-workers", "at least 1"], None),
+    "--load-workers not a number": (["--load-workers", "abc"], ["--load-workers", "'abc'"], None),
     "--load-arrival unknown": (["--load-arrival", "bursty"], ["--load-arrival", "poisson, constant"], None),
     "--load-max-in-flight zero": (["--load-max-in-flight", "0"], ["--load-max-in-flight"], None),
     "--header not NAME=ENV_VAR": (["--header", "Authorization: Bearer x"], ["--header", "NAME=ENV_VAR"], None),
