@@ -14,6 +14,11 @@ Every request scheduled gets a record: answered, failed, cut mid-stream (`incomp
 with the tokens received), still in flight when the load stopped (after a drain of
 INFERCHAOS_DRAIN_S), or never sent because the client fell behind.
 
+Three roles, by locust's runner: alone (one process writes its part file); a master (runs no
+user: it writes the records its workers send, load/relay.py, and names the workers that
+never said done); a worker (sends its records to the master, and gets the settings below
+from it in the spawn message, so a worker pod needs none of them).
+
 Environment:
   INFERCHAOS_WORKLOAD     the resolved workload (load.workload.Workload as JSON)
   INFERCHAOS_RATE         arrivals/s of this whole run; unset or 0: closed loop
@@ -23,7 +28,8 @@ Environment:
   INFERCHAOS_DRAIN_S      on stop, how long in-flight requests may still finish (default 5)
   INFERCHAOS_WAIT_S       closed loop: wait between a user's requests, default 0
   INFERCHAOS_TIMEOUT_S    connect and read timeout, default 30
-  INFERCHAOS_REQUEST_LOG  path prefix of the request log (<prefix>.<host>-<pid>.part)
+  INFERCHAOS_REQUEST_LOG  path prefix of the request log (<prefix>.<host>-<pid>.part; the master's
+                          or the lone process's)
 """
 
 from __future__ import annotations
@@ -63,11 +69,18 @@ from inferchaos.load.workload import WORKLOAD_ENV, Workload, reference
 STOP = "inferchaos_stop"
 CONFIG_OPTION = "--inferchaos-config"
 
-# A background job of a shell starts with SIGINT ignored, and Python then installs no
-# KeyboardInterrupt handler: the runner's SIGINT would do nothing and every stop would
-# wait for the SIGKILL. Take the signal back.
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def _on_sigint() -> None:
+    """The stop: KeyboardInterrupt in the main greenlet only (locust's shutdown() follows),
+    as gevent hands on its system errors. Python's own handler raises it in whichever
+    greenlet runs, often one mid-request: that request's greenlet died unrecorded."""
+    hub = gevent.get_hub()
+    hub.loop.run_callback(hub.parent.throw, KeyboardInterrupt)
+
+
+# Also takes SIGINT back where it started ignored (a background job of a shell), else the
+# runner's SIGINT would do nothing and every stop would wait for the SIGKILL.
+gevent.signal_handler(signal.SIGINT, _on_sigint)
 
 #: what a worker must run as its master does: sent to each worker as it connects (a worker
 #: pod has none of the runner's environment), read from the environment everywhere else.
@@ -242,10 +255,17 @@ class Flight:
 _flights: dict[int, Flight] = {}
 
 
-def send(client, kind: str, scheduled: float) -> None:
-    """One request of `kind`, due at `scheduled` (monotonic), recorded whatever happens."""
-    flight = Flight(kind, scheduled)
+def _register(flight: Flight) -> Flight:
     _flights[id(flight)] = flight
+    return flight
+
+
+def send(client, kind: str, scheduled: float, flight: Flight | None = None) -> None:
+    """One request of `kind`, due at `scheduled` (monotonic), recorded whatever happens.
+    `flight`: already counted as out (the arrival loop registers it when it spawns the
+    greenlet, so a drain never misses a request whose greenlet has not run yet)."""
+    if flight is None:
+        flight = _register(Flight(kind, scheduled))
     _ensure_flusher()  # a full hang writes no record: the in-flight file must still be kept
     try:
         path, body, flight.prompt = WORKLOAD.body(kind)
@@ -254,10 +274,15 @@ def send(client, kind: str, scheduled: float) -> None:
             _stream(client, flight, path, body)
         else:
             _unary(client, flight, path, body)
-    except gevent.GreenletExit:
-        raise
     except Exception as exc:  # noqa: BLE001 - a broken request must still be a record
         flight.record(time.monotonic(), flight.status, f"client error ({_exc_name(exc)})")
+    except BaseException as exc:
+        # the stop's SIGINT raises KeyboardInterrupt in whichever greenlet runs, often this
+        # one mid-request (the server has it): still a record. Likewise a killed greenlet.
+        end = time.monotonic()
+        flight.record(end, flight.status, f"in flight when the load stopped ({type(exc).__name__} after "
+                      f"{end - flight.scheduled:.1f} s)", incomplete=True)
+        raise
     finally:
         _flights.pop(id(flight), None)
 
@@ -388,7 +413,9 @@ class ArrivalUser(FastHttpUser):
                 gevent.sleep(min(delay, 0.25))
                 continue
             kind = random.choices(KINDS, WEIGHTS)[0]
-            pool.spawn(send, self.client, kind, schedule.advance())  # blocks while the cap is reached
+            pool.wait_available()  # blocks while the cap is reached
+            due = schedule.advance()
+            pool.spawn(send, self.client, kind, due, _register(Flight(kind, due)))
         raise StopUser()
 
 
