@@ -289,7 +289,10 @@ class LoadRunner:
         raise AssertionError("unreachable")
 
     def _spawn(self) -> None:
+        local_workers = self.profile.processes if self.distributed and self.external_workers is None else 0
         self._log_fh.write(("$ " + " ".join(self.command()) + "\n").encode())
+        if local_workers:
+            self._log_fh.write((f"$ {' '.join(self.worker_command())}  (x{local_workers})\n").encode())
         self._log_fh.flush()
         self._log_start = self._log_fh.tell()
         env = self.environment()
@@ -299,12 +302,10 @@ class LoadRunner:
         # a process group of its own (not a session: a worker may only join a group of its
         # own session); a terminal's Ctrl-C goes to the foreground group, never to this one
         self._proc = subprocess.Popen(self.command(), process_group=0, **popen)
-        self._workers = []
-        if self.distributed and self.external_workers is None:
-            # same process group as the master: stop(), the journalled end_group undo and
-            # `inferchaos recover` end them all at once
-            self._workers = [subprocess.Popen(self.worker_command(), process_group=self._proc.pid, **popen)
-                             for _ in range(self.profile.processes)]
+        # same process group as the master: stop(), the journalled end_group undo and
+        # `inferchaos recover` end them all at once
+        self._workers = [subprocess.Popen(self.worker_command(), process_group=self._proc.pid, **popen)
+                         for _ in range(local_workers)]
 
     @property
     def worker_pids(self) -> list[int]:

@@ -115,6 +115,22 @@ def test_a_worker_killed_mid_run_is_reported_lost_with_what_it_had_sent(tmp_path
     assert len([r for r in records if not (r.error or "").startswith(NOT_SENT)]) <= arrived
 
 
+def test_the_master_publishes_what_its_workers_have_in_flight(tmp_path):
+    """The safeguard sees a hang by the requests still out (a hung request writes no record):
+    with workers, the master publishes theirs, from their batches."""
+    with StallServer(delay_s=3.0) as server:
+        load = LoadRunner(server.url, tmp_path / "requests.jsonl", infer_only(20.0, 2))
+        try:
+            load.start()
+            tail = load.tail()
+            out = wait_until(lambda: (lambda s: s if len(s) >= 20 else None)(tail.in_flight()), 30,
+                             "20 requests in flight published")
+            assert all(time.monotonic() - 5 < s <= time.monotonic() for s in out)
+        finally:
+            records = load.stop()
+    assert len(records) >= 20 and load.lost_workers() == []
+
+
 def test_a_worker_pod_gets_its_settings_from_the_master(tmp_path):
     """In a cluster the runner is the master (`master=HOST:PORT`) and starts no worker; the
     worker pod has none of the runner's environment: rate, workload and all come with the
