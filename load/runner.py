@@ -221,8 +221,10 @@ class LoadRunner:
     def worker_command(self) -> list[str]:
         """One local worker: it connects to the master over TCP, as a worker pod would."""
         _, port = self.master_bind
+        # --host: the master's wins, but `ps` (and the sweeps that look for load aimed at a
+        # cluster by its URL) should see where a worker's load goes
         return [sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1",
-                "--master-port", str(port), "--loglevel", "INFO"]
+                "--master-port", str(port), "--host", self.host, "--loglevel", "INFO"]
 
     def environment(self) -> dict[str, str]:
         # our own variables are all set here, from the profile: none leaks in from the caller's

@@ -65,7 +65,7 @@ def test_two_workers_over_tcp_write_one_log_of_every_request_the_server_saw(tmp_
         finally:
             load.stop()
         arrived = server.arrived
-    assert pgid_members(load.pgid) == []
+    assert pgid_members(load.pgid) == [] and processes_mentioning(f"--host {server.url}") == []
     assert load.exit_code == 0
     assert part_paths(log) == [] and read_log(log) == records
     assert [r.start for r in records] == sorted(r.start for r in records)
@@ -103,6 +103,7 @@ def test_a_worker_killed_mid_run_is_reported_lost_with_what_it_had_sent(tmp_path
         arrived = server.arrived
     assert pgid_members(load.pgid) == [], "a load process outlived the run"
     assert processes_mentioning(f"--master-port {load.master_bind[1]}") == []
+    assert processes_mentioning(f"--host {server.url}") == []
     assert load.exit_code == 0 and stop_s < 15, (load.exit_code, stop_s)
     (lost,) = load.lost_workers()
     assert lost.worker == names[victim]
