@@ -82,8 +82,9 @@ def _on_sigint() -> None:
 # runner's SIGINT would do nothing and every stop would wait for the SIGKILL.
 gevent.signal_handler(signal.SIGINT, _on_sigint)
 
-#: what a worker must run as its master does: sent to each worker as it connects (a worker
-#: pod has none of the runner's environment), read from the environment everywhere else.
+#: what a worker must run as its master does: sent to each worker with its spawn message (a
+#: worker pod has none of the runner's environment), read from the environment everywhere
+#: else. Not a header's value (`--header NAME=ENV_VAR`): a worker reads ENV_VAR from its own.
 CONFIG_KEYS = (WORKLOAD_ENV, "INFERCHAOS_RATE", "INFERCHAOS_ARRIVAL", "INFERCHAOS_ARRIVAL_USERS",
                "INFERCHAOS_MAX_IN_FLIGHT", "INFERCHAOS_DRAIN_S", "INFERCHAOS_WAIT_S", "INFERCHAOS_TIMEOUT_S")
 WORKLOAD: Workload = reference()
