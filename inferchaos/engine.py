@@ -10,6 +10,7 @@ open until the undo ran, so `inferchaos recover` can finish the job after a SIGK
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -48,6 +49,10 @@ PHASES = ("baseline", "inject", "hold", "revert", "recovery")
 
 
 
+#: HOST:PORT the load's master binds for workers started elsewhere (the CronJob sets it).
+LOAD_MASTER_ENV = "INFERCHAOS_LOAD_MASTER"
+
+
 class Experiment:
     def __init__(self, id: str, target: Target, fault: Fault, slo: ExperimentSlo, out_dir: Path,
                  ledger: Ledger, progress: Progress | None = None,
@@ -83,8 +88,9 @@ class Experiment:
                               rate=p.rate or None, arrival=self.arrival, max_in_flight=self.max_in_flight,
                               workload=self.workload)
         self.profile = profile
+        # in a cluster the worker Deployment connects to this master (deploy/base/locust.yaml)
         load = LoadRunner(self.target.lb_url, self.out_dir / "requests.jsonl", profile,
-                          log_locust_to=self.out_dir / "locust.log")
+                          log_locust_to=self.out_dir / "locust.log", master=os.environ.get(LOAD_MASTER_ENV))
         result = ExperimentResult(self.id, self.fault.name, "error", t0=time.monotonic(), wall0=time.time(),
                                   request_log=str(self.out_dir / "requests.jsonl"))
         result.load = {"mode": "open" if profile.open_loop else "closed", "describe": profile.describe(),
@@ -141,6 +147,12 @@ class Experiment:
                 records = load.stop()
                 if load_entry is not None:
                     self.ledger.reverted(load_entry)
+                lost = [w.describe() for w in load.lost_workers()]
+                result.load["lost_workers"] = lost
+                for line in lost:
+                    self.say(f"{self.id}: {line}")
+                if lost and result.inconclusive is None:  # measured under less load than asked
+                    result.inconclusive = "the load was not what was asked: " + "; ".join(lost)
                 for probe in self._started:
                     probe.stop()
                 failover, gpu = self._probe(FailoverProbe), self._probe(GpuObserver)

@@ -159,7 +159,8 @@ class LoadRunner:
     def __init__(self, host: str, log_path: Path, profile: LoadProfile,
                  log_locust_to: Path | None = None, *, record_requests: bool = True,
                  extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
-                 timeout_s: float = 30.0, wait_s: float = 0.0, master: str | None = None) -> None:
+                 timeout_s: float = 30.0, wait_s: float = 0.0, master: str | None = None,
+                 web: str | None = None) -> None:
         if not isinstance(host, str) or not host.startswith(("http://", "https://")):
             raise UsageError(f"load target must be an http(s) URL, got {host!r}")
         profile.validate()
@@ -175,6 +176,8 @@ class LoadRunner:
         self.mark = f"locust-{uuid.uuid4().hex}"
         self.timeout_s = timeout_s
         self.wait_s = wait_s
+        #: HOST:PORT for locust's web UI (a game day's `inferchaos load --web`); None: headless.
+        self.web = web
         self._proc: subprocess.Popen | None = None
         #: the local workers (processes > 1), in the master's process group.
         self._workers: list[subprocess.Popen] = []
@@ -196,7 +199,10 @@ class LoadRunner:
         # open loop: one arrival user per process, each scheduling its share of the rate
         # (locust's dispatcher gives N users to N workers one each)
         users, spawn = (p.processes, max(p.processes, 100)) if p.open_loop else (p.users, p.spawn_rate)
-        cmd = [sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        # --web: locust's UI beside the same run (--autostart runs it as --headless would)
+        ui = ["--autostart", "--web-host", self.web.rpartition(":")[0], "--web-port", self.web.rpartition(":")[2]] \
+            if self.web else ["--headless"]
+        cmd = [sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), *ui,
                "-u", str(users), "-r", str(spawn), "--host", self.host,
                "--exit-code-on-error", "0", "--only-summary", "--loglevel", "INFO"]
         if self.distributed:

@@ -348,6 +348,15 @@ def test_the_nightly_runner_names_its_pod_in_its_ledger_and_is_scraped() -> None
     [container] = containers(cron)
     env = {e["name"]: e for e in container["env"]}
     assert env[RUNNER_POD_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # the load's master (the variable the engine reads) binds where the worker pods connect, for
+    # as many workers as the Deployment runs
+    from inferchaos.engine import LOAD_MASTER_ENV
+
+    port = int(env[LOAD_MASTER_ENV]["value"].rpartition(":")[2])
+    service = one("Service", "locust-master")["spec"]
+    assert service["ports"][0]["targetPort"] == port and port in {p["containerPort"] for p in container["ports"]}
+    workers = [d for d in objects("Deployment") if "locust" in d["metadata"]["name"]]
+    assert f"--load-workers {sum(d['spec']['replicas'] for d in workers)}" in " ".join(container["args"])
     labels = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
     ports = {p["name"] for p in container["ports"]}
     assert any(m["spec"]["selector"]["matchLabels"].items() <= labels.items()

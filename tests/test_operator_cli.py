@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +21,8 @@ import pytest
 
 from inferchaos.faults.catalogue import CATALOGUE, constructor_params, lookup
 from inferchaos.faults.ledger import Ledger
+from inferchaos.load.records import read_log
+from inferchaos.load.runner import free_port
 from inferchaos.errors import UsageError
 from inferchaos.plugin import FAULT_MARKERS
 from inferchaos.watch import between, frontend_counters, take, watch
@@ -430,3 +435,72 @@ def test_a_bad_duration_is_one_line_exit_2(given, tmp_path):
                      "--ledger", str(tmp_path / "l.jsonl"))
     assert res.returncode == 2 and "--for" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (tmp_path / "l.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------- inferchaos load
+def locusts(cluster: LocalCluster) -> list[str]:
+    return [p for p in processes_mentioning(cluster.lb_url) if "locust" in p]
+
+
+def load_cmd(cluster: LocalCluster, ledger: Path, tmp: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "inferchaos.cli", "load", "--state-dir", str(cluster.state_dir), "--ledger",
+            str(ledger), "--log", str(tmp / "requests.jsonl"), *args]
+
+
+@pytest.mark.cluster
+def test_load_sends_the_rate_for_its_duration_serves_the_ui_and_leaves_nothing(cluster, ledger_path, tmp_path):
+    proc = subprocess.Popen(load_cmd(cluster, ledger_path, tmp_path, "--load-rate", "30", "--for", "4s",
+                                     "--web", "127.0.0.1:0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "--web '127.0.0.1:0'" in err, err  # a port is needed, not 0
+    port = free_port()
+    proc = subprocess.Popen(load_cmd(cluster, ledger_path, tmp_path, "--load-rate", "30", "--for", "4s",
+                                     "--web", f"127.0.0.1:{port}"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    wait_for(lambda: _http_ok(f"http://127.0.0.1:{port}/"), 30, "locust's web UI on loopback")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    records = read_log(tmp_path / "requests.jsonl")
+    assert 60 <= len(records) <= 200 and sum(r.ok for r in records) >= 0.95 * len(records), len(records)
+    assert "req/s" in err and f"stopped: {len(records)} requests" in err, err
+    assert Ledger(ledger_path).open_entries() == [] and locusts(cluster) == []
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_load_stops_cleanly_on_a_signal(cluster, ledger_path, tmp_path, sig):
+    proc = subprocess.Popen(load_cmd(cluster, ledger_path, tmp_path, "--load-rate", "20"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (tmp_path / "requests.jsonl").exists() or bool(locusts(cluster)), 30, "the load to start")
+    time.sleep(2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "stopped:" in err, err
+    assert Ledger(ledger_path).open_entries() == [] and locusts(cluster) == []
+
+
+@pytest.mark.cluster
+def test_a_killed_load_is_ended_by_recover(cluster, ledger_path, tmp_path):
+    proc = subprocess.Popen(load_cmd(cluster, ledger_path, tmp_path, "--load-rate", "20"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: bool(locusts(cluster)) and Ledger(ledger_path).open_entries(), 30, "the load to start")
+    proc.kill()
+    proc.wait(30)
+    assert locusts(cluster), "SIGKILL leaves locust running (its own process group)"
+    rec = inferchaos("recover", "--ledger", str(ledger_path))
+    assert rec.returncode == 0 and "locust" in rec.stdout, rec.stdout + rec.stderr
+    wait_for(lambda: locusts(cluster) == [], 10, "recover to end locust")
+    assert Ledger(ledger_path).open_entries() == []
+
+
+def test_load_is_open_loop_only(tmp_path):
+    res = inferchaos("load", "http://127.0.0.1:9", "--load-users", "3", "--ledger", str(tmp_path / "l.jsonl"))
+    assert res.returncode == 2 and "open loop" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,6 +1,6 @@
 """The `inferchaos` command line: the local cluster, faults by hand, live numbers, reports.
 
-One module per verb group (cluster, faults, recover, live, reports), each adding its verbs
+One module per verb group (cluster, faults, recover, live, load, reports), each adding its verbs
 to the parser and naming what runs them; `inputs` holds what they share.
 
 Exit codes: 0 success; 1 the target or a fault failed, or nothing is running where a
@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from inferchaos.cli import cluster, faults, live, recover, reports
+from inferchaos.cli import cluster, faults, live, load, recover, reports
 from inferchaos.cli.inputs import EXIT_CODES, Parser, one_line
 from inferchaos.errors import InferchaosError, UsageError
 
-GROUPS = (cluster, faults, live, recover, reports)
+GROUPS = (cluster, faults, live, load, recover, reports)
 EPILOG = f"""\
 examples:
   inferchaos up --detach --state-dir /tmp/ic     # 3 replicas behind HAProxy, in the background

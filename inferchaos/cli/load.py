@@ -1,0 +1,124 @@
+"""`inferchaos load`: open-loop load for a game day, so `watch` has something to show.
+
+The same load an experiment sends (the workload learnt from the server, open-loop arrivals,
+every request in a log), started by hand and stopped cleanly: Ctrl-C, SIGTERM or the end
+of `--for`. It is journalled like any change, so a SIGKILLed `load` leaves nothing that
+`inferchaos recover` cannot end. `--web` also serves locust's own UI, on loopback by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from inferchaos import load_options
+from inferchaos.cli.inputs import add_verb, duration, ledger_arg, ledger_file, running_cluster, state_dir_arg
+from inferchaos.errors import TargetError, UsageError
+
+DEFAULT_RATE = 20.0
+WEB = "127.0.0.1:8089"
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """load."""
+    p = add_verb(sub, "load", "send open-loop load for a game day",
+                 "Send open-loop load (--load-rate requests/s, whatever the answers do) to URL, or to the "
+                 "load balancer of the local cluster in --state-dir, until Ctrl-C or --for. The workload is "
+                 "learnt from the server as an experiment's is (--api, --model, --payload, --header); every "
+                 "request goes to the request log; a line every 2 s says req/s, errors and p99. Journalled "
+                 "in the ledger: `inferchaos recover` ends it if this process is killed.",
+                 "  inferchaos load --state-dir /tmp/gd --load-rate 50\n"
+                 "  inferchaos load http://vllm.ml.svc:8000 --load-rate 5 --for 10m --model llama\n"
+                 "  inferchaos load --state-dir /tmp/gd --web          # locust's UI on 127.0.0.1:8089 too")
+    p.add_argument("url", nargs="?", metavar="URL", help="the endpoint (default: the local cluster's LB)")
+    p.add_argument("--for", dest="for_s", type=duration, metavar="DURATION",
+                   help="stop after DURATION (90, 90s, 5m, 1h; default: until Ctrl-C)")
+    p.add_argument("--web", nargs="?", const=WEB, metavar="HOST:PORT",
+                   help=f"also serve locust's web UI (default {WEB}: loopback only)")
+    p.add_argument("--log", type=Path, metavar="FILE",
+                   help="the request log (default: .inferchaos/load/requests-<UTC time>.jsonl)")
+    state_dir_arg(p)
+    ledger_arg(p)
+    load_options.add_options(p.add_argument_group("the load and the server"))
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from inferchaos.faults.undo import step
+    from inferchaos.load.runner import LoadProfile, LoadRunner
+    from inferchaos.load.workload import resolve
+
+    opts = load_options.settings(lambda name: getattr(args, name.lstrip("-").replace("-", "_")))
+    if opts.users is not None:
+        raise UsageError("inferchaos load is open loop: give --load-rate R, not --load-users")
+    web = _web(args.web) if args.web else None
+    url = args.url or running_cluster(args.state_dir).lb_url
+    ledger = ledger_file(args.ledger, write=True)
+    workload = resolve(url, opts.api, opts.model, opts.payload, opts.headers)
+    profile = LoadProfile(rate=opts.rate or DEFAULT_RATE, arrival=opts.arrival, max_in_flight=opts.max_in_flight,
+                          workload=workload)
+    log = args.log or Path(".inferchaos/load") / time.strftime("requests-%Y%m%dT%H%M%SZ.jsonl", time.gmtime())
+    load = LoadRunner(url, log, profile, web=web)
+    stop = _stopping()
+    entry = ledger.applied("load", [step("end_marked", mark=load.mark, what="locust")], {"kind": "process"},
+                           detail=f"inferchaos load {url}")
+    try:
+        load.start()
+        say(f"load: {profile.describe()} to {url}; {workload.describe()}")
+        if web:
+            say(f"locust's web UI: http://{web}")
+        say(f"request log: {load.log_path}; Ctrl-C stops it" + (f" (or in {args.for_s:g} s)" if args.for_s else ""))
+        _report(load, stop, None if args.for_s is None else time.monotonic() + args.for_s)
+    finally:
+        records = load.stop()
+        ledger.reverted(entry, detail="load stopped")
+    ok = sum(r.ok for r in records)
+    say(f"stopped: {len(records)} requests, {ok} answered ({len(records) - ok} failed or cut); log {load.log_path}")
+    if load.exit_code not in (0, None) and not records:
+        raise TargetError(f"locust exited {load.exit_code}: see {load.locust_log}")
+    return 0
+
+
+def _report(load, stop, deadline: float | None) -> None:  # type: ignore[no-untyped-def]
+    """A line every 2 s from the records that came in: what the load sees, as it sees it."""
+    tail, window, last = load.tail(), [], time.monotonic()
+    while not stop() and load.running() and (deadline is None or time.monotonic() < deadline):
+        time.sleep(0.2)
+        window.extend(tail())
+        now = time.monotonic()
+        if now - last >= 2.0:
+            took = sorted(r.latency_s for r in window)
+            p99 = f"{took[min(len(took) - 1, int(len(took) * 0.99))] * 1000:.0f} ms" if took else "-"
+            bad = sum(not r.ok for r in window)
+            say(f"{len(window) / (now - last):.1f} req/s, {bad} failed, p99 {p99}")
+            window, last = [], now
+    if not load.running() and not stop():
+        say(f"locust stopped by itself (exit {load._proc.poll() if load._proc else '?'}): see {load.locust_log}")
+
+
+def _web(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--web {text!r}: expected HOST:PORT, e.g. {WEB}")
+    return text
+
+
+def _stopping():  # type: ignore[no-untyped-def]
+    """Ctrl-C and SIGTERM end the loop; the `finally` stops locust and closes the entry."""
+    flag = {"stop": False}
+
+    def handler(*_: object) -> None:
+        flag["stop"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: flag["stop"]
+
+
+def say(line: str) -> None:
+    print(f"inferchaos: {line}", file=sys.stderr, flush=True)
+
+
+VERBS = {"load": cmd_load}
