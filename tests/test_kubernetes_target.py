@@ -534,3 +534,30 @@ def test_the_nightly_run_after_a_runner_killed_mid_fault_starts_by_recovering_it
     assert rev.returncode == 0, rev.stdout + rev.stderr
     wait_for(lambda: networkchaos(kube) == [], 20, "the person's NetworkChaos to go")
     assert ledger_configmaps(kube) == [] and processes_mentioning(str(tmp_path)) == []
+
+
+def test_watch_on_kubernetes_shows_the_hung_pod_out_of_rotation_and_who_hung_it(kube, tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}, "INFERCHAOS_OPERATOR": "carol@ops"}
+    inject = subprocess.run([sys.executable, "-m", "inferchaos.cli", "inject", "replica_hang",
+                             *cli_args(kube, tmp_path / "carol.jsonl")], capture_output=True, text=True, timeout=120,
+                            cwd=REPO, env=env)
+    assert inject.returncode == 0, inject.stdout + inject.stderr
+    (entry,) = Ledger(tmp_path / "carol.jsonl").open_entries()
+    (hung,) = {e.pod for e in kube.execs if "kill -STOP" in " ".join(e.argv)}
+    seen: list[str] = []
+
+    def reading() -> str:  # another operator's watch: an empty ledger of its own
+        out = subprocess.run([sys.executable, "-m", "inferchaos.cli", "watch", "--once",
+                              *cli_args(kube, tmp_path / "dave.jsonl")], capture_output=True, text=True,
+                             timeout=60, cwd=REPO)
+        assert out.returncode == 0, out.stdout + out.stderr
+        seen.append(out.stdout)
+        return out.stdout
+
+    wait_for(lambda: f"{hung}:running" not in reading(), 30, "the EndpointSlice to take the hung pod out")
+    last = seen[-1]
+    assert f"faults=replica_hang:{entry.id}(carol@ops)" in last and "ready=2/3" in last, seen
+    rev = subprocess.run([sys.executable, "-m", "inferchaos.cli", "revert", entry.id, "--ledger",
+                          str(tmp_path / "carol.jsonl")], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert rev.returncode == 0, rev.stdout + rev.stderr
+    wait_for(lambda: f"{hung}:running" in reading() and "faults=none" in seen[-1], 30, "the pod back and no fault")

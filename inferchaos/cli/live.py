@@ -22,6 +22,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     watch.add_argument("--interval", type=positive_seconds, default=1.0, metavar="S",
                        help="seconds between refreshes (default 1)")
     watch.add_argument("--once", action="store_true", help="print one reading and exit")
+    watch.add_argument("--target", choices=("local", "kubernetes"), default="local",
+                       help="kubernetes: the pods, their EndpointSlices and every run's faults in the namespace")
+    from inferchaos import kube_options
+
+    kube_options.add_options(watch.add_argument_group("--target kubernetes"))
 
     from inferchaos import scaling_verbs as scaling
 
@@ -40,13 +45,23 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from inferchaos.errors import TargetError
     from inferchaos.watch import watch
 
-    cluster = running_cluster(args.state_dir)
     ledger = ledger_file(args.ledger)
 
     def write(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
+    if args.target == "kubernetes":
+        from inferchaos.cli.faults import kube_settings
+        from inferchaos.targets.kubernetes import KubeTarget
+        from inferchaos import watch_kube
+
+        with KubeTarget(kube_settings(args)) as target:
+            try:
+                return watch_kube.watch(target, ledger, args.interval, args.once, sys.stdout.isatty(), write)
+            except KeyboardInterrupt:
+                return 0
+    cluster = running_cluster(args.state_dir)
     try:
         return watch(cluster, ledger, args.interval, args.once, sys.stdout.isatty(), write)
     except KeyboardInterrupt:
