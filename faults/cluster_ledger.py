@@ -3,26 +3,31 @@
 undo what a lost runner left applied.
 
 Every append of an entry that names a cluster ledger goes there too, from whichever process
-writes it: the runner (applied, extended), a `revert` or `recover` (reverted). An applied
-entry that cannot be mirrored stops the change (it would be a change nobody else can see);
-a reverted one only warns (the change is undone; the ConfigMap then says so late, and a
-later recover replays an idempotent undo). The last revert of a run deletes its ConfigMap.
+writes it: the runner (applied, extended), a `revert` or `recover` (reverted). A change's
+first entry that cannot be mirrored stops the change (it would be one nobody else can see),
+and the file closes it; any later one only warns (the change is made or undone; the
+ConfigMap says so late, and a later recover replays an idempotent undo). The last revert of
+a run deletes its ConfigMap.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from typing import TYPE_CHECKING
 
-from inferchaos.errors import FaultError
+from inferchaos.errors import FaultError, InferchaosError
 from inferchaos.faults.ledger import Entry, open_of
 
-if TYPE_CHECKING:
-    from inferchaos.faults.ledger import Ledger
+
+class NotMirrored(FaultError):
+    """The first entry of a change could not be written to the cluster: the change is not made."""
 
 
-def mirror(entry: Entry, ledger: Ledger) -> None:
+def mirror(entry: Entry, first: bool = False) -> None:
+    """Append the entry to its run's ConfigMap; after a revert that leaves nothing open,
+    delete the ConfigMap (only as it was read: a newer entry written meanwhile keeps it)."""
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
     from inferchaos.faults.undo import kube_connection
     from inferchaos.targets.kubernetes import runledger
 
@@ -30,19 +35,17 @@ def mirror(entry: Entry, ledger: Ledger) -> None:
     try:
         conn = kube_connection(t["connection"])
         expires = entry.wall + float(t.get("expire_after_s", 900))
-        runledger.append(conn, t["namespace"], t["ledger"], entry.to_json(), entry.operator or "",
-                         t.get("runner_pod", ""), expires)
-        if entry.event == "reverted":
-            name = runledger.PREFIX + t["ledger"]
-            for run in runledger.ledgers(conn, t["namespace"]):
-                if run.name == name and not open_of(entries_of(run.lines)):
-                    runledger.delete(conn, t["namespace"], name)
-    except (FaultError, KeyError, ValueError) as exc:
-        if entry.event == "applied":
-            raise FaultError(f"{entry.fault}: the run's ledger in the cluster was not written, nothing "
-                             f"changed: {exc}") from None
-        warnings.warn(f"{entry.fault} {entry.id}: reverted, but its ledger in the cluster still shows it "
-                      f"applied ({exc}); `inferchaos recover --expired` closes it", stacklevel=2)
+        lines, version = runledger.append(conn, t["namespace"], t["ledger"], entry.to_json(), entry.operator or "",
+                                          t.get("runner_pod", ""), expires)
+        if entry.event == "reverted" and not open_of(entries_of(lines)):
+            runledger.delete(conn, t["namespace"], runledger.PREFIX + t["ledger"], version)
+    except (InferchaosError, KeyError, ValueError, OSError, Urllib3Error) as exc:
+        if first:
+            raise NotMirrored(f"{entry.fault}: the run's ledger in the cluster was not written, nothing "
+                              f"changed: {exc}") from None
+        warnings.warn(f"{entry.fault} {entry.id}: its ledger in the cluster was not updated ({entry.event}: {exc}); "
+                      "the file ledger has it, and `inferchaos recover --expired` closes what it leaves open",
+                      stacklevel=2)
 
 
 def entries_of(lines: tuple[str, ...]) -> list[Entry]:

@@ -91,7 +91,7 @@ class Ledger:
     def __init__(self, path: Path | str = DEFAULT_LEDGER) -> None:
         self.path = Path(path)
 
-    def _append(self, entry: Entry) -> None:
+    def _append(self, entry: Entry, first: bool = False) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -105,9 +105,16 @@ class Ledger:
         finally:
             os.close(fd)
         if entry.target.get("ledger"):  # a Kubernetes change: its run's ledger in the cluster too
-            from inferchaos.faults.cluster_ledger import mirror
+            from inferchaos.faults.cluster_ledger import NotMirrored, mirror
 
-            mirror(entry, self)
+            try:
+                mirror(entry, first)
+            except NotMirrored:
+                # nothing was changed yet: the file must not keep an open entry nobody will close
+                self._append(Entry(id=entry.id, event="reverted", fault=entry.fault, wall=time.time(),
+                                   runner_pid=os.getpid(), detail="not applied: its cluster ledger was not written",
+                                   operator=entry.operator))
+                raise
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as f:
@@ -123,7 +130,7 @@ class Ledger:
             target=target or {}, params=params or {}, undo=tuple(undo), experiment=experiment,
             runner_started=_own_start_time(), detail=detail, operator=operator(),
         )
-        self._append(entry)
+        self._append(entry, first=True)
         return entry
 
     def extend(self, entry: Entry, undo: list[UndoStep], detail: str | None = None) -> Entry:

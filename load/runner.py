@@ -323,8 +323,9 @@ class LoadRunner:
     def lost_workers(self) -> list[LostWorker]:
         """After stop(): the workers that never said done, each with the records it had
         sent and how many of them came (their later records, and what they had in flight,
-        are missing from the log). [] when not distributed."""
-        return read_lost(self.log_path)
+        are missing from the log). [] when not distributed, or never started (a file
+        left by an earlier run in the same folder is not this run's)."""
+        return read_lost(self.log_path) if self._proc is not None else []
 
     def _wait_started(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -13,8 +13,11 @@ from typing import TYPE_CHECKING, Iterator
 
 from inferchaos import kube_options
 from inferchaos.cli.inputs import add_verb, duration, ledger_arg, ledger_file, running_cluster, state_dir_arg
-from inferchaos.cli.recover import recover_from_cluster, sweep_namespace, undo
+from inferchaos.cli.recover import namespace_connection, recover_from_cluster, sweep_namespace, undo
 from inferchaos.errors import FaultError, UsageError
+
+#: ledger entries that are not faults: a cluster (`down` ends it), a load (`load` or `recover`).
+NOT_FAULTS = ("cluster", "load")
 
 if TYPE_CHECKING:
     from inferchaos.faults.base import Fault, Landing
@@ -168,17 +171,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_inject(args: argparse.Namespace) -> int:
     with contextlib.closing(_fault(args, for_inject=True)) as made:
         fault, ledger, where = next(made)
-        still = [e for e in ledger.open_entries() if e.fault != "cluster"]
+        still = [e for e in ledger.open_entries() if e.fault not in NOT_FAULTS]
         if still:
             names = ", ".join(f"{e.fault} ({e.id})" for e in still)
             raise UsageError(f"the ledger {ledger.path} shows changes not reverted: {names}; revert them first "
                              f"with `inferchaos revert --all --ledger {ledger.path}`")
         lines = _plan(fault)  # the blast radius is checked here, before anything is journalled
         try:
-            fault.prepare()
-            fault.inject()
-            # the timer first: this process may die any moment from now (a laptop closed)
+            fault.prepare()  # journals the entry, before any change
+            # the timer next: this process may die any moment from now (a laptop closed)
             timer = None if args.for_s is None else _revert_timer(fault, args.ledger, time.time() + args.for_s)
+            fault.inject()
             landing = _landing(fault)
             if not landing.ok:
                 raise FaultError(f"{fault.name} did not land, reverted: {landing.evidence} "
@@ -260,14 +263,17 @@ def cmd_revert(args: argparse.Namespace) -> int:
     if args.at is not None and not _wait_until(args.at, ledger, args.id):
         print(f"inferchaos: {args.id} was reverted before its time")
         return 0
-    applied = [e for e in ledger.open_entries() if e.fault != "cluster"]
+    applied = [e for e in ledger.open_entries() if e.fault not in NOT_FAULTS]
     if args.all:
+        kill_switch = args.target == "kubernetes"
+        if kill_switch:
+            namespace_connection(args, "revert --all --target kubernetes")  # bad options: exit 2, nothing undone
         failed = skipped = 0
-        if applied:
-            failed, skipped = undo(ledger, applied, args.force)
+        if applied:  # the kill switch takes everything, also what a live runner applied
+            failed, skipped = undo(ledger, applied, args.force or kill_switch)
         else:
             print(f"inferchaos: nothing to revert in {args.ledger}: no fault in it is still applied")
-        if args.target == "kubernetes":  # the kill switch: every run's ledger there, then every mark
+        if kill_switch:  # every run's ledger in the namespace, then every mark
             failed += recover_from_cluster(args, everything=True)
             sweep_namespace(args, everything=True)
         return 1 if failed or skipped else 0

@@ -53,12 +53,14 @@ def cmd_load(args: argparse.Namespace) -> int:
     opts = load_options.settings(lambda name: getattr(args, name.lstrip("-").replace("-", "_")))
     if opts.users is not None:
         raise UsageError("inferchaos load is open loop: give --load-rate R, not --load-users")
+    if opts.replica_cmd or opts.ready_path:
+        raise UsageError("--replica-cmd and --ready-path are the local cluster's (`inferchaos up`), not the load's")
     web = _web(args.web) if args.web else None
     url = args.url or running_cluster(args.state_dir).lb_url
     ledger = ledger_file(args.ledger, write=True)
     workload = resolve(url, opts.api, opts.model, opts.payload, opts.headers)
     profile = LoadProfile(rate=opts.rate or DEFAULT_RATE, arrival=opts.arrival, max_in_flight=opts.max_in_flight,
-                          workload=workload)
+                          workload=workload, processes=opts.workers or 1)
     log = args.log or Path(".inferchaos/load") / time.strftime("requests-%Y%m%dT%H%M%SZ.jsonl", time.gmtime())
     load = LoadRunner(url, log, profile, web=web)
     stop = _stopping()

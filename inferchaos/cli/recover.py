@@ -127,8 +127,8 @@ def recover_from_cluster(args: argparse.Namespace, everything: bool = False) -> 
                 print(f"left {who}: its runner is still running and will revert it")
                 continue
             if not run.runner_pod and (run.expires_at is None or run.expires_at > time.time()):
-                print(f"left {who}: applied from outside the cluster, expires "
-                      f"{time.strftime('%H:%M:%SZ', time.gmtime(run.expires_at or 0))}; --force to undo now")
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.expires_at)) if run.expires_at else "never"
+                print(f"left {who}: applied from outside the cluster, expires {when}; --force to undo now")
                 continue
         print(f"recovering {who}: {len(still)} change(s) still applied")
         with via(conn):

@@ -46,9 +46,10 @@ def _core(conn: Connection) -> client.CoreV1Api:
 
 
 def append(conn: Connection, namespace: str, run: str, line: str, operator: str, runner_pod: str,
-           expires_at: float) -> None:
+           expires_at: float) -> tuple[tuple[str, ...], str]:
     """Add one line to the run's ConfigMap (created on the first), moving its expiry to the
-    latest change's. Read-modify-write with resourceVersion: a 409 reads again."""
+    latest change's. Read-modify-write with resourceVersion: a 409 reads again. Returns
+    the lines it now holds and its resourceVersion (what a delete may be conditioned on)."""
     api, name = _core(conn), PREFIX + run
     for _ in range(5):
         try:
@@ -61,8 +62,8 @@ def append(conn: Connection, namespace: str, run: str, line: str, operator: str,
                 annotations={OPERATOR: operator, RUNNER_POD: runner_pod, EXPIRES: iso(expires_at)}),
                 data={KEY: line + "\n"})
             try:
-                api.create_namespaced_config_map(namespace, body)
-                return
+                made = api.create_namespaced_config_map(namespace, body)
+                return (line,), made.metadata.resource_version
             except ApiException as exc2:
                 if exc2.status == 409:
                     continue
@@ -73,8 +74,8 @@ def append(conn: Connection, namespace: str, run: str, line: str, operator: str,
         cm.metadata.annotations = notes
         cm.data = {**(cm.data or {}), KEY: (cm.data or {}).get(KEY, "") + line + "\n"}
         try:
-            api.replace_namespaced_config_map(name, namespace, cm)
-            return
+            done = api.replace_namespaced_config_map(name, namespace, cm)
+            return _lines(cm.data), done.metadata.resource_version
         except ApiException as exc:
             if exc.status != 409:
                 raise FaultError(f"ledger ConfigMap {name}: update refused: {exc.status} {exc.reason}") from None
@@ -91,18 +92,28 @@ def ledgers(conn: Connection, namespace: str) -> list[RunLedger]:
     out = []
     for cm in found.items:
         notes = cm.metadata.annotations or {}
-        lines = tuple(x for x in (cm.data or {}).get(KEY, "").splitlines() if x.strip())
+        lines = _lines(cm.data)
         out.append(RunLedger(cm.metadata.name, lines, notes.get(OPERATOR, ""), notes.get(RUNNER_POD, ""),
                              wall(notes.get(EXPIRES, ""))))
     return sorted(out, key=lambda r: r.name)
 
 
-def delete(conn: Connection, namespace: str, name: str) -> str:
+def _lines(data: dict | None) -> tuple[str, ...]:
+    return tuple(x for x in (data or {}).get(KEY, "").splitlines() if x.strip())
+
+
+def delete(conn: Connection, namespace: str, name: str, resource_version: str | None = None) -> str:
+    """Delete the run's ConfigMap; with `resource_version`, only if nobody wrote it since
+    (a 409 then: a newer entry keeps it open)."""
+    options = client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=resource_version)) \
+        if resource_version else None
     try:
-        _core(conn).delete_namespaced_config_map(name, namespace)
+        _core(conn).delete_namespaced_config_map(name, namespace, body=options)
     except ApiException as exc:
         if exc.status == 404:
             return f"ledger {name}: already gone"
+        if exc.status == 409:
+            return f"ledger {name}: kept (written since it was read)"
         raise FaultError(f"ledger ConfigMap {name}: delete refused: {exc.status} {exc.reason}") from None
     return f"ledger {name}: closed (every change reverted)"
 

@@ -379,6 +379,9 @@ class FakeKube:
         if request.method == "GET":
             return web.json_response(self.store.get(resource, namespace, name))
         if request.method == "DELETE":  # 200 with the pod, still there while it terminates
+            refused = _precondition_failed(self.store.get(resource, namespace, name), body)
+            if refused:
+                return status_response(409, "Conflict", refused)
             return web.json_response(self._delete(resource, namespace, name, _grace_period(request, body)).object)
         if request.method == "PUT":
             if not isinstance(body, dict):
@@ -532,6 +535,19 @@ class FakeKube:
 
 def _at(parts: list[str], index: int) -> str | None:
     return parts[index] if len(parts) > index else None
+
+
+def _precondition_failed(obj: dict[str, Any], body: Any) -> str | None:
+    """DeleteOptions.preconditions (uid, resourceVersion) as the registry checks them: a
+    mismatch is a 409, worded as kube-apiserver words it."""
+    pre = body.get("preconditions") if isinstance(body, dict) else None
+    meta = obj.get("metadata") or {}
+    for key, field in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+        want = (pre or {}).get(key)
+        if want and want != meta.get(key):
+            return (f"Precondition failed: {field} in precondition: {want}, {field} in object meta: "
+                    f"{meta.get(key)}")
+    return None
 
 
 def _grace_period(request: web.Request, body: Any) -> int | None:
