@@ -154,6 +154,13 @@ CLI_CASES = {
     "revert: both id and --all": (["revert", "abc", "--all", "--ledger", "{ledger}"], ["not both"]),
     "revert: ledger is a directory": (["revert", "--all", "--ledger", "{dir}"], ["is a directory"]),
     # watch
+    "load: closed loop": (["load", "--state-dir", "{live}", "--load-users", "3"], ["open loop", "--load-rate"]),
+    "load: zero rate": (["load", "--state-dir", "{live}", "--load-rate", "0"], ["--load-rate", "above 0"]),
+    "load: bad duration": (["load", "--state-dir", "{live}", "--for", "soon"], ["--for"]),
+    "load: bad web address": (["load", "--state-dir", "{live}", "--web", "8089"], ["--web", "HOST:PORT"]),
+    "load: no cluster there": (["load", "--state-dir", "{none}"], ["no local cluster in"]),
+    "load: a local cluster's option": (["load", "--state-dir", "{live}", "--replica-cmd", "serve"],
+                                       ["--replica-cmd", "local cluster"]),
     "watch: zero interval": (["watch", "--interval", "0", "--state-dir", "{live}"], ["--interval", "above 0"]),
     "watch: negative interval": (["watch", "--interval", "-1", "--state-dir", "{live}"], ["--interval"]),
     "watch: interval not a number": (["watch", "--interval", "often", "--state-dir", "{live}"],

@@ -132,8 +132,9 @@ def containers() -> list[tuple[str, dict, dict]]:
 
 def test_deploy_runs_containers_from_the_image():
     names = {c["name"] for _, _, c in containers()}
-    # the runner, the sweeper, the reference server, its stores, pipeline and locust
-    assert {"chaos", "sweep", "server", "model-store", "feature-store", "pipeline", "master", "worker"} <= names
+    # the runner (also the load's master), the sweeper, the reference server, its stores,
+    # pipeline and the locust workers
+    assert {"chaos", "sweep", "server", "model-store", "feature-store", "pipeline", "worker"} <= names
 
 
 # --- the base: pinned ----------------------------------------------------------------------------
@@ -271,6 +272,10 @@ def test_app_holds_the_experiments_their_config_and_runbooks(final):
         assert top in layout and (layout[top] / rest).is_file(), f"{rb}: not in the image's /app"
 
 
+#: what /bin/sh runs itself (the base image's sh): no program of the image's needed.
+SHELL = {"trap", "while", "done", "wait", "sleep", "kill", "exit", ":"}
+
+
 def test_every_command_deploy_runs_is_served_by_the_image(final):
     layout = app_layout(final)
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -279,11 +284,17 @@ def test_every_command_deploy_runs_is_served_by_the_image(final):
     for path, _, c in containers():
         argv = c["command"] + c.get("args", [])
         if argv[:2] == ["/bin/sh", "-c"]:
-            words = shlex.split(argv[2])
+            # the words in a command's place: first, after a separator or `do`, after `exec`
+            words = shlex.split(argv[2].replace(";", " ; ").replace("&&", " && ").replace(" & ", " & "))
+            starts = {"&&", ";", "&", "do"}
             programs = [words[i + 1] if w == "exec" else w for i, w in enumerate(words)
-                        if i == 0 or words[i - 1] == "&&"]
+                        if (i == 0 or words[i - 1] in starts) and w not in starts]
             for program in programs:
-                assert program in scripts or re.match(r"\w+=", program), f"{path}: {program} is not on the image's PATH"
+                assert program in scripts | SHELL or re.match(r"\w+=", program), \
+                    f"{path}: {program} is not on the image's PATH"
+            if "locust" in words:  # python -P -m locust -f /app/load/locustfile.py
+                locustfile = Path(words[words.index("-f") + 1]).relative_to("/app")
+                assert (layout[locustfile.parts[0]] / Path(*locustfile.parts[1:])).is_file(), f"{path}: {locustfile}"
             if "pytest" in programs:
                 target = words[words.index("pytest") + 1].rstrip("/")
                 assert target in layout, f"{path}: pytest {target}: not in /app"
