@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
+import httpx
 import pytest
 
 from inferchaos.faults.base import Fault
@@ -117,12 +119,35 @@ def annotations(chaos: ChaosSession, target: Target, request: pytest.FixtureRequ
         if isinstance(target, LocalCluster) and target.prometheus_url:
             scrape = Path(target.state_dir) / "prometheus" / "targets" / f"runner-{os.getpid()}.json"
             write_targets(scrape, [{"targets": [f"127.0.0.1:{ann.bound_port}"], "labels": {"job": "inferchaos"}}])
+            if not _scraped(target.prometheus_url, ann.bound_port, SCRAPE_WAIT_S):
+                say(f"Prometheus has not scraped the runner's metrics after {SCRAPE_WAIT_S:g} s: the first "
+                    "fault windows may be missing from it")
     try:
         yield ann
     finally:
         ann.stop()
         if scrape is not None:
             scrape.unlink(missing_ok=True)
+
+
+#: Prometheus hands new file_sd targets to its scrapers at most every 5 s; then the first scrape.
+SCRAPE_WAIT_S = 20.0
+
+
+def _scraped(prometheus: str, port: int, within_s: float) -> bool:
+    """The runner's /metrics scraped (health up) by Prometheus: before the first fault, so a
+    dashboard, or a PromQL objective on inferchaos_fault_active, sees every window."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            active = httpx.get(f"{prometheus}/api/v1/targets", params={"state": "active"}, timeout=2).json()
+            if any(t.get("health") == "up" and f":{port}/" in t.get("scrapeUrl", "")
+                   for t in active["data"]["activeTargets"]):
+                return True
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    return False
 
 
 @pytest.fixture(scope="session")
