@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from dataclasses import asdict
 
-from inferchaos.cli.inputs import add_verb, read_state_dir, state_dir_arg
+from inferchaos.cli.inputs import add_verb, read_state_dir, state_dir_arg, stop_signals
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +68,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _print_urls(cluster)
         print(f"stop it with: inferchaos down --state-dir {args.state_dir}")
         return 0
-    stop = _on_signals()
+    stop = stop_signals()
     try:
         cluster.start(progress=say)
         _print_urls(cluster)
@@ -156,19 +155,6 @@ def _print_urls(cluster) -> None:  # type: ignore[no-untyped-def]
 
 def _own_pid() -> int:
     return os.getpid()
-
-
-def _on_signals():  # type: ignore[no-untyped-def]
-    """Ctrl-C and SIGTERM end the foreground `up` through its `finally`, not mid-teardown."""
-    flag = {"stop": False}
-
-    def handler(*_: object) -> None:
-        flag["stop"] = True
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return lambda: flag["stop"]
-
 
 
 VERBS = {"up": cmd_up, "status": cmd_status, "down": cmd_down}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -123,3 +124,15 @@ def ledger_file(path: Path, write: bool = False) -> Ledger:
             raise UsageError(f"cannot write the ledger {path}")
     return Ledger(path)
 
+
+def stop_signals():  # type: ignore[no-untyped-def]
+    """Ctrl-C and SIGTERM set a flag the verb's loop reads, so its `finally` (stopping the
+    cluster or the load) runs whole rather than from inside a handler."""
+    flag = {"stop": False}
+
+    def handler(*_: object) -> None:
+        flag["stop"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: flag["stop"]

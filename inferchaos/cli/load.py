@@ -9,13 +9,13 @@ of `--for`. It is journalled like any change, so a SIGKILLed `load` leaves nothi
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
 
 from inferchaos import load_options
-from inferchaos.cli.inputs import add_verb, duration, ledger_arg, ledger_file, running_cluster, state_dir_arg
+from inferchaos.cli.inputs import (add_verb, duration, ledger_arg, ledger_file, running_cluster, state_dir_arg,
+                                   stop_signals)
 from inferchaos.errors import TargetError, UsageError
 
 DEFAULT_RATE = 20.0
@@ -63,7 +63,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                           workload=workload, processes=opts.workers or 1)
     log = args.log or Path(".inferchaos/load") / time.strftime("requests-%Y%m%dT%H%M%SZ.jsonl", time.gmtime())
     load = LoadRunner(url, log, profile, web=web)
-    stop = _stopping()
+    stop = stop_signals()
     entry = ledger.applied("load", [step("end_marked", mark=load.mark, what="locust")], {"kind": "process"},
                            detail=f"inferchaos load {url}")
     try:
@@ -105,18 +105,6 @@ def _web(text: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"--web {text!r}: expected HOST:PORT, e.g. {WEB}")
     return text
-
-
-def _stopping():  # type: ignore[no-untyped-def]
-    """Ctrl-C and SIGTERM end the loop; the `finally` stops locust and closes the entry."""
-    flag = {"stop": False}
-
-    def handler(*_: object) -> None:
-        flag["stop"] = True
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return lambda: flag["stop"]
 
 
 def say(line: str) -> None:
