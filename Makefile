@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 REPORT ?= reports/out
 
-.PHONY: setup system servers demo test bench clean image
+.PHONY: setup system servers native demo test bench clean image
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,8 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 # HAProxy is required. Chromium (summary.html checked in a real browser) and Prometheus (the
 # Prometheus probe against a real server) are optional: tests that need them skip without.
+# A C compiler (gcc) builds the cuda_errors shim; without one that fault says so and stops.
 system:
 	@missing=$$(for c in haproxy chromium prometheus; do command -v $$c >/dev/null 2>&1 || printf '%s ' $$c; done); \
+	command -v cc >/dev/null 2>&1 || missing="$$missing""gcc libc6-dev "; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing $$missing with apt-get"; \
@@ -43,7 +45,12 @@ $(VENV)/node/.installed:
 servers:
 	tests/servers/install.sh
 
-setup: $(VENV)/.installed system $(VENV)/node/.installed
+# The C parts (the cuda_errors shim, the stand-in libcudart/libcuda the reference server calls),
+# compiled with cc into ~/.cache/inferchaos/native/<source hash>/; also built on first use.
+native: $(VENV)/.installed
+	@$(PY) -m inferchaos.native || echo "the cuda_errors fault cannot run here until a C compiler is installed"
+
+setup: $(VENV)/.installed system $(VENV)/node/.installed native
 
 # The experiments' verdict is the exit code; the reports are written whatever it is.
 demo: setup

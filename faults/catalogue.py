@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from inferchaos.faults.base import BlastRadius, Fault
 from inferchaos.faults.autoscaled_surge import AutoscaledSurge
+from inferchaos.faults.cuda_errors import ERRORS as CUDA_ERRORS, CudaErrors
 from inferchaos.faults.dependency_latency import DEPENDENCIES, DependencyLatency
 from inferchaos.faults.gpu_hog import parse_bytes
 from inferchaos.faults.gpu_oom import GpuOom
@@ -204,6 +205,18 @@ CATALOGUE: dict[str, FaultSpec] = {s.id: s for s in (
         (REPLICAS,
          Param("leave", "size", "device memory to leave free: bytes (0, 256MiB, 1.5GB) or a share of capacity (2%)"),
          Param("ramp_s", "seconds", "seconds over which the pressure grows (0: at once; >0: a leak)"))),
+    FaultSpec(
+        "cuda_errors", CudaErrors,
+        "the server's own CUDA calls fail (an LD_PRELOAD shim in front of libcudart/libcuda): allocations "
+        "return out-of-memory, or launches an illegal address or an ECC error (the context is lost); each "
+        "victim is restarted with the shim, inert, before the baseline",
+        "the CUDA calls of `replicas` replicas (count or %, default 1), and of any replica started on their "
+        "GPUs while it holds; at least one replica keeps serving",
+        (REPLICAS,
+         Param("error", "choice", "oom: allocations fail; illegal_address, ecc: kernel launches fail",
+               choices=tuple(CUDA_ERRORS)),
+         Param("after", "count", "calls that still succeed in each process before the errors start"),
+         Param("rate", "number", "share of allocations that fail (oom only; above 0, at most 1)", above=0.0))),
     FaultSpec(
         "model_load_stall", ModelLoadStall,
         "the model-store route stalls, is throttled or delayed, then `replicas` replicas are crashed so their "

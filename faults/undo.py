@@ -12,6 +12,7 @@ import os
 import signal
 import types
 import typing
+from pathlib import Path
 from typing import Any, Callable, Iterator, get_type_hints
 
 from inferchaos.faults.ledger import UndoStep
@@ -171,6 +172,18 @@ def kube_end_hog(conn: dict, namespace: str, pod: str, container: str) -> str:
     return processes.end_hog(_kube(conn), namespace, pod, container)
 
 
+def disarm_cuda(trigger: str) -> str:
+    """Remove a `cuda_errors` trigger: the shim passes every call on again within 10 ms.
+    Only a trigger is ever removed (a `*.trigger` file in a `cuda` folder): a ledger is data."""
+    path = Path(trigger)
+    if path.suffix != ".trigger" or path.parent.name != "cuda":
+        raise FaultError(f"disarm_cuda: {trigger!r} is not a cuda_errors trigger: refused")
+    if not path.exists():
+        return f"CUDA error trigger {trigger}: already removed"
+    path.unlink(missing_ok=True)
+    return f"CUDA error trigger {trigger}: removed, calls pass again"
+
+
 def stop_cluster(state_dir: str) -> str:
     from inferchaos.targets.local.cluster import LocalCluster  # a heavier import, only for recover
 
@@ -186,6 +199,7 @@ EXECUTORS: dict[str, Executor] = {
     "stop_cluster": stop_cluster,
     "clear_toxics": clear_toxics,
     "clear_perturbation": clear_perturbation,
+    "disarm_cuda": disarm_cuda,
     "kube_node": kube_node,
     "kube_scale": kube_scale,
     "kube_delete_custom": kube_delete_custom,

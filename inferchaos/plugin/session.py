@@ -27,6 +27,7 @@ from inferchaos.targets.local import ClusterSpec, LocalCluster
 FAULT_MARKERS = {
     "spot_reclamation": "spot instance reclaimed mid-inference (notice, then kill)",
     "gpu_oom": "device memory exhausted on a replica",
+    "cuda_errors": "a replica's own CUDA calls fail (out of memory, illegal address, ECC)",
     "model_load_stall": "model store slow or stalled while replicas load",
     "pipeline_lag": "feature pipeline stopped or feature reads slow",
     "dependency_latency": "latency, jitter or resets toward a dependency",

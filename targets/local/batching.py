@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
+from inferchaos.targets.local.cuda import CudaError, CudaRuntime
 from inferchaos.targets.local.model import Model
 from inferchaos.targets.local.vgpu import DeviceOutOfMemory, VirtualDevice
 
@@ -68,7 +69,8 @@ class Batcher:
 
     `before_batch` runs at the start of every batch (the server fetches features there);
     `on_oom` is told when a batch's allocation failed, after that batch's items were
-    failed, so the server can decide between dying and rejecting.
+    failed, so the server can decide between dying and rejecting; `on_fatal` when a CUDA
+    call failed in a way no process survives (an illegal address, an ECC error).
     """
 
     def __init__(
@@ -77,8 +79,10 @@ class Batcher:
         config: BatchConfig,
         device: VirtualDevice | None = None,
         before_batch: Callable[[], Awaitable[Any]] | None = None,
-        on_oom: Callable[[DeviceOutOfMemory], None] | None = None,
+        on_oom: Callable[[DeviceOutOfMemory | CudaError], None] | None = None,
         on_queue_time: Callable[[float], None] | None = None,
+        cuda: CudaRuntime | None = None,
+        on_fatal: Callable[[CudaError], None] | None = None,
     ) -> None:
         self.model = model
         self.config = config
@@ -86,6 +90,8 @@ class Batcher:
         self._before_batch = before_batch
         self._on_oom = on_oom
         self._on_queue_time = on_queue_time
+        self.cuda = cuda
+        self._on_fatal = on_fatal
         self._pending: deque[_Item] = deque()
         self._running: list[_Item] = []
         self._wakeup = asyncio.Event()
@@ -136,6 +142,12 @@ class Batcher:
         self._pending.clear()
         self._running = []
 
+    @staticmethod
+    def _fail(batch: list[_Item], exc: Exception) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
     # ---------------------------------------------------------------- the loop
     async def _loop(self) -> None:
         while True:
@@ -182,7 +194,7 @@ class Batcher:
         tag = f"batch-{next(self._seq)}"
         started = time.monotonic()
         self._running = batch
-        allocated = False
+        allocated, ptr = False, None
         try:
             if self.device is not None:
                 try:
@@ -194,6 +206,16 @@ class Batcher:
                             item.future.set_exception(exc)
                     if self._on_oom is not None:
                         self._on_oom(exc)
+                    return
+            if self.cuda is not None:
+                try:  # where a real engine's allocator and kernels call CUDA
+                    ptr = self.cuda.malloc(rows * cfg.batch_bytes_per_item)
+                    self.cuda.launch()
+                except CudaError as exc:
+                    self._fail(batch, exc)
+                    callback = self._on_oom if exc.out_of_memory else self._on_fatal
+                    if callback is not None:
+                        callback(exc)
                     return
             for item in batch:
                 if self._on_queue_time is not None:
@@ -208,4 +230,9 @@ class Batcher:
         finally:
             if allocated and self.device is not None:
                 self.device.free(tag)
+            if ptr is not None and self.cuda is not None:
+                try:
+                    self.cuda.free(ptr)
+                except CudaError:
+                    pass  # a lost context fails every call; the launch already said so
             self._running = [] if self._running is batch else self._running

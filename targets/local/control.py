@@ -20,6 +20,8 @@ DESIRED_KEYS: dict[str, type] = {
     "autoscale_polling_s": float, "autoscale_up_window_s": float, "autoscale_cooldown_s": float,
     # pre-heat: at least this many replicas serving, ahead of a known spike
     "preheat": int,
+    # cuda_errors: device -> {"shim": path, "trigger": path}, put in the env of replicas started there
+    "cuda_faults": dict,
 }
 
 

@@ -28,6 +28,7 @@ from prometheus_client import disable_created_metrics
 
 from inferchaos.targets.local import model as mdl
 from inferchaos.targets.local.batching import Batcher, EngineUnavailable, ItemResult
+from inferchaos.targets.local.cuda import CudaError, CudaRuntime
 from inferchaos.targets.local.protocol import BadRequest, parse_infer
 from inferchaos.targets.local.server_config import ServerConfig, parse_args
 from inferchaos.targets.local.server_metrics import CONTENT_TYPE, DeviceMemory, ServerMetrics
@@ -95,6 +96,7 @@ class ReferenceServer:
         self.exit_code = 0
         self.perturb_sigma = 0.0
         self._rng = np.random.default_rng()
+        self.cuda: CudaRuntime | None = None
 
     # ------------------------------------------------------------ lifecycle
     async def run(self) -> int:
@@ -103,6 +105,14 @@ class ReferenceServer:
             log(cfg.name, f"virtual GPU {cfg.device} does not exist in {cfg.vgpu_dir}")
             return 2
         log(cfg.name, f"starting (model {cfg.model!r}, store {cfg.model_store})")
+        cuda = None
+        if cfg.cudart is not None:
+            try:
+                cuda = CudaRuntime(cfg.cudart)
+            except (OSError, AttributeError) as exc:
+                log(cfg.name, f"cannot use the CUDA runtime {cfg.cudart}: {exc}")
+                return 2
+        self.cuda = cuda
         self.session = aiohttp.ClientSession()
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
@@ -170,13 +180,36 @@ class ReferenceServer:
                     self.dead = True
                     return self._finish(1)
                 await asyncio.sleep(1.0)  # reject mode: stay up, not ready, try again
+        if not await self._warm_up():
+            return None
         self.model = mdl.Model(cfg.model, weights)
         self.batcher = Batcher(
             self.model, cfg.batch, self.device, before_batch=self._read_features,
-            on_oom=self._on_oom, on_queue_time=self.metrics.observe_queue,
+            on_oom=self._on_oom, on_queue_time=self.metrics.observe_queue, cuda=self.cuda, on_fatal=self._on_fatal,
         )
         self.batcher.start()
         log(cfg.name, "model loaded; ready")
+
+    async def _warm_up(self) -> bool:
+        """One batch's worth of CUDA calls before saying ready, as vLLM's profiling run and
+        Triton's model warm-up do: a GPU that fails them never gets traffic. False when the
+        process is to end (exit on OOM, or a lost context); reject mode retries until it works."""
+        cfg = self.cfg
+        while self.cuda is not None:
+            try:
+                ptr = self.cuda.malloc(cfg.batch.max_batch_size * cfg.batch.batch_bytes_per_item)
+                self.cuda.launch()
+                self.cuda.free(ptr)
+                return True
+            except CudaError as exc:
+                fatal = not exc.out_of_memory or cfg.oom == "exit"
+                log(cfg.name, f"warm-up: {exc}" + ("; exiting" if fatal else "; not ready, retrying in 1s"))
+                if fatal:
+                    self.dead = True
+                    self._finish(1)
+                    return False
+                await asyncio.sleep(1.0)
+        return True
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self.draining or self.dead:
@@ -204,7 +237,14 @@ class ReferenceServer:
         if self.batcher is not None:
             await self.batcher.close(reason)
 
-    def _on_oom(self, exc: DeviceOutOfMemory) -> None:
+    def _on_fatal(self, exc: CudaError) -> None:
+        """A lost CUDA context: no batch can run in this process again, whatever `--oom` says."""
+        log(self.cfg.name, f"{exc}; CUDA context lost, engine dead, exiting")
+        if not self.dead:
+            self.dead = True
+            asyncio.get_running_loop().create_task(self._die(f"engine dead: {exc}"))
+
+    def _on_oom(self, exc: DeviceOutOfMemory | CudaError) -> None:
         log(self.cfg.name, f"{exc}" + ("; engine dead, exiting" if self.cfg.oom == "exit" else "; rejected batch"))
         if self.cfg.oom == "exit" and not self.dead:
             self.dead = True
@@ -348,7 +388,7 @@ class ReferenceServer:
         assert self.batcher is not None
         try:
             return await self.batcher.submit(rows)
-        except (DeviceOutOfMemory, EngineUnavailable) as exc:
+        except (DeviceOutOfMemory, CudaError, EngineUnavailable) as exc:
             return error(500, str(exc), FeatureUse().headers())
 
     async def infer(self, request: web.Request) -> web.Response:

@@ -30,7 +30,8 @@ class ServerConfig:
     feature_timeout_s: float = 0.2
     feature_backoff_s: float = 1.0
     host: str = "127.0.0.1"
-
+    #: the CUDA runtime library each batch calls (none: no CUDA calls at all)
+    cudart: Path | None = None
 
 
 def _at_least(low: float, cast: type = float):
@@ -63,7 +64,10 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     p.add_argument("--per-item-latency-ms", type=non_negative, default=2.0, help="per row")
     p.add_argument("--token-latency-ms", type=non_negative, default=5.0)
     p.add_argument("--shutdown-timeout-s", type=non_negative, default=10.0)
-    p.add_argument("--oom", choices=("exit", "reject"), default="exit")
+    p.add_argument("--oom", choices=("exit", "reject"), default="exit",
+                   help="on device out-of-memory: exit (vLLM's engine dies) or reject the batch and stay up")
+    p.add_argument("--cudart", type=Path, help="libcudart to call per batch (an allocation, a launch); "
+                   "the local cluster passes the suite's stand-in (`python -m inferchaos.native`)")
     p.add_argument("--feature-timeout-ms", type=non_negative, default=200.0,
                    help="per feature read; on timeout the last features are used")
     p.add_argument("--feature-backoff-ms", type=non_negative, default=1000.0,
@@ -78,4 +82,5 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
                           a.per_item_latency_ms / 1000, a.batch_bytes_per_item),
         token_latency_s=a.token_latency_ms / 1000, shutdown_timeout_s=a.shutdown_timeout_s, oom=a.oom,
         feature_timeout_s=a.feature_timeout_ms / 1000, feature_backoff_s=a.feature_backoff_ms / 1000,
+        cudart=a.cudart,
     )

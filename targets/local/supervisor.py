@@ -27,7 +27,8 @@ from pathlib import Path
 
 import aiohttp
 
-from inferchaos.errors import ClusterStartError
+from inferchaos import native
+from inferchaos.errors import ClusterStartError, UsageError
 from inferchaos.targets.local import haproxy, prometheus
 from inferchaos.targets.local.autoscaler import ScaleLoop, metric_sum, policy_from
 from inferchaos.targets.local.ports import free_port, free_ports, port_in_use
@@ -64,6 +65,17 @@ class Pending:
     slot: int | None
 
 
+def cuda_fault_env(faults: dict, device: int, environ: "os._Environ[str] | dict[str, str]") -> dict[str, str]:
+    """The environment a replica starting on `device` gets from a `cuda_errors` fault on it
+    (desired `cuda_faults`: device -> {shim, trigger}): the shim preloaded in front of
+    whatever the command preloads already, and where its trigger is."""
+    fault = faults.get(str(device))
+    if not fault:
+        return {}
+    preload = " ".join(p for p in (fault["shim"], environ.get("LD_PRELOAD", "")) if p)
+    return {"LD_PRELOAD": preload, "INFERCHAOS_CUDA_TRIGGER": fault["trigger"]}
+
+
 class Supervisor:
     def __init__(self, spec: ClusterSpec, state_dir: Path, owner_pid: int | None = None) -> None:
         self.spec = spec
@@ -84,6 +96,17 @@ class Supervisor:
         self.admin: haproxy.AdminSocket | None = None
         self.http: aiohttp.ClientSession | None = None
         self.scaling = ScaleLoop()
+        self.cudart = self._cudart()
+
+    @staticmethod
+    def _cudart() -> str | None:
+        """The stand-in CUDA runtime our replicas call per batch, built once (cached); without
+        a C compiler they make no CUDA calls and `cuda_errors` says why it cannot run."""
+        try:
+            return str(native.path("cudart"))
+        except UsageError as exc:
+            log(f"replicas make no CUDA calls: {exc}")
+            return None
 
     # ------------------------------------------------------------------ lifecycle
     async def main(self) -> int:
@@ -268,7 +291,8 @@ class Supervisor:
             sys.executable, "-m", "inferchaos.targets.local.server", "--port", str(port), "--name", name,
             "--model", self.spec.model, "--model-store", str(fields["model_store"]),
             "--feature-store", str(fields["feature_store"]), "--vgpu-dir", str(self.vgpu_dir),
-            "--device", str(device), "--oom", self.spec.oom, *self.spec.server_args,
+            "--device", str(device), "--oom", self.spec.oom, *(["--cudart", self.cudart] if self.cudart else []),
+            *self.spec.server_args,
         ]
 
     def _spawn_replica(self, slot: int | None) -> ReplicaRecord:
@@ -281,7 +305,8 @@ class Supervisor:
         if not dev.exists():
             VirtualDevice.create(self.vgpu_dir, device, self.spec.device_capacity_bytes)
         log_path = self.logs / f"{name}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "INFERCHAOS_REPLICA": name}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "INFERCHAOS_REPLICA": name,
+               **cuda_fault_env(read_desired(self.dir).get("cuda_faults", {}), device, os.environ)}
         try:
             proc = spawn(self._replica_argv(name, port, device), log_path, env)
         except OSError as exc:
