@@ -18,6 +18,7 @@ import httpx
 
 from inferchaos.faults.base import Fault, RunContext
 from inferchaos.faults.autoscaled_surge import AutoscaledSurge
+from inferchaos.faults.cuda_errors import CudaErrors
 from inferchaos.faults.dependency_latency import DependencyLatency
 from inferchaos.faults.gpu_oom import GpuOom
 from inferchaos.faults.ledger import Ledger
@@ -40,6 +41,7 @@ INFER = {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "dat
 BUILDERS: dict[str, Callable[[LocalCluster, Ledger], Fault]] = {
     "spot_reclamation": lambda c, l: SpotReclamation(ledger=l, target=c, notice_s=1.0, provisioning_delay_s=600.0),
     "gpu_oom": lambda c, l: GpuOom(ledger=l, target=c, leave="0"),
+    "cuda_errors": lambda c, l: CudaErrors(ledger=l, target=c, error="oom"),
     "model_load_stall": lambda c, l: ModelLoadStall(ledger=l, target=c, stall_s=math.inf, provisioning_delay_s=0.2),
     "pipeline_lag": lambda c, l: PipelineLag(ledger=l, target=c, mode="both", read_latency_ms=1000.0),
     "dependency_latency": lambda c, l: DependencyLatency(ledger=l, target=c, dependency="feature_store",
@@ -75,6 +77,7 @@ class Planted:
 PLANTED = {
     "spot_reclamation": Planted("test_spot_reclamation.py", "spot", ("replacement_s=0.5",), "replacement_s"),
     "gpu_oom": Planted("test_gpu_oom.py", "sudden", ("availability=1",), "availability"),
+    "cuda_errors": Planted("test_cuda_errors.py", "oom", ("availability=1",), "availability"),
     "model_load_stall": Planted("test_model_load_stall.py", "cold", ("cold_start_s=1",), "cold_start_s"),
     "pipeline_lag": Planted("test_pipeline_lag.py", "stop", ("freshness_s=1",), "freshness_s"),
     "dependency_latency": Planted("test_dependency_latency.py", "latency", ("p99_ms=150",), "p99_ms"),

@@ -68,6 +68,15 @@ def effect_gpu_oom(cluster: LocalCluster, fault) -> None:  # type: ignore[no-unt
     assert infer(cluster.lb_url).status_code == 200, "the other replicas keep serving"
 
 
+def effect_cuda_errors(cluster: LocalCluster, fault) -> None:  # type: ignore[no-untyped-def]
+    (victim,) = fault.victims
+    assert "LD_PRELOAD" in Path(f"/proc/{victim.pid}/environ").read_text(), "restarted with the shim"
+    r = infer(f"http://127.0.0.1:{victim.port}")
+    assert r.status_code == 500 and "CUDA error: out of memory" in r.text, r.text
+    wait_for(lambda: not group_alive(victim.pgid), 10, "the replica to exit on the CUDA OOM, as vLLM's engine does")
+    assert infer(cluster.lb_url).status_code == 200, "the other replicas keep serving"
+
+
 def effect_model_load_stall(cluster: LocalCluster, fault) -> None:  # type: ignore[no-untyped-def]
     (victim,) = fault.victims
     wait_for(lambda: not group_alive(victim.pgid), 5, "the crashed replica gone")

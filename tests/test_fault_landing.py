@@ -19,6 +19,7 @@ import pytest
 
 from inferchaos.faults.autoscaled_surge import AutoscaledSurge
 from inferchaos.faults.base import Fault
+from inferchaos.faults.cuda_errors import CudaErrors
 from inferchaos.faults.dependency_latency import DependencyLatency
 from inferchaos.faults.gpu_oom import GpuOom
 from inferchaos.faults.ledger import Ledger
@@ -65,6 +66,8 @@ CASES: dict[str, tuple[Callable[[LocalCluster], Fault], tuple[str, str, object] 
     "spot_reclamation": (lambda c: SpotReclamation(target=c, notice_s=0.5),
                          ("inferchaos.faults.spot_reclamation", "signal_group", no_signal), "still running"),
     "gpu_oom": (lambda c: GpuOom(target=c, leave="100%"), None, "the hog holds nothing"),
+    # armed, read by the shim, but every call still within `after`: nothing the server felt
+    "cuda_errors": (lambda c: CudaErrors(target=c, after=10**9), None, "returned no CUDA error"),
     "model_load_stall": (lambda c: ModelLoadStall(target=c, stall_s=math.inf),
                          ("inferchaos.targets.local.depproxy", "ProxyControl.set_toxics", no_toxics), "model store route"),
     "dependency_latency": (lambda c: DependencyLatency(target=c, latency_ms=300.0),

@@ -193,6 +193,13 @@ def effect_gpu_oom(c: LocalCluster) -> None:
     assert r.status_code == 500 and "out of memory" in r.text.lower()
 
 
+def effect_cuda_errors(c: LocalCluster) -> None:
+    # inject provoked one request: the victim answered 500 and exited; the trigger outlives inject
+    assert len(list(Path(c.state_dir, "cuda").glob("*.trigger"))) == 1
+    logs = [Path(r.log).read_text() for r in [*c.state.history, *c.state.replicas]]
+    assert any("CUDA error: out of memory (error 2 from cudaMalloc); engine dead" in t for t in logs)
+
+
 def effect_wrong_answers(c: LocalCluster) -> None:
     wrong = [r.name for r in c.state.active() if not answers_right(r.port)]
     assert len(wrong) == 1, wrong
@@ -224,6 +231,7 @@ INJECT = {
     "replica_crash": ["provisioning_delay_s=600"],
     "spot_reclamation": ["notice_s=1", "provisioning_delay_s=600"],
     "gpu_oom": ["leave=0"],
+    "cuda_errors": ["error=oom"],
     "wrong_answers": ["sigma=2"],
     "pipeline_lag": ["mode=stop"],
     "dependency_latency": ["latency_ms=300"],
