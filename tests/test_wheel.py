@@ -73,7 +73,8 @@ def test_the_wheel_holds_one_import_package_and_the_files_it_runs_with(wheel):
     assert tops == {"inferchaos"}, tops
     for layer in LAYERS:
         assert f"inferchaos/{layer}/__init__.py" in names, layer
-    for needed in ("inferchaos/slo.toml", "inferchaos/load/locustfile.py", "inferchaos/targets/local/server.py"):
+    for needed in ("inferchaos/slo.toml", "inferchaos/load/locustfile.py", "inferchaos/targets/local/server.py",
+                   "inferchaos/faults/cuda_shim.c", "inferchaos/targets/local/fakecuda/cudart.c"):
         assert needed in names, needed
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     assert "[pytest11]" in meta and "inferchaos = inferchaos.plugin" in meta, meta
@@ -112,4 +113,10 @@ def test_a_team_runs_an_experiment_from_an_empty_folder_with_only_the_wheel(whee
     recover = run([str(venv / "bin" / "inferchaos"), "recover", "--ledger", "ledger.jsonl"], cwd=team, env=env,
                   timeout=120)
     assert recover.returncode == 0 and "nothing to recover" in recover.stdout, recover.stdout + recover.stderr
+    # the C parts compile from the installed sources, into the cache it is told
+    built = run([str(py), "-m", "inferchaos.native"], cwd=team, timeout=120,
+                env={**env, "INFERCHAOS_NATIVE_DIR": str(tmp_path / "native")})
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert sorted(p.name for p in (tmp_path / "native").glob("*/*.so*")) == [
+        "libcuda.so.1", "libcudart.so.12", "libinferchaos_cudashim.so"], built.stdout
     assert processes_mentioning(str(venv)) == []
