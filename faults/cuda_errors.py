@@ -97,6 +97,7 @@ class CudaErrors(LocalFault):
             raise UsageError(f"{self.name}: rate must be above 0 and at most 1, got {self.rate}")
         if self.rate < 1 and self.error != "oom":
             raise UsageError(f"{self.name}: rate applies to error=oom only (a lost context is not a matter of odds)")
+        native.compiler()  # the shim is compiled where it runs: no compiler is bad input, said before anything
 
     def params(self) -> dict[str, Any]:
         return {"replicas": str(self.radius), "error": self.error, "after": self.after, "rate": self.rate}

@@ -50,7 +50,10 @@ CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror")
 
 
 def compiler() -> str:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    named = os.environ.get("CC")
+    cc = shutil.which(named) if named else shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if named and not cc:
+        raise UsageError(f"CC={named}: no such compiler (the cuda_errors fault builds its shim with it)")
     if not cc:
         raise UsageError("no C compiler found (cc, gcc or clang): the cuda_errors fault builds its shim with one "
                          "(Debian/Ubuntu: apt-get install -y gcc), or set CC")

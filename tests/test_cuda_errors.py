@@ -10,6 +10,8 @@ answer, never from the fault's own bookkeeping.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -167,3 +169,16 @@ def test_the_experiment_fails_where_the_server_rejects_and_nothing_notices(rejec
     assert result.verdict == "fail", result.failure_message()
     assert "availability" in {s.name for s in result.slos if not s.ok}, result.failure_message()
     assert ledger.open_entries() == []
+
+
+def test_without_a_compiler_it_is_one_line_exit_2_and_nothing_is_touched(dies, tmp_path):
+    before = snapshot(dies)
+    env = {**os.environ, "CC": "/nonexistent/cc", "INFERCHAOS_NATIVE_DIR": str(tmp_path / "native")}
+    res = subprocess.run([sys.executable, "-m", "inferchaos.cli", "inject", "cuda_errors", "--state-dir",
+                          str(dies.state_dir), "--ledger", str(tmp_path / "ledger.jsonl")],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.strip().splitlines() == ["inferchaos: error: CC=/nonexistent/cc: no such compiler (the "
+                                               "cuda_errors fault builds its shim with it)"], res.stderr
+    assert Ledger(tmp_path / "ledger.jsonl").open_entries() == []
+    assert snapshot(dies) == before
