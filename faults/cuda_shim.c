@@ -22,8 +22,10 @@
  *   alloc=oom      allocations (cudaMalloc*, cuMemAlloc*) return out-of-memory (2)
  *   after=N        ... after N more successful allocations in this process
  *   rate=P         ... each with probability P (0..1, default 1), seed=S for the sequence
- *   launch=CODE    kernel and graph launches return CODE (700 illegal address, 214 ECC
- *                  uncorrectable) after launch_after=N more successful launches. Such an
+ *   launch=CODE    kernel and graph launches (cudaLaunchKernel, nvcc 13's __cudaLaunchKernel,
+ *                  their _ptsz forms, cudaGraphLaunch, cuLaunchKernel, cuGraphLaunch) return
+ *                  CODE (700 illegal address, 214 ECC uncorrectable) after launch_after=N
+ *                  more successful launches. Such an
  *                  error is sticky, as on a device: every intercepted call of this process
  *                  returns it from then on, whatever the trigger says later.
  *
@@ -50,6 +52,7 @@ typedef void *cudaStream_t;
 typedef void *CUstream;
 typedef void *CUfunction;
 typedef void *cudaGraphExec_t;
+typedef void *cudaKernel_t;
 typedef void *CUgraphExec;
 typedef unsigned long long CUdeviceptr;
 
@@ -291,6 +294,31 @@ cudaError_t cudaLaunchKernel(const void *func, dim3 grid, dim3 block, void **arg
     if (code) return code;
     REAL(cudaError_t, cudaLaunchKernel, RUNTIME_LIBS, (const void *, dim3, dim3, void **, size_t, cudaStream_t));
     return real_cudaLaunchKernel(func, grid, block, args, shmem, s);
+}
+
+cudaError_t cudaLaunchKernel_ptsz(const void *func, dim3 grid, dim3 block, void **args, size_t shmem, cudaStream_t s) {
+    int code = launch_verdict(1);
+    if (code) return code;
+    REAL(cudaError_t, cudaLaunchKernel_ptsz, RUNTIME_LIBS, (const void *, dim3, dim3, void **, size_t, cudaStream_t));
+    return real_cudaLaunchKernel_ptsz(func, grid, block, args, shmem, s);
+}
+
+/* What nvcc 13's <<<>>> launches call (crt/device_functions.h), not cudaLaunchKernel:
+ * found by running a real CUDA program under the shim (tests/native/cuda_app.cu). */
+cudaError_t __cudaLaunchKernel(cudaKernel_t k, dim3 grid, dim3 block, void **args, size_t shmem, cudaStream_t s) {
+    int code = launch_verdict(1);
+    if (code) return code;
+    REAL(cudaError_t, __cudaLaunchKernel, RUNTIME_LIBS, (cudaKernel_t, dim3, dim3, void **, size_t, cudaStream_t));
+    return real___cudaLaunchKernel(k, grid, block, args, shmem, s);
+}
+
+cudaError_t __cudaLaunchKernel_ptsz(cudaKernel_t k, dim3 grid, dim3 block, void **args, size_t shmem,
+                                    cudaStream_t s) {
+    int code = launch_verdict(1);
+    if (code) return code;
+    REAL(cudaError_t, __cudaLaunchKernel_ptsz, RUNTIME_LIBS,
+         (cudaKernel_t, dim3, dim3, void **, size_t, cudaStream_t));
+    return real___cudaLaunchKernel_ptsz(k, grid, block, args, shmem, s);
 }
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t g, cudaStream_t s) {

@@ -1,7 +1,10 @@
 """The cuda_errors shim at the lowest boundary there is without a GPU: a real C program
 linked against libcudart and libcuda (stand-ins with the same symbol names, sonames and
 symbol versions, built here), with the shim LD_PRELOAD'ed between them exactly as it sits
-between PyTorch and the real libraries on a device.
+between PyTorch and the real libraries on a device. Where NVIDIA's CUDA toolkit is
+installed (nvcc and the real shared libcudart; no driver or GPU needed), a real CUDA
+program with a real kernel runs under the shim too, and the stand-in's wording is
+checked against the real runtime's.
 
 What a call returned is read from the program; whether it reached the library behind the
 shim is read from that library's own counters. Nothing of the shim's code is imported.
@@ -9,9 +12,10 @@ shim is read from that library's own counters. Nothing of the shim's code is imp
 
 from __future__ import annotations
 
+import glob
 import os
-import sys
 import shutil
+import sys
 import subprocess
 import time
 from pathlib import Path
@@ -206,3 +210,68 @@ def test_the_reference_servers_runtime_calls_go_through_the_shim(libs: Path, tri
     arm(trigger, "alloc=oom")
     out, _ = proc.communicate("go\n", timeout=20)
     assert out.strip() == "CUDA error: out of memory (error 2 from cudaMalloc)"
+
+
+# ------------------------------------------------------------------ NVIDIA's own runtime
+def nvcc() -> str | None:
+    found = shutil.which("nvcc") or sorted(glob.glob("/usr/local/cuda*/bin/nvcc"))
+    return found if isinstance(found, str) else (found[-1] if found else None)
+
+
+@pytest.fixture(scope="module")
+def real_app(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """tests/native/cuda_app.cu built by nvcc twice: against the shared libcudart (as
+    PyTorch links it) and the static one (nvcc's default)."""
+    compiler = nvcc()
+    if compiler is None:
+        pytest.skip("NVIDIA's CUDA toolkit (nvcc) is not installed")
+    d = tmp_path_factory.mktemp("cuda-real")
+    out = {}
+    for how in ("shared", "static"):
+        out[how] = d / f"app-{how}"
+        subprocess.run([compiler, "-cudart", how, "-o", str(out[how]), str(HERE / "native" / "cuda_app.cu")],
+                       check=True, capture_output=True, timeout=300)
+    return out
+
+
+def drive(app: Path, lines: list[str], env: dict[str, str] | None = None) -> list[str]:
+    full = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "INFERCHAOS_CUDA_TRIGGER")}
+    res = subprocess.run([str(app)], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                         env={**full, **(env or {})}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.split("\n")[:-1]
+
+
+def shimmed(libs: Path, trigger: Path) -> dict[str, str]:
+    return {"LD_PRELOAD": str(libs / "libinferchaos_cudashim.so"), "INFERCHAOS_CUDA_TRIGGER": str(trigger),
+            "INFERCHAOS_CUDA_RECHECK_MS": "0"}
+
+
+def test_a_real_cuda_program_fails_on_trigger_and_reaches_the_real_runtime_after(libs, trigger, real_app):
+    app = real_app["shared"]
+    real = drive(app, ["malloc 1024", "launch"])  # no driver here: the runtime's own answer, e.g. 35
+    assert drive(app, ["malloc 1024", "launch"], shimmed(libs, trigger)) == real, "unarmed: every call reaches it"
+    arm(trigger, "alloc=oom")
+    assert drive(app, ["malloc 1024"], shimmed(libs, trigger)) == [str(OOM)]
+    arm(trigger, f"launch={ILLEGAL_ADDRESS}")
+    assert drive(app, ["launch", "malloc 1024"], shimmed(libs, trigger)) == [str(ILLEGAL_ADDRESS)] * 2, \
+        "a <<<>>> launch (nvcc's __cudaLaunchKernel) fails, and the lost context fails what follows"
+    trigger.unlink()
+    assert drive(app, ["malloc 1024", "launch"], shimmed(libs, trigger)) == real
+
+
+def test_a_statically_linked_runtime_cannot_be_reached(libs, trigger, real_app):
+    """The boundary of the method, shown: no libcudart symbol to interpose (nvcc's default
+    -cudart static). The fault's landing check is what catches it: no error returned."""
+    app = real_app["static"]
+    real = drive(app, ["malloc 1024"])
+    arm(trigger, "alloc=oom")
+    assert drive(app, ["malloc 1024"], shimmed(libs, trigger)) == real != [str(OOM)]
+
+
+def test_the_stand_in_says_what_the_real_runtime_says(libs, real_app):
+    codes = [0, OOM, 3, 101, ECC, ILLEGAL_ADDRESS]
+    real = drive(real_app["shared"], [f"text {c}" for c in codes])
+    c = subprocess.run([str(libs / "client")], input="".join(f"text {c}\n" for c in codes), capture_output=True,
+                       text=True, timeout=30)
+    assert c.stdout.split("\n")[:-1] == real
