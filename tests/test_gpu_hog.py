@@ -349,3 +349,46 @@ def test_byref_out_params_reach_the_fake():
     free = ctypes.c_size_t()
     FakeCudart(total=8, free=5).cudaMemGetInfo(ctypes.byref(free), ctypes.byref(ctypes.c_size_t()))
     assert free.value == 5
+
+
+def test_the_cuda_path_runs_end_to_end_against_a_libcudart_at_the_c_boundary(tmp_path):
+    """`--cuda` as on a GPU host without torch or cupy: the hog finds libcudart by its soname
+    (here the suite's stand-in, first on LD_LIBRARY_PATH), calls it through ctypes, takes
+    device memory until `leave` is free, reports it, and gives it back on SIGTERM."""
+    from inferchaos import native
+
+    try:
+        lib = native.path("cudart")
+    except UsageError as exc:
+        pytest.skip(str(exc))
+    (tmp_path / "libcudart.so").symlink_to(lib)
+    status = tmp_path / "hog.json"
+    env = {**os.environ, "LD_LIBRARY_PATH": str(tmp_path), "FAKECUDA_MEMORY_BYTES": str(4 * GIB)}
+    hog = subprocess.Popen([sys.executable, "-m", "inferchaos.faults.gpu_hog", "--device", "0", "--leave", "1GiB",
+                            "--cuda", "--status", str(status)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: status.exists() and json.loads(status.read_text())["held"] == 3 * GIB, "the hog to take 3 GiB")
+        s = json.loads(status.read_text())
+        assert s["backend"] == "cudart" and s["free"] == GIB and s["total"] == 4 * GIB, s
+    finally:
+        hog.send_signal(signal.SIGTERM)
+        out, err = hog.communicate(timeout=10)
+    assert hog.returncode == 0, err
+    assert "released 3.00 GiB, free 4.00 GiB" in out, out
+
+
+def test_against_nvidias_runtime_without_a_driver_it_says_so_in_one_line(tmp_path):
+    """The real libcudart (a CUDA toolkit, no driver, no GPU): its own error, not ours."""
+    import glob
+
+    real = sorted(glob.glob("/usr/local/cuda*/lib*/libcudart.so.[0-9]*"))
+    if not real or Path("/dev/nvidiactl").exists():
+        pytest.skip("no CUDA toolkit here, or a driver is present")
+    (tmp_path / "libcudart.so").symlink_to(real[-1])
+    done = subprocess.run([sys.executable, "-m", "inferchaos.faults.gpu_hog", "--device", "0", "--leave", "1GiB",
+                           "--cuda"], cwd=ROOT, env={**os.environ, "LD_LIBRARY_PATH": str(tmp_path)},
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert re.search(r"libcudart \(cudaSetDevice\(0\) failed: error (35|100): ", line), line
