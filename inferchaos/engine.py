@@ -75,7 +75,7 @@ class Experiment:
         self._records: list[RequestRecord] = []
         self._tails: list[RequestLogTail] = []
         self.capabilities: frozenset[str] = getattr(target, "capabilities", frozenset)()
-        self.probes: list[Probe] = standard_probes(target, fault)
+        self.probes: list[Probe] = standard_probes(target, fault, prometheus_url)
         #: the probes whose capabilities the target has: the only ones started.
         self.active = [pr for pr in self.probes if unmet(pr, self.capabilities) is None]
         self._started: list[Probe] = []

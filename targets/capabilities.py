@@ -22,7 +22,7 @@ DESCRIBE: dict[str, str] = {
     LB_SLOTS: "load-balancer view of its servers",
     REPLICA_HEADER: "replica header on its answers",
     METRICS: "replica metrics reachable from the runner",
-    GPU: "GPU visible to NVML on the runner's host (on Kubernetes: DCGM exporter metrics through --prometheus)",
+    GPU: "GPU visible to NVML on the runner's host",
     AUTOSCALER: "autoscaler to read",
     GOLDEN_SET: "known golden set (not the reference model)",
 }
