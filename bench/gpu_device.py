@@ -29,6 +29,7 @@ Exit: 0 it ran (whatever it saw), 2 bad input, 3 no CUDA device here (nothing wr
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -97,13 +98,19 @@ class Stop(Exception):
     """SIGTERM/SIGINT: unwind through every `finally`, so nothing is left on the GPU."""
 
 
+def die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when this script dies, even by SIGKILL (a device
+    run that outlives its limit), so no hog keeps the GPU's memory for the next run."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Worker:
     """A torch process on the device, asked one thing at a time, with a deadline each."""
 
     def __init__(self, device: int, env: dict[str, str] | None = None, start_s: float = 120.0) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(device)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, preexec_fn=die_with_parent)
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
         threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
@@ -191,7 +198,15 @@ def open_device(device: int) -> tuple[Any, Any, dict[str, Any]]:
         raise NoDevice("torch is not installed (steps 1 and 2 drive a torch process)") from None
     if not torch.cuda.is_available():
         raise NoDevice(f"torch {torch.__version__} sees no CUDA device")
-    handle = pynvml.nvmlDeviceGetHandleByIndex(device)
+    if not device < torch.cuda.device_count():
+        raise NoDevice(f"torch sees {torch.cuda.device_count()} device(s), not device {device}")
+    # torch counts devices in CUDA's order (after CUDA_VISIBLE_DEVICES), NVML in PCI order:
+    # the same GPU is found by its UUID, else (an old torch) by index
+    try:
+        handle, found_by = pynvml.nvmlDeviceGetHandleByUUID(
+            "GPU-" + str(torch.cuda.get_device_properties(device).uuid)), "uuid"
+    except (AttributeError, pynvml.NVMLError):
+        handle, found_by = pynvml.nvmlDeviceGetHandleByIndex(device), "index"
 
     def text(v: Any) -> str:
         return v.decode() if isinstance(v, bytes) else str(v)
@@ -199,7 +214,8 @@ def open_device(device: int) -> tuple[Any, Any, dict[str, Any]]:
     meta = {"gpu": text(pynvml.nvmlDeviceGetName(handle)), "uuid": text(pynvml.nvmlDeviceGetUUID(handle)),
             "driver": text(pynvml.nvmlSystemGetDriverVersion()), "torch": torch.__version__,
             "torch_cuda": torch.version.cuda, "python": platform.python_version(), "host": platform.node(),
-            "kernel": platform.release(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "kernel": platform.release(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "nvml_index": int(pynvml.nvmlDeviceGetIndex(handle)), "nvml_found_by": found_by}
     return pynvml, handle, meta
 
 
@@ -219,7 +235,7 @@ def hog_vs_holder(pynvml: Any, handle: Any, device: int, hold_mib: int, leave_mi
         t0 = time.monotonic()
         hog = subprocess.Popen([sys.executable, "-m", "inferchaos.faults.gpu_hog", "--device", str(device),
                                 "--leave", f"{leave_mib}MiB", "--cuda", "--status", str(status)],
-                               stdout=log, stderr=subprocess.STDOUT,
+                               stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
                                env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get(
                                    "PYTHONPATH", "")]).rstrip(os.pathsep)})
         held = None
@@ -283,6 +299,12 @@ def shim_vs_torch(pynvml: Any, handle: Any, device: int, shim: Path | None, work
                              "INFERCHAOS_CUDA_RECHECK_MS": "0"})
     try:
         out["start"] = worker.started
+        # the shim writes its status as it loads: none means LD_PRELOAD refused it (ld.so only warns)
+        out["shim_loaded"] = worker.pid in statuses(trigger)
+        if not out["shim_loaded"]:
+            out["skipped"] = ("the shim did not load into the torch process (wrong architecture or glibc?): "
+                              + "".join(worker.stderr[-3:]).strip())
+            return out
         out["alloc_disarmed"] = first_line(worker.ask("alloc 256"))
         write_trigger(trigger, "id=device-oom alloc=oom")
         out["alloc_armed"] = first_line(worker.ask("alloc 512"))
@@ -295,12 +317,12 @@ def shim_vs_torch(pynvml: Any, handle: Any, device: int, shim: Path | None, work
         out["kernel_armed"] = first_line(worker.ask("kernel"))
         trigger.unlink()
         out["kernel_after_revert"] = first_line(worker.ask("kernel"))
-        time.sleep(0.3)  # the shim writes its status at most every 100 ms
-        out["status_after_launch"] = statuses(trigger).get(worker.pid)
     finally:
         trigger.unlink(missing_ok=True)
         out["exit"] = worker.close()
         out["stderr_tail"] = "".join(worker.stderr[-10:]).strip().splitlines()[-10:]
+    # written at exit: the status read mid-step lags (the shim rewrites it at most every 100 ms)
+    out["status_at_exit"] = statuses(trigger).get(worker.pid)
     return out
 
 
@@ -360,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     from inferchaos.probes.gpu import GpuProbe  # noqa: PLC0415
 
     result: dict[str, Any] = {"meta": meta}
-    probe = GpuProbe(interval_s=PROBE_INTERVAL_S, devices=[args.device]).start()
+    probe = GpuProbe(interval_s=PROBE_INTERVAL_S, devices=[meta["nvml_index"]]).start()
     windows: dict[str, tuple[float, float]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="inferchaos-gpu-device-") as tmp:

@@ -23,7 +23,8 @@
  *   after=N        ... after N more successful allocations in this process
  *   rate=P         ... each with probability P (0..1, default 1), seed=S for the sequence
  *   launch=CODE    kernel and graph launches (cudaLaunchKernel, nvcc 13's __cudaLaunchKernel,
- *                  their _ptsz forms, cudaGraphLaunch, cuLaunchKernel, cuGraphLaunch) return
+ *                  cudaLaunchKernelExC, their _ptsz forms, cudaGraphLaunch, cuLaunchKernel,
+ *                  cuLaunchKernelEx, cuGraphLaunch) return
  *                  CODE (700 illegal address, 214 ECC uncorrectable) after launch_after=N
  *                  more successful launches. Such an
  *                  error is sticky, as on a device: every intercepted call of this process
@@ -321,6 +322,22 @@ cudaError_t __cudaLaunchKernel_ptsz(cudaKernel_t k, dim3 grid, dim3 block, void 
     return real___cudaLaunchKernel_ptsz(k, grid, block, args, shmem, s);
 }
 
+/* Launches with attributes (clusters, programmatic dependencies): CUTLASS's and PyTorch's
+ * newer kernels. The config is passed on untouched, so its layout need not be declared. */
+cudaError_t cudaLaunchKernelExC(const void *config, const void *func, void **args) {
+    int code = launch_verdict(1);
+    if (code) return code;
+    REAL(cudaError_t, cudaLaunchKernelExC, RUNTIME_LIBS, (const void *, const void *, void **));
+    return real_cudaLaunchKernelExC(config, func, args);
+}
+
+cudaError_t cudaLaunchKernelExC_ptsz(const void *config, const void *func, void **args) {
+    int code = launch_verdict(1);
+    if (code) return code;
+    REAL(cudaError_t, cudaLaunchKernelExC_ptsz, RUNTIME_LIBS, (const void *, const void *, void **));
+    return real_cudaLaunchKernelExC_ptsz(config, func, args);
+}
+
 cudaError_t cudaGraphLaunch(cudaGraphExec_t g, cudaStream_t s) {
     int code = launch_verdict(1);
     if (code) return code;
@@ -401,6 +418,15 @@ CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned
          (CUfunction, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int,
           unsigned int, CUstream, void **, void **));
     return real_cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra);
+}
+
+/* Reached only through the dynamic linker: Triton, which dlsym()s it from its own handle
+ * of libcuda.so.1, bypasses any LD_PRELOAD shim. */
+CUresult cuLaunchKernelEx(const void *config, CUfunction f, void **params, void **extra) {
+    int code = launch_verdict(0);
+    if (code) return code;
+    REAL(CUresult, cuLaunchKernelEx, DRIVER_LIBS, (const void *, CUfunction, void **, void **));
+    return real_cuLaunchKernelEx(config, f, params, extra);
 }
 
 CUresult cuGraphLaunch(CUgraphExec g, CUstream s) {

@@ -132,8 +132,10 @@ class DcgmProbe(BaseProbe):
     #: the serving pods' names, asked once the run is over (replacements included).
     pods: Callable[[], Sequence[str]] = tuple
     namespace: str | None = None
-    #: how long after the run Prometheus is given to scrape its last seconds.
-    settle_s: float = 2.0
+    #: how long after the run Prometheus is given to hold a sample from the run's end on:
+    #: dcgm-exporter collects every 30 s by default and Prometheus scrapes every 15-30 s, so
+    #: the last seconds of a run reach it up to a minute later.
+    settle_s: float = 75.0
     #: how far before inject a GPU's last XID code is looked up (so an old one is not new).
     xid_lookback_s: float = 120.0
     retry_for_s: float = 5.0
@@ -146,7 +148,8 @@ class DcgmProbe(BaseProbe):
         return [Measurement(k, values.get(k), why.get(k)) for k in self.keys]
 
     def read(self, start: float, end: float) -> tuple[dict[str, float | None], dict[str, str]]:
-        """Observations and reasons over [start, end] (Unix seconds)."""
+        """Observations and reasons over [start, end] (Unix seconds), `end` carried on to the
+        first scrape after it: the state at the run's end reaches Prometheus with that scrape."""
         values: dict[str, float | None] = {k: None for k in self.keys}
         if not self.url:
             return values, {k: ("no Prometheus to ask: the runner pod has no GPU for NVML; give --prometheus URL "
@@ -154,9 +157,9 @@ class DcgmProbe(BaseProbe):
         scope = PodScope(tuple(self.pods()), self.namespace)
         if not scope.pods:
             return values, {k: "no serving pod to scope DCGM series by" for k in self.keys}
-        time.sleep(max(0.0, end + self.settle_s - time.time()))
         reasons: dict[str, str] = {}
         with PrometheusClient(self.url, retry_for_s=self.retry_for_s) as client:
+            end = self._settle(client, scope, start, end)
             for q in gauge_queries(scope):
                 try:
                     values[q.key], why = PromSlo(q.key, q.promql, q.reduce, _step(start, end)).observe(
@@ -169,6 +172,25 @@ class DcgmProbe(BaseProbe):
             if xid_why is not None:
                 reasons["gpu_xid_errors"] = xid_why
         return values, reasons
+
+    def _settle(self, client: PrometheusClient, scope: PodScope, start: float, end: float) -> float:
+        """Wait until Prometheus holds a DCGM sample of the pods scraped at or after `end`,
+        at most `settle_s`; at once where it holds none at all (no exporter: nothing will
+        come). Returns where the queries end: one step past that sample, so the last
+        evaluation sees it (else `end`). The exporter's own collection interval stays its
+        resolution: a peak shorter than it can be missed, and is, by every DCGM reader."""
+        newest = "max(" + _either(lambda s: f"timestamp({FB_USED}{s})", scope) + ")"
+        deadline = time.monotonic() + self.settle_s
+        while True:
+            try:
+                samples = client.query(newest).samples
+            except PrometheusError:
+                return end
+            if samples and samples[0].value >= end:
+                return samples[0].value + _step(start, end)
+            if not samples or time.monotonic() >= deadline:
+                return end
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
     def _xids(self, client: PrometheusClient, scope: PodScope, start: float,
               end: float) -> tuple[float | None, str | None]:

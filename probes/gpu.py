@@ -250,7 +250,7 @@ class GpuProbe:
         try:
             procs = tuple(ProcessMemory(int(p.pid), None if p.usedGpuMemory is None else int(p.usedGpuMemory))
                           for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h))
-        except pynvml.NVMLError_NotSupported:
+        except pynvml.NVMLError:  # not supported, or not permitted (containers, some guests): unknown
             procs = ()
         return GpuSample(t, index, int(mem.used), int(mem.total), util, power, temp, procs)
 

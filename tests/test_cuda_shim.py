@@ -152,6 +152,24 @@ def test_a_rate_fails_that_share_the_same_way_for_the_same_seed(libs: Path, trig
     assert set(runs[0]) == {0, OOM}
 
 
+#: every launch form the shim intercepts, with the stand-in's counter it reaches when disarmed
+LAUNCHES = (("launch", "calls launch"), ("launch_ex", "calls launch"), ("graph", "calls graph"),
+            ("cu_launch", "driver_calls launch"), ("cu_launch_ex", "driver_calls launch"),
+            ("cu_graph", "driver_calls graph"))
+
+
+@pytest.mark.parametrize("launch, counter", LAUNCHES, ids=[name for name, _ in LAUNCHES])
+def test_each_launch_form_reaches_the_library_disarmed_and_fails_armed(libs: Path, trigger: Path, launch: str,
+                                                                       counter: str) -> None:
+    c = Client(libs, trigger)
+    assert c(launch) == 0 and c(counter) == 1
+    arm(trigger, "id=l launch=700")
+    assert c(launch) == ILLEGAL_ADDRESS and c(counter) == 1, "a failed launch must not reach the library"
+    c.close()  # the status written at exit holds every count
+    s = status(trigger, c.proc.pid)
+    assert s["sticky"] == "700" and s["launch_failed"] == "1", s
+
+
 @pytest.mark.parametrize("code", [ILLEGAL_ADDRESS, ECC])
 def test_a_launch_error_is_sticky_like_a_lost_context(libs: Path, trigger: Path, code: int) -> None:
     c = Client(libs, trigger)

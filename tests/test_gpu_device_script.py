@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from inferchaos import native
+from inferchaos.targets.local import wait_for
 from inferchaos.targets.local.processes import pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,9 +89,13 @@ def test_every_step_runs_to_the_end_through_stand_ins(tmp_path: Path) -> None:
     assert shim["alloc_armed"]["error_first_line"].startswith("CUDA out of memory")
     for k in ("kernel_armed", "kernel_after_revert"):  # launch errors are sticky, as on a device
         assert not shim[k]["ok"] and "illegal memory access" in shim[k]["error"], shim[k]
-    oom, launch = shim["status_after_oom"], shim["status_after_launch"]
+    assert shim["shim_loaded"] is True
+    oom, end = shim["status_after_oom"], shim["status_at_exit"]
     assert (oom["id"], int(oom["alloc_failed"]) >= 1) == ("device-oom", True), oom
-    assert (int(launch["launch_failed"]) >= 1, launch["sticky"]) == (True, "700"), launch
+    # at exit: the armed allocation and, once the launch error stuck, the reverted kernel's
+    # allocation (its launch is never reached); one failed launch
+    assert (int(end["alloc_failed"]), int(end["launch_failed"]), end["sticky"]) == (2, 1, "700"), end
+    assert r["meta"]["nvml_found_by"] == "uuid"  # the GPU torch uses, found in NVML by its UUID
 
     probe = r["nvml_probe"]
     assert probe["measured"] and probe["hog_vs_holder"]["samples"] >= 2, probe
@@ -114,3 +120,53 @@ def test_the_readme_command_is_one_the_script_accepts(tmp_path: Path) -> None:
     args = [str(tmp_path / "out") if a == "$OUT" else str(shim) if a.startswith(".native/") else a for a in args]
     proc = run(args)
     assert proc.returncode == 3, proc.stderr
+
+
+def test_a_shim_that_cannot_load_skips_the_step_instead_of_passing_it(tmp_path: Path) -> None:
+    """ld.so only warns about an LD_PRELOAD it cannot load: without the check, the armed
+    allocation would succeed and read as a shim that does nothing."""
+    bad = tmp_path / "libinferchaos_cudashim.so"
+    bad.write_bytes(b"\x7fELF not really")
+    out = tmp_path / "out"
+    proc = run(["--out", str(out), "--hold-mib", "512", "--leave-mib", "1024", "--shim", str(bad)],
+               env={"PYTHONPATH": str(ROOT / "tests" / "fakegpu"), "FAKE_TORCH_CUDART": str(native.path("cudart"))})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shim = json.loads((out / "gpu_device.json").read_text())["shim_vs_torch"]
+    assert shim["shim_loaded"] is False and "did not load" in shim["skipped"], shim
+    assert "alloc_armed" not in shim
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_stopped_while_the_hog_holds_it_leaves_no_process(tmp_path: Path, sig: int) -> None:
+    """SIGTERM unwinds through the steps' cleanup; after SIGKILL the children end by the
+    parent-death signal they were started with (a device run cut off at its limit)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "fakegpu"),
+           "FAKE_TORCH_CUDART": str(native.path("cudart"))}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--hold-mib", "512",
+                             "--leave-mib", "1024"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: len(children(proc.pid)) >= 2, 60, "the holder and the hog to start")  # held 2 s
+        kids = children(proc.pid)
+        proc.send_signal(sig)
+        proc.wait(30)
+        wait_for(lambda: not [k for k in kids if pid_alive(k)], 20, f"{kids} to end after the script's {sig!r}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if sig == signal.SIGTERM:
+        r = json.loads((tmp_path / "out" / "gpu_device.json").read_text())
+        assert r["stopped"].startswith("SIGTERM"), r

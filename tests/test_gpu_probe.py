@@ -128,6 +128,22 @@ def test_an_unsupported_figure_is_missing_not_zero(nvml, monkeypatch):
     assert "power" in reasons_from_gpu(run)["gpu_power_peak_w"]
 
 
+@pytest.mark.parametrize("error", [pynvml.NVMLError_NotSupported, pynvml.NVMLError_NoPermission])
+def test_a_process_list_it_may_not_read_costs_the_list_not_the_sample(nvml, monkeypatch, error):
+    """Containers and some guests refuse the per-process list: memory, power and the rest
+    are still read, and the processes are unknown (empty), not a failed sample."""
+    def refuse(handle):
+        raise error()
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetComputeRunningProcesses", refuse)
+    with GpuProbe(interval_s=0.05) as probe:
+        pass
+    run = probe.run()
+    assert run.measured and run.errors == () and run.samples, run
+    assert all(s.processes == () for s in run.samples)
+    assert observed_from_gpu(run)["gpu_memory_peak_frac"] == pytest.approx(0.75)
+
+
 @pytest.mark.parametrize("error, words", [
     (pynvml.NVMLError_LibraryNotFound, "NVML Shared Library Not Found"),
     (pynvml.NVMLError_DriverNotLoaded, "Driver Not Loaded"),

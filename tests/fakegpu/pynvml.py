@@ -7,6 +7,7 @@ from types import SimpleNamespace
 NVML_TEMPERATURE_GPU = 0
 nvmlEventTypeXidCriticalError = 8
 TOTAL = 16 * 2**30
+UUID = "GPU-1f0e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"  # as torch's stand-in names it, with NVML's prefix
 
 
 class NVMLError(Exception):
@@ -26,7 +27,16 @@ def nvmlShutdown() -> None: ...
 def nvmlDeviceGetCount() -> int: return 1
 def nvmlDeviceGetHandleByIndex(i: int) -> int: return i
 def nvmlDeviceGetName(h: int) -> str: return "stand-in GPU"
-def nvmlDeviceGetUUID(h: int) -> str: return "GPU-00000000-0000-0000-0000-000000000000"
+def nvmlDeviceGetUUID(h: int) -> str: return UUID
+def nvmlDeviceGetIndex(h: int) -> int: return h
+
+
+def nvmlDeviceGetHandleByUUID(uuid: str) -> int:
+    if uuid != UUID:
+        raise NVMLError(f"Not Found: {uuid}")
+    return 0
+
+
 def nvmlSystemGetDriverVersion() -> str: return "stand-in"
 def nvmlDeviceGetMemoryInfo(h: int) -> SimpleNamespace: return SimpleNamespace(used=2**30, free=TOTAL - 2**30, total=TOTAL)
 def nvmlDeviceGetUtilizationRates(h: int) -> SimpleNamespace: return SimpleNamespace(gpu=7, memory=1)

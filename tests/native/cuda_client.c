@@ -23,6 +23,7 @@ int cudaMallocManaged(void **, size_t, unsigned int);
 int cudaFree(void *);
 int cudaLaunchKernel(const void *, dim3, dim3, void **, size_t, void *);
 int cudaGraphLaunch(void *, void *);
+int cudaLaunchKernelExC(const void *, const void *, void **);
 int cudaDeviceSynchronize(void);
 int cudaGetLastError(void);
 int cudaPeekAtLastError(void);
@@ -32,6 +33,7 @@ int cuMemAllocAsync(CUdeviceptr *, size_t, void *);
 int cuLaunchKernel(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void *, void **,
                    void **);
 int cuGraphLaunch(void *, void *);
+int cuLaunchKernelEx(const void *, void *, void **, void **);
 long fakecuda_calls(const char *);
 long fakecuda_driver_calls(const char *);
 
@@ -56,8 +58,10 @@ int main(void) {
         else if (!strcmp(cmd, "cu_malloc")) r = cuMemAlloc_v2(&d, n);
         else if (!strcmp(cmd, "cu_malloc_async")) r = cuMemAllocAsync(&d, n, NULL);
         else if (!strcmp(cmd, "launch")) r = cudaLaunchKernel((const void *)kernel, one, one, NULL, 0, NULL);
+        else if (!strcmp(cmd, "launch_ex")) r = cudaLaunchKernelExC(NULL, (const void *)kernel, NULL);
         else if (!strcmp(cmd, "graph")) r = cudaGraphLaunch(NULL, NULL);
         else if (!strcmp(cmd, "cu_launch")) r = cuLaunchKernel(NULL, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL);
+        else if (!strcmp(cmd, "cu_launch_ex")) r = cuLaunchKernelEx(NULL, NULL, NULL, NULL);
         else if (!strcmp(cmd, "cu_graph")) r = cuGraphLaunch(NULL, NULL);
         else if (!strcmp(cmd, "sync")) r = cudaDeviceSynchronize();
         else if (!strcmp(cmd, "last")) r = cudaGetLastError();

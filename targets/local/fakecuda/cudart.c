@@ -79,6 +79,12 @@ cudaError_t cudaLaunchKernel(const void *f, dim3 g, dim3 b, void **a, size_t sh,
     return 0;
 }
 
+cudaError_t cudaLaunchKernelExC(const void *config, const void *f, void **a) {
+    (void)config; (void)f; (void)a;
+    n_launch++;
+    return 0;
+}
+
 cudaError_t cudaGraphLaunch(cudaGraphExec_t g, cudaStream_t s) { (void)g; (void)s; n_graph++; return 0; }
 cudaError_t cudaDeviceSynchronize(void) { n_sync++; return 0; }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) { (void)s; n_sync++; return 0; }

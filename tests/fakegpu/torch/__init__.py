@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import types
 
 from inferchaos.targets.local.cuda import CudaError, CudaRuntime
 
@@ -99,6 +100,10 @@ class cuda:  # noqa: N801 - torch.cuda
     @staticmethod
     def device_count() -> int:
         return 1
+
+    @staticmethod
+    def get_device_properties(device: object = None) -> object:
+        return types.SimpleNamespace(name="stand-in GPU", uuid="1f0e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
 
     @staticmethod
     def mem_get_info(device: object = None) -> tuple[int, int]:
