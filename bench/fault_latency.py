@@ -101,7 +101,19 @@ def _surging(cluster: LocalCluster, fault) -> bool:  # type: ignore[no-untyped-d
     return surge.running() and len(fault._bench_tail.read_new()) > 0
 
 
+def _cuda_failing(cluster: LocalCluster, fault) -> bool:  # type: ignore[no-untyped-def]
+    v = _victim(fault)
+    if not group_alive(v.pgid):
+        return True
+    try:  # a batch must make its CUDA calls to fail
+        r = infer(f"http://127.0.0.1:{v.port}", timeout=2)
+    except httpx.HTTPError:
+        return not group_alive(v.pgid)
+    return r.status_code == 500 and "CUDA error" in r.text
+
+
 EFFECTS: dict[str, tuple[str, Callable]] = {
+    "cuda_errors": ("the replica's CUDA calls fail (its answer is a CUDA error, or it has exited)", _cuda_failing),
     "spot_reclamation": ("the reclaimed replica gone after its notice", lambda c, f: _gone(f)),
     "gpu_oom": ("no memory free on its GPU and the replica failing with CUDA OOM", _oomed),
     "model_load_stall": ("replica crashed, its replacement stuck loading through the stalled store",
@@ -131,7 +143,8 @@ def one(cluster: LocalCluster, name: str, work: Path) -> dict:
         t0 = time.monotonic()
         fault.inject()
         res["inject_call_s"] = time.monotonic() - t0
-        takes_replica = name in ("spot_reclamation", "gpu_oom", "model_load_stall", "replica_crash", "replica_hang")
+        takes_replica = name in ("spot_reclamation", "gpu_oom", "cuda_errors", "model_load_stall", "replica_crash",
+                                 "replica_hang")
         deadline = time.monotonic() + EFFECT_TIMEOUT_S
         while time.monotonic() < deadline and (res["effect_s"] is None or (takes_replica and res["lb_out_s"] is None)):
             if res["effect_s"] is None and effect(cluster, fault):
