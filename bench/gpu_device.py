@@ -98,10 +98,16 @@ class Stop(Exception):
     """SIGTERM/SIGINT: unwind through every `finally`, so nothing is left on the GPU."""
 
 
+#: resolved here, not in the forked child: the probe's threads run while children start,
+#: and a child between fork and exec must not need the loader's locks.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+PR_SET_PDEATHSIG = 1
+
+
 def die_with_parent() -> None:
     """In the child, before exec: SIGTERM it when this script dies, even by SIGKILL (a device
     run that outlives its limit), so no hog keeps the GPU's memory for the next run."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Worker:
