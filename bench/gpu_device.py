@@ -282,14 +282,8 @@ def hog_vs_holder(pynvml: Any, handle: Any, device: int, hold_mib: int, leave_mi
 
 
 # ---------------------------------------------------------------------- step 2
-def write_trigger(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
-
-
 def shim_vs_torch(pynvml: Any, handle: Any, device: int, shim: Path | None, work: Path) -> dict[str, Any]:
-    from inferchaos.faults.cuda_errors import statuses  # noqa: PLC0415
+    from inferchaos.faults.cuda_errors import statuses, write_trigger  # noqa: PLC0415
 
     out: dict[str, Any] = {}
     if shim is None:
@@ -312,14 +306,14 @@ def shim_vs_torch(pynvml: Any, handle: Any, device: int, shim: Path | None, work
                               + "".join(worker.stderr[-3:]).strip())
             return out
         out["alloc_disarmed"] = first_line(worker.ask("alloc 256"))
-        write_trigger(trigger, "id=device-oom alloc=oom")
+        write_trigger(trigger, "id=device-oom alloc=oom\n")
         out["alloc_armed"] = first_line(worker.ask("alloc 512"))
         out["nvml_at_armed_oom"] = nvml_memory(pynvml, handle)
         out["status_after_oom"] = statuses(trigger).get(worker.pid)
         trigger.unlink()
         out["alloc_reverted"] = first_line(worker.ask("alloc 512"))
         out["kernel_disarmed"] = first_line(worker.ask("kernel"))
-        write_trigger(trigger, "id=device-launch launch=700")
+        write_trigger(trigger, "id=device-launch launch=700\n")
         out["kernel_armed"] = first_line(worker.ask("kernel"))
         trigger.unlink()
         out["kernel_after_revert"] = first_line(worker.ask("kernel"))

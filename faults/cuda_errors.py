@@ -58,6 +58,13 @@ def read_status(path: Path) -> dict[str, str]:
         return {}
 
 
+def write_trigger(trigger: Path, text: str) -> None:
+    """Atomically: a new inode, which the shim re-reads on its next call, never a half-written file."""
+    tmp = trigger.with_name(trigger.name + ".new")
+    tmp.write_text(text)
+    os.replace(tmp, trigger)
+
+
 def statuses(trigger: Path) -> dict[int, dict[str, str]]:
     """Every status the shim wrote for `trigger`, by pid (one per process that loaded it)."""
     out = {}
@@ -164,9 +171,7 @@ class CudaErrors(LocalFault):
         count = "after" if self.error == "oom" else "launch_after"
         text = f"id={self.trigger_id} {words} {count}={self.after} rate={self.rate:g} seed=1\n"
         for trigger in self._triggers.values():
-            tmp = trigger.with_name(trigger.name + ".new")
-            tmp.write_text(text)
-            os.replace(tmp, trigger)  # a new inode: the shim re-reads it on its next call
+            write_trigger(trigger, text)
         for v in self.victims:
             self.note("armed", v.name)
         self.watch_deaths(self.victims)

@@ -34,7 +34,8 @@ from typing import Callable, Sequence
 
 from inferchaos.probes.gpu import GPU_KEYS
 from inferchaos.probes.probe import BaseProbe, Measurement, RunView
-from inferchaos.probes.prometheus import NOT_MEASURED, PrometheusClient, PrometheusError, PromSlo, Series
+from inferchaos.probes.prometheus import (NOT_MEASURED, PrometheusClient, PrometheusError, PromSlo, Series,
+                                          observe_all)
 
 FB_USED, FB_FREE = "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"
 GPU_UTIL, POWER, TEMP, XID = "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_GPU_TEMP", \
@@ -157,17 +158,13 @@ class DcgmProbe(BaseProbe):
         scope = PodScope(tuple(self.pods()), self.namespace)
         if not scope.pods:
             return values, {k: "no serving pod to scope DCGM series by" for k in self.keys}
-        reasons: dict[str, str] = {}
+        queries = gauge_queries(scope)
         with PrometheusClient(self.url, retry_for_s=self.retry_for_s) as client:
             end = self._settle(client, scope, start, end)
-            for q in gauge_queries(scope):
-                try:
-                    values[q.key], why = PromSlo(q.key, q.promql, q.reduce, _step(start, end)).observe(
-                        client, start, end)
-                except PrometheusError as exc:
-                    why = str(exc)
-                if why is not None:
-                    reasons[q.key] = self._no_data(why, q.fields, scope)
+            got, why = observe_all([PromSlo(q.key, q.promql, q.reduce, _step(start, end)) for q in queries],
+                                   client, start, end)
+            values.update(got)
+            reasons = {q.key: self._no_data(why[q.key], q.fields, scope) for q in queries if q.key in why}
             values["gpu_xid_errors"], xid_why = self._xids(client, scope, start, end)
             if xid_why is not None:
                 reasons["gpu_xid_errors"] = xid_why
