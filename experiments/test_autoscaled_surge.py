@@ -10,7 +10,8 @@ and the pre-heat cost for what they saved.
 Under open-loop load a flash sale does not wait for capacity: 4x the arrivals hit one
 replica (about 222 rows/s of capacity against 400 requests/s) for the decision, the
 provisioning delay and the cold start, and the backlog takes longer still to drain. Scaling
-from cold is expected to breach p99_ms and scale_out_s on the reference cluster (closed-loop
+from cold is expected to breach p99_ms and scale_out_s on the reference cluster (and may breach
+availability when the backlog is still queued as the load stops) (closed-loop
 load hid it: its users waited instead of arriving); the warm pool and the pre-heat hold.
 """
 
@@ -19,8 +20,11 @@ import pytest
 from inferchaos.faults.autoscaled_surge import AutoscaledSurge
 
 WAYS = {"cold": {}, "warm_pool": {"warm_pool": 1}, "preheat": {"preheat": 2}}
-#: what scaling from cold may breach, and must breach p99_ms and scale_out_s among them.
-COLD_BREACHES = {"p99_ms", "scale_out_s", "goodput_rps", "recovery_s", "schedule_lag_p99_ms"}
+#: what scaling from cold may breach, and must breach p99_ms and scale_out_s among them. The same
+#: backlog can also leave requests unanswered when the load stops (availability, incomplete_rate):
+#: one clean-clone CI run saw availability 0.9727 with the short hold of the planted-breach test.
+COLD_BREACHES = {"p99_ms", "scale_out_s", "goodput_rps", "recovery_s", "schedule_lag_p99_ms",
+                 "availability", "incomplete_rate"}
 COLD = pytest.mark.xfail(strict=True, raises=AssertionError,
                          reason="a 4x open-loop surge outruns a cold scale-out on the reference cluster")
 
