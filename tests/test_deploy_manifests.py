@@ -10,6 +10,7 @@ kustomization (or be an example).
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 IMAGE = "ghcr.io/inferchaos/inferchaos:latest"
 NS = "inferchaos"
+PIN_PLACEHOLDER = "REPLACE-WITH-KUBE-SYSTEM-UID"
 
 # --- strict checking against the client's models ----------------------------------------------
 
@@ -82,6 +84,8 @@ def check_builtin(doc: dict[str, Any], where: str, partial: bool = False) -> lis
 STR_MAP = {"*": str}
 META = {"name": str, "namespace": str, "labels": STR_MAP, "annotations": STR_MAP}
 CHAOS_SELECTOR = {"namespaces": [str], "labelSelectors": STR_MAP, "pods": {"*": [str]}}
+REPLACEMENT = {"source": {"kind": str, "name": str, "fieldPath": str},
+               "targets": [{"select": {"kind": str, "name": str}, "fieldPaths": [str]}]}
 CR_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("keda.sh/v1alpha1", "ScaledObject"): {"spec": {
         "scaleTargetRef": {"apiVersion": str, "kind": str, "name": str},
@@ -107,11 +111,14 @@ CR_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
         "labels": [{"pairs": STR_MAP, "includeSelectors": bool, "includeTemplates": bool}],
         "patches": [{"path": str, "patch": str, "target": STR_MAP}],
         "images": [{"name": str, "newName": str, "newTag": str, "digest": str}],
-        "configMapGenerator": [{"name": str, "literals": [str], "files": [str],
-                                "options": {"labels": STR_MAP, "disableNameSuffixHash": bool}}]},
+        "configMapGenerator": [{"name": str, "behavior": str, "literals": [str], "files": [str],
+                                "options": {"labels": STR_MAP, "annotations": STR_MAP,
+                                            "disableNameSuffixHash": bool}}],
+        "replacements": [REPLACEMENT]},
     ("kustomize.config.k8s.io/v1alpha1", "Component"): {
         "resources": [str], "patches": [{"path": str, "patch": str, "target": STR_MAP}],
-        "configMapGenerator": [{"name": str, "files": [str], "options": {"labels": STR_MAP}}]},
+        "configMapGenerator": [{"name": str, "files": [str], "options": {"labels": STR_MAP}}],
+        "replacements": [REPLACEMENT]},
 }
 CHAOS_ACTIONS = {"NetworkChaos": {"delay", "loss", "partition", "bandwidth", "duplicate", "corrupt"},
                  "IOChaos": {"latency", "fault", "attrOverride", "mistake"}}
@@ -237,7 +244,7 @@ def test_kustomizations_reference_what_exists(kustomization: Path) -> None:
     listed = doc.get("resources", []) + doc.get("components", []) + [p["path"] for p in doc.get("patches", [])
                                                                      if "path" in p]
     listed += [f for gen in doc.get("configMapGenerator", []) for f in gen.get("files", [])]
-    assert listed, "an empty kustomization"
+    assert listed or doc.get("replacements"), "an empty kustomization"
     for entry in listed:
         target = kustomization.parent / entry
         assert target.is_file() or (target / "kustomization.yaml").is_file(), f"{entry} does not exist"
@@ -259,7 +266,7 @@ def test_every_manifest_is_reachable_from_a_kustomization() -> None:
 
 def test_base_rbac_grants_cluster_wide_only_the_identity_read() -> None:
     """Which verbs the Role needs is derived from what the code calls, against a fake that
-    enforces these very manifests (tests/test_kubernetes_rbac.py); here, only the shape."""
+    enforces these very manifests (tests/test_rbac_derived.py); here, only the shape."""
     [identity] = objects("ClusterRole", "base")
     assert identity["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "resourceNames": ["kube-system"],
                                   "verbs": ["get"]}]
@@ -279,6 +286,16 @@ def test_node_access_only_in_the_spot_faults_component() -> None:
     [cluster_role] = spot_roles
     assert {res for r in cluster_role["rules"] for res in r["resources"]} == {"nodes", "pods"}
     assert "delete" not in {v for r in cluster_role["rules"] for v in r["verbs"]}, "nodes are never deleted"
+    assert {v for r in cluster_role["rules"] if "pods" in r["resources"] for v in r["verbs"]} == {"list"}
+    # evicting and deleting pods is spot reclamation's alone: a namespaced Role of the component
+    [spot_role] = objects("Role", "components/spot-faults")
+    assert {(res, v) for r in spot_role["rules"] for res in r["resources"] for v in r["verbs"]} == {
+        ("pods/eviction", "create"), ("pods", "delete")}
+    [role] = objects("Role", "base")
+    base = {(res, v) for r in role["rules"] for res in r["resources"] for v in r["verbs"]}
+    assert not {("pods/eviction", "create"), ("pods", "delete")} & base
+    bound = [b for b in objects("RoleBinding", "components/spot-faults") if b["roleRef"]["name"] == "inferchaos-spot-faults"]
+    assert [b["roleRef"]["kind"] for b in bound] == ["Role"]
     spot = DEPLOY / "components" / "spot-faults" / "kustomization.yaml"
     users = [k for k in KUSTOMIZATIONS if "../../components/spot-faults" in load(k)[0].get("components", [])]
     assert [k.parent.name for k in users] == ["staging-spot"] and spot.is_file()
@@ -426,6 +443,251 @@ def test_kustomize_builds_and_the_result_is_valid(overlay: str) -> None:
     [cron] = [d for d in docs if d["kind"] == "CronJob" and d["metadata"]["name"] == "inferchaos-nightly"]
     addopts = {e["name"]: e.get("value") for e in containers(cron)[0]["env"]}["PYTEST_ADDOPTS"]
     assert shlex.split(addopts) == ([] if has_node_access else ["-m", "not spot_reclamation"])
+    # what is applied: every pod "restricted", the image by digest in the overlays, and no
+    # ConfigMap holding the cluster pin (it is in the CronJobs' pod specs)
+    assert {w: v for w, pod in pod_specs(docs) if (v := restricted_violations(pod))} == {}
+    images = {c["image"] for _, pod in pod_specs(docs) for c in pod["containers"]}
+    if overlay == "base":
+        assert images == {IMAGE}
+    else:
+        assert len(images) == 1 and re.fullmatch(IMAGE.split(":")[0] + r"@sha256:[0-9a-f]{64}", images.pop())
+    assert [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("inferchaos-cluster")] == []
+    pins = {d["metadata"]["name"]: {e["name"]: e for e in containers(d)[0]["env"]}["INFERCHAOS_CLUSTER"]
+            for d in docs if d["kind"] == "CronJob"}
+    assert pins == {"inferchaos-nightly": {"name": "INFERCHAOS_CLUSTER", "value": PIN_PLACEHOLDER},
+                    "inferchaos-sweeper": {"name": "INFERCHAOS_CLUSTER", "value": PIN_PLACEHOLDER}}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_an_overlay_sets_the_cluster_pin_into_the_cronjobs_and_applies_no_configmap(tmp_path: Path) -> None:
+    """As an operator pins their cluster: an overlay of staging-spot merging its UID into the
+    generator and including components/cluster-pin. The UID lands in both CronJobs' env (in
+    the pod spec, which the runner cannot write) and no ConfigMap inferchaos-cluster is applied
+    (the runner's ledger rights, update and delete on ConfigMaps there, could rewrite one)."""
+    overlay = tmp_path / "mine"
+    overlay.mkdir()
+    rel = Path(os.path.relpath(DEPLOY, overlay))
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [str(rel / "overlays" / "staging-spot")],
+        "components": [str(rel / "components" / "cluster-pin")],
+        "configMapGenerator": [{"name": "inferchaos-cluster", "behavior": "merge",
+                                "literals": ["uid=6f1c0b2e-0000-4000-8000-000000000001"]}]}))
+    built = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    pins = {d["metadata"]["name"]: {e["name"]: e.get("value") for e in containers(d)[0]["env"]}["INFERCHAOS_CLUSTER"]
+            for d in docs if d["kind"] == "CronJob"}
+    assert pins == {"inferchaos-nightly": "6f1c0b2e-0000-4000-8000-000000000001",
+                    "inferchaos-sweeper": "6f1c0b2e-0000-4000-8000-000000000001"}
+    assert not [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("inferchaos-cluster")]
+
+
+def test_the_cluster_pin_is_out_of_the_runners_reach() -> None:
+    """Nothing reads the pin from a ConfigMap; the CronJobs carry it, and the runner's account
+    may not change a CronJob, a Job or a pod spec (nor create a pod that would carry another)."""
+    from tests.fakekube.rbac import Policy, service_account
+
+    refs = [(w, e["name"]) for w, pod in pod_specs(all_documents()) for c in pod["containers"]
+            for e in c.get("env", []) if "configMapKeyRef" in (e.get("valueFrom") or {})]
+    assert refs == [], "an env var read from a ConfigMap the runner could rewrite"
+    [generator] = [g for g in load(DEPLOY / "base" / "kustomization.yaml")[0]["configMapGenerator"]
+                   if g["name"] == "inferchaos-cluster"]
+    assert generator["options"]["annotations"] == {"config.kubernetes.io/local-config": "true"}
+    assert generator["literals"] == [f"uid={PIN_PLACEHOLDER}"]
+    for cron in objects("CronJob"):
+        env = {e["name"]: e for e in containers(cron)[0]["env"]}
+        assert env["INFERCHAOS_CLUSTER"] == {"name": "INFERCHAOS_CLUSTER", "value": PIN_PLACEHOLDER}
+    policy = Policy.from_documents([d for p in ALL_YAML if p not in KUSTOMIZATIONS for d in load(p)])
+    runner = service_account(NS, "inferchaos-runner")
+    for verb in ("create", "update", "patch", "delete"):
+        for group, resource in (("batch", "cronjobs"), ("batch", "jobs"), ("", "pods"), ("", "serviceaccounts")):
+            if (verb, resource) == ("delete", "pods"):
+                continue  # spot reclamation's deadline (components/spot-faults); it changes no spec
+            assert not policy.allows(runner, verb, group, resource, namespace=NS, name="inferchaos-nightly"), \
+                (verb, resource)
+
+
+def test_the_roles_resource_names_are_what_the_nightly_run_names() -> None:
+    """resourceNames narrow the pipeline Deployment and the model store's Service to the ones
+    the CronJob's arguments name: renaming one without the other would break the fault."""
+    [cron] = [c for c in objects("CronJob") if c["metadata"]["name"] == "inferchaos-nightly"]
+    words = shlex.split(" ".join(containers(cron)[0]["args"]))
+    pipeline = words[words.index("--pipeline-deployment") + 1]
+    deps = dict(words[i + 1].split("=", 1) for i, w in enumerate(words) if w == "--dependency")
+    [role] = objects("Role", "base")
+    named = {(res, tuple(r["resourceNames"])) for r in role["rules"] if r.get("resourceNames") for res in r["resources"]}
+    assert named == {("deployments", (pipeline,)), ("deployments/scale", (pipeline,)),
+                     ("services", (deps["model_store"].split(".")[0],))}
+    assert {d["metadata"]["name"] for d in objects("Deployment")} >= {pipeline}
+    assert {s["metadata"]["name"] for s in objects("Service")} >= {deps["model_store"].split(".")[0]}
+
+
+# --- Pod Security "restricted" ------------------------------------------------------------------
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret", "name"}
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(kind/name, pod spec) for every pod a document makes."""
+    out = []
+    for d in docs:
+        spec = d.get("spec") or {}
+        if d.get("kind") == "Pod":
+            pod = spec
+        else:
+            spec = (spec.get("jobTemplate") or {}).get("spec", spec)
+            pod = (spec.get("template") or {}).get("spec")
+        if pod:
+            out.append((f"{d['kind']}/{d['metadata']['name']}", pod))
+    return out
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What the Pod Security Standard "restricted" refuses in this pod spec (the checks of
+    k8s.io/pod-security-admission's restricted level, plus the host namespaces of baseline)."""
+    bad = []
+    sc = pod.get("securityContext") or {}
+    ctrs = [*pod.get("initContainers", []), *pod.get("containers", []), *pod.get("ephemeralContainers", [])]
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            bad.append(f"{key}: true")
+    for v in pod.get("volumes", []):
+        if set(v) - RESTRICTED_VOLUMES:
+            bad.append(f"volume {v.get('name')}: {sorted(set(v) - RESTRICTED_VOLUMES)} not allowed")
+    csc = [(c["name"], c.get("securityContext") or {}) for c in ctrs]
+    if sc.get("runAsNonRoot") is not True and not all(s.get("runAsNonRoot") is True for _, s in csc):
+        bad.append("runAsNonRoot is not true (pod, or every container)")
+    if any(s.get("runAsNonRoot") is False for _, s in csc):
+        bad.append("a container sets runAsNonRoot: false")
+    if 0 in [sc.get("runAsUser"), *(s.get("runAsUser") for _, s in csc)]:
+        bad.append("runAsUser: 0")
+    pod_seccomp = (sc.get("seccompProfile") or {}).get("type")
+    for name, s in csc:
+        seccomp = (s.get("seccompProfile") or {}).get("type") or pod_seccomp
+        if seccomp != "RuntimeDefault":
+            bad.append(f"{name}: seccompProfile {seccomp or 'unset'}, not RuntimeDefault")
+        if s.get("allowPrivilegeEscalation") is not False:
+            bad.append(f"{name}: allowPrivilegeEscalation is not false")
+        if s.get("privileged"):
+            bad.append(f"{name}: privileged")
+        caps = s.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            bad.append(f"{name}: capabilities do not drop ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            bad.append(f"{name}: adds capabilities {sorted(set(caps['add']) - {'NET_BIND_SERVICE'})}")
+    for c in ctrs:
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            bad.append(f"{c['name']}: hostPort")
+    return bad
+
+
+def all_documents() -> list[dict[str, Any]]:
+    return [d for p in ALL_YAML if p not in KUSTOMIZATIONS and p.resolve() not in patch_files() for d in load(p)]
+
+
+def test_every_pod_is_pod_security_restricted() -> None:
+    pods = pod_specs(all_documents())
+    assert {w.split("/")[1] for w, _ in pods} >= {"inferchaos-nightly", "inferchaos-sweeper", "reference-server",
+                                                  "model-store", "feature-store", "feature-pipeline", "locust-worker"}
+    assert {w: v for w, pod in pods if (v := restricted_violations(pod))} == {}
+
+
+def test_the_restricted_check_fails_on_planted_violations() -> None:
+    pod = yaml.safe_load(yaml.safe_dump(one("Deployment", "reference-server")))["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    container = pod["containers"][0]
+    container["securityContext"]["capabilities"]["drop"] = ["NET_RAW"]
+    container["securityContext"]["allowPrivilegeEscalation"] = True
+    del pod["securityContext"]["seccompProfile"]
+    pod["securityContext"]["runAsNonRoot"] = False
+    pod["volumes"] = [{"name": "host", "hostPath": {"path": "/"}}]
+    assert restricted_violations(pod) == [
+        "volume host: ['hostPath'] not allowed", "runAsNonRoot is not true (pod, or every container)",
+        "server: seccompProfile unset, not RuntimeDefault", "server: allowPrivilegeEscalation is not false",
+        "server: capabilities do not drop ALL"]
+
+
+def test_our_namespace_enforces_pod_security_restricted() -> None:
+    [ns] = objects("Namespace")
+    labels = ns["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels.get("pod-security.kubernetes.io/warn", "restricted") == "restricted"
+
+
+# --- the image by digest ------------------------------------------------------------------------
+def test_the_overlays_pin_the_image_by_digest() -> None:
+    """Each overlay (itself, or the overlay it builds on) names the image by digest, never by
+    tag; the digest is the release's placeholder until the release process writes it."""
+    overlays = sorted(k.parent for k in KUSTOMIZATIONS if "overlays" in k.parts)
+    assert overlays
+
+    def images_of(directory: Path) -> list[dict[str, Any]]:
+        [doc] = load(directory / "kustomization.yaml")
+        inherited = [i for r in doc.get("resources", []) if (directory / r).resolve().parent.name == "overlays"
+                     for i in images_of((directory / r).resolve())]
+        return doc.get("images", []) + inherited
+
+    for overlay in overlays:
+        found = [i for i in images_of(overlay) if i["name"] == IMAGE.split(":")[0]]
+        assert found, f"{overlay.name}: the image is not pinned"
+        for image in found:
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", image.get("digest", "")), (overlay.name, image)
+            assert "newTag" not in image, (overlay.name, image)
+
+
+# --- the locust master's port -------------------------------------------------------------------
+def reachers(policies: list[dict[str, Any]], labels: dict[str, str], port: int) -> list[dict[str, Any] | None]:
+    """Who the NetworkPolicies selecting pods with `labels` let reach `port`: each rule's `from`
+    peer, or None for "anyone" (a rule without `from`). [None] when no policy isolates the pods."""
+    selecting = [p for p in policies if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
+                 and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
+    if not selecting:
+        return [None]
+    out: list[dict[str, Any] | None] = []
+    for p in selecting:
+        for rule in p["spec"].get("ingress", []):
+            ports = rule.get("ports")
+            if ports is None or any(q.get("port") in (port, None) for q in ports):
+                out += rule.get("from") or [None]
+    return out
+
+
+def runner_pod() -> tuple[dict[str, str], dict[str, Any]]:
+    [cron] = [c for c in objects("CronJob") if c["metadata"]["name"] == "inferchaos-nightly"]
+    template = cron["spec"]["jobTemplate"]["spec"]["template"]
+    return template["metadata"]["labels"], template["spec"]
+
+
+def test_only_the_locust_workers_reach_the_master_port() -> None:
+    service = one("Service", "locust-master")["spec"]
+    port = service["ports"][0]["targetPort"]
+    labels, pod = runner_pod()
+    assert service["selector"].items() <= labels.items()
+    peers = reachers(objects("NetworkPolicy"), labels, port)
+    workers = one("Deployment", "locust-worker")["spec"]["template"]["metadata"]["labels"]
+    assert peers and all(p is not None and set(p) == {"podSelector"} for p in peers), peers
+    templates = {d["metadata"]["name"]: d["spec"].get("jobTemplate", {}).get("spec", d["spec"])["template"]
+                 ["metadata"].get("labels", {}) for d in all_documents() if d.get("kind") in ("Deployment", "CronJob")}
+    for peer in peers:
+        wanted = peer["podSelector"]["matchLabels"]
+        assert wanted and wanted.items() <= workers.items()
+        assert [n for n, t in templates.items() if wanted.items() <= t.items()] == ["locust-worker"], wanted
+    # isolating the runner's pods must not cut its metrics off: every other port it serves stays open
+    served = {p["containerPort"] for c in pod["containers"] for p in c.get("ports", [])} - {port}
+    assert served and all(None in reachers(objects("NetworkPolicy"), labels, q) for q in served)
+
+
+def test_the_network_policy_check_fails_when_the_master_port_is_open() -> None:
+    labels, _ = runner_pod()
+    policy = yaml.safe_load(yaml.safe_dump(one("NetworkPolicy", "locust-master")))
+    assert reachers([policy], labels, 5557) == [policy["spec"]["ingress"][0]["from"][0]]
+    assert reachers([], labels, 5557) == [None], "no policy: anyone"
+    policy["spec"]["ingress"][1]["ports"].append({"protocol": "TCP", "port": 5557})
+    assert None in reachers([policy], labels, 5557)
+    policy["spec"]["ingress"][1]["ports"] = [{"protocol": "TCP", "port": 9464}]
+    policy["spec"]["ingress"][0]["from"].append({"namespaceSelector": {}})
+    assert {"namespaceSelector": {}} in reachers([policy], labels, 5557)
 
 
 # --- the Grafana dashboard --------------------------------------------------------------------
