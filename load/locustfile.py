@@ -15,9 +15,20 @@ with the tokens received), still in flight when the load stopped (after a drain 
 INFERCHAOS_DRAIN_S), or never sent because the client fell behind.
 
 Three roles, by locust's runner: alone (one process writes its part file); a master (runs no
-user: it writes the records its workers send, load/relay.py, and names the workers that
-never said done); a worker (sends its records to the master, and gets the settings below
-from it in the spawn message, so a worker pod needs none of them).
+user: it writes the records its workers send, load/relay.py, after checking each one, and
+names the workers that never said done); a worker (sends its records to the master, and gets
+the settings below from it in the spawn message, so a worker pod needs none of them).
+
+What no one else decides (locust's channel has no authentication; its web UI starts a swarm
+on a plain form POST): every process sends its load to its *own* `--host` (or LOCUST_HOST),
+whatever a master's spawn message or a UI's form says; a worker without one refuses to start.
+A worker sends only the headers its own INFERCHAOS_HEADERS lists (NAME=ENV_VAR pairs): any
+other header a master's workload names is dropped, and said once. locust's "update user
+class" (from a master or the UI's POST /user: host, proxy, headers...) is refused. Redirects
+are not followed (a 3xx is a failed request): a request's headers go to its host only.
+With `--web-login` the UI asks for user `inferchaos` and the password in
+INFERCHAOS_WEB_PASSWORD; any UI refuses a POST from another origin, and a UI on loopback
+refuses a Host header that is not its own (DNS rebinding).
 
 Environment:
   INFERCHAOS_WORKLOAD     the resolved workload (load.workload.Workload as JSON)
@@ -30,17 +41,23 @@ Environment:
   INFERCHAOS_TIMEOUT_S    connect and read timeout, default 30
   INFERCHAOS_REQUEST_LOG  path prefix of the request log (<prefix>.<host>-<pid>.part; the master's
                           or the lone process's)
+  INFERCHAOS_HEADERS      a worker's own: the NAME=ENV_VAR header pairs it may send (comma-separated)
+  INFERCHAOS_WEB_PASSWORD with --web-login: the UI's password (user `inferchaos`)
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import random
+import secrets
 import signal
+import sys
 import time
 from typing import Mapping
+from urllib.parse import urlsplit
 
 import gevent
 import gevent.pool
@@ -64,7 +81,8 @@ from inferchaos.load.records import (
     write_in_flight,
 )
 from inferchaos.load.relay import DONE, RECORDS, Inbox, Outbox, write_summary
-from inferchaos.load.workload import WORKLOAD_ENV, Workload, reference
+from inferchaos.load.workload import (HEADERS_ENV, WORKLOAD_ENV, Workload, allowed_headers, header_allowlist,
+                                     reference)
 
 STOP = "inferchaos_stop"
 CONFIG_OPTION = "--inferchaos-config"
@@ -98,17 +116,52 @@ JSON_HEADERS: dict[str, str] = {}
 SSE_HEADERS: dict[str, str] = {}
 
 
-def _configure(env: Mapping[str, str]) -> None:
+#: lines said once (a rogue master repeats itself with every spawn message).
+_said: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    if line not in _said:
+        _said.add(line)
+        print(f"inferchaos: {line}", flush=True)
+
+
+#: this process's own target: its --host (or LOCUST_HOST), fixed at init; None before.
+OWN_HOST: str | None = None
+#: a worker's own list of the headers it may send; read here, never from the master.
+try:
+    ALLOWED_HEADERS = header_allowlist(os.environ.get(HEADERS_ENV))
+    _ALLOWLIST_ERROR = ""
+except ValueError as _exc:
+    ALLOWED_HEADERS, _ALLOWLIST_ERROR = frozenset(), str(_exc)
+
+
+def _from_master(workload: Workload) -> Workload:
+    """A master's workload as a worker runs it: only the headers the worker allows."""
+    kept, dropped = allowed_headers(workload, ALLOWED_HEADERS)
+    for name, var in dropped:
+        _say_once(f"ignoring header {name[:60]!r} (from variable {var[:60]!r}) the master asked for: this worker's "
+                  f"{HEADERS_ENV} does not list {name[:60]}={var[:60]}")
+    if any(not c.isprintable() or c.isspace() for c in kept.model):
+        raise ValueError("the model name holds spaces or control characters")
+    return kept
+
+
+def _configure(env: Mapping[str, str], *, master: bool = False) -> None:
+    """The run's settings from `env`: this process's environment, or (`master`) the
+    settings a worker's master sent, whose headers the worker's allowlist filters."""
     global WORKLOAD, RATE, ARRIVAL, ARRIVAL_USERS, MAX_IN_FLIGHT, DRAIN_S, WAIT_S, TIMEOUT_S
     global KINDS, WEIGHTS, JSON_HEADERS, SSE_HEADERS
-    WORKLOAD = Workload.from_json(env[WORKLOAD_ENV]) if env.get(WORKLOAD_ENV) else reference()
-    RATE = float(env.get("INFERCHAOS_RATE") or 0)
-    ARRIVAL = env.get("INFERCHAOS_ARRIVAL") or "poisson"
-    ARRIVAL_USERS = max(1, int(env.get("INFERCHAOS_ARRIVAL_USERS") or 1))
-    MAX_IN_FLIGHT = int(env.get("INFERCHAOS_MAX_IN_FLIGHT") or 1024)
-    DRAIN_S = float(env.get("INFERCHAOS_DRAIN_S") or 5)
-    WAIT_S = float(env.get("INFERCHAOS_WAIT_S") or 0)
-    TIMEOUT_S = float(env.get("INFERCHAOS_TIMEOUT_S") or 30)
+    # all read first, then set: a bad value from a master leaves the settings as they were
+    workload = Workload.from_json(env[WORKLOAD_ENV]) if env.get(WORKLOAD_ENV) else reference()
+    if master:
+        workload = _from_master(workload)
+    values = (float(env.get("INFERCHAOS_RATE") or 0), env.get("INFERCHAOS_ARRIVAL") or "poisson",
+              max(1, int(env.get("INFERCHAOS_ARRIVAL_USERS") or 1)), int(env.get("INFERCHAOS_MAX_IN_FLIGHT") or 1024),
+              float(env.get("INFERCHAOS_DRAIN_S") or 5), float(env.get("INFERCHAOS_WAIT_S") or 0),
+              float(env.get("INFERCHAOS_TIMEOUT_S") or 30))
+    WORKLOAD = workload
+    RATE, ARRIVAL, ARRIVAL_USERS, MAX_IN_FLIGHT, DRAIN_S, WAIT_S, TIMEOUT_S = values
     KINDS = [k for k, w in WORKLOAD.mix.items() if w]
     WEIGHTS = [WORKLOAD.mix[k] for k in KINDS]
     JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json", **WORKLOAD.header_values()}
@@ -391,6 +444,18 @@ class Schedule:
 _schedules: list[Schedule] = []
 
 
+def _pin_host(user, environment) -> None:
+    """A user's host is this process's own --host: a master's spawn message and the web UI's
+    swarm form both set `environment.host` (and locust copies it onto the user class)."""
+    if OWN_HOST is None:
+        return  # not started by locust's main (a test): locust's own rules
+    asked = environment.host or type(user).host
+    if asked and asked.rstrip("/") != OWN_HOST.rstrip("/"):
+        _say_once(f"ignoring host {str(asked)[:200]!r} (from the master or the web UI): this process's load "
+                  f"goes to its own --host {OWN_HOST}")
+    user.host = OWN_HOST
+
+
 class ArrivalUser(FastHttpUser):
     """The open-loop source: requests at the schedule's times, each in its own greenlet."""
 
@@ -401,7 +466,12 @@ class ArrivalUser(FastHttpUser):
     network_timeout = TIMEOUT_S
     connection_timeout = TIMEOUT_S
     max_retries = 0
+    max_redirects = 0
     concurrency = MAX_IN_FLIGHT
+
+    def __init__(self, environment) -> None:
+        _pin_host(self, environment)
+        super().__init__(environment)
 
     @task
     def arrive(self) -> None:
@@ -428,6 +498,11 @@ class InferenceUser(FastHttpUser):
     network_timeout = TIMEOUT_S
     connection_timeout = TIMEOUT_S
     max_retries = 0
+    max_redirects = 0
+
+    def __init__(self, environment) -> None:
+        _pin_host(self, environment)
+        super().__init__(environment)
 
     @task
     def request(self) -> None:
@@ -461,9 +536,20 @@ def drain(now: float | None = None) -> None:
 # --------------------------------------------------------------------------- roles
 @events.init.add_listener
 def _on_init(environment, **_kw) -> None:
+    global OWN_HOST
     if OWNER.partition(":")[0].isdigit():
         gevent.spawn(_watch_owner, environment)
     runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        if _ALLOWLIST_ERROR:
+            _refuse(_ALLOWLIST_ERROR)
+        if not environment.host:
+            _refuse("this load worker has no target of its own: give it --host URL (or LOCUST_HOST); "
+                    "a worker never takes its target from the master")
+    OWN_HOST = environment.host or None
+    environment.update_user_class = _refuse_user_class_update
+    if environment.web_ui is not None:
+        _guard_web_ui(environment)
     # added now, after locust's own runner listeners: `quitting` fires in reverse order, so
     # a worker drains and says done before locust tells the master it quits
     if isinstance(runner, WorkerRunner):
@@ -474,6 +560,70 @@ def _on_init(environment, **_kw) -> None:
         environment.events.quitting.add_listener(lambda **_: _finish_master(runner))
     else:
         environment.events.quitting.add_listener(lambda **_: _finish_local())
+
+
+def _refuse(line: str) -> None:
+    print(f"inferchaos: error: {line}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _refuse_user_class_update(user_settings, *_a, **_kw) -> None:
+    """locust's "update_user_class" (a master's message, the UI's POST /user) sets any
+    attribute of a user class (host, proxy_host, default_headers...): refused."""
+    name = user_settings.get("user_class_name") if isinstance(user_settings, dict) else None
+    _say_once(f"refusing a change of user class {str(name)[:60]!r}: the load's settings come from its own "
+              f"command line and environment")
+
+
+def _guard_web_ui(environment) -> None:
+    """locust's UI acts on plain form POSTs. Refuse a POST from another origin (a web page
+    in the operator's browser), a Host that is not the UI's own when it serves loopback (DNS
+    rebinding), and with --web-login put locust's login page, with one password, in front."""
+    from flask import abort, redirect, request, session, url_for
+
+    web_ui, options = environment.web_ui, environment.parsed_options
+    app = web_ui.app
+    app.debug = False  # locust turns Flask's debug on: no tracebacks to whoever asks
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+                      REMEMBER_COOKIE_HTTPONLY=True, REMEMBER_COOKIE_SAMESITE="Strict")
+    port = str(options.web_port)
+    loopback = {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+    # without a login the UI is on loopback (the runner refuses it elsewhere): only its own Host
+    check_host = not getattr(options, "web_login", False)
+
+    @app.before_request
+    def _same_origin():  # noqa: ANN202 - a Flask hook
+        host = (request.host or "").lower()
+        if check_host and host not in loopback:
+            abort(403)
+        origin = request.headers.get("Origin")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None \
+                and urlsplit(origin).netloc.lower() != host:
+            abort(403)
+
+    if not getattr(options, "web_login", False):
+        return
+    password = os.environ.get("INFERCHAOS_WEB_PASSWORD", "")
+    if len(password) < 12:
+        _refuse("--web-login needs a password of at least 12 characters in INFERCHAOS_WEB_PASSWORD")
+    from flask_login import UserMixin, login_user
+
+    class Operator(UserMixin):
+        def __init__(self, name: str) -> None:
+            self.id = name
+
+    app.config["SECRET_KEY"] = secrets.token_hex(32)
+    web_ui.auth_args = {"username_password_callback": "/inferchaos-login"}
+    web_ui.login_manager.user_loader(lambda name: Operator(name) if name == "inferchaos" else None)
+
+    @app.route("/inferchaos-login", methods=["POST"])
+    def _login():  # noqa: ANN202 - a Flask view
+        user, given = request.form.get("username", ""), request.form.get("password", "")
+        if hmac.compare_digest(user.encode(), b"inferchaos") & hmac.compare_digest(given.encode(), password.encode()):
+            login_user(Operator("inferchaos"))
+            return redirect(url_for("locust.index"))
+        session["auth_error"] = "Wrong user name or password"
+        return redirect(url_for("locust.login"))
 
 
 def _finish_local() -> None:
@@ -507,7 +657,13 @@ def _on_test_start(environment, **_kw) -> None:
     runner's environment."""
     config = getattr(environment.parsed_options, CONFIG_OPTION[2:].replace("-", "_"), "")
     if isinstance(environment.runner, WorkerRunner) and config:
-        _configure(json.loads(config))
+        try:
+            settings = json.loads(config)
+            if not isinstance(settings, dict) or not all(isinstance(v, str) for v in settings.values()):
+                raise ValueError("not an object of strings")
+            _configure({k: settings[k] for k in CONFIG_KEYS if k in settings}, master=True)
+        except (ValueError, TypeError, KeyError) as exc:
+            _say_once(f"ignoring the master's settings: {str(exc)[:200]}")
 
 
 def _finish_worker() -> None:
@@ -526,7 +682,8 @@ def _finish_worker() -> None:
 
 def _as_master(environment, runner: MasterRunner) -> None:
     global _inbox
-    _inbox = Inbox(_writer.write if _writer is not None else (lambda _r: None))
+    _inbox = Inbox(_writer.write if _writer is not None else (lambda _r: None),
+                   say=lambda line: print(line, flush=True))
     if environment.parsed_options is not None:  # sent to each worker with its spawn message
         setattr(environment.parsed_options, CONFIG_OPTION[2:].replace("-", "_"),
                 json.dumps({k: os.environ[k] for k in CONFIG_KEYS if k in os.environ}))

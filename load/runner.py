@@ -21,8 +21,10 @@ master waits (bounded) for them. After 15 s the group gets SIGKILL.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -57,7 +59,7 @@ from inferchaos.load.records import (
     write_log,
 )
 from inferchaos.load.relay import LostWorker, read_lost, workers_path
-from inferchaos.load.workload import WORKLOAD_ENV, Workload, reference
+from inferchaos.load.workload import HEADERS_ENV, WORKLOAD_ENV, Workload, reference
 
 __all__ = ["LoadProfile", "LoadRunner", "LoadStartError", "LostWorker", "RequestLogTail", "read_log"]
 
@@ -65,6 +67,11 @@ __all__ = ["LoadProfile", "LoadRunner", "LoadStartError", "LostWorker", "Request
 #: experiment's load (`LoadRunner(master=...)`) binds there and starts no local workers; the
 #: worker pods (deploy/base/locust.yaml) connect to it through the Service `locust-master`.
 MASTER_ENV = "INFERCHAOS_LOAD_MASTER"
+
+#: locust's web UI login (`web_login`): the password, read by the locustfile from its environment
+#: (never its command line, which `ps` shows). The user name is WEB_USER.
+WEB_PASSWORD_ENV = "INFERCHAOS_WEB_PASSWORD"
+WEB_USER = "inferchaos"
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 START_TIMEOUT_S = 30.0
@@ -160,9 +167,11 @@ class LoadRunner:
                  log_locust_to: Path | None = None, *, record_requests: bool = True,
                  extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
                  timeout_s: float = 30.0, wait_s: float = 0.0, master: str | None = None,
-                 web: str | None = None) -> None:
+                 web: str | None = None, web_login: bool = False, web_password: str | None = None) -> None:
         if not isinstance(host, str) or not host.startswith(("http://", "https://")):
             raise UsageError(f"load target must be an http(s) URL, got {host!r}")
+        if web is not None:
+            check_web(web, web_login)
         profile.validate()
         self.host = host.rstrip("/")
         self.log_path = Path(log_path).resolve()
@@ -178,6 +187,9 @@ class LoadRunner:
         self.wait_s = wait_s
         #: HOST:PORT for locust's web UI (a game day's `inferchaos load --web`); None: headless.
         self.web = web
+        #: locust's login page in front of the UI (required off loopback): user WEB_USER, this password.
+        self.web_login = bool(web and web_login)
+        self.web_password = (web_password or secrets.token_urlsafe(18)) if self.web_login else None
         self._proc: subprocess.Popen | None = None
         #: the local workers (processes > 1), in the master's process group.
         self._workers: list[subprocess.Popen] = []
@@ -200,8 +212,10 @@ class LoadRunner:
         # (locust's dispatcher gives N users to N workers one each)
         users, spawn = (p.processes, max(p.processes, 100)) if p.open_loop else (p.users, p.spawn_rate)
         # --web: locust's UI beside the same run (--autostart runs it as --headless would)
-        ui = ["--autostart", "--web-host", self.web.rpartition(":")[0], "--web-port", self.web.rpartition(":")[2]] \
-            if self.web else ["--headless"]
+        ui = ["--headless"]
+        if self.web:
+            ui = ["--autostart", "--web-host", _web_host(self.web), "--web-port", self.web.rpartition(":")[2]]
+            ui += ["--web-login"] if self.web_login else []
         cmd = [sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), *ui,
                "-u", str(users), "-r", str(spawn), "--host", self.host,
                "--exit-code-on-error", "0", "--only-summary", "--loglevel", "INFO"]
@@ -227,8 +241,8 @@ class LoadRunner:
     def worker_command(self) -> list[str]:
         """One local worker: it connects to the master over TCP, as a worker pod would."""
         _, port = self.master_bind
-        # --host: the master's wins, but `ps` (and the sweeps that look for load aimed at a
-        # cluster by its URL) should see where a worker's load goes
+        # --host: a worker's own target; it never takes the master's (a master it connects to
+        # could be anyone's). `ps`, and the sweeps that look for load by its URL, see it too.
         return [sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1",
                 "--master-port", str(port), "--host", self.host, "--loglevel", "INFO"]
 
@@ -246,6 +260,10 @@ class LoadRunner:
                         "INFERCHAOS_ARRIVAL_USERS": str(p.processes)})
         if self.record_requests:
             env["INFERCHAOS_REQUEST_LOG"] = str(self.log_path)
+        # the headers a local worker may send: the workload's own (a worker pod lists its own)
+        env[HEADERS_ENV] = ",".join(f"{name}={var}" for name, var in p.resolved().headers)
+        if self.web_password:
+            env[WEB_PASSWORD_ENV] = self.web_password
         env.update(self.extra_env)
         env[MARK_ENV] = self.mark
         env["INFERCHAOS_OWNER"] = f"{os.getpid()}:{_start_time(os.getpid())}"
@@ -460,6 +478,34 @@ def _external_master(value: str | None) -> tuple[str, int] | None:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"load master {value!r} ({MASTER_ENV}): expected HOST:PORT for the load master to bind, e.g. 0.0.0.0:5557")
     return host, int(port)
+
+
+def _web_host(web: str) -> str:
+    return web.rpartition(":")[0].removeprefix("[").removesuffix("]")
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, or a literal address in 127.0.0.0/8 or ::1. Any other name may resolve
+    anywhere, so it is not loopback."""
+    host = host.removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_web(web: str, login: bool) -> None:
+    """locust's UI starts, stops and resizes the load on a plain form POST: off loopback
+    it needs its login page."""
+    host, sep, port = web.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--web {web!r}: expected HOST:PORT, e.g. 127.0.0.1:8089")
+    if not is_loopback(host) and not login:
+        raise UsageError(f"--web {web}: not a loopback address, and locust's UI lets anyone who reaches it "
+                         f"start, stop and resize the load: add --web-login (a login page), or serve it on "
+                         f"127.0.0.1")
 
 
 def free_port() -> int:

@@ -17,7 +17,8 @@ import json
 import math
 import os
 import random
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,6 +29,12 @@ from inferchaos.load.records import STREAMING, parse_mix
 
 APIS = ("oip", "openai", "openai-chat", "auto")
 WORKLOAD_ENV = "INFERCHAOS_WORKLOAD"
+#: a load worker's own list of the headers it may send, `NAME=ENV_VAR,NAME=ENV_VAR`: set where
+#: the worker runs (its pod's env, beside the Secret that holds ENV_VAR), never taken from the
+#: master. Of the headers a master's workload names, a worker sends only the pairs listed here.
+HEADERS_ENV = "INFERCHAOS_HEADERS"
+HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 #: the kinds each API speaks, and the mix it gets unless told otherwise.
 API_KINDS: dict[str, tuple[str, ...]] = {
     "oip": ("infer",),
@@ -177,6 +184,31 @@ def parse_headers(specs: Sequence[str], environ: Mapping[str, str] | None = None
     return tuple(out)
 
 
+def header_allowlist(text: str | None) -> frozenset[tuple[str, str]]:
+    """A worker's own `INFERCHAOS_HEADERS` (`NAME=ENV_VAR,...`) as (name, variable) pairs;
+    ValueError naming the bad item."""
+    pairs = set()
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, var = (p.strip() for p in item.partition("="))
+        if not sep or not HEADER_NAME.fullmatch(name) or not ENV_VAR_NAME.fullmatch(var):
+            raise ValueError(f"{HEADERS_ENV}: {item.strip()[:80]!r} is not NAME=ENV_VAR")
+        pairs.add((name.lower(), var))
+    return frozenset(pairs)
+
+
+def allowed_headers(workload: Workload,
+                    allowlist: frozenset[tuple[str, str]]) -> tuple[Workload, list[tuple[str, str]]]:
+    """The workload with only the headers `allowlist` names (header names compare without
+    case, variables exactly), and the (name, variable) pairs it dropped."""
+    kept = tuple(h for h in workload.headers if (h[0].lower(), h[1]) in allowlist)
+    dropped = [h for h in workload.headers if h not in kept]
+    if not dropped:
+        return workload, []
+    return replace(workload, headers=kept), dropped
+
+
 def read_payloads(path: Path) -> tuple[str, ...]:
     """One JSON object a line; blank lines skipped. Every problem is one line naming it."""
     try:
@@ -317,5 +349,5 @@ def _inputs(meta: dict, url: str, model: str) -> tuple[tuple[InputSpec, ...], in
     return tuple(specs), length
 
 
-__all__ = ["APIS", "InputSpec", "Workload", "WORKLOAD_ENV", "parse_headers", "read_payloads", "reference",
-           "resolve"]
+__all__ = ["APIS", "HEADERS_ENV", "InputSpec", "Workload", "WORKLOAD_ENV", "allowed_headers", "header_allowlist",
+           "parse_headers", "read_payloads", "reference", "resolve"]

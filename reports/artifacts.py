@@ -3,6 +3,13 @@
 The request log as CSV (a spreadsheet, pandas), the ledger entries of this experiment
 (what was changed and how it was undone), and the probes' samples as JSON — each written
 into the experiment's run directory, where the Allure attachments and summary.html find them.
+
+The ledger itself is 0600; its copy here is not a ledger but a report, made to be shared
+(Allure results, the HTML site `allure generate` builds from them, CI artifacts, the
+reports volume), and a file mode does not travel with any of those copies. So the copy
+leaves out what says how to reach the cluster with whose credentials: each entry's target
+`connection` and each undo step's `conn` (kubeconfig path, context, cluster) are replaced
+by REDACTED. Nothing reads them back from a report: `inferchaos recover` reads the ledger.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ TIMELINE = "timeline.png"
 SLO_TABLE = "slo.html"
 REQUESTS_CSV = "requests.csv"
 LEDGER_JSON = "ledger.json"
+#: what a report's copy of the ledger says in place of a connection.
+REDACTED = "(left out of reports: see the ledger)"
 PROBES_JSON = "probes.json"
 
 #: the summary keys that are probe measurements rather than verdicts.
@@ -41,8 +50,19 @@ def experiment_entries(ledger: Ledger, experiment: str, since_wall: float) -> li
     return [e for e in ledger.entries() if e.experiment == experiment and e.wall >= since_wall]
 
 
+def shareable(entry: Entry) -> dict:
+    """An entry as a report shows it: its target's `connection` and each undo step's `conn`
+    replaced by REDACTED; everything else as the ledger has it."""
+    d = asdict(entry)
+    if isinstance(d.get("target"), dict) and d["target"].get("connection") is not None:
+        d["target"] = {**d["target"], "connection": REDACTED}
+    d["undo"] = [{**u, "args": {**u["args"], "conn": REDACTED}} if u.get("args", {}).get("conn") is not None else u
+                 for u in d.get("undo") or ()]
+    return d
+
+
 def write_ledger_json(entries: Sequence[Entry], path: Path) -> Path:
-    path.write_text(json.dumps([asdict(e) for e in entries], indent=2))
+    path.write_text(json.dumps([shareable(e) for e in entries], indent=2))
     return path
 
 

@@ -135,15 +135,17 @@ def test_the_master_publishes_what_its_workers_have_in_flight(tmp_path):
 def test_a_worker_pod_gets_its_settings_from_the_master(tmp_path):
     """In a cluster the runner is the master (`master=HOST:PORT`) and starts no worker; the
     worker pod has none of the runner's environment: rate, workload and all come with the
-    spawn message. Here the pod is a worker process started by hand with a bare environment."""
+    spawn message. Its target is its own (`--host`, as the pod's command line gives it): a
+    worker never takes that from the master. Here the pod is a worker process started by hand
+    with a bare environment."""
     port, rate = free_port(), 20.0
     bare = {k: v for k, v in os.environ.items() if not k.startswith(("INFERCHAOS_", "LOCUST_"))}
-    worker = subprocess.Popen([sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
-                               "--master-host", "127.0.0.1", "--master-port", str(port)],
-                              env=bare, cwd=tmp_path, stdout=open(tmp_path / "worker.log", "wb"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        with StallServer() as server:
+    with StallServer() as server:
+        worker = subprocess.Popen([sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+                                   "--master-host", "127.0.0.1", "--master-port", str(port), "--host", server.url],
+                                  env=bare, cwd=tmp_path, stdout=open(tmp_path / "worker.log", "wb"),
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        try:
             load = LoadRunner(server.url, tmp_path / "requests.jsonl", infer_only(rate, 1),
                               master=f"127.0.0.1:{port}")
             try:
@@ -153,15 +155,16 @@ def test_a_worker_pod_gets_its_settings_from_the_master(tmp_path):
                 records = load.stop()
             finally:
                 load.stop()
-        worker.wait(30)  # told to quit by its master
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+            worker.wait(30)  # told to quit by its master
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
     assert {r.worker for r in records} == {f"{HOST}:{worker.pid}"}
     assert all(r.kind == "infer" for r in records), Counter(r.kind for r in records)  # the master's mix
     assert 0.8 * rate <= scheduled_rate(records) <= 1.2 * rate  # the master's rate
     assert load.lost_workers() == []
+    assert b"ignoring" not in (tmp_path / "worker.log").read_bytes()  # nothing refused from its own master
 
 
 # --------------------------------------------------------------------------- bad input
@@ -206,8 +209,9 @@ def test_the_relay_counts_and_names_a_worker_that_never_said_done():
     inbox = Inbox(got.append)
     a = Outbox(lambda kind, data: messages.append(("a", kind, data)), "h:1", batch_records=2)
     b = Outbox(lambda kind, data: messages.append(("b", kind, data)), "h:2", batch_records=2)
-    rec = RequestRecord(start=1.0, wall=2.0, latency_s=0.1, kind="infer", status=200, ok=True)
     for box in (a, b):
+        # a record names the worker that sent it (the master drops one that names another)
+        rec = RequestRecord(start=1.0, wall=2.0, latency_s=0.1, kind="infer", status=200, ok=True, worker=box.worker)
         for _ in range(3):
             box.add(rec)
         box.flush([5.0])

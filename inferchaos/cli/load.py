@@ -4,11 +4,17 @@ The same load an experiment sends (the workload learnt from the server, open-loo
 every request in a log), started by hand and stopped cleanly: Ctrl-C, SIGTERM or the end
 of `--for`. It is journalled like any change, so a SIGKILLed `load` leaves nothing that
 `inferchaos recover` cannot end. `--web` also serves locust's own UI, on loopback by default.
+
+locust's UI starts, stops and resizes the load on a plain form POST, so it serves loopback
+only, unless `--web-login` puts locust's login page in front of it (user `inferchaos`, the
+password from INFERCHAOS_WEB_PASSWORD, or one made up and printed here). A non-loopback
+`--web` without `--web-login` is refused. Whatever the UI's form says, the load goes to URL.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,12 +38,17 @@ def add(sub: argparse._SubParsersAction) -> None:
                  "in the ledger: `inferchaos recover` ends it if this process is killed.",
                  "  inferchaos load --state-dir /tmp/gd --load-rate 50\n"
                  "  inferchaos load http://vllm.ml.svc:8000 --load-rate 5 --for 10m --model llama\n"
-                 "  inferchaos load --state-dir /tmp/gd --web          # locust's UI on 127.0.0.1:8089 too")
+                 "  inferchaos load --state-dir /tmp/gd --web          # locust's UI on 127.0.0.1:8089 too\n"
+                 "  inferchaos load --state-dir /tmp/gd --web 0.0.0.0:8089 --web-login   # off loopback: a login page")
     p.add_argument("url", nargs="?", metavar="URL", help="the endpoint (default: the local cluster's LB)")
     p.add_argument("--for", dest="for_s", type=duration, metavar="DURATION",
                    help="stop after DURATION (90, 90s, 5m, 1h; default: until Ctrl-C)")
     p.add_argument("--web", nargs="?", const=WEB, metavar="HOST:PORT",
-                   help=f"also serve locust's web UI (default {WEB}: loopback only)")
+                   help=f"also serve locust's web UI (default {WEB}: loopback only; any other address "
+                        f"needs --web-login)")
+    p.add_argument("--web-login", action="store_true",
+                   help="put locust's login page in front of the web UI: user inferchaos, password from "
+                        "$INFERCHAOS_WEB_PASSWORD (at least 12 characters), else one made up and printed here")
     p.add_argument("--log", type=Path, metavar="FILE",
                    help="the request log (default: .inferchaos/load/requests-<UTC time>.jsonl)")
     state_dir_arg(p)
@@ -47,7 +58,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def cmd_load(args: argparse.Namespace) -> int:
     from inferchaos.faults.undo import step
-    from inferchaos.load.runner import LoadProfile, LoadRunner
+    from inferchaos.load.runner import WEB_PASSWORD_ENV, WEB_USER, LoadProfile, LoadRunner
     from inferchaos.load.workload import resolve
 
     opts = load_options.settings(lambda name: getattr(args, name.lstrip("-").replace("-", "_")))
@@ -55,14 +66,19 @@ def cmd_load(args: argparse.Namespace) -> int:
         raise UsageError("inferchaos load is open loop: give --load-rate R, not --load-users")
     if opts.replica_cmd or opts.ready_path:
         raise UsageError("--replica-cmd and --ready-path are the local cluster's (`inferchaos up`), not the load's")
-    web = _web(args.web) if args.web else None
+    if args.web_login and not args.web:
+        raise UsageError("--web-login goes with --web HOST:PORT (the UI it protects)")
+    web = _web(args.web, args.web_login) if args.web else None
+    password = os.environ.get(WEB_PASSWORD_ENV) or None if args.web_login else None
+    if password is not None and len(password) < 12:
+        raise UsageError(f"--web-login: {WEB_PASSWORD_ENV} is shorter than 12 characters")
     url = args.url or running_cluster(args.state_dir).lb_url
     ledger = ledger_file(args.ledger, write=True)
     workload = resolve(url, opts.api, opts.model, opts.payload, opts.headers)
     profile = LoadProfile(rate=opts.rate or DEFAULT_RATE, arrival=opts.arrival, max_in_flight=opts.max_in_flight,
                           workload=workload, processes=opts.workers or 1)
     log = args.log or Path(".inferchaos/load") / time.strftime("requests-%Y%m%dT%H%M%SZ.jsonl", time.gmtime())
-    load = LoadRunner(url, log, profile, web=web)
+    load = LoadRunner(url, log, profile, web=web, web_login=args.web_login, web_password=password)
     stop = stop_signals()
     entry = ledger.applied("load", [step("end_marked", mark=load.mark, what="locust")], {"kind": "process"},
                            detail=f"inferchaos load {url}")
@@ -70,7 +86,11 @@ def cmd_load(args: argparse.Namespace) -> int:
         load.start()
         say(f"load: {profile.describe()} to {url}; {workload.describe()}")
         if web:
-            say(f"locust's web UI: http://{web}")
+            login = ""
+            if load.web_login:
+                secret = f"${WEB_PASSWORD_ENV}" if password else load.web_password
+                login = f" (login: user {WEB_USER}, password {secret})"
+            say(f"locust's web UI: http://{web}{login}")
         say(f"request log: {load.log_path}; Ctrl-C stops it" + (f" (or in {args.for_s:g} s)" if args.for_s else ""))
         _report(load, stop, None if args.for_s is None else time.monotonic() + args.for_s)
     finally:
@@ -100,10 +120,10 @@ def _report(load, stop, deadline: float | None) -> None:  # type: ignore[no-unty
         say(f"locust stopped by itself (exit {load._proc.poll() if load._proc else '?'}): see {load.locust_log}")
 
 
-def _web(text: str) -> str:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--web {text!r}: expected HOST:PORT, e.g. {WEB}")
+def _web(text: str, login: bool) -> str:
+    from inferchaos.load.runner import check_web
+
+    check_web(text, login)
     return text
 
 

@@ -4,17 +4,25 @@ The backend pre-declares `slots` servers with `server-template`; the supervisor 
 slot at a replica's port at runtime (`set server ... addr`), so a replacement takes its
 predecessor's place without a reload, and HAProxy's own health checks decide when it
 is up. That keeps failover HAProxy's doing, which is what the failover probe measures.
+
+Nothing reaches haproxy.cfg unchecked: a value with a newline would add configuration lines
+(a `--ready-path "/x\n  stats admin if TRUE"`), a space or quote would add arguments. Every
+value `render_config` writes passes a check here first (`ClusterSpec.validate` runs the same
+checks before anything starts): paths a strict URL path charset, ports whole numbers in
+1..65535, addresses loopback literals, names a strict charset. A bad one is a UsageError.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferchaos.errors import ClusterStartError
+from inferchaos.errors import ClusterStartError, UsageError
 
 BACKEND = "replicas"
 #: The same replicas behind HAProxy as most fleets first ship it (round robin, its default
@@ -26,6 +34,62 @@ BACKENDS = (BACKEND, PLAIN_BACKEND)
 OP_STATES = {0: "stopped", 1: "starting", 2: "running", 3: "stopping"}
 #: admin-state bits that mean "in maintenance" (forced, inherited, resolver).
 MAINT_MASK = 0x01 | 0x02 | 0x20
+
+
+#: the one address every bind and placeholder server uses.
+LOOPBACK = "127.0.0.1"
+#: an HTTP path (and query) as RFC 3986 allows it, minus what HAProxy's parser would read as
+#: syntax (spaces, quotes, `#`, `\\`, `$`): unreserved, a few sub-delims, `:@/?%`.
+URL_PATH = re.compile(r"/(?:[A-Za-z0-9._~!&()*+,;=:@/?-]|%[0-9A-Fa-f]{2}){0,1023}")
+#: HAProxy proxy and server names: a letter, then letters, digits, `_.-`.
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+#: a file path in the config (the admin socket): absolute, no space, quote, `#`, `$` or `\\`.
+FILE_PATH = re.compile(r"/[A-Za-z0-9._~+,=:@%/-]{0,106}")
+MAX_SLOTS = 1000
+
+
+def check_ready_path(path: object, what: str = "--ready-path") -> str:
+    if not isinstance(path, str) or not URL_PATH.fullmatch(path):
+        raise UsageError(f"{what} {str(path)[:100]!r}: expected a URL path starting with / (letters, digits and "
+                         f"-._~!&()*+,;=:@/?%XX only; no spaces, quotes, # or line breaks)")
+    return path
+
+
+def check_port(port: object, what: str = "port", *, zero: bool = False) -> int:
+    """A whole number in 1..65535 (0 too with `zero`: a free one is picked)."""
+    if type(port) is not int or not (0 if zero else 1) <= port <= 65535:
+        raise UsageError(f"{what} {port!r}: expected a whole number in {0 if zero else 1}..65535")
+    return port
+
+
+def check_slots(slots: object) -> int:
+    if type(slots) is not int or not 1 <= slots <= MAX_SLOTS:
+        raise UsageError(f"LB slots {slots!r}: expected a whole number in 1..{MAX_SLOTS}")
+    return slots
+
+
+def check_name(name: object, what: str = "name") -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise UsageError(f"{what} {str(name)[:80]!r}: expected a letter, then letters, digits, _ . - (64 at most)")
+    return name
+
+
+def check_loopback(addr: object) -> str:
+    try:
+        ok = isinstance(addr, str) and ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UsageError(f"address {str(addr)[:80]!r}: HAProxy binds and checks on loopback IP addresses only")
+    return addr  # type: ignore[return-value]
+
+
+def check_file_path(path: object, what: str = "HAProxy admin socket") -> str:
+    text = str(path) if isinstance(path, (str, Path)) else None
+    if text is None or not FILE_PATH.fullmatch(text):
+        raise UsageError(f"{what} {str(path)[:120]!r}: expected an absolute path of at most 107 characters without "
+                         f"spaces, quotes, #, $ or backslashes (choose another --state-dir)")
+    return text
 
 
 def find_haproxy() -> str:
@@ -43,6 +107,16 @@ def slot_name(slot: int) -> str:
 
 def render_config(lb_port: int, stats_port: int, socket_path: Path, slots: int, ready_path: str,
                   plain_port: int) -> str:
+    """haproxy.cfg, every value checked first (UsageError naming the bad one)."""
+    for port, what in ((lb_port, "LB port"), (stats_port, "HAProxy stats port"), (plain_port, "plain LB port")):
+        check_port(port, what)
+    socket_path = check_file_path(socket_path)
+    check_slots(slots)
+    ready_path = check_ready_path(ready_path)
+    for name in BACKENDS:
+        check_name(name, "HAProxy backend")
+    check_name(slot_name(slots), "HAProxy server")
+    check_loopback(LOOPBACK)
     return f"""\
 global
   stats socket {socket_path} level admin
@@ -57,15 +131,15 @@ defaults
   timeout http-keep-alive 10s
 
 frontend inference
-  bind 127.0.0.1:{lb_port}
+  bind {LOOPBACK}:{lb_port}
   default_backend {BACKEND}
 
 frontend inference_plain
-  bind 127.0.0.1:{plain_port}
+  bind {LOOPBACK}:{plain_port}
   default_backend {PLAIN_BACKEND}
 
 frontend stats
-  bind 127.0.0.1:{stats_port}
+  bind {LOOPBACK}:{stats_port}
   http-request use-service prometheus-exporter if {{ path /metrics }}
   stats enable
   stats uri /stats
@@ -89,7 +163,7 @@ backend {BACKEND}
   retries 3
   option redispatch 1
   retry-on conn-failure empty-response response-timeout 502 503 504
-  server-template r 1-{slots} 127.0.0.1:9 check disabled
+  server-template r 1-{slots} {LOOPBACK}:9 check disabled
 
 backend {PLAIN_BACKEND}
   # HAProxy's defaults: round robin, checks every 2 s (3 to fail, 2 to rise), `timeout
@@ -99,7 +173,7 @@ backend {PLAIN_BACKEND}
   option httpchk
   http-check send meth GET uri {ready_path}
   http-check expect status 200
-  server-template r 1-{slots} 127.0.0.1:9 check disabled
+  server-template r 1-{slots} {LOOPBACK}:9 check disabled
 """
 
 
@@ -155,12 +229,15 @@ class AdminSocket:
 
     def point_slot(self, slot: int, port: int) -> None:
         """Aim a slot at a replica port and take it out of maintenance; checks decide 'up'."""
+        check_slots(slot)
+        check_port(port, "replica port")
         for backend in BACKENDS:
             name = f"{backend}/{slot_name(slot)}"
-            self.command(f"set server {name} addr 127.0.0.1 port {port}")
+            self.command(f"set server {name} addr {LOOPBACK} port {port}")
             self.command(f"set server {name} state ready")
 
     def retire_slot(self, slot: int) -> None:
+        check_slots(slot)
         for backend in BACKENDS:
             self.command(f"set server {backend}/{slot_name(slot)} state maint")
 

@@ -6,6 +6,7 @@ import shlex
 from dataclasses import asdict, dataclass, field
 
 from inferchaos.errors import UsageError
+from inferchaos.targets.local import haproxy
 
 GIB = 1024**3
 
@@ -35,6 +36,12 @@ class ClusterSpec:
     prometheus: bool = False
 
     def validate(self) -> ClusterSpec:
+        # what goes into haproxy.cfg: checked first, before anything starts (haproxy.render_config
+        # checks again): a newline in the ready path would add configuration lines
+        if type(self.lb_port) is not int or not 0 <= self.lb_port <= 65535:
+            raise UsageError(f"port must be 0..65535, got {self.lb_port!r}")
+        haproxy.check_ready_path(self.ready_path)
+        haproxy.check_slots(self.slots)
         if self.replicas < 1:
             raise UsageError(f"replicas must be at least 1, got {self.replicas}")
         if self.warm_pool < 0:
@@ -43,8 +50,6 @@ class ClusterSpec:
             raise UsageError(f"at most {self.slots} replicas, got {self.replicas}")
         if self.provisioning_delay_s < 0:
             raise UsageError(f"provisioning delay must be 0 or more seconds, got {self.provisioning_delay_s}")
-        if not 0 <= self.lb_port <= 65535:
-            raise UsageError(f"port must be 0..65535, got {self.lb_port}")
         if self.oom not in ("exit", "reject"):
             raise UsageError(f"oom must be 'exit' or 'reject', got {self.oom!r}")
         if self.startup_timeout_s <= 0:
