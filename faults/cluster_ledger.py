@@ -28,11 +28,14 @@ def mirror(entry: Entry, first: bool = False) -> None:
     delete the ConfigMap (only as it was read: a newer entry written meanwhile keeps it)."""
     from urllib3.exceptions import HTTPError as Urllib3Error
 
-    from inferchaos.faults.undo import kube_connection
+    from inferchaos.faults.undo_kube import RUN_ID, checked_namespace, kube_connection
     from inferchaos.targets.kubernetes import runledger
 
     t = entry.target
     try:
+        checked_namespace(t["namespace"])
+        if not RUN_ID.fullmatch(str(t["ledger"])):
+            raise FaultError(f"ledger {t['ledger']!r} is not a run id the suite makes: refused")
         conn = kube_connection(t["connection"])
         expires = entry.wall + float(t.get("expire_after_s", 900))
         lines, version = runledger.append(conn, t["namespace"], t["ledger"], entry.to_json(), entry.operator or "",
@@ -48,11 +51,14 @@ def mirror(entry: Entry, first: bool = False) -> None:
                       stacklevel=2)
 
 
-def entries_of(lines: tuple[str, ...]) -> list[Entry]:
+def entries_of(lines: tuple[str, ...], refused: list[str] | None = None) -> list[Entry]:
+    """The entries of a ConfigMap's lines, each type-checked; why each other line is not one
+    goes to `refused` (a ConfigMap is written whole: no line of it is a crash's)."""
     out = []
-    for line in lines:
+    for n, line in enumerate(lines, 1):
         try:
             out.append(Entry.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, TypeError, KeyError):
-            continue
+        except (json.JSONDecodeError, ValueError, TypeError) as exc:
+            if refused is not None:
+                refused.append(f"line {n}: not a ledger entry ({exc}): refused")
     return out

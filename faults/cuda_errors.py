@@ -129,7 +129,7 @@ class CudaErrors(LocalFault):
         chosen = self._victims_or_fail()
         self._triggers = {v.device: self._trigger(v.device) for v in chosen}
         next(iter(self._triggers.values())).parent.mkdir(parents=True, exist_ok=True)
-        self.journal([step("disarm_cuda", trigger=str(t)) for t in self._triggers.values()])
+        self.journal([step("disarm_cuda", state_dir=str(self.cluster.state_dir), device=d) for d in self._triggers])
         faults = dict(read_desired(self.cluster.state_dir).get("cuda_faults", {}))
         faults.update({str(d): {"shim": str(shim), "trigger": str(t)} for d, t in self._triggers.items()})
         previous = read_desired(self.cluster.state_dir).get("provisioning_delay_s")

@@ -18,7 +18,6 @@ import os
 import re
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,9 @@ from typing import Any
 from inferchaos.faults.base import Landing
 from inferchaos.faults.gpu_hog import parse_bytes
 from inferchaos.faults.local import LocalFault, non_negative
-from inferchaos.faults.undo import step
+from inferchaos.faults.undo import group_ref, step
 from inferchaos.errors import FaultError, UsageError
-from inferchaos.targets.local.processes import MARK_ENV, spawn, start_time
+from inferchaos.targets.local.processes import MARK_ENV, new_mark, spawn
 from inferchaos.targets.local.vgpu import VirtualDevice
 
 
@@ -76,12 +75,11 @@ class GpuOom(LocalFault):
             status.unlink(missing_ok=True)
             argv = [sys.executable, "-m", "inferchaos.faults.gpu_hog", "--device", str(v.device), *self._leave_args(),
                     "--ramp-s", str(self.ramp_s), "--vgpu-dir", vgpu_dir, "--status", str(status)]
-            mark = f"gpu-hog-{uuid.uuid4().hex}"
+            mark = new_mark("gpu-hog")
             self.journal([step("end_marked", mark=mark, what=f"gpu hog on device {v.device}")])
             proc = spawn(argv, status.with_suffix(".log"), {**os.environ, MARK_ENV: mark})
             self._hogs.append(proc)
-            self.journal([step("end_group", pgid=proc.pid, started=start_time(proc.pid),
-                               what=f"gpu hog on device {v.device}")])
+            self.journal([step("end_group", **group_ref(proc.pid, mark), what=f"gpu hog on device {v.device}")])
             self.note("hog", v.name)
             self._wait_holding(proc, v.device, status)
         self.watch_deaths(self.victims)

@@ -5,8 +5,11 @@ runner killed at any moment leaves a ledger from which `inferchaos recover` can 
 the target: open entries are exactly the changes that may still be in force. Undo is
 data (a list of `UndoStep`s), never code, so it survives the process that wrote it.
 
-The file is the owner's alone (0600), and `recover` replays only steps that name one of
-`faults.undo`'s executors with exactly its parameters (`faults.undo.validate`).
+The file is the owner's alone (0600, in a directory only the owner can change): one that
+another user could have written is refused whole (`targets.ownership`). Even then its
+contents are input, not authority: every entry is type-checked as it is parsed, and
+`recover` replays only steps that name one of `faults.undo`'s executors with exactly its
+parameters, each of which proves from the object itself that the suite made it.
 
 Lines are appended with `O_APPEND` under an exclusive lock and fsynced; a line cut short
 by a crash is skipped on reading, and the entries before it are kept.
@@ -17,13 +20,18 @@ from __future__ import annotations
 import fcntl
 import getpass
 import json
+import math
 import os
+import re
 import socket
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from inferchaos.errors import FaultError
+from inferchaos.targets.ownership import check_open_file, check_private, private_dir
 
 DEFAULT_LEDGER = Path(".inferchaos/ledger.jsonl")
 OPERATOR_ENV = "INFERCHAOS_OPERATOR"
@@ -62,10 +70,44 @@ class Entry:
         return json.dumps(d, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Entry:
-        d = dict(d)
-        d["undo"] = tuple(UndoStep(**u) for u in d.get("undo", ()))
-        return cls(**d)
+    def from_dict(cls, d: Any) -> Entry:
+        """An entry read back from disk or a ConfigMap: every field of its type, or ValueError."""
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))[:80]}")
+        for name, (kind, required) in _SHAPE.items():
+            value = d.get(name)
+            if value is None:
+                if required:
+                    raise ValueError(f"no {name}")
+                continue
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"{name} is not {kind.__name__ if isinstance(kind, type) else 'a number'}")
+        if not ID.fullmatch(d["id"]) or not NAME.fullmatch(d["fault"]):
+            raise ValueError("id or fault is not a name the suite writes")
+        if d["event"] not in EVENTS:
+            raise ValueError(f"event is not one of {', '.join(EVENTS)}")
+        if not math.isfinite(d["wall"]) or d["runner_pid"] <= 0:
+            raise ValueError("wall or runner_pid out of range")
+        undo = d.get("undo") or []
+        if not all(isinstance(u, dict) and set(u) <= {"op", "args"} and isinstance(u.get("op"), str)
+                   and isinstance(u.get("args", {}), dict) for u in undo):
+            raise ValueError("undo is not a list of {op, args}")
+        return cls(**{**d, "undo": tuple(UndoStep(u["op"], u.get("args", {})) for u in undo),
+                      "target": d.get("target") or {}, "params": d.get("params") or {}})
+
+
+#: what an entry's fields must be, and whether it must have them.
+_SHAPE: dict[str, tuple[Any, bool]] = {
+    "id": (str, True), "event": (str, True), "fault": (str, True), "wall": ((int, float), True),
+    "runner_pid": (int, True), "target": (dict, False), "params": (dict, False), "undo": (list, False),
+    "experiment": (str, False), "detail": (str, False), "runner_started": (int, False), "operator": (str, False),
+}
+ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+EVENTS = ("applied", "reverted", "revert_failed")
 
 
 def operator() -> str:
@@ -90,12 +132,16 @@ def _own_start_time() -> int | None:
 class Ledger:
     def __init__(self, path: Path | str = DEFAULT_LEDGER) -> None:
         self.path = Path(path)
+        #: the lines of the last reading that were not entries, one line of why each.
+        self.refused: list[str] = []
 
     def _append(self, entry: Entry, first: bool = False) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        private_dir(self.path.parent, "the ledger's directory")
+        check_private(self.path, "file", "the ledger")
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         try:
-            os.fchmod(fd, 0o600)  # what it holds says how to reach the clusters it changed
+            check_open_file(fd, self.path, "the ledger")
+            os.fchmod(fd, 0o600)  # what it holds says what the suite changed, and where
             fcntl.flock(fd, fcntl.LOCK_EX)
             # A previous writer may have died mid-line: start ours on a fresh line.
             if os.fstat(fd).st_size and not self._ends_with_newline():
@@ -136,7 +182,12 @@ class Ledger:
     def extend(self, entry: Entry, undo: list[UndoStep], detail: str | None = None) -> Entry:
         """Add undo steps learnt after the fact (a replica picked, a process started):
         re-journalled under the same id, so the newest copy is the one recovered.
-        `detail` (e.g. "injected") marks the moment, for the report's timeline."""
+        `detail` (e.g. "injected") marks the moment, for the report's timeline.
+
+        An entry already reverted (a kill switch, `inject --for`'s timer) is never reopened:
+        the change it would journal must not be made, so this raises instead."""
+        if not any(e.id == entry.id for e in self.open_entries()):
+            raise FaultError(f"{entry.fault} {entry.id} was reverted meanwhile: nothing more is changed")
         grown = Entry(**{**asdict(entry), "undo": entry.undo + tuple(undo), "wall": time.time(),
                          "detail": detail or entry.detail})
         self._append(grown)
@@ -150,17 +201,29 @@ class Ledger:
         ))
 
     def entries(self) -> Iterator[Entry]:
+        """The entries, each type-checked; a line that is not one is kept in `refused` (a
+        line cut short by a crash, the last one, is skipped without a word)."""
+        self.refused: list[str] = []
+        check_private(self.path, "file", "the ledger")
         try:
-            lines = self.path.read_bytes().split(b"\n")
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return
-        for line in lines:
+        try:
+            check_open_file(fd, self.path, "the ledger")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read()
+        finally:
+            os.close(fd)
+        lines = data.split(b"\n")
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 yield Entry.from_dict(json.loads(line))
-            except (json.JSONDecodeError, TypeError, KeyError):
-                continue  # a line cut short by a crash
+            except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as exc:
+                if n < len(lines):  # the last line, unterminated, is one a crash cut short
+                    self.refused.append(f"{self.path} line {n}: not a ledger entry ({exc}): refused")
 
     def open_entries(self) -> list[Entry]:
         """Changes applied and not (successfully) reverted, newest copy of each."""

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 
 from inferchaos.faults.base import BlastRadius, Fault, Landing
-from inferchaos.faults.undo import step
+from inferchaos.faults.undo import group_ref, step
 from inferchaos.errors import UsageError
 from inferchaos.targets.local.cluster import LocalCluster, wait_for
 from inferchaos.targets.local.control import read_desired, set_desired
-from inferchaos.targets.local.processes import group_alive, signal_group, start_time
+from inferchaos.targets.local.processes import group_alive, signal_group
 from inferchaos.targets.local.state import ReplicaRecord
 
 
@@ -135,8 +135,8 @@ class LocalFault(Fault):
 
     def journal_victims(self) -> None:
         """Journal ending each victim's group: whatever of it still runs at undo is gone."""
-        self.journal([step("end_group", pgid=v.pgid, started=start_time(v.pid), what=f"replica {v.name}")
-                      for v in self.victims])
+        mark = self.cluster.state.mark
+        self.journal([step("end_group", **group_ref(v.pgid, mark), what=f"replica {v.name}") for v in self.victims])
 
     def crash(self) -> None:
         """SIGKILL every victim now (journalled first); the supervisor replaces them."""
@@ -155,7 +155,7 @@ class LocalFault(Fault):
         url = self.cluster.state.proxy_url
         if not url:
             raise UsageError(f"{self.name}: this cluster has no dependency proxy (started by an older version?)")
-        self.journal([step("clear_toxics", proxy_url=url, route=dependency)])
+        self.journal([step("clear_toxics", state_dir=str(self.cluster.state_dir), route=dependency)])
         route = ProxyControl(url).set_toxics(dependency, toxics)
         self.note("toxics", dependency)
         return route

@@ -22,10 +22,10 @@ import httpx
 
 from inferchaos.faults.base import Landing
 from inferchaos.faults.local import LocalFault, non_negative, route_shows, timed_read
-from inferchaos.faults.undo import step
+from inferchaos.faults.undo import process_ref, step
 from inferchaos.errors import UsageError
 from inferchaos.targets.local.depproxy import Toxics
-from inferchaos.targets.local.processes import signal_group, start_time, stopped
+from inferchaos.targets.local.processes import signal_group, stopped
 
 MODES = ("stop", "slow_reads", "both")
 
@@ -68,7 +68,7 @@ class PipelineLag(LocalFault):
         self.age_at_inject_s = self.feature_age()
         if self.stops:
             p = self.cluster.state.service("pipeline")
-            self.journal([step("signal_process", pid=p.pid, started=start_time(p.pid), sig="SIGCONT",
+            self.journal([step("signal_process", **process_ref(p.pid, self.cluster.state.mark), sig="SIGCONT",
                                what="feature pipeline")])
             signal_group(p.pgid, signal.SIGSTOP)
             self.note("sigstop", "pipeline")

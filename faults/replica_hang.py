@@ -14,8 +14,8 @@ from typing import Any
 
 from inferchaos.faults.base import Landing
 from inferchaos.faults.local import LocalFault
-from inferchaos.faults.undo import step
-from inferchaos.targets.local.processes import signal_group, start_time, stopped
+from inferchaos.faults.undo import process_ref, step
+from inferchaos.targets.local.processes import signal_group, stopped
 
 
 @dataclass
@@ -31,7 +31,8 @@ class ReplicaHang(LocalFault):
     def _inject(self) -> None:
         self.victims = self._victims_or_fail()
         # SIGCONT first in the undo: a replica left stopped would hold its slot forever.
-        self.journal([step("signal_process", pid=v.pid, started=start_time(v.pid), sig="SIGCONT",
+        mark = self.cluster.state.mark
+        self.journal([step("signal_process", **process_ref(v.pid, mark), sig="SIGCONT",
                            what=f"replica {v.name}") for v in self.victims])
         for v in self.victims:
             signal_group(v.pgid, signal.SIGSTOP)

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inferchaos.faults.base import Fault, Landing
-from inferchaos.faults.undo import step
+from inferchaos.faults.undo import group_ref, step
 from inferchaos.errors import UsageError
 from inferchaos.load.runner import LoadProfile, LoadRunner
-from inferchaos.targets.local.processes import start_time
 
 
 def surge_profile(fault: Fault, factor: float, spawn_rate: float) -> LoadProfile:
@@ -45,7 +44,7 @@ def start_surge(fault: Fault, profile: LoadProfile) -> LoadRunner:
                        log_locust_to=fault.run.out_dir / "surge-locust.log")
     fault.journal([step("end_marked", mark=surge.mark, what="surge locust")])
     surge.start(on_spawn=lambda pgid: fault.journal(
-        [step("end_group", pgid=pgid, started=start_time(pgid), what="surge locust")]))
+        [step("end_group", **group_ref(pgid, surge.mark), what="surge locust")]))
     return surge
 
 

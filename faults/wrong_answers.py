@@ -16,8 +16,7 @@ import httpx
 from inferchaos.faults.base import Landing
 from inferchaos.faults.local import LocalFault, positive
 from inferchaos.probes.model_health import check_answer, golden_set, infer_body
-from inferchaos.faults.undo import step
-from inferchaos.targets.local.processes import start_time
+from inferchaos.faults.undo import process_ref, step
 from inferchaos.targets.local.server import PERTURB_PATH
 
 
@@ -38,7 +37,8 @@ class WrongAnswers(LocalFault):
 
     def _inject(self) -> None:
         self.victims = self._victims_or_fail()
-        self.journal([step("clear_perturbation", port=v.port, pid=v.pid, started=start_time(v.pid),
+        mark = self.cluster.state.mark
+        self.journal([step("clear_perturbation", state_dir=str(self.cluster.state_dir), **process_ref(v.pid, mark),
                            what=f"replica {v.name}") for v in self.victims])
         for v in self.victims:
             resp = httpx.put(f"http://127.0.0.1:{v.port}{PERTURB_PATH}", json={"sigma": self.sigma}, timeout=5)

@@ -18,7 +18,7 @@ from typing import Any, Callable, ContextManager
 
 from inferchaos.faults.base import Fault, Landing, RunContext
 from inferchaos.faults.ledger import Ledger
-from inferchaos.faults.undo import step
+from inferchaos.faults.undo import group_ref, step
 from inferchaos.annotations import Annotations
 from inferchaos.progress import Progress, Status
 from inferchaos.result import ExperimentResult, Phase
@@ -42,7 +42,6 @@ from inferchaos.probes.verdict import judge, observed_from_window, reasons_from_
 from inferchaos.probes.integrity import integrity
 from inferchaos.probes.window import goodput, percentile, window
 from inferchaos.targets.base import Target
-from inferchaos.targets.local.processes import start_time
 
 TICK_S = 0.25
 PHASES = ("baseline", "inject", "hold", "revert", "recovery")
@@ -103,7 +102,7 @@ class Experiment:
 
         def journal_load(pgid: int) -> None:
             nonlocal load_entry
-            undo = [step("end_group", pgid=pgid, started=start_time(pgid), what="locust")]
+            undo = [step("end_group", **group_ref(pgid, load.mark), what="locust")]
             load_entry = self.ledger.extend(load_entry, undo) if load_entry is not None else \
                 self.ledger.applied("load", undo, {"kind": "process"}, experiment=self.id)
 

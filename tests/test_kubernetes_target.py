@@ -360,7 +360,9 @@ def test_recover_undoes_a_cordon_left_by_a_killed_run(kube, endpoint, tmp_path):
     time.sleep(0.2)
     assert kube.cluster.node(node)["spec"].get("unschedulable"), "left cordoned by the dead runner"  # type: ignore[attr-defined]
 
-    rec = subprocess.run([sys.executable, "-m", "inferchaos.cli", "recover", "--ledger", str(tmp_path / "ledger.jsonl")],
+    # the operator's own kubeconfig: the ledger names the cluster by UID, never how to reach it
+    rec = subprocess.run([sys.executable, "-m", "inferchaos.cli", "recover", "--ledger", str(tmp_path / "ledger.jsonl"),
+                          "--kubeconfig", str(kube.kubeconfig)],  # type: ignore[attr-defined]
                          capture_output=True, text=True, timeout=60, cwd=REPO)
     assert rec.returncode == 0, rec.stdout + rec.stderr
     assert f"node {node}: released" in rec.stdout
@@ -464,6 +466,13 @@ def test_a_game_day_inject_for_reverts_itself_with_the_injector_killed(kube, tmp
     wait_for(lambda: processes_mentioning(f"revert {entry.id}") == [], 10, "the timer to exit")
 
 
+def operator_env(kube) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """An operator's shell: their kubeconfig in $KUBECONFIG (a revert reaches the cluster
+    through it; the ledger names the cluster by UID, never a kubeconfig)."""
+    return {**{k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"},
+            "KUBECONFIG": str(kube.kubeconfig)}
+
+
 def test_revert_all_on_kubernetes_is_the_kill_switch_whoever_applied(kube, tmp_path):
     env = {**{k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}, "INFERCHAOS_OPERATOR": "alice@desk"}
     alice = subprocess.run([sys.executable, "-m", "inferchaos.cli", "inject", "dependency_latency",
@@ -483,7 +492,8 @@ def test_revert_all_on_kubernetes_is_the_kill_switch_whoever_applied(kube, tmp_p
     assert ledger_configmaps(kube) == [], "the run's ledger is closed once its last change is reverted"
     # alice's own revert finds it gone and says so, not an error
     rev = subprocess.run([sys.executable, "-m", "inferchaos.cli", "revert", "--all", "--ledger",
-                          str(tmp_path / "alice.jsonl")], capture_output=True, text=True, timeout=120, cwd=REPO)
+                          str(tmp_path / "alice.jsonl")], capture_output=True, text=True, timeout=120, cwd=REPO,
+                         env=operator_env(kube))
     assert rev.returncode == 0, rev.stdout + rev.stderr
 
 
@@ -537,7 +547,8 @@ def test_the_nightly_run_after_a_runner_killed_mid_fault_starts_by_recovering_it
     wait_for(lambda: server_state(kube, hung) in ("R", "S"), 15, "the hung server to run again")
     assert len(ledger_configmaps(kube)) == 1 and len(networkchaos(kube)) == 1  # the person's, untouched
     rev = subprocess.run([sys.executable, "-m", "inferchaos.cli", "revert", "--all", "--ledger",
-                          str(tmp_path / "laptop.jsonl")], capture_output=True, text=True, timeout=120, cwd=REPO)
+                          str(tmp_path / "laptop.jsonl")], capture_output=True, text=True, timeout=120, cwd=REPO,
+                         env=operator_env(kube))
     assert rev.returncode == 0, rev.stdout + rev.stderr
     wait_for(lambda: networkchaos(kube) == [], 20, "the person's NetworkChaos to go")
     assert ledger_configmaps(kube) == [] and processes_mentioning(str(tmp_path)) == []
@@ -565,6 +576,7 @@ def test_watch_on_kubernetes_shows_the_hung_pod_out_of_rotation_and_who_hung_it(
     last = seen[-1]
     assert f"faults=replica_hang:{entry.id}(carol@ops)" in last and "ready=2/3" in last, seen
     rev = subprocess.run([sys.executable, "-m", "inferchaos.cli", "revert", entry.id, "--ledger",
-                          str(tmp_path / "carol.jsonl")], capture_output=True, text=True, timeout=120, cwd=REPO)
+                          str(tmp_path / "carol.jsonl")], capture_output=True, text=True, timeout=120, cwd=REPO,
+                         env=operator_env(kube))
     assert rev.returncode == 0, rev.stdout + rev.stderr
     wait_for(lambda: f"{hung}:running" in reading() and "faults=none" in seen[-1], 30, "the pod back and no fault")

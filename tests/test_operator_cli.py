@@ -426,6 +426,50 @@ def test_inject_for_reverts_by_itself_and_says_who_did_what_when(cluster, before
 
 
 @pytest.mark.cluster
+def test_inject_for_counts_from_the_landing_of_a_slow_inject(cluster, before, ledger_path):
+    """A slow inject: dependency_latency proves its delay with a request through the route (inject
+    times one, the landing check another), so at 1.5 s of latency it lands ~3 s after the timer
+    started, later than `--for 2s` itself. Counted from the start, the timer would revert it
+    before it landed; counted from the landing, it stays in force the full 2 s after."""
+    for_s, latency_s = 2.0, 1.5
+    proxy = ProxyControl(cluster.state.proxy_url or "")
+    t0 = time.monotonic()
+    res = cli(cluster, ledger_path, "inject", "dependency_latency", "dependency=model_store",
+              f"latency_ms={latency_s * 1000:g}", "--for", f"{for_s:g}s")
+    exited = time.monotonic()  # the inject process is gone: the fault landed before this
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "reverts by itself in 2 s from its landing" in res.stdout, res.stdout
+    assert exited - t0 >= 2 * latency_s > for_s, "the inject was slower than --for itself"
+    entry_id = injected_id(res.stdout)
+    # in force (the route's toxics read back from the proxy) until the timer reverts it
+    last_in_force = exited
+    while True:
+        toxics = proxy.route("model_store")["toxics"]
+        now = time.monotonic()
+        if toxics == CLEAN_TOXICS:
+            cleared = now
+            break
+        assert toxics["latency_ms"] == latency_s * 1000, toxics
+        last_in_force = now
+        assert now - exited < for_s + 15, "the timer did not revert it"
+        time.sleep(0.05)
+    # the timer's own account: when it started counting, on the same (monotonic) clock
+    log = (ledger_path.parent / f"timer-{entry_id}.log").read_text()
+    m = re.search(r"counting 2 s from monotonic ([0-9.]+) \(it landed\)", log)
+    assert m, log
+    counted_from = float(m.group(1))
+    assert t0 + 2 * latency_s <= counted_from <= exited, (t0, counted_from, exited)  # the landing, not the start
+    assert cleared - counted_from >= for_s, (counted_from, cleared)
+    # seen from outside: still in force for_s after the inject returned, less the time it took to exit
+    assert last_in_force - exited >= for_s - 0.5, (exited, last_in_force)
+    wait_for(lambda: not Ledger(ledger_path).open_entries(), 10, "the timer to close the entry")
+    reverted = [e for e in Ledger(ledger_path).entries() if e.id == entry_id][-1]
+    assert reverted.event == "reverted"
+    wait_for(lambda: processes_mentioning(f"revert {entry_id}") == [], 5, "the timer to exit")
+    assert snapshot(cluster) == before
+
+
+@pytest.mark.cluster
 def test_a_timer_whose_fault_was_reverted_first_goes_away(cluster, before, ledger_path):
     res = cli(cluster, ledger_path, "inject", "replica_hang", "--for", "10m")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -22,7 +22,7 @@ from inferchaos.faults.undo import run_all, step, validate
 from inferchaos.errors import FaultError
 
 REPO = Path(__file__).resolve().parent.parent
-CONN = {"kubeconfig": None, "context": "in-cluster", "cluster": "uid-1"}
+CONN = {"context": "in-cluster", "cluster": "uid-1"}
 
 
 @pytest.mark.parametrize("bad, why", [
@@ -33,8 +33,13 @@ CONN = {"kubeconfig": None, "context": "in-cluster", "cluster": "uid-1"}
     (UndoStep("kube_resume", {"conn": CONN, "namespace": "ml", "pod": "p", "container": "c", "pid": 7,
                               "started": 5, "argv": ["id"]}), "unexpected argv"),
     (UndoStep("kube_node", {"conn": CONN, "node": "n"}), "missing run"),
-    (UndoStep("kube_node", {"conn": {**CONN, "token": "x"}, "node": "n", "run": "r"}), "conn holds more"),
-    (UndoStep("signal_process", {"pid": 7, "started": 1, "sig": "SIGSTOP"}), None),  # valid shape...
+    (UndoStep("kube_node", {"conn": {**CONN, "token": "x"}, "node": "n", "run": "r"}), "conn must be exactly"),
+    (UndoStep("kube_node", {"conn": {**CONN, "kubeconfig": "/tmp/evil"}, "node": "n", "run": "r"}),
+     "never a kubeconfig"),
+    (UndoStep("kube_node", {"conn": {"context": "c", "cluster": ""}, "node": "n", "run": "r"}),
+     "conn must be exactly"),
+    (UndoStep("end_marked", {"mark": "x", "what": "\x1b]0;pwned\x07"}), "control characters"),
+    (UndoStep("signal_process", {"pid": 7, "started": 1, "mark": "m", "boot": "b", "sig": "SIGSTOP"}), None),
 ])
 def test_a_step_outside_the_closed_schema_is_refused(bad, why):
     if why is None:
@@ -49,7 +54,7 @@ def test_an_undo_may_not_send_a_signal_that_is_not_an_undo():
     from inferchaos.faults.undo import signal_process
 
     with pytest.raises(FaultError, match="may not send 'SIGSTOP'"):
-        signal_process(os.getpid(), None, "SIGSTOP")
+        signal_process(os.getpid(), None, "cluster-" + "0" * 32, "boot", "SIGSTOP")
 
 
 def test_the_steps_the_faults_make_fit_the_schema():
@@ -76,10 +81,12 @@ def test_recover_refuses_a_planted_command_and_runs_nothing(tmp_path):
 def test_revert_runs_every_step_and_reports_every_failure(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
+    (state / "spec.json").write_text("{}")
     steps = [UndoStep("restore_desired", {"state_dir": str(state), "values": {}}),  # runs last (newest first)
              UndoStep("kube_exec", {}),  # refused
              UndoStep("restore_desired", {"state_dir": str(tmp_path / "no" / "such"), "values": {}}),  # fails
-             UndoStep("end_group", {"pgid": 2 ** 22 + 12345, "started": None})]  # fine: already gone
+             UndoStep("end_group", {"pgid": 2 ** 22 + 12345, "started": None, "mark": "locust-" + "0" * 32,
+                                    "boot": "b"})]  # fine: already gone
     done: list[str] = []
     with pytest.raises(FaultError) as info:
         run_all(steps, done.append)

@@ -18,6 +18,7 @@ from inferchaos.faults.base import BlastRadius, Fault, Landing
 from kubernetes.client.exceptions import ApiException
 
 from inferchaos.errors import FaultError, UsageError
+from inferchaos.faults.undo import use
 from inferchaos.targets.kubernetes.pods import PodView
 from inferchaos.targets.kubernetes.target import KubeTarget
 
@@ -56,7 +57,12 @@ class KubeFault(Fault):
 
     @property
     def conn(self) -> dict[str, Any]:
-        return self.kube.connection.to_dict()
+        """The cluster as an undo step names it: its UID and context, never a kubeconfig
+        (whoever replays the step reaches the cluster through their own; this process
+        through its target's, registered with `undo.use`)."""
+        c = self.kube.connection
+        use(c)
+        return {"context": c.context, "cluster": c.cluster or ""}
 
     @property
     def namespace(self) -> str:

@@ -20,7 +20,6 @@ from inferchaos.faults.local import non_negative
 from inferchaos.faults.undo import step
 from inferchaos.errors import FaultError
 from inferchaos.targets.kubernetes import ops
-from inferchaos.targets.kubernetes.connection import Connection
 
 HOG_LOG = "/tmp/inferchaos-gpu-hog.log"
 HOG_STATUS = "/tmp/inferchaos-gpu-hog.json"
@@ -53,7 +52,7 @@ class KubeGpuOom(KubeFault):
         self.victims = self.victims_or_fail()
         self.journal([step("kube_end_hog", conn=self.conn, namespace=self.namespace, pod=p.name,
                            container=self.kube.container_of(p)) for p in self.victims])
-        conn = Connection(**self.conn)
+        conn = self.kube.connection
         background = ["sh", "-c", f"rm -f {HOG_STATUS}; nohup timeout {self.kube.settings.expire_after_s} "
                                   f"{shlex.join(self.hog_argv())} >{HOG_LOG} 2>&1 </dev/null & echo $!"]
         for p in self.victims:
@@ -69,7 +68,7 @@ class KubeGpuOom(KubeFault):
         """Every victim's hog reports device memory held (its status file, read back)."""
         if not self.victims:
             return Landing(False, "no pod was chosen")
-        conn, held = Connection(**self.conn), []
+        conn, held = self.kube.connection, []
         for p in self.victims:
             result = ops.exec_in(conn, self.namespace, p.name, self.kube.container_of(p), ["cat", HOG_STATUS])
             try:

@@ -22,7 +22,6 @@ from inferchaos.faults.kubernetes.pods import KubeReplicaCrash
 from inferchaos.faults.undo import step
 from inferchaos.errors import UsageError
 from inferchaos.targets.kubernetes import ops
-from inferchaos.targets.kubernetes.connection import Connection
 from inferchaos.targets.kubernetes.nodes import EXPIRES, RUN, iso
 from inferchaos.targets.kubernetes.sweep import RESTORE
 
@@ -85,7 +84,7 @@ class _NetworkFault(KubeFault):
         return host if "." in host else f"{host}.{self.namespace}.svc"
 
     def chaos_mesh(self) -> bool:
-        return ops.has_custom(Connection(**self.conn), CHAOS[0], CHAOS[1], self.namespace, CHAOS[2])
+        return ops.has_custom(self.kube.connection, CHAOS[0], CHAOS[1], self.namespace, CHAOS[2])
 
     def apply_chaos(self, pods: list[str], host: str | None, **shape: Any) -> None:
         if not self.chaos_mesh():
@@ -95,10 +94,10 @@ class _NetworkFault(KubeFault):
             raise UsageError(f"{self.name}: no pod to put the NetworkChaos on")
         self.chaos_name = f"inferchaos-{self.name.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
         self.journal([step("kube_delete_custom", conn=self.conn, group=CHAOS[0], version=CHAOS[1],
-                           namespace=self.namespace, plural=CHAOS[2], name=self.chaos_name)])
+                           namespace=self.namespace, plural=CHAOS[2], name=self.chaos_name, run=self.run_id)])
         body = network_chaos(self.chaos_name, self.namespace, pods, host, self.kube.settings.expire_after_s,
                              self.run_id, iso(self.expires_at()), **shape)
-        ops.create_custom(Connection(**self.conn), *CHAOS[:2], self.namespace, CHAOS[2], body)
+        ops.create_custom(self.kube.connection, *CHAOS[:2], self.namespace, CHAOS[2], body)
         toward = f"toward {host}" if host else "on all their egress"
         self.mechanism = (f"Chaos Mesh NetworkChaos {self.chaos_name} ({body['spec']['action']} from "
                           f"{', '.join(sorted(pods))} {toward}, duration {body['spec']['duration']})")
@@ -114,7 +113,7 @@ class _NetworkFault(KubeFault):
     def chaos_landed(self) -> Landing:
         if not self.chaos_name:
             return Landing(False, "no NetworkChaos was created")
-        obj = ops.get_custom(Connection(**self.conn), *CHAOS[:2], self.namespace, CHAOS[2], self.chaos_name)
+        obj = ops.get_custom(self.kube.connection, *CHAOS[:2], self.namespace, CHAOS[2], self.chaos_name)
         if obj is None:
             return Landing(False, f"NetworkChaos {self.chaos_name} is gone")
         return injected(obj)
@@ -169,7 +168,7 @@ class KubeModelLoadStall(_NetworkFault):
         if ns != self.namespace:
             raise UsageError(f"model_load_stall: the model store {host} is in namespace {ns}, not {self.namespace}: "
                              "its pods are outside the blast radius")
-        pods = ops.service_pods(Connection(**self.conn), self.namespace, service)
+        pods = ops.service_pods(self.kube.connection, self.namespace, service)
         if not pods:
             raise UsageError(f"model_load_stall: Service {service} in {self.namespace} selects no running pod")
         return pods
@@ -228,10 +227,10 @@ class KubePipelineLag(_NetworkFault):
             deployment = self.kube.settings.pipeline_deployment
             if not deployment:
                 raise UsageError("pipeline_lag on Kubernetes needs --pipeline-deployment NAME (the feature pipeline)")
-            conn = Connection(**self.conn)
+            conn = self.kube.connection
             before = ops.replicas_of(conn, self.namespace, deployment)
             self.journal([step("kube_scale", conn=self.conn, namespace=self.namespace, deployment=deployment,
-                               replicas=before)])
+                               replicas=before, run=self.run_id)])
             ops.annotate_deployment(conn, self.namespace, deployment, {
                 RESTORE: str(before), EXPIRES: iso(self.expires_at()), RUN: self.run_id})
             ops.scale(conn, self.namespace, deployment, 0)
@@ -247,7 +246,7 @@ class KubePipelineLag(_NetworkFault):
         seen = []
         if self.mode in ("stop", "both"):
             deployment = self.kube.settings.pipeline_deployment or ""
-            now = ops.replicas_of(Connection(**self.conn), self.namespace, deployment)
+            now = ops.replicas_of(self.kube.connection, self.namespace, deployment)
             if now != 0:
                 return Landing(False, f"Deployment {deployment} reads back {now} replicas, not 0")
             seen.append(f"Deployment {deployment} reads back 0 replicas")

@@ -19,7 +19,6 @@ from inferchaos.faults.base import Landing
 from inferchaos.faults.kubernetes.base import KubeFault
 from inferchaos.faults.undo import step
 from inferchaos.targets.kubernetes import processes
-from inferchaos.targets.kubernetes.connection import Connection
 from inferchaos.targets.kubernetes.pods import PodView
 from inferchaos.targets.kubernetes.processes import Proc
 
@@ -30,7 +29,7 @@ class _ProcessFault(KubeFault):
     procs: dict[str, Proc] = field(default_factory=dict, init=False)
 
     def _find(self, pod: PodView) -> Proc:
-        return processes.server(Connection(**self.conn), self.namespace, pod.name, self.kube.container_of(pod),
+        return processes.server(self.kube.connection, self.namespace, pod.name, self.kube.container_of(pod),
                                 self.server_pattern(pod))
 
     def figures(self) -> dict[str, Any]:
@@ -51,7 +50,7 @@ class KubeReplicaCrash(_ProcessFault):
 
     def _inject(self) -> None:
         self.victims = self.victims_or_fail()
-        conn = Connection(**self.conn)
+        conn = self.kube.connection
         found = {p.name: self._find(p) for p in self.victims}  # every victim checked before any is touched
         for p in self.victims:
             self.restarts_before[p.name] = p.restarts
@@ -102,7 +101,7 @@ class KubeReplicaHang(_ProcessFault):
 
     def _inject(self) -> None:
         self.victims = self.victims_or_fail()
-        conn = Connection(**self.conn)
+        conn = self.kube.connection
         found = {p.name: self._find(p) for p in self.victims}
         self.journal([step("kube_resume", conn=self.conn, namespace=self.namespace, pod=p.name,
                            container=self.kube.container_of(p), pid=found[p.name].pid,
@@ -118,7 +117,7 @@ class KubeReplicaHang(_ProcessFault):
         """Each server process reads back in state T (stopped) from /proc inside its container."""
         if not self.victims:
             return Landing(False, "no pod was chosen")
-        conn, seen = Connection(**self.conn), []
+        conn, seen = self.kube.connection, []
         for v in self.victims:
             proc = self.procs.get(v.name)
             now = proc and processes.state(conn, self.namespace, v.name, self.kube.container_of(v), proc)

@@ -30,7 +30,6 @@ from inferchaos.faults.undo import step
 from inferchaos.errors import UsageError
 from inferchaos.targets.kubernetes import nodes as node_marks
 from inferchaos.targets.kubernetes import ops
-from inferchaos.targets.kubernetes.connection import Connection
 from inferchaos.targets.kubernetes.pods import PodView
 
 
@@ -66,7 +65,7 @@ class KubeSpotReclamation(KubeFault):
         if not fits:
             raise UsageError(f"{self.name}: no node's inference pods fit the blast radius {self.radius} "
                              f"({limit} of {len(self.kube.replicas())} pods): {shown or 'no pods on nodes'}")
-        others = ops.tenants(Connection(**self.conn), fits)
+        others = ops.tenants(self.kube.connection, fits)
         mine = {f"{self.namespace}/{p.name}" for ps in by_node.values() for p in ps}
         others = {n: [t for t in ts if t not in mine] for n, ts in others.items()}
         node = min(fits, key=lambda n: (len(others[n]), -len(by_node[n]), n))
@@ -86,7 +85,7 @@ class KubeSpotReclamation(KubeFault):
     def _inject(self) -> None:
         node, pods, _ = self.pick()
         self.victims, self.nodes = pods, [node]
-        conn = Connection(**self.conn)
+        conn = self.kube.connection
         self.journal([step("kube_node", conn=self.conn, node=node, run=self.run_id)])
         node_marks.reclaim(conn, node, self.run_id, self.expires_at())
         self.note("cordoned", node)
@@ -122,7 +121,7 @@ class KubeSpotReclamation(KubeFault):
         """The instance is gone: whatever still runs on it goes with it. Grace 1, not 0: a
         grace-0 delete only removes the API object while the containers may run on, holding
         the GPU the replacement needs. Runs on a timer thread: a failure is noted, not raised."""
-        conn = Connection(**self.conn)
+        conn = self.kube.connection
         for node in self.nodes:
             try:
                 left = ops.pods_on(conn, self.namespace, node, self.kube.selector)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
+import select
 import subprocess
 import sys
 import time
@@ -61,9 +63,9 @@ def add(sub: argparse._SubParsersAction) -> None:
                        help="where it lands: the local cluster (default) or a namespace (the options below)")
         if verb == "inject":
             p.add_argument("--for", dest="for_s", type=duration, metavar="DURATION",
-                           help="revert by itself after DURATION (90, 90s, 5m, 1h): a timer process here, and "
-                                "on Kubernetes every change also expires in the cluster then (at least 10 s), so "
-                                "it ends even when this machine is gone")
+                           help="revert by itself DURATION (90, 90s, 5m, 1h) after the fault landed: a timer "
+                                "process here, and on Kubernetes every change also expires in the cluster then "
+                                "(at least 10 s), so it ends even when this machine is gone")
         kube_options.add_options(p.add_argument_group("--target kubernetes"))
 
     rev = add_verb(sub, "revert", "undo a fault that inject left applied",
@@ -76,10 +78,12 @@ def add(sub: argparse._SubParsersAction) -> None:
                      help="every fault still applied; with --target kubernetes also every inferchaos change in "
                           "the namespace, whoever made it (the kill switch)")
     rev.add_argument("--force", action="store_true", help="also entries whose runner is still alive")
-    rev.add_argument("--at", type=float, help=argparse.SUPPRESS)  # inject --for's timer: wait until this wall time
+    # inject --for's timer: wait this many seconds from the landing its stdin announces
+    rev.add_argument("--after-landing", dest="after_landing", type=float, help=argparse.SUPPRESS)
     ledger_arg(rev)
     rev.add_argument("--target", choices=("local", "kubernetes"), default="local",
-                     help="kubernetes: --all also sweeps the namespace (the options below)")
+                     help="kubernetes: an ID is undone through the connection the options below make; --all "
+                          "also sweeps the namespace (the options below)")
     kube_options.add_options(rev.add_argument_group("--target kubernetes (revert --all)"))
 
 
@@ -117,10 +121,19 @@ def _fault(args: argparse.Namespace, for_inject: bool) -> Iterator[tuple[Fault, 
     params = spec.parse(args.params)
     ledger = ledger_file(args.ledger, write=for_inject)
     if args.target == "kubernetes":
+        from dataclasses import replace
+
         from inferchaos.targets.kubernetes import KubeTarget
 
-        with KubeTarget(kube_settings(args, getattr(args, "for_s", None))) as target:
-            yield spec.build(target, ledger, params), ledger, f"in {target.describe()}"
+        for_s = getattr(args, "for_s", None)
+        with KubeTarget(kube_settings(args, for_s)) as target:
+            fault = spec.build(target, ledger, params)
+            if for_s is not None:
+                # the cluster's own expiry counts from each change, the timer from the landing,
+                # which may come up to land_within_s later: the backstop must not end it first
+                target.settings = replace(target.settings, expire_after_s=max(
+                    10, math.ceil(for_s + fault.land_within_s)))
+            yield fault, ledger, f"in {target.describe()}"
         return
     cluster = running_cluster(args.state_dir)
     yield spec.build(cluster, ledger, params), ledger, f"on the cluster in {cluster.state_dir}"
@@ -179,13 +192,16 @@ def cmd_inject(args: argparse.Namespace) -> int:
         lines = _plan(fault)  # the blast radius is checked here, before anything is journalled
         try:
             fault.prepare()  # journals the entry, before any change
-            # the timer next: this process may die any moment from now (a laptop closed)
-            timer = None if args.for_s is None else _revert_timer(fault, args.ledger, time.time() + args.for_s)
+            # the timer next: this process may die any moment from now (a laptop closed); its
+            # countdown starts when the landing is told (or when this process ends untold)
+            timer = None if args.for_s is None else _revert_timer(fault, args.ledger, args.for_s)
             fault.inject()
             landing = _landing(fault)
             if not landing.ok:
                 raise FaultError(f"{fault.name} did not land, reverted: {landing.evidence} "
                                  f"(checked for {fault.land_within_s:g} s)")
+            if timer is not None:
+                _start_countdown(timer)
             _settle(fault)
         except BaseException:
             fault.revert()  # whatever got applied is undone before the error is told
@@ -197,7 +213,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
         print(f"  {line}")
     print(f"  landed: {landing.evidence}")
     if timer is not None:
-        print(f"it reverts by itself in {args.for_s:g} s (timer pid {timer}); sooner with:\n"
+        print(f"it reverts by itself in {args.for_s:g} s from its landing (timer pid {timer.pid}); sooner with:\n"
               f"  inferchaos revert {entry.id} --ledger {args.ledger}")
         return 0
     print(f"it stays applied. Revert it with:\n  inferchaos revert {entry.id} --ledger {args.ledger}\n"
@@ -221,19 +237,46 @@ def _landing(fault: Fault) -> Landing:
         time.sleep(0.1)
 
 
-def _revert_timer(fault: Fault, ledger: Path, at: float) -> int:
+def _revert_timer(fault: Fault, ledger: Path, for_s: float) -> subprocess.Popen:
     """`inject --for`: a process of its own session (it outlives this one, and the terminal's
-    Ctrl-C) that reverts the entry at `at` through the ledger, as `revert` would. It ends
-    sooner when someone reverts the entry first."""
+    Ctrl-C) that reverts the entry through the ledger, as `revert` would, `for_s` seconds
+    after the fault landed. It is started before the change, so a death of this process
+    mid-inject still ends the fault; its countdown starts when `_start_countdown` tells it
+    the landing through its stdin, or, told nothing, when that pipe closes (this process
+    ended: the latest the fault can have landed). It ends sooner when someone reverts the
+    entry first (this process too, when the fault did not land)."""
     assert fault._entry is not None
     entry_id = fault._entry.id
     log = ledger.parent / f"timer-{entry_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "inferchaos.cli", "revert", entry_id, "--ledger", str(ledger),
-                                 "--force", "--at", repr(at)], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    return proc.pid
+        return subprocess.Popen([sys.executable, "-m", "inferchaos.cli", "revert", entry_id, "--ledger", str(ledger),
+                                 "--force", "--after-landing", repr(for_s), *_reached_through(fault)],
+                                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _reached_through(fault: Fault) -> list[str]:
+    """The options that reach the cluster a Kubernetes fault changes, as this process reached
+    it: a ledger names the cluster (its UID), never how to reach it, so the timer is told."""
+    from inferchaos.targets.kubernetes.connection import IN_CLUSTER
+
+    conn = getattr(getattr(fault, "kube", None), "connection", None)
+    if conn is None:
+        return []
+    return ["--target", "kubernetes", *(["--kubeconfig", conn.kubeconfig] if conn.kubeconfig else []),
+            *(["--kube-context", conn.context] if conn.context != IN_CLUSTER else [])]
+
+
+def _start_countdown(timer: subprocess.Popen) -> None:
+    """Tell the timer the fault landed now, on the monotonic clock (system-wide on Linux, so
+    the timer counts from this instant even if it reads the line late)."""
+    assert timer.stdin is not None
+    try:
+        timer.stdin.write(f"landed {time.monotonic()!r}\n".encode())
+        timer.stdin.close()
+    except OSError as exc:  # it died: nothing would revert the fault, so it is not left applied
+        raise FaultError(f"the --for timer (pid {timer.pid}) is gone ({exc}), so nothing would revert "
+                         f"the fault by itself: reverted") from None
 
 
 def _settle(fault: Fault) -> None:
@@ -260,17 +303,21 @@ def cmd_revert(args: argparse.Namespace) -> int:
     if not args.id and not args.all:
         raise UsageError("revert needs a ledger ID (inject printed it; `inferchaos watch` shows it) or --all")
     ledger = ledger_file(args.ledger, write=True)
-    if args.at is not None and not _wait_until(args.at, ledger, args.id):
+    if args.after_landing is not None and not _wait_from_landing(args.after_landing, ledger, args.id):
         print(f"inferchaos: {args.id} was reverted before its time")
         return 0
     applied = [e for e in ledger.open_entries() if e.fault not in NOT_FAULTS]
     if args.all:
+        from inferchaos.faults.undo import via
+
         kill_switch = args.target == "kubernetes"
-        if kill_switch:
-            namespace_connection(args, "revert --all --target kubernetes")  # bad options: exit 2, nothing undone
+        operator = contextlib.nullcontext()
+        if kill_switch:  # bad options: exit 2, nothing undone; else the operator's own way in
+            operator = via(namespace_connection(args, "revert --all --target kubernetes")[0])
         failed = skipped = 0
         if applied:  # the kill switch takes everything, also what a live runner applied
-            failed, skipped = undo(ledger, applied, args.force or kill_switch)
+            with operator:
+                failed, skipped = undo(ledger, applied, args.force or kill_switch)
         else:
             print(f"inferchaos: nothing to revert in {args.ledger}: no fault in it is still applied")
         if kill_switch:  # every run's ledger in the namespace, then every mark
@@ -287,19 +334,61 @@ def cmd_revert(args: argparse.Namespace) -> int:
                 return 0
             listed = ", ".join(f"{e.fault} {e.id}" for e in applied) or "none"
             raise UsageError(f"no ledger entry {args.id!r} in {args.ledger} (still applied: {listed})")
-    failed, skipped = undo(ledger, chosen, args.force)
+    if args.target != "kubernetes":
+        failed, skipped = undo(ledger, chosen, args.force)
+        return 1 if failed or skipped else 0
+    from inferchaos.faults.undo import via
+    from inferchaos.targets.kubernetes import Connection
+
+    with via(Connection.resolve(args.kubeconfig, args.kube_context)):  # the operator's own way in
+        failed, skipped = undo(ledger, chosen, args.force)
     return 1 if failed or skipped else 0
 
 
-def _wait_until(at: float, ledger: Ledger, entry_id: str) -> bool:
-    """True at wall time `at` if the entry is still applied; False as soon as it is not."""
+#: how stale a landing instant from the injecting process may be and still be used (the
+#: timer reads the line late when the inject was quicker than its own start).
+LANDING_CLOCK_SLACK_S = 60.0
+
+
+def _wait_from_landing(for_s: float, ledger: Ledger, entry_id: str) -> bool:
+    """`inject --for`'s timer: True `for_s` seconds (monotonic clock) after the landing that
+    stdin announces (`landed <time.monotonic()>`), or after stdin closed with no landing told
+    (the injecting process ended mid-inject), if the entry is still applied then; False as
+    soon as it is not, whether counting has started or not."""
+    fd = sys.stdin.fileno()
+    told, start = b"", None
     while True:
         if not any(e.id == entry_id for e in ledger.open_entries()):
             return False
-        left = at - time.time()
+        if start is None:
+            if select.select([fd], [], [], 0.5)[0]:
+                chunk = os.read(fd, 256)
+                told += chunk
+                if b"\n" in told or not chunk:
+                    start = _landing_instant(told)
+                    how = "it landed" if chunk else "inject ended without telling a landing"
+                    print(f"inferchaos: {entry_id}: counting {for_s:g} s from monotonic {start:.3f} ({how})",
+                          flush=True)
+            continue
+        left = start + for_s - time.monotonic()
         if left <= 0:
             return True
         time.sleep(min(0.5, left))
+
+
+def _landing_instant(told: bytes) -> float:
+    """The monotonic instant the injecting process said the fault landed at; now, when it
+    said nothing usable (it ended untold) or the instant is not plausibly on this clock."""
+    now = time.monotonic()
+    words = told.split(b"\n", 1)[0].split()
+    if len(words) == 2 and words[0] == b"landed":
+        try:
+            at = float(words[1])
+        except ValueError:
+            return now
+        if now - LANDING_CLOCK_SLACK_S <= at <= now:
+            return at
+    return now
 
 
 

@@ -76,6 +76,12 @@ def ledger_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ledger", type=Path, default=DEFAULT_LEDGER, help="the fault ledger (default: %(default)s)")
 
 
+def printable(text: str) -> str:
+    """Text from a ledger, a ConfigMap or a server, fit for a terminal: every control
+    character (an escape sequence, a line break) written as its escape, not obeyed."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def one_line(text: str) -> str:
     """A message echoes what it was given; a line break in that must not break the line."""
     return "\\n".join(text.splitlines()) if len(text.splitlines()) > 1 else text.strip()
@@ -83,10 +89,12 @@ def one_line(text: str) -> str:
 
 def read_state_dir(state_dir: Path) -> ClusterState | None:
     """The state file, or None when there is none; a path that cannot hold one is bad input."""
+    from inferchaos.targets.local.cluster import check_state_dir
     from inferchaos.targets.local.state import read_state
 
     if state_dir.exists() and not state_dir.is_dir():
         raise UsageError(f"--state-dir {state_dir} is not a directory")
+    check_state_dir(state_dir)  # another user's (or writable by one): refused, one line, exit 2
     try:
         return read_state(state_dir)
     except (OSError, ValueError, TypeError) as exc:

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from inferchaos.cli.inputs import add_verb, ledger_arg, ledger_file
+from inferchaos.cli.inputs import add_verb, ledger_arg, ledger_file, printable
 from inferchaos.errors import UsageError
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def undo(ledger: Ledger, entries: list[Entry], force: bool) -> tuple[int, int]:
     """Run each entry's journalled undo, newest step first; clusters last, since a fault's
-    undo may need its cluster. Returns (failed, skipped)."""
+    undo may need its cluster. Every entry on its own: one that fails, however oddly,
+    is said in one line and the others still run. Returns (failed, skipped)."""
     from inferchaos.faults.undo import run_all
     from inferchaos.errors import FaultError
     from inferchaos.targets.local.processes import pid_alive, start_time
@@ -52,15 +53,45 @@ def undo(ledger: Ledger, entries: list[Entry], force: bool) -> tuple[int, int]:
             skipped += 1
             continue
         try:
-            run_all(entry.undo, lambda done, e=entry: print(f"{e.fault} {e.id}: {done}"))
-        except FaultError as exc:
+            run_all(entry.undo, lambda done, e=entry: print(f"{e.fault} {e.id}: {printable(done)}"))
+        except Exception as exc:  # noqa: BLE001 - one entry must not stop the recovery of the others
             failed += 1
-            ledger.reverted(entry, ok=False, detail=str(exc))
-            print(f"{entry.fault} {entry.id}: FAILED: {exc}", file=sys.stderr)
+            why = printable(str(exc) if isinstance(exc, FaultError) else f"{type(exc).__name__}: {exc}")
+            print(f"{entry.fault} {entry.id}: FAILED: {why}", file=sys.stderr)
+            _close(ledger, entry, ok=False, detail=why)
             continue
-        ledger.reverted(entry, detail="recovered")
+        _close(ledger, entry, ok=True, detail="recovered")
         print(f"{entry.fault} {entry.id}: reverted")
     return failed, skipped
+
+
+def _close(ledger: Ledger, entry: Entry, ok: bool, detail: str) -> None:
+    try:
+        ledger.reverted(entry, ok=ok, detail=detail)
+    except Exception as exc:  # noqa: BLE001 - the undo ran; the record of it is what failed
+        print(f"{entry.fault} {entry.id}: not recorded in {ledger.path}: {printable(str(exc))}", file=sys.stderr)
+
+
+def refused_in_cluster(entry: Entry, cluster: str, namespace: str, run: str) -> str | None:
+    """Why an entry of a namespace's ledger may not be replayed, or None. Whoever can write
+    ConfigMaps in the namespace could have written it: it may hold only Kubernetes steps,
+    on this cluster, for this namespace's own ledger."""
+    from inferchaos.faults.undo import KUBE_OPS
+
+    t = entry.target
+    if t.get("namespace") != namespace or run != "inferchaos-ledger-" + str(t.get("ledger")):
+        return f"it names another namespace or ledger than {namespace}/{run}"
+    if not isinstance(t.get("connection"), dict) or t["connection"].get("cluster") != cluster:
+        return f"it names another cluster than {cluster}"
+    for u in entry.undo:
+        if u.op not in KUBE_OPS:
+            return f"{u.op!r} is not a Kubernetes step (a cluster's ledger holds nothing else)"
+        conn = u.args.get("conn")
+        if not isinstance(conn, dict) or conn.get("cluster") != cluster:
+            return f"its {u.op} step names another cluster than {cluster}"
+        if "namespace" in u.args and u.args["namespace"] != namespace:
+            return f"its {u.op} step names namespace {printable(str(u.args['namespace']))}, not {namespace}"
+    return None
 
 
 def namespace_connection(args: argparse.Namespace, verb: str) -> tuple[Connection, str]:
@@ -106,48 +137,103 @@ def recover_from_cluster(args: argparse.Namespace, everything: bool = False) -> 
     applied by a runner whose pod is gone, or past its expiry (a person's run), or with
     `everything` all of them, undone through the operator's own connection. Returns how
     many undos failed."""
+    verb = "revert --all --target kubernetes" if everything else "recover --expired"
+    conn, ns = namespace_connection(args, verb)
+    ledger, failed = ledger_file(args.ledger, write=True), 0
+    from inferchaos.targets.kubernetes import runledger
+
+    try:
+        runs = runledger.ledgers(conn, ns)
+    except Exception as exc:  # noqa: BLE001 - the sweep still runs after this
+        print(f"the runs' ledgers in {ns}: FAILED: {printable(str(exc))}", file=sys.stderr)
+        return 1
+    for run in runs:
+        try:
+            failed += _recover_run(args, conn, ns, ledger, run, everything)
+        except Exception as exc:  # noqa: BLE001 - one ledger must not stop the others, nor the sweep
+            failed += 1
+            print(f"{printable(run.name)}: FAILED: {printable(str(exc))}", file=sys.stderr)
+    return failed
+
+
+def _recover_run(args: argparse.Namespace, conn: Connection, ns: str, ledger: Ledger, run: object,
+                 everything: bool) -> int:
     import time
 
     from inferchaos.faults.cluster_ledger import entries_of
     from inferchaos.faults.ledger import open_of
-    from inferchaos.faults.undo import via
+    from inferchaos.faults.undo import via, within
     from inferchaos.targets.kubernetes import runledger
 
-    verb = "revert --all --target kubernetes" if everything else "recover --expired"
-    conn, ns = namespace_connection(args, verb)
-    ledger, failed = ledger_file(args.ledger, write=True), 0
-    for run in runledger.ledgers(conn, ns):
-        still = open_of(entries_of(run.lines))
-        who = f"{run.name} ({run.operator or 'unknown operator'}" + (f", pod {run.runner_pod})" if run.runner_pod else ")")
-        if not still:
-            print(runledger.delete(conn, ns, run.name))
-            continue
-        if not (everything or args.force):
-            if run.runner_pod and runledger.runner_alive(conn, ns, run.runner_pod):
-                print(f"left {who}: its runner is still running and will revert it")
-                continue
-            if not run.runner_pod and (run.expires_at is None or run.expires_at > time.time()):
-                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.expires_at)) if run.expires_at else "never"
-                print(f"left {who}: applied from outside the cluster, expires {when}; --force to undo now")
-                continue
-        print(f"recovering {who}: {len(still)} change(s) still applied")
-        with via(conn):
-            bad, _ = undo(ledger, still, force=True)
-        failed += bad
-    return failed
+    refused: list[str] = []
+    still = open_of(entries_of(run.lines, refused))
+    who = printable(f"{run.name} ({run.operator or 'unknown operator'}"
+                    + (f", pod {run.runner_pod})" if run.runner_pod else ")"))
+    for line in refused:
+        print(f"{printable(run.name)}: {printable(line)}", file=sys.stderr)
+    failed = len(refused)
+    kept = []
+    for entry in still:
+        why = refused_in_cluster(entry, str(conn.cluster), ns, run.name)
+        if why:
+            print(f"refused {entry.fault} {entry.id} in {who}: {why}: nothing done", file=sys.stderr)
+            failed += 1
+        else:
+            kept.append(entry)
+    if not still and not refused:
+        print(runledger.delete(conn, ns, run.name))
+        return 0
+    if not kept:
+        return failed
+    if not (everything or args.force):
+        if run.runner_pod and runledger.runner_alive(conn, ns, run.runner_pod):
+            print(f"left {who}: its runner is still running and will revert it")
+            return failed
+        if not run.runner_pod and (run.expires_at is None or run.expires_at > time.time()):
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.expires_at)) if run.expires_at else "never"
+            print(f"left {who}: applied from outside the cluster, expires {when}; --force to undo now")
+            return failed
+    print(f"recovering {who}: {len(kept)} change(s) still applied")
+    with via(conn), within(ns):
+        bad, _ = undo(ledger, kept, force=True)
+    return failed + bad
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
+    """Exit 2 (nothing done) for bad options or a ledger someone else could have written;
+    else every entry and every run on its own, the sweep whatever they did, and exit 1 if
+    anything was refused or failed (each said in one line)."""
+    import contextlib
+
+    from inferchaos.faults.undo import via
+
+    ledger = ledger_file(args.ledger)
+    ledger.open_entries()  # a ledger that is not the user's own: exit 2 before anything
     failed = 0
     if args.expired:
-        failed += recover_from_cluster(args)
-        sweep_namespace(args)
-    ledger = ledger_file(args.ledger)
+        namespace_connection(args, "recover --expired")  # bad options: exit 2, nothing undone
+        try:
+            failed += recover_from_cluster(args)
+        finally:
+            try:
+                sweep_namespace(args)
+            except Exception as exc:  # noqa: BLE001 - said, and counted
+                failed += 1
+                print(f"the sweep of {args.namespace}: FAILED: {printable(str(exc))}", file=sys.stderr)
     entries = ledger.open_entries()
+    for line in ledger.refused:
+        print(printable(line), file=sys.stderr)
+    failed += len(ledger.refused)
     if not entries:
         print(f"inferchaos: nothing to recover: every change in {args.ledger} is reverted")
         return 1 if failed else 0
-    bad, _ = undo(ledger, entries, args.force)
+    operator = contextlib.nullcontext()
+    if args.kubeconfig or args.kube_context:  # the operator's own way to the clusters the ledger names
+        from inferchaos.targets.kubernetes import Connection
+
+        operator = via(Connection.resolve(args.kubeconfig, args.kube_context))
+    with operator:
+        bad, _ = undo(ledger, entries, args.force)
     return 1 if failed or bad else 0
 
 

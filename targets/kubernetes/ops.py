@@ -158,6 +158,18 @@ def scale(conn: Connection, namespace: str, deployment: str, replicas: int) -> s
     return f"deployment {deployment}: scaled to {int(replicas)}"
 
 
+def deployment_annotations(conn: Connection, namespace: str, deployment: str) -> dict[str, str] | None:
+    """A Deployment's annotations (None when it is gone): what an undo reads before acting,
+    since only a Deployment carrying the run's own mark is the run's to scale back."""
+    try:
+        d = client.AppsV1Api(conn.api_client()).read_namespaced_deployment(deployment, namespace)
+    except ApiException as exc:
+        if _gone(exc):
+            return None
+        raise FaultError(f"deployment {deployment}: cannot read it: {exc.status} {_message(exc)}") from None
+    return dict((d.metadata.annotations if d.metadata else None) or {})
+
+
 def annotate_deployment(conn: Connection, namespace: str, deployment: str, marks: dict[str, str | None]) -> None:
     """Merge-patch annotations (None removes one): who changed it, until when, back to what."""
     try:

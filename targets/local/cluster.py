@@ -22,10 +22,11 @@ from inferchaos.errors import ClusterStartError, TargetError
 from inferchaos.targets import capabilities as caps
 from inferchaos.targets.local import haproxy
 from inferchaos.targets.local.ports import port_in_use
-from inferchaos.targets.local.processes import end_groups, group_alive, spawn
+from inferchaos.targets.local.processes import MARK_ENV, boot_id, end_groups, group_alive, group_carries, new_mark, spawn
 from inferchaos.targets.local.control import read_desired
 from inferchaos.targets.local.spec import ClusterSpec
 from inferchaos.targets.local.state import ClusterState, ReplicaRecord, read_state
+from inferchaos.targets.ownership import check_private, private_dir
 
 T = TypeVar("T")
 
@@ -42,6 +43,13 @@ def wait_for(condition: Callable[[], T], timeout_s: float, what: str, interval_s
         time.sleep(interval_s)
 
 
+def check_state_dir(state_dir: Path | str) -> None:
+    """A state dir decides what is signalled and what replicas run: only this user's own."""
+    check_private(state_dir, "dir", "state dir")
+    for name in ("state.json", "spec.json", "desired.json"):
+        check_private(Path(state_dir) / name, "file", "state file")
+
+
 class LocalCluster:
     """A handle on one local cluster, identified by its state directory."""
 
@@ -56,6 +64,7 @@ class LocalCluster:
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def attach(cls, state_dir: Path | str) -> LocalCluster:
+        check_state_dir(state_dir)
         state = read_state(state_dir)
         if state is None:
             raise TargetError(f"no local cluster in {state_dir} (no state.json): start one with `inferchaos up`")
@@ -63,6 +72,8 @@ class LocalCluster:
 
     def start(self, progress: Callable[[str], None] | None = None) -> LocalCluster:
         haproxy.find_haproxy()
+        private_dir(self.state_dir, "state dir")
+        check_state_dir(self.state_dir)
         if self.spec.lb_port and port_in_use(self.spec.lb_port):
             raise ClusterStartError(f"port {self.spec.lb_port} on 127.0.0.1 is already in use")
         existing = read_state(self.state_dir)
@@ -71,14 +82,18 @@ class LocalCluster:
                 f"a cluster is already running in {self.state_dir} (supervisor pid "
                 f"{existing.supervisor_pid}): stop it with `inferchaos down --state-dir {self.state_dir}`"
             )
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "state.json").unlink(missing_ok=True)
+        # a new cluster starts from its spec: what a crashed run left (a runtime setting, an
+        # armed CUDA trigger) must not reach its replicas
+        for stale in ("state.json", "desired.json"):
+            (self.state_dir / stale).unlink(missing_ok=True)
+        for trigger in (self.state_dir / "cuda").glob("*.trigger"):
+            trigger.unlink()
         (self.state_dir / "spec.json").write_text(json.dumps(self.spec.to_dict()))
         argv = [sys.executable, "-m", "inferchaos.targets.local.supervisor", "--state-dir", str(self.state_dir)]
         if self.owner_pid:
             argv += ["--owner-pid", str(self.owner_pid)]
         self._proc = spawn(argv, self.state_dir / "logs" / "supervisor.log",
-                           {**os.environ, "PYTHONUNBUFFERED": "1"})
+                           {**os.environ, "PYTHONUNBUFFERED": "1", MARK_ENV: new_mark("cluster")})
         try:
             self._wait_started(progress)
         except BaseException:
@@ -114,18 +129,28 @@ class LocalCluster:
 
     def stop(self, timeout_s: float = 20.0) -> list[int]:
         """Stop the supervisor (which ends its replicas), then end any group it left.
-        Returns the groups found orphaned and ended here; empty when teardown went clean."""
+        Returns the groups found orphaned and ended here; empty when teardown went clean.
+
+        Only groups that prove they are the cluster's are signalled: this boot, a member
+        carrying the cluster's mark. A state file names pgids; after a reboot or a crash
+        long ago those may be anyone's."""
+        check_state_dir(self.state_dir)
         state = read_state(self.state_dir)
-        if state is not None:
+        if state is not None and self._ours(state, state.supervisor_pgid):
             end_groups([state.supervisor_pgid], grace_s=timeout_s)
             state = read_state(self.state_dir)
         if self._proc is not None:
             self._proc.poll()
         if state is None:
             return []
-        orphans = [g for g in state.pgids() if group_alive(g)]
+        orphans = [g for g in dict.fromkeys(state.pgids()) if group_alive(g) and self._ours(state, g)]
         end_groups(orphans, grace_s=2.0)
         return orphans
+
+    @staticmethod
+    def _ours(state: ClusterState, pgid: int) -> bool:
+        return pgid > 1 and pgid != os.getpgrp() and bool(state.boot) and state.boot == boot_id() \
+            and group_carries(pgid, state.mark)
 
     def __enter__(self) -> LocalCluster:
         if self._proc is None:

@@ -8,9 +8,11 @@ checked by asking whether the group still exists.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -111,23 +113,62 @@ def pid_alive(pid: int) -> bool:
 #: the environment variable a process started under a journalled mark carries.
 MARK_ENV = "INFERCHAOS_MARK"
 
+#: the only marks the suite makes: a kind, then 128 random bits. Anything else read from a
+#: ledger or a state file is refused (an empty mark would match every process).
+MARK = re.compile(r"[a-z][a-z0-9-]{0,40}-[0-9a-f]{32}")
+
+
+def new_mark(kind: str) -> str:
+    mark = f"{kind}-{uuid.uuid4().hex}"
+    if not MARK.fullmatch(mark):
+        raise ValueError(f"not a mark kind: {kind!r}")
+    return mark
+
+
+def valid_mark(mark: object) -> bool:
+    return isinstance(mark, str) and MARK.fullmatch(mark) is not None
+
+
+def boot_id() -> str:
+    """This boot's id: a pid and start time recorded before a reboot name nothing now."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def carries_mark(pid: int, mark: str) -> bool:
+    """Whether `pid` was started with `mark` in its environment (/proc/<pid>/environ is its
+    environment as it was exec'd, readable only by its own user or root: a process of
+    another user, or one that no longer exists, does not carry it)."""
+    if not valid_mark(mark):
+        return False
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:
+        return False
+    return f"{MARK_ENV}={mark}".encode() in env
+
+
+def group_carries(pgid: int, mark: str) -> bool:
+    """Whether a live member of group `pgid` carries `mark`: a group id is not reused while
+    any member lives, so one marked member proves the group is the one the suite started."""
+    return any(carries_mark(pid, mark) for pid in group_members(pgid))
+
+
+def same_process(pid: int, started: int | None, mark: str, boot: str) -> bool:
+    """`pid` is still the process the suite started: this boot, its start time, its mark."""
+    return (bool(boot) and boot == boot_id() and started is not None and start_time(pid) == started
+            and carries_mark(pid, mark))
+
 
 def marked(mark: str) -> list[int]:
-    """Pids of the processes started under `mark` (in their environment, or as an argument).
+    """Pids of the processes started with `mark` in their environment.
 
     The undo of a process must be journalled before the process exists; its pid is not
-    known then, a mark chosen beforehand is. A uuid mark names only what we started."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if f"{MARK_ENV}={mark}".encode() in env or mark.encode() in args:
-            found.append(int(entry))
-    return found
+    known then, a mark chosen beforehand is. A random mark names only what we started."""
+    if not valid_mark(mark):
+        raise ValueError(f"not a mark the suite makes: {mark!r}")
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and carries_mark(int(e), mark)]

@@ -73,6 +73,11 @@ class ClusterState:
     #: Replicas that died, newest last, kept for probes (cold starts, deaths).
     history: list[ReplicaRecord] = field(default_factory=list)
     updated_at: float = 0.0
+    #: in the environment of every process the cluster runs ($INFERCHAOS_MARK): what proves a
+    #: group is the cluster's before anything signals it (a pgid alone may be reused).
+    mark: str = ""
+    #: the boot the cluster ran in: after a reboot its pids name nothing of it.
+    boot: str = ""
 
     def pgids(self) -> list[int]:
         """Every process group the cluster owns (the supervisor's own last)."""

@@ -33,7 +33,8 @@ from inferchaos.targets.local import haproxy, prometheus
 from inferchaos.targets.local.autoscaler import ScaleLoop, metric_sum, policy_from
 from inferchaos.targets.local.ports import free_port, free_ports, port_in_use
 from inferchaos.targets.local.control import read_desired
-from inferchaos.targets.local.processes import end_groups, pid_alive, signal_group, spawn
+from inferchaos.targets.local.processes import (MARK_ENV, boot_id, end_groups, new_mark, pid_alive, signal_group,
+                                                 spawn, valid_mark)
 from inferchaos.targets.local.spec import ClusterSpec
 from inferchaos.targets.local.state import ClusterState, ReplicaRecord, ServiceRecord, write_state
 from inferchaos.targets.local.vgpu import VirtualDevice
@@ -83,9 +84,12 @@ class Supervisor:
         self.owner_pid = owner_pid
         self.logs = self.dir / "logs"
         self.vgpu_dir = self.dir / "vgpu"
+        if not valid_mark(os.environ.get(MARK_ENV)):  # started by hand: its children are marked all the same
+            os.environ[MARK_ENV] = new_mark("cluster")
         self.state = ClusterState(
             phase="starting", state_dir=str(self.dir), supervisor_pid=os.getpid(),
             supervisor_pgid=os.getpgrp(), spec=spec.to_dict(), vgpu_dir=str(self.vgpu_dir),
+            mark=os.environ[MARK_ENV], boot=boot_id(),
         )
         self.procs: dict[str, subprocess.Popen] = {}
         self.pending: list[Pending] = []
