@@ -14,7 +14,6 @@ fragmentation or a leak does, and the largest batches fail first.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -27,7 +26,7 @@ from inferchaos.faults.gpu_hog import parse_bytes
 from inferchaos.faults.local import LocalFault, non_negative
 from inferchaos.faults.undo import group_ref, step
 from inferchaos.errors import FaultError, UsageError
-from inferchaos.targets.local.processes import MARK_ENV, new_mark, spawn
+from inferchaos.targets.local.processes import MARK_ENV, new_mark, service_env, spawn
 from inferchaos.targets.local.vgpu import VirtualDevice
 
 
@@ -77,7 +76,7 @@ class GpuOom(LocalFault):
                     "--ramp-s", str(self.ramp_s), "--vgpu-dir", vgpu_dir, "--status", str(status)]
             mark = new_mark("gpu-hog")
             self.journal([step("end_marked", mark=mark, what=f"gpu hog on device {v.device}")])
-            proc = spawn(argv, status.with_suffix(".log"), {**os.environ, MARK_ENV: mark})
+            proc = spawn(argv, status.with_suffix(".log"), service_env(**{MARK_ENV: mark}))
             self._hogs.append(proc)
             self.journal([step("end_group", **group_ref(proc.pid, mark), what=f"gpu hog on device {v.device}")])
             self.note("hog", v.name)

@@ -87,6 +87,8 @@ class Entry:
                 raise ValueError(f"{name} is not {kind.__name__ if isinstance(kind, type) else 'a number'}")
         if not ID.fullmatch(d["id"]) or not NAME.fullmatch(d["fault"]):
             raise ValueError("id or fault is not a name the suite writes")
+        if not all(str(d.get(k) or "").isprintable() for k in ("operator", "experiment")):
+            raise ValueError("operator or experiment holds control characters")  # watch prints them
         if d["event"] not in EVENTS:
             raise ValueError(f"event is not one of {', '.join(EVENTS)}")
         if not math.isfinite(d["wall"]) or d["runner_pid"] <= 0:
@@ -111,7 +113,7 @@ EVENTS = ("applied", "reverted", "revert_failed")
 
 
 def operator() -> str:
-    named = os.environ.get(OPERATOR_ENV, "").strip()
+    named = "".join(c for c in os.environ.get(OPERATOR_ENV, "") if c.isprintable()).strip()
     if named:
         return named
     try:

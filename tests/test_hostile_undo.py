@@ -198,11 +198,12 @@ def test_malformed_entries_are_refused_one_line_each_and_the_rest_recovered(tmp_
         entry("eeee00000003", [], event="applied; rm -rf /"),
         {"id": "eeee00000004", "event": "applied"},
         entry("eeee00000005", [], surprise=1),
+        entry("eeee00000007", [], operator="eve\x1b]0;owned\x07"),
         entry("eeee00000006", [{"op": "end_marked", "args": {"mark": mark, "what": "locust"}}], fault="load"))
     rec = recover(ledger)
     assert rec.returncode == 1, rec.stdout + rec.stderr
     refused = [line for line in rec.stderr.splitlines() if "not a ledger entry" in line]
-    assert len(refused) == 5, rec.stderr
+    assert len(refused) == 6, rec.stderr
     assert "load eeee00000006: reverted" in rec.stdout
     wait_for(lambda: proc.poll() is not None, 10, "the legitimately marked process ended")
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inferchaos.faults.ledger import Entry, Ledger, UndoStep
-from inferchaos.errors import UsageError
+from inferchaos.errors import FaultError, UsageError
 from inferchaos.probes.slo import PHASE_KEYS, SAFEGUARD_KEYS, SLO_KEYS, load_slo, parse_overrides
 
 # ----------------------------------------------------------------------------- SLO files
@@ -206,7 +206,12 @@ def test_a_last_line_cut_anywhere_keeps_every_entry_before_it(script, cut_at):
                                            {"kind": "local", "state_dir": "/x"}, {"n": b}))
             elif made and op == "extend":
                 e = made[a % len(made)]
-                made.append(ledger.extend(e, [UndoStep("restore_desired", {"state_dir": "/x", "values": {}})] * b))
+                still = e.id in expected_open(list(ledger.entries()))
+                try:  # an entry once reverted is never reopened: extending it raises, the file unchanged
+                    made.append(ledger.extend(e, [UndoStep("restore_desired", {"state_dir": "/x", "values": {}})] * b))
+                    assert still, f"a reverted entry {e.id} was reopened"
+                except FaultError:
+                    assert not still, f"an open entry {e.id} could not be extended"
             elif made:
                 ledger.reverted(made[a % len(made)], ok=b)
         written = list(ledger.entries())

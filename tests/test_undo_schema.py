@@ -92,7 +92,7 @@ def test_revert_runs_every_step_and_reports_every_failure(tmp_path):
         run_all(steps, done.append)
     message = str(info.value)
     assert message.startswith("2 of 4 undo step(s) failed"), message
-    assert "kube_exec" in message and "restore_desired" in message
+    assert "kube_exec" in message and "no/such: not there" in message
     assert any("already gone" in d for d in done) and any("restored" in d for d in done), done
 
 

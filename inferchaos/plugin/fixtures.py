@@ -29,6 +29,9 @@ from inferchaos.targets.local import ClusterSpec, LocalCluster
 from inferchaos.targets.local.prometheus import write_targets
 from inferchaos.plugin.session import RUNBOOK_BASE_ENV, SESSION, ChaosSession, _chaos_meta, _progress
 
+#: how long replicas started by `--replica-cmd` may take to be ready.
+REPLICA_CMD_STARTUP_S = 180.0
+
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
@@ -70,7 +73,10 @@ def target(chaos: ChaosSession, request: pytest.FixtureRequest) -> Iterator[Targ
         chaos.cluster = _cluster_info(cluster)
         yield cluster
         return
-    custom = {"replica_cmd": chaos.load.replica_cmd} if chaos.load.replica_cmd else {}
+    # a real server loads a real model: vLLM's CPU build alone is ready in ~36 s here, three at
+    # once on a cold cache took over 60 s (the reference server's default)
+    custom = {"replica_cmd": chaos.load.replica_cmd, "startup_timeout_s": REPLICA_CMD_STARTUP_S} \
+        if chaos.load.replica_cmd else {}
     if chaos.load.ready_path:
         custom["ready_path"] = chaos.load.ready_path
     try:

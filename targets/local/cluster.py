@@ -22,7 +22,8 @@ from inferchaos.errors import ClusterStartError, TargetError
 from inferchaos.targets import capabilities as caps
 from inferchaos.targets.local import haproxy
 from inferchaos.targets.local.ports import port_in_use
-from inferchaos.targets.local.processes import MARK_ENV, boot_id, end_groups, group_alive, group_carries, new_mark, spawn
+from inferchaos.targets.local.processes import (MARK_ENV, boot_id, end_groups, group_alive, group_carries, new_mark,
+                                                 replica_env, spawn)
 from inferchaos.targets.local.control import read_desired
 from inferchaos.targets.local.spec import ClusterSpec
 from inferchaos.targets.local.state import ClusterState, ReplicaRecord, read_state
@@ -93,7 +94,7 @@ class LocalCluster:
         if self.owner_pid:
             argv += ["--owner-pid", str(self.owner_pid)]
         self._proc = spawn(argv, self.state_dir / "logs" / "supervisor.log",
-                           {**os.environ, "PYTHONUNBUFFERED": "1", MARK_ENV: new_mark("cluster")})
+                           replica_env(PYTHONUNBUFFERED="1", **{MARK_ENV: new_mark("cluster")}))
         try:
             self._wait_started(progress)
         except BaseException:

@@ -30,6 +30,37 @@ def spawn(argv: list[str], log_path: Path, env: Mapping[str, str] | None = None)
         )
 
 
+#: the environment variable a process started under a journalled mark carries.
+MARK_ENV = "INFERCHAOS_MARK"
+
+#: what a service the cluster runs (HAProxy, Prometheus, the stores, the proxy) keeps of the
+#: runner's environment: how to run, nothing else. The runner's holds the operator's
+#: credentials ($KUBECONFIG, tokens, cloud keys), which these have no use for.
+SERVICE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "VIRTUAL_ENV",
+               "LD_LIBRARY_PATH", "XDG_CACHE_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", MARK_ENV,
+               "INFERCHAOS_NATIVE_DIR")
+SERVICE_ENV_PREFIXES = ("LC_", "PYTHON")
+
+#: credentials a replica command never needs from the runner: the suite's own secrets, the
+#: cluster's and the clouds'. A model hub token stays: a server fetches its weights with it.
+SECRET_ENV = re.compile(r"(?i)^(KUBECONFIG|INFERCHAOS_(GRAFANA_TOKEN|WEB_PASSWORD)|(AWS|AZURE|GOOGLE|GCP|GCLOUD)_.*"
+                        r"|.*(TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_.*)?)$")
+MODEL_HUB_ENV = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    """An explicit environment for a service: the allowlisted part of ours, and `extra`."""
+    kept = {k: v for k, v in os.environ.items() if k in SERVICE_ENV or k.startswith(SERVICE_ENV_PREFIXES)}
+    return {**kept, **extra}
+
+
+def replica_env(**extra: str) -> dict[str, str]:
+    """A replica's environment: ours without credentials (a `--replica-cmd` server is any
+    program the operator names, with whatever settings it reads), and `extra`."""
+    kept = {k: v for k, v in os.environ.items() if k in MODEL_HUB_ENV or not SECRET_ENV.match(k)}
+    return {**kept, **extra}
+
+
 def signal_group(pgid: int, sig: int) -> bool:
     """Send `sig` to a whole group; False when the group is already gone."""
     try:
@@ -110,8 +141,6 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-#: the environment variable a process started under a journalled mark carries.
-MARK_ENV = "INFERCHAOS_MARK"
 
 #: the only marks the suite makes: a kind, then 128 random bits. Anything else read from a
 #: ledger or a state file is refused (an empty mark would match every process).

@@ -20,7 +20,7 @@ import httpx
 
 from inferchaos.errors import ClusterStartError
 from inferchaos.targets.local.ports import free_port
-from inferchaos.targets.local.processes import end_groups, group_alive, spawn
+from inferchaos.targets.local.processes import end_groups, group_alive, service_env, spawn
 
 
 def find_prometheus() -> str:
@@ -110,7 +110,7 @@ class LocalPrometheus:
         config.write_text(render_config(self.targets, self.interval_s, self.job))
         self.port = free_port()
         argv = prometheus_argv(binary, config, self.state_dir / "data", self.port)
-        proc = self._proc = spawn(argv, self.log_path)
+        proc = self._proc = spawn(argv, self.log_path, service_env())
         self.pgid = proc.pid  # start_new_session: the child leads its own group
         try:
             self._wait_ready(proc, timeout_s)

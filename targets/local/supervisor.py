@@ -33,8 +33,8 @@ from inferchaos.targets.local import haproxy, prometheus
 from inferchaos.targets.local.autoscaler import ScaleLoop, metric_sum, policy_from
 from inferchaos.targets.local.ports import free_port, free_ports, port_in_use
 from inferchaos.targets.local.control import read_desired
-from inferchaos.targets.local.processes import (MARK_ENV, boot_id, end_groups, new_mark, pid_alive, signal_group,
-                                                 spawn, valid_mark)
+from inferchaos.targets.local.processes import (MARK_ENV, boot_id, end_groups, new_mark, pid_alive, replica_env,
+                                                 service_env, signal_group, spawn, valid_mark)
 from inferchaos.targets.local.spec import ClusterSpec
 from inferchaos.targets.local.state import ClusterState, ReplicaRecord, ServiceRecord, write_state
 from inferchaos.targets.local.vgpu import VirtualDevice
@@ -309,8 +309,8 @@ class Supervisor:
         if not dev.exists():
             VirtualDevice.create(self.vgpu_dir, device, self.spec.device_capacity_bytes)
         log_path = self.logs / f"{name}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "INFERCHAOS_REPLICA": name,
-               **cuda_fault_env(read_desired(self.dir).get("cuda_faults", {}), device, os.environ)}
+        env = replica_env(PYTHONUNBUFFERED="1", INFERCHAOS_REPLICA=name,
+                          **cuda_fault_env(read_desired(self.dir).get("cuda_faults", {}), device, os.environ))
         try:
             proc = spawn(self._replica_argv(name, port, device), log_path, env)
         except OSError as exc:
@@ -473,7 +473,7 @@ class Supervisor:
     # ------------------------------------------------------------------ services
     def _start_service(self, name: str, argv: list[str], port: int | None) -> None:
         log_path = self.logs / f"{name}.log"
-        proc = spawn(argv, log_path, {**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = spawn(argv, log_path, service_env(PYTHONUNBUFFERED="1"))
         self.procs[name] = proc
         self.state.services.append(ServiceRecord(name, proc.pid, proc.pid, port, str(log_path)))
         self._save()
