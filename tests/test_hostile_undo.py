@@ -280,14 +280,14 @@ def test_a_state_file_naming_groups_the_suite_never_started_signals_nothing(tmp_
         "spec": {}, "mark": new_mark("cluster"), "boot": boot_id(),
         "services": [{"name": "haproxy", "pid": sentinel.pid, "pgid": sentinel.pid, "port": None, "log": ""}]}))
     res = cli("down", "--state-dir", str(state))
-    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.returncode == 1 and f"process group(s) {sentinel.pid} do not carry" in res.stderr, res.stderr
     time.sleep(0.3)
     assert alive(sentinel)
     (state / "state.json").write_text(json.dumps({
         "phase": "ready", "state_dir": str(state), "supervisor_pid": sentinel.pid, "supervisor_pgid": sentinel.pid,
         "spec": {}}))  # no mark, no boot: written before this version, or by hand
     res = cli("down", "--state-dir", str(state))
-    assert res.returncode == 0 and alive(sentinel), res.stdout + res.stderr
+    assert res.returncode == 1 and "left alone" in res.stderr and alive(sentinel), res.stdout + res.stderr
 
 
 def test_a_state_dir_the_suite_creates_is_private(tmp_path):

@@ -135,7 +135,14 @@ def cmd_down(args: argparse.Namespace) -> int:
     if read_state_dir(args.state_dir) is None:
         print(f"inferchaos: no local cluster in {args.state_dir}; nothing to stop")
         return 0
-    leftovers = LocalCluster.attach(args.state_dir).stop()
+    cluster = LocalCluster.attach(args.state_dir)
+    leftovers = cluster.stop()
+    unproven = cluster.unproven()
+    if unproven:  # alive, named by the state file, but not provably the cluster's: said, not signalled
+        print(f"inferchaos: left alone in {args.state_dir}: process group(s) {', '.join(map(str, unproven))} "
+              "do not carry this cluster's mark in this boot (a cluster started by an older inferchaos, or "
+              "pgids reused): end them by hand if they are the cluster's", file=sys.stderr)
+        return 1
     extra = f" (killed {len(leftovers)} process groups left behind)" if leftovers else ""
     print(f"inferchaos: stopped the cluster in {args.state_dir}{extra}")
     return 0

@@ -148,6 +148,13 @@ class LocalCluster:
         end_groups(orphans, grace_s=2.0)
         return orphans
 
+    def unproven(self) -> list[int]:
+        """Groups the state file names that are alive but not provably the cluster's."""
+        state = read_state(self.state_dir)
+        if state is None:
+            return []
+        return [g for g in dict.fromkeys(state.pgids()) if g > 1 and group_alive(g) and not self._ours(state, g)]
+
     @staticmethod
     def _ours(state: ClusterState, pgid: int) -> bool:
         return pgid > 1 and pgid != os.getpgrp() and bool(state.boot) and state.boot == boot_id() \
