@@ -20,7 +20,7 @@ from inferchaos.errors import FaultError
 from inferchaos.targets.local.control import DESIRED_KEYS, replace_desired
 from inferchaos.targets.local.processes import (boot_id, end_groups, group_alive, group_carries, marked,
                                                  same_process, signal_group, start_time, valid_mark)
-from inferchaos.targets.local.state import ClusterState, read_state
+from inferchaos.targets.local.state import ClusterState, check_state_dir, read_state
 from inferchaos.targets.ownership import check_private
 
 
@@ -96,11 +96,9 @@ def suite_state(state_dir: str) -> tuple[Path, ClusterState | None]:
     path = Path(state_dir)
     if not path.is_absolute():
         raise FaultError(f"state dir {state_dir!r}: not an absolute path: refused")
-    check_private(path, "dir", "state dir")
+    check_state_dir(path)
     if not path.is_dir():
         raise FaultError(f"state dir {state_dir}: not there")
-    for name in ("spec.json", "state.json", "desired.json"):
-        check_private(path / name, "file", "state file")
     if not (path / "spec.json").is_file():
         raise FaultError(f"state dir {state_dir}: holds no cluster spec, not a state dir of the suite's: refused")
     try:

@@ -118,6 +118,15 @@ def bare_env(**extra: str) -> dict[str, str]:
     return env | {"PYTHONUNBUFFERED": "1"} | extra
 
 
+def honest_master(port: int, tmp: Path, host: str) -> subprocess.Popen:
+    """A master on loopback that waits for one worker and names `host` as the target."""
+    return subprocess.Popen([sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), "--master",
+                             "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--headless",
+                             "-u", "1", "-r", "1", "--expect-workers", "1", "--host", host],
+                            env=bare_env(), cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
 def worker_proc(port: int, tmp: Path, env: dict[str, str], *args: str, name: str = "worker",
                 locustfile: str = str(LOCUSTFILE)) -> subprocess.Popen:
     log = open(tmp / f"{name}.log", "wb")
@@ -215,11 +224,7 @@ def test_a_worker_without_a_target_of_its_own_refuses_to_start(tmp_path):
     with one line when a master answers, before any request."""
     port = free_port()
     with Decoy() as decoy:
-        master = subprocess.Popen([sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), "--master",
-                                   "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--headless",
-                                   "-u", "1", "-r", "1", "--expect-workers", "1", "--host", decoy.url],
-                                  env=bare_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        master = honest_master(port, tmp_path, decoy.url)
         try:
             worker = worker_proc(port, tmp_path, bare_env())
             try:
@@ -239,11 +244,7 @@ def test_a_worker_without_a_target_of_its_own_refuses_to_start(tmp_path):
 def test_a_bad_header_allowlist_stops_the_worker(tmp_path):
     port = free_port()
     with Decoy() as decoy:
-        master = subprocess.Popen([sys.executable, "-P", "-m", "locust", "-f", str(LOCUSTFILE), "--master",
-                                   "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--headless",
-                                   "-u", "1", "-r", "1", "--expect-workers", "1", "--host", decoy.url],
-                                  env=bare_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        master = honest_master(port, tmp_path, decoy.url)
         try:
             worker = worker_proc(port, tmp_path, bare_env(INFERCHAOS_HEADERS="Authorization"), "--host", decoy.url)
             try:

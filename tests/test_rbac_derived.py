@@ -40,6 +40,8 @@ from tests.fakekube.chaosmesh import ChaosMeshController
 from tests.fakekube.cluster import FakeCluster
 from tests.fakekube.endpointslices import EndpointSliceController
 from tests.fakekube.rbac import Authorization, Policy, service_account
+from tests.kubeseed import identify_and_opt_in
+from tests.kubeseed import kubeconfig as seeded_kubeconfig
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -147,27 +149,10 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def _kubeconfig(fake: FakeKube, tmp: Path) -> Path:
-    path = tmp / "kubeconfig"
-    path.write_text(f"""apiVersion: v1
-kind: Config
-clusters: [{{name: fake, cluster: {{server: "{fake.url}"}}}}]
-users: [{{name: runner, user: {{token: {TOKEN}}}}}]
-contexts: [{{name: {CONTEXT}, context: {{cluster: fake, user: runner}}}}]
-current-context: {CONTEXT}
-""")
-    return path
-
-
 def _seed(fake: FakeKube) -> str:
     """What deploy/ and a cluster give the runner to work on: kube-system (the identity), the
     opted-in namespace, the model store's Service and pod, an HPA and a KEDA ScaledObject."""
-    uid = fake.add("", "v1", "namespaces", {"metadata": {"name": "kube-system"}})["metadata"]["uid"]
-
-    def opt_in(ns: dict) -> dict:
-        ns["metadata"]["labels"] = {"inferchaos.io/allow-chaos": "true"}
-        return ns
-    fake.store.update(fake.store.resource("", "v1", "namespaces"), "", NS, opt_in)
+    uid = identify_and_opt_in(fake, NS)
     fake.add("", "v1", "services", {"metadata": {"name": "model-store", "namespace": NS},
                                     "spec": {"selector": {"app": "model-store"}, "ports": [{"port": 8001}]}}, NS)
     fake.add("", "v1", "pods", {"metadata": {"name": "model-store-0", "namespace": NS, "labels": {"app": "model-store"}},
@@ -192,7 +177,7 @@ def _exercise(fake: FakeKube, cluster: FakeCluster, uid: str, tmp: Path) -> Run:
     from inferchaos.targets.inventory import inventory_of
     from inferchaos.watch_kube import take
 
-    kubeconfig = _kubeconfig(fake, tmp)
+    kubeconfig = seeded_kubeconfig(fake, tmp, token=TOKEN)
     settings = KubeSettings(NS, cluster.selector, "http://127.0.0.1:9", kubeconfig=str(kubeconfig),
                             context=CONTEXT, allow_clusters=(uid,), allow_namespaces=(NS,),
                             pipeline_deployment="feature-pipeline", server_process="container_server.py",

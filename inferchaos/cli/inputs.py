@@ -89,8 +89,7 @@ def one_line(text: str) -> str:
 
 def read_state_dir(state_dir: Path) -> ClusterState | None:
     """The state file, or None when there is none; a path that cannot hold one is bad input."""
-    from inferchaos.targets.local.cluster import check_state_dir
-    from inferchaos.targets.local.state import read_state
+    from inferchaos.targets.local.state import check_state_dir, read_state
 
     if state_dir.exists() and not state_dir.is_dir():
         raise UsageError(f"--state-dir {state_dir} is not a directory")

@@ -77,9 +77,10 @@ def refused_in_cluster(entry: Entry, cluster: str, namespace: str, run: str) -> 
     ConfigMaps in the namespace could have written it: it may hold only Kubernetes steps,
     on this cluster, for this namespace's own ledger."""
     from inferchaos.faults.undo import KUBE_OPS
+    from inferchaos.targets.kubernetes.runledger import PREFIX
 
     t = entry.target
-    if t.get("namespace") != namespace or run != "inferchaos-ledger-" + str(t.get("ledger")):
+    if t.get("namespace") != namespace or run != PREFIX + str(t.get("ledger")):
         return f"it names another namespace or ledger than {namespace}/{run}"
     if not isinstance(t.get("connection"), dict) or t["connection"].get("cluster") != cluster:
         return f"it names another cluster than {cluster}"

@@ -26,8 +26,8 @@ from inferchaos.targets.local.processes import (MARK_ENV, boot_id, end_groups, g
                                                  replica_env, spawn)
 from inferchaos.targets.local.control import read_desired
 from inferchaos.targets.local.spec import ClusterSpec
-from inferchaos.targets.local.state import ClusterState, ReplicaRecord, read_state
-from inferchaos.targets.ownership import check_private, private_dir
+from inferchaos.targets.local.state import ClusterState, ReplicaRecord, check_state_dir, read_state
+from inferchaos.targets.ownership import private_dir
 
 T = TypeVar("T")
 
@@ -42,13 +42,6 @@ def wait_for(condition: Callable[[], T], timeout_s: float, what: str, interval_s
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(interval_s)
-
-
-def check_state_dir(state_dir: Path | str) -> None:
-    """A state dir decides what is signalled and what replicas run: only this user's own."""
-    check_private(state_dir, "dir", "state dir")
-    for name in ("state.json", "spec.json", "desired.json"):
-        check_private(Path(state_dir) / name, "file", "state file")
 
 
 class LocalCluster:

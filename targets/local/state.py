@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from inferchaos.targets.ownership import check_private
+
 
 @dataclass
 class ServiceRecord:
@@ -95,6 +97,13 @@ class ClusterState:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+
+def check_state_dir(state_dir: Path | str) -> None:
+    """A state dir decides what is signalled and what replicas run: only this user's own."""
+    check_private(state_dir, "dir", "state dir")
+    for name in ("state.json", "spec.json", "desired.json"):
+        check_private(Path(state_dir) / name, "file", "state file")
 
 
 def state_path(state_dir: Path | str) -> Path:
