@@ -35,7 +35,7 @@ OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--expire-after", {"metavar": "S", "default": "900",
                         "help": "every cluster change expires this many seconds after it was made: chaos and "
                                 "a hang end by themselves, node and Deployment marks are undone by `inferchaos "
-                                "recover --expired` (deploy/'s sweeper CronJob runs it every 5 minutes; default 900)"}),
+                                "recover --expired` (deploy/'s sweeper CronJob runs it every 5 minutes; default: %(default)s)"}),
     ("--server-metrics-port", {"metavar": "PORT", "help": "the pods' /metrics port, when pod IPs are reachable"}),
 )
 

@@ -19,16 +19,17 @@ from inferchaos.load.workload import APIS, parse_headers, read_payloads
 
 OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--load-rate", {"metavar": "R", "help": "open-loop load: R requests/s scheduled whatever the answers do "
-                                             "(default: the SLO file's rate, 100)"}),
+                                             "(default: the SLO file's phase key `rate`)"}),
     ("--load-users", {"metavar": "N", "help": "closed-loop load instead: N users, each waiting for its answer"}),
     ("--load-arrival", {"metavar": "KIND", "default": "poisson",
-                        "help": "open-loop gaps: poisson (default) or constant"}),
-    ("--load-workers", {"metavar": "N", "help": "N locust worker processes under one master, their records sent "
-                                                "to it over locust's messaging (default: the SLO file's processes, 1)"}),
+                        "help": "open-loop gaps: poisson or constant (default: %(default)s)"}),
+    ("--load-workers", {"metavar": "N", "help": "load processes: above 1, locust runs a master and N worker "
+                                                "processes that send it their records over locust's messaging "
+                                                "(default: the SLO file's phase key `processes`)"}),
     ("--load-max-in-flight", {"metavar": "N", "default": "1024",
-                              "help": "open loop: requests in flight at most per load process (default 1024)"}),
-    ("--api", {"metavar": "API", "default": "auto", "help": "what the server speaks: oip, openai, openai-chat "
-                                                             "or auto (default: ask the server)"}),
+                              "help": "open loop: requests in flight at most per load process (default: %(default)s)"}),
+    ("--api", {"metavar": "API", "default": "auto", "help": "what the server speaks: oip, openai, openai-chat, "
+                                                             "or auto to ask the server (default: %(default)s)"}),
     ("--model", {"metavar": "NAME", "help": "the model to load (default: the one the server lists)"}),
     ("--payload", {"metavar": "FILE", "help": "request bodies, one JSON object a line (default: built from the "
                                               "server's metadata)"}),
@@ -37,7 +38,7 @@ OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--replica-cmd", {"metavar": "CMD", "help": "local target: run this server as every replica ({port} "
                                                  "templated), e.g. 'mlserver start . --http-port {port}'"}),
     ("--ready-path", {"metavar": "PATH", "help": "local target: readiness path checked by LB and supervisor "
-                                                 "(default /v2/health/ready)"}),
+                                                 "(default: the one `inferchaos up --help` shows)"}),
 )
 
 
@@ -65,10 +66,17 @@ class LoadOptions:
         return out
 
 
-def add_options(group: Any) -> None:
+def add_options(group: Any, leave_out: tuple[str, ...] = (), changes: dict[str, dict] | None = None) -> None:
+    """Into a pytest option group (`addoption`) or an argparse parser (`add_argument`). A verb
+    offers only what it accepts: `leave_out` names the options it does not take, `changes`
+    replaces keyword arguments of one (a default of its own, and the help that states it)."""
     add = getattr(group, "addoption", None) or group.add_argument
+    unknown = (set(leave_out) | set(changes or {})) - {name for name, _ in OPTIONS}
+    if unknown:
+        raise ValueError(f"no such load option: {', '.join(sorted(unknown))}")
     for name, kwargs in OPTIONS:
-        add(name, **kwargs)
+        if name not in leave_out:
+            add(name, **{**kwargs, **(changes or {}).get(name, {})})
 
 
 def settings(get: Callable[[str], Any]) -> LoadOptions:

@@ -344,6 +344,6 @@ def test_nvml_runs_where_the_runner_has_the_gpus_and_dcgm_where_it_does_not():
 
 
 def test_the_readme_maps_every_dcgm_field_to_its_observation():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "probes.md").read_text()
     for name in (*FIELDS.keys(), "exported_pod", *GPU_KEYS):
         assert name in readme, name

@@ -2,7 +2,7 @@
 so in one line and write nothing, refuse bad input, and, through stand-ins for torch and
 NVML (tests/fakegpu), run every step to the end, with the real memory hog and the real
 shim in torch's place, and leave no process behind. Its figures on a real device are
-what the README reports; the stand-ins' are not figures of anything."""
+what docs/results.md reports; the stand-ins' are not figures of anything."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_the_readme_command_is_one_the_script_accepts(tmp_path: Path) -> None:
     """The command a later session runs unchanged: its options parse (exit 3 here, not 2)."""
     if nvml_sees_a_gpu():
         pytest.skip("this machine has a GPU: the script would run for real")
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "faults.md").read_text()
     (line,) = [ln for ln in readme.splitlines() if ln.startswith("PYTHONUNBUFFERED=1 python3 bench/gpu_device.py")]
     args = line.split("bench/gpu_device.py", 1)[1].split()
     assert args[:2] == ["--out", "$OUT"] and "--shim" in args

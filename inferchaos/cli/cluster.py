@@ -21,18 +21,23 @@ def add(sub: argparse._SubParsersAction) -> None:
                  "  inferchaos up --detach --state-dir /tmp/ic     # background, for a game day\n"
                  "  inferchaos up --detach --warm-pool 1 --prometheus\n"
                  "  inferchaos up --replica-cmd 'mlserver start . --http-port {port}'")
-    up.add_argument("--replicas", type=int, default=3, help="replicas behind the LB (default 3)")
-    up.add_argument("--warm-pool", type=int, default=0, help="pre-loaded standby replicas (default 0)")
+    up.add_argument("--replicas", type=int, default=3, metavar="N", help="replicas behind the LB (default: %(default)s)")
+    up.add_argument("--warm-pool", type=int, default=0, metavar="N", help="pre-loaded standby replicas (default: %(default)s)")
     up.add_argument("--provisioning-delay", type=float, default=2.0, metavar="S",
-                    help="seconds before a dead replica's replacement starts (default 2)")
+                    help="seconds before a dead replica's replacement starts (default: %(default)g)")
     up.add_argument("--replica-cmd", metavar="CMD",
-                    help="server command in place of ours; placeholders {port} {name} {model} "
+                    help="server command in place of ours; placeholders {port} (required) {name} {model} "
                          "{model_store} {feature_store} {device} {vgpu_dir}")
-    up.add_argument("--ready-path", default="/v2/health/ready", help="readiness path checked by LB and supervisor")
-    up.add_argument("--port", type=int, default=0, help="load balancer port (default: a free one)")
+    up.add_argument("--ready-path", default="/v2/health/ready", metavar="PATH",
+                    help="readiness path checked by LB and supervisor: what the server answers 200 on when "
+                         "ready (default: %(default)s)")
+    up.add_argument("--port", type=int, default=0, help="load balancer port (default: %(default)s, a free one)")
     up.add_argument("--oom", choices=["exit", "reject"], default="exit",
-                    help="on device-memory exhaustion: exit like vLLM (default) or reject and stay up")
-    up.add_argument("--startup-timeout", type=float, default=60.0, metavar="S")
+                    help="on device-memory exhaustion: exit, as vLLM does, or reject and stay up "
+                         "(default: %(default)s)")
+    up.add_argument("--startup-timeout", type=float, default=60.0, metavar="S",
+                    help="seconds the replicas may take to be ready behind HAProxy before `up` gives up, naming "
+                         "those that were not, and stops what it started (default: %(default)g)")
     up.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                     help="extra option for the reference server, e.g. --server-arg=--batch-latency-ms=30")
     up.add_argument("--prometheus", action="store_true",

@@ -20,10 +20,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     state_dir_arg(watch)
     ledger_arg(watch)
     watch.add_argument("--interval", type=positive_seconds, default=1.0, metavar="S",
-                       help="seconds between refreshes (default 1)")
+                       help="seconds between refreshes (default: %(default)g)")
     watch.add_argument("--once", action="store_true", help="print one reading and exit")
     watch.add_argument("--target", choices=("local", "kubernetes"), default="local",
-                       help="kubernetes: the pods, their EndpointSlices and every run's faults in the namespace")
+                       help="local: the cluster in --state-dir; kubernetes: the pods, their EndpointSlices and every "
+                            "run's faults in the namespace (default: %(default)s)")
     from inferchaos import kube_options
 
     kube_options.add_options(watch.add_argument_group("--target kubernetes"))

@@ -53,7 +53,35 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="the request log (default: .inferchaos/load/requests-<UTC time>.jsonl)")
     state_dir_arg(p)
     ledger_arg(p)
-    load_options.add_options(p.add_argument_group("the load and the server"))
+    load_options.add_options(p.add_argument_group("the load and the server"), leave_out=tuple(REFUSED), changes={
+        "--load-rate": {"default": DEFAULT_RATE,
+                        "help": "R requests/s scheduled whatever the answers do (default: %(default)g)"},
+        "--load-workers": {"default": "1", "help": "load processes: above 1, locust runs a master and N worker "
+                                                   "processes that send it their records over locust's messaging "
+                                                   "(default: %(default)s, one locust process)"}})
+    for name, why in REFUSED.items():  # not offered (no --help line), but named with the reason if given
+        p.add_argument(name, action=_Refused, why=why)
+
+
+#: options of the experiments' load that `load` does not take: it is open loop only, and a
+#: local cluster's replicas are `inferchaos up`'s business.
+REFUSED = {
+    "--load-users": "inferchaos load is open loop: give --load-rate R, not --load-users",
+    "--replica-cmd": "--replica-cmd and --ready-path are the local cluster's (`inferchaos up`), not the load's",
+    "--ready-path": "--replica-cmd and --ready-path are the local cluster's (`inferchaos up`), not the load's",
+}
+
+
+class _Refused(argparse.Action):
+    """An option this verb refuses: hidden from --help, and a usage error naming why when given."""
+
+    def __init__(self, option_strings: list[str], dest: str, why: str, **kwargs: object) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS,
+                         help=argparse.SUPPRESS)
+        self.why = why
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        raise argparse.ArgumentError(self, self.why)
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -61,11 +89,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     from inferchaos.load.runner import WEB_PASSWORD_ENV, WEB_USER, LoadProfile, LoadRunner
     from inferchaos.load.workload import resolve
 
-    opts = load_options.settings(lambda name: getattr(args, name.lstrip("-").replace("-", "_")))
-    if opts.users is not None:
-        raise UsageError("inferchaos load is open loop: give --load-rate R, not --load-users")
-    if opts.replica_cmd or opts.ready_path:
-        raise UsageError("--replica-cmd and --ready-path are the local cluster's (`inferchaos up`), not the load's")
+    # the options `load` does not offer (REFUSED) are absent: None, as for pytest when not given
+    opts = load_options.settings(lambda name: getattr(args, name.lstrip("-").replace("-", "_"), None))
     if args.web_login and not args.web:
         raise UsageError("--web-login goes with --web HOST:PORT (the UI it protects)")
     web = _web(args.web, args.web_login) if args.web else None

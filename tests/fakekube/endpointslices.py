@@ -1,5 +1,5 @@
 """Kubernetes' EndpointSlice controller for one Service, on the fake's store: what kube-proxy and
-meshes follow (DESIGN.md: the data plane follows EndpointSlice conditions, not pod readiness).
+meshes follow (the data plane follows EndpointSlice conditions, not pod readiness).
 
     with EndpointSliceController(fake, "ml", "ref", {"app": "ref"}, port=8000) as slices:
         wait_for(lambda: slices.endpoint("ref-001")["conditions"]["ready"])
