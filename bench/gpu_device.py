@@ -283,7 +283,7 @@ def hog_vs_holder(pynvml: Any, handle: Any, device: int, hold_mib: int, leave_mi
 
 # ---------------------------------------------------------------------- step 2
 def shim_vs_torch(pynvml: Any, handle: Any, device: int, shim: Path | None, work: Path) -> dict[str, Any]:
-    from inferchaos.faults.cuda_errors import statuses, write_trigger  # noqa: PLC0415
+    from inferchaos.faults.local.cuda_errors import statuses, write_trigger  # noqa: PLC0415
 
     out: dict[str, Any] = {}
     if shim is None:

@@ -17,7 +17,7 @@ load hid it: its users waited instead of arriving); the warm pool and the pre-he
 
 import pytest
 
-from inferchaos.faults.autoscaled_surge import AutoscaledSurge
+from inferchaos.faults.specs.autoscaled_surge import autoscaled_surge
 
 WAYS = {"cold": {}, "warm_pool": {"warm_pool": 1}, "preheat": {"preheat": 2}}
 #: what scaling from cold may breach, and must breach p99_ms and scale_out_s among them. The same
@@ -33,8 +33,8 @@ COLD = pytest.mark.xfail(strict=True, raises=AssertionError,
 @pytest.mark.chaos(severity="critical", runbook="runbooks/autoscaled_surge.md")
 @pytest.mark.parametrize("way", [pytest.param(w, marks=COLD) if w == "cold" else w for w in WAYS])
 def test_autoscaled_surge(run_experiment, target, way):
-    fault = AutoscaledSurge(target=target, factor=4.0, target_waiting=8.0, min_replicas=1, max_replicas=2,
-                            **WAYS[way])
+    fault = autoscaled_surge.on(target, factor=4.0, target_waiting=8.0, min_replicas=1, max_replicas=2,
+                                **WAYS[way])
     result = run_experiment(fault)
     if way == "cold":
         breached = {s.name for s in result.breached()}

@@ -13,12 +13,12 @@ illegal memory access, the CUDA context is lost and every later call fails the s
 
 import pytest
 
-from inferchaos.faults.cuda_errors import CudaErrors
+from inferchaos.faults.specs.cuda_errors import cuda_errors
 
 
 @pytest.mark.cuda_errors
 @pytest.mark.chaos(runbook="runbooks/cuda_errors.md")
 @pytest.mark.parametrize("error", ["oom", "illegal_address"])
 def test_cuda_errors(run_experiment, target, error):
-    result = run_experiment(CudaErrors(target=target, replicas="1", error=error))
+    result = run_experiment(cuda_errors.on(target, replicas="1", error=error))
     assert result.verdict == "pass", result.failure_message()

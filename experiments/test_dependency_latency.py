@@ -6,12 +6,12 @@ eats batch throughput. Graceful means the tail stays within objective and nothin
 
 import pytest
 
-from inferchaos.faults.dependency_latency import DependencyLatency
+from inferchaos.faults.specs.dependency_latency import dependency_latency
 
 
 @pytest.mark.dependency_latency
 @pytest.mark.chaos(runbook="runbooks/dependency_latency.md")
 def test_dependency_latency(run_experiment, target):
-    fault = DependencyLatency(target=target, dependency="feature_store", latency_ms=50.0, jitter_ms=20.0)
+    fault = dependency_latency.on(target, dependency="feature_store", latency_ms=50.0, jitter_ms=20.0)
     result = run_experiment(fault)
     assert result.verdict == "pass", result.failure_message()

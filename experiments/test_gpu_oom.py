@@ -11,12 +11,12 @@ as a pod does in CrashLoopBackOff on a GPU something else has filled.
 
 import pytest
 
-from inferchaos.faults.gpu_oom import GpuOom
+from inferchaos.faults.specs.gpu_oom import gpu_oom
 
 
 @pytest.mark.gpu_oom
 @pytest.mark.chaos(runbook="runbooks/gpu_oom.md")
 @pytest.mark.parametrize("ramp_s", [0.0, 4.0], ids=["sudden", "gradual"])
 def test_gpu_oom(run_experiment, target, ramp_s):
-    result = run_experiment(GpuOom(target=target, replicas="1", leave="0", ramp_s=ramp_s))
+    result = run_experiment(gpu_oom.on(target, replicas="1", leave="0", ramp_s=ramp_s))
     assert result.verdict == "pass", result.failure_message()

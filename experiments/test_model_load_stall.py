@@ -9,13 +9,14 @@ within its objectives; the report puts the two side by side.
 
 import pytest
 
-from inferchaos.faults.model_load_stall import ModelLoadStall
+from inferchaos.faults.specs.model_load_stall import model_load_stall
 
 
 @pytest.mark.model_load_stall
 @pytest.mark.chaos(runbook="runbooks/model_load_stall.md")
 @pytest.mark.parametrize("warm_pool", [0, 1], ids=["cold", "warm_pool"])
 def test_model_load_stall(run_experiment, target, warm_pool):
-    fault = ModelLoadStall(target=target, replicas="1", stall_s=5.0, warm_pool=warm_pool, provisioning_delay_s=1.0)
+    fault = model_load_stall.on(target, replicas="1", stall_s=5.0,
+                                only_on={"local": {"warm_pool": warm_pool, "provisioning_delay_s": 1.0}})
     result = run_experiment(fault)
     assert result.verdict == "pass", result.failure_message()

@@ -9,12 +9,12 @@ longer than that objective fails the run even though every request got a 200.
 
 import pytest
 
-from inferchaos.faults.pipeline_lag import PipelineLag
+from inferchaos.faults.specs.pipeline_lag import pipeline_lag
 
 
 @pytest.mark.pipeline_lag
 @pytest.mark.chaos(runbook="runbooks/pipeline_lag.md")
 @pytest.mark.parametrize("mode", ["stop", "slow_reads"])
 def test_pipeline_lag(run_experiment, target, mode):
-    result = run_experiment(PipelineLag(target=target, mode=mode, read_latency_ms=1000.0))
+    result = run_experiment(pipeline_lag.on(target, mode=mode, read_latency_ms=1000.0))
     assert result.verdict == "pass", result.failure_message()

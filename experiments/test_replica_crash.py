@@ -6,11 +6,11 @@ the dead replica within seconds (failover_s), and the replacement restores capac
 
 import pytest
 
-from inferchaos.faults.replica_crash import ReplicaCrash
+from inferchaos.faults.specs.replica_crash import replica_crash
 
 
 @pytest.mark.replica_crash
 @pytest.mark.chaos(runbook="runbooks/replica_crash.md")
 def test_replica_crash(run_experiment, target):
-    result = run_experiment(ReplicaCrash(target=target, replicas="1"))
+    result = run_experiment(replica_crash.on(target, replicas="1"))
     assert result.verdict == "pass", result.failure_message()

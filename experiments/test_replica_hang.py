@@ -18,7 +18,7 @@ Two LBs, side by side, in front of the same replicas:
 
 import pytest
 
-from inferchaos.faults.replica_hang import ReplicaHang
+from inferchaos.faults.specs.replica_hang import replica_hang
 from inferchaos.errors import NotOnTarget
 
 #: what HAProxy's defaults may breach, p99_ms always: vLLM drops a stream or two it held while
@@ -38,7 +38,7 @@ def test_replica_hang(run_experiment, target, lb):
         if not hasattr(target, "behind_plain_lb"):
             raise NotOnTarget("the plain-LB comparison needs the local cluster's second HAProxy front")
         via = target.behind_plain_lb()
-    result = run_experiment(ReplicaHang(target=target, replicas="1"), via=via)
+    result = run_experiment(replica_hang.on(target, replicas="1"), via=via)
     if lb == "plain":
         breached = {s.name for s in result.breached()}
         if result.verdict != "fail" or "p99_ms" not in breached or not breached <= PLAIN_BREACHES:

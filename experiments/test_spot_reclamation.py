@@ -8,12 +8,12 @@ service is back within its objectives in bounded time (recovery_s).
 
 import pytest
 
-from inferchaos.faults.spot_reclamation import SpotReclamation
+from inferchaos.faults.specs.spot_reclamation import spot_reclamation
 
 
 @pytest.mark.spot_reclamation
 @pytest.mark.chaos(severity="critical", owner="ml-platform", runbook="runbooks/spot_reclamation.md")
 def test_spot_reclamation(run_experiment, target):
-    fault = SpotReclamation(target=target, notice_s=2.0, replicas="1", provisioning_delay_s=3.0)
+    fault = spot_reclamation.on(target, notice_s=2.0, replicas="1", only_on={"local": {"provisioning_delay_s": 3.0}})
     result = run_experiment(fault)
     assert result.verdict == "pass", result.failure_message()

@@ -6,11 +6,11 @@ the servers' own queue time (queue_p99_ms) stay within what the surge objective 
 
 import pytest
 
-from inferchaos.faults.traffic_surge import TrafficSurge
+from inferchaos.faults.specs.traffic_surge import traffic_surge
 
 
 @pytest.mark.traffic_surge
 @pytest.mark.chaos(runbook="runbooks/traffic_surge.md")
 def test_traffic_surge(run_experiment, target):
-    result = run_experiment(TrafficSurge(factor=4.0))
+    result = run_experiment(traffic_surge.on(target, factor=4.0))
     assert result.verdict == "pass", result.failure_message()

@@ -11,7 +11,7 @@ that ejects the replica) would pass it: remove the xfail for such a target.
 
 import pytest
 
-from inferchaos.faults.wrong_answers import WrongAnswers
+from inferchaos.faults.specs.wrong_answers import wrong_answers
 
 CAUGHT = {"golden_pass_rate", "prediction_psi", "prediction_ks_pvalue"}
 
@@ -21,7 +21,7 @@ CAUGHT = {"golden_pass_rate", "prediction_psi", "prediction_ks_pvalue"}
 @pytest.mark.xfail(strict=True, raises=AssertionError,
                    reason="the reference cluster serves wrong answers until the fault ends; the suite must say so")
 def test_wrong_answers(run_experiment, target):
-    result = run_experiment(WrongAnswers(target=target, replicas="1", sigma=3.0))
+    result = run_experiment(wrong_answers.on(target, replicas="1", sigma=3.0))
     breached = {s.name for s in result.breached()}
     if result.verdict != "fail" or not breached <= CAUGHT:
         pytest.fail(f"expected a failure on model health alone, got: {result.failure_message()}")

@@ -1,59 +1,27 @@
-"""The fault protocol: plan, prepare, inject, revert — with blast radius and a journal.
+"""The executor protocol: plan, prepare, inject, landed, revert — with a journal.
 
-A fault is a small object with one job. `Fault` does the bookkeeping every fault shares:
-the ledger entry is opened before the first change (with the undo known so far),
-extended as the fault learns what it touched, and closed only after the undo ran;
+A fault is a spec (faults/spec.py: what, with which parameters) and one executor per target
+(how, on this target). `Fault` is the executor's base and does the bookkeeping every one
+shares: the ledger entry is opened before the first change (with the undo known so far),
+extended as the executor learns what it touched, and closed only after the undo ran;
 `revert()` is safe to call any number of times, from `finally`, a signal handler or the
-safeguard. Subclasses implement `_plan`, `_prepare` (optional), `_inject` and `_revert`.
+safeguard. Executors implement `_plan`, `_prepare` (optional), `_inject`, `landed` and, when
+replaying their journal is not all, `_revert`; they declare no parameters of their own:
+`self.args` holds what the spec checked.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from inferchaos.faults.ledger import Entry, Ledger, UndoStep
-from inferchaos.errors import UsageError
 
-
-@dataclass(frozen=True)
-class BlastRadius:
-    """How much of the target a fault may touch: a count ("2") or a share ("50%")."""
-
-    count: int | None = None
-    percent: float | None = None
-
-    @classmethod
-    def parse(cls, value: str | int | float) -> BlastRadius:
-        text = str(value).strip()
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)%", text)
-        if m:
-            pct = float(m.group(1))
-            if not 0 < pct <= 100:
-                raise UsageError(f"blast radius {text}: a percentage must be in (0, 100]")
-            return cls(percent=pct)
-        if re.fullmatch(r"\d+", text) and int(text) >= 1:
-            return cls(count=int(text))
-        raise UsageError(f"blast radius {text!r}: give a count (e.g. 1) or a percentage (e.g. 50%)")
-
-    def resolve(self, total: int, what: str, keep_at_least: int = 1) -> int:
-        """How many of `total` to touch; refuses to exceed what may be touched."""
-        n = self.count if self.count is not None else math.ceil(total * (self.percent or 0) / 100)
-        limit = total - keep_at_least
-        if n > limit:
-            raise UsageError(
-                f"blast radius {self} would touch {n} of {total} {what}; at most {max(limit, 0)} "
-                f"(at least {keep_at_least} must keep serving)"
-            )
-        return n
-
-    def __str__(self) -> str:
-        return f"{self.percent:g}%" if self.percent is not None else str(self.count)
+if TYPE_CHECKING:
+    from inferchaos.faults.spec import Args, FaultSpec
 
 
 @dataclass(frozen=True)
@@ -89,9 +57,12 @@ class RunContext:
 
 @dataclass
 class Fault:
-    """Base of every fault. Subclass fields are the fault's parameters."""
+    """Base of every executor: a fault's spec, carried out on one target."""
 
-    name: ClassVar[str] = "fault"
+    spec: FaultSpec
+    target: Any
+    #: the parameters, checked by the spec for this target's kind, defaults filled in.
+    args: Args
     ledger: Ledger = field(default_factory=Ledger, repr=False)
     experiment: str | None = None
     events: list[FaultEvent] = field(default_factory=list, init=False, repr=False)
@@ -100,6 +71,17 @@ class Fault:
     _entry: Entry | None = field(default=None, init=False, repr=False)
     _reverted: bool = field(default=False, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def validate(self) -> None:
+        """What this target cannot do with otherwise valid parameters; one UsageError line.
+        Reads nothing of the target's state: that is the plan's business."""
 
     # ---------------------------------------------------------------- public protocol
     def plan(self) -> list[str]:
@@ -150,7 +132,8 @@ class Fault:
 
     # ---------------------------------------------------------------- for subclasses
     def params(self) -> dict[str, Any]:
-        return {}
+        """What the ledger records of the parameters: all of them, as given or defaulted."""
+        return dict(self.args)
 
     def load_runners(self) -> list[Any]:
         """Load generators the fault started (a surge); the engine reads their request logs
@@ -160,6 +143,10 @@ class Fault:
     def figures(self) -> dict[str, Any]:
         """What the fault measured on the target to prove it took effect (reported)."""
         return {}
+
+    def settle(self) -> None:
+        """Finish what the executor's own threads still hold (a reclamation's kill at its
+        notice deadline), then stop them: `inject` by hand ends its process right after."""
 
     #: how long after inject() its effect may take to show (a notice, a replacement's start).
     land_within_s: ClassVar[float] = 5.0

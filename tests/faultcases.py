@@ -17,18 +17,8 @@ from typing import Callable
 import httpx
 
 from inferchaos.faults.base import Fault, RunContext
-from inferchaos.faults.autoscaled_surge import AutoscaledSurge
-from inferchaos.faults.cuda_errors import CudaErrors
-from inferchaos.faults.dependency_latency import DependencyLatency
-from inferchaos.faults.gpu_oom import GpuOom
+from inferchaos.faults.catalogue import lookup
 from inferchaos.faults.ledger import Ledger
-from inferchaos.faults.model_load_stall import ModelLoadStall
-from inferchaos.faults.pipeline_lag import PipelineLag
-from inferchaos.faults.replica_crash import ReplicaCrash
-from inferchaos.faults.replica_hang import ReplicaHang
-from inferchaos.faults.spot_reclamation import SpotReclamation
-from inferchaos.faults.traffic_surge import TrafficSurge
-from inferchaos.faults.wrong_answers import WrongAnswers
 from inferchaos.probes.model_health import check_answer, golden_set, infer_body
 from inferchaos.targets.local import LocalCluster
 from inferchaos.targets.local.control import read_desired
@@ -38,21 +28,22 @@ from inferchaos.targets.local.vgpu import VirtualDevice
 
 INFER = {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]}
 
-BUILDERS: dict[str, Callable[[LocalCluster, Ledger], Fault]] = {
-    "spot_reclamation": lambda c, l: SpotReclamation(ledger=l, target=c, notice_s=1.0, provisioning_delay_s=600.0),
-    "gpu_oom": lambda c, l: GpuOom(ledger=l, target=c, leave="0"),
-    "cuda_errors": lambda c, l: CudaErrors(ledger=l, target=c, error="oom"),
-    "model_load_stall": lambda c, l: ModelLoadStall(ledger=l, target=c, stall_s=math.inf, provisioning_delay_s=0.2),
-    "pipeline_lag": lambda c, l: PipelineLag(ledger=l, target=c, mode="both", read_latency_ms=1000.0),
-    "dependency_latency": lambda c, l: DependencyLatency(ledger=l, target=c, dependency="feature_store",
-                                                         latency_ms=300.0),
-    "replica_crash": lambda c, l: ReplicaCrash(ledger=l, target=c, provisioning_delay_s=600.0),
-    "replica_hang": lambda c, l: ReplicaHang(ledger=l, target=c),
-    "traffic_surge": lambda c, l: TrafficSurge(ledger=l, factor=3.0),
-    "wrong_answers": lambda c, l: WrongAnswers(ledger=l, target=c, sigma=2.0),
-    "autoscaled_surge": lambda c, l: AutoscaledSurge(ledger=l, target=c, factor=8.0, target_waiting=1.0,
-                                                     max_replicas=2),
+#: fault -> its parameters for the shared test cluster (the rest at the spec's defaults).
+PARAMS: dict[str, dict] = {
+    "spot_reclamation": {"notice_s": 1.0, "provisioning_delay_s": 600.0},
+    "gpu_oom": {"leave": "0"},
+    "cuda_errors": {"error": "oom"},
+    "model_load_stall": {"stall_s": math.inf, "provisioning_delay_s": 0.2},
+    "pipeline_lag": {"mode": "both", "read_latency_ms": 1000.0},
+    "dependency_latency": {"dependency": "feature_store", "latency_ms": 300.0},
+    "replica_crash": {"provisioning_delay_s": 600.0},
+    "replica_hang": {},
+    "traffic_surge": {"factor": 3.0},
+    "wrong_answers": {"sigma": 2.0},
+    "autoscaled_surge": {"factor": 8.0, "target_waiting": 1.0, "max_replicas": 2},
 }
+BUILDERS: dict[str, Callable[[LocalCluster, Ledger], Fault]] = {
+    name: (lambda c, l, name=name: lookup(name).on(c, ledger=l, **PARAMS[name])) for name in PARAMS}
 
 
 def build(name: str, cluster: LocalCluster, ledger: Ledger, out_dir: Path) -> Fault:

@@ -121,11 +121,11 @@ def test_a_preheat_adds_capacity_before_any_load(cluster):
 
 
 OFF = """
-from inferchaos.faults.autoscaled_surge import AutoscaledSurge
+from inferchaos.faults.specs.autoscaled_surge import autoscaled_surge
 
 def test_autoscaling_off(run_experiment, target):
-    result = run_experiment(AutoscaledSurge(target=target, factor=4.0, target_waiting=8.0, min_replicas=1,
-                                            max_replicas=2, autoscaler=False))
+    result = run_experiment(autoscaled_surge.on(target, factor=4.0, target_waiting=8.0, min_replicas=1,
+                                                max_replicas=2, autoscaler=False))
     assert result.verdict == "pass", result.failure_message()
 """
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from inferchaos.faults.catalogue import CATALOGUE
+from inferchaos.faults.spec import Param
 from inferchaos.faults.ledger import Ledger
 from inferchaos.targets.local import ClusterSpec, LocalCluster
 from inferchaos.targets.local.control import read_desired
@@ -99,7 +101,7 @@ CLI_CASES = {
     "report: nothing to render": (["report"], ["report needs DIR"]),
     "report: compare needs two": (["report", "--compare", "{tmp}"], ["--compare: expected 2 arguments"]),
     # faults
-    "faults: unknown fault": (["faults", "nosuch"], ["unknown fault 'nosuch'", "known: spot_reclamation"]),
+    "faults: unknown fault": (["faults", "nosuch"], ["unknown fault 'nosuch'", "known: ", "spot_reclamation"]),
     "faults: typo": (["faults", "replica_crsh"], ["did you mean 'replica_crash'"]),
     "faults: a line break": (["faults", "replica\ncrash"], ["unknown fault 'replica\\ncrash'"]),
     # inject
@@ -126,7 +128,7 @@ CLI_CASES = {
     "inject: cuda error that does not exist": (["inject", "cuda_errors", "error=segfault", "--state-dir", "{live}",
                                                 "--ledger", "{ledger}"], ["error=segfault", "oom, illegal_address, ecc"]),
     "inject: cuda rate above 1": (["inject", "cuda_errors", "rate=1.5", "--state-dir", "{live}", "--ledger",
-                                   "{ledger}"], ["rate must be above 0 and at most 1"]),
+                                   "{ledger}"], ["rate=1.5: must be at most 1"]),
     "inject: cuda rate for a lost context": (["inject", "cuda_errors", "error=ecc", "rate=0.5", "--state-dir", "{live}",
                                               "--ledger", "{ledger}"], ["rate applies to error=oom only"]),
     "inject: zero bandwidth": (["inject", "model_load_stall", "bandwidth_kbs=0", "--state-dir", "{live}",
@@ -187,6 +189,24 @@ CLI_CASES = {
     "preheat: negative": (["preheat", "-1", "--state-dir", "{live}"], ["0 or more replicas"]),
     "preheat: past the LB slots": (["preheat", "99", "--state-dir", "{live}"], ["above the cluster's 16 LB slots"]),
 }
+
+
+def out_of_bounds(p: Param) -> str:
+    """A value the parameter's own declared kind and bounds refuse."""
+    if p.kind == "choice":
+        return "nosuch"
+    if p.above is not None:
+        return f"{p.above:g}"
+    return {"bool": "maybe", "radius": "0", "size": "150%", "number": "x"}.get(p.kind, "-1")
+
+
+#: from the specs: every parameter of every fault, out of its bounds, refused by `plan` (exit 2)
+CLI_CASES.update({
+    f"plan: {spec.name} {p.name} out of bounds": (["plan", spec.name, f"{p.name}={out_of_bounds(p)}", "--state-dir",
+                                                   "{live}"], [f"{spec.name}: {p.name}={out_of_bounds(p)}"])
+    for spec in CATALOGUE.values() for p in spec.params_on("local")})
+
+
 def verbs() -> set[str]:
     """Every verb the parser has: a new one without a bad-input case fails the table's test."""
     import argparse

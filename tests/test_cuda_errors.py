@@ -20,7 +20,8 @@ import pytest
 
 from inferchaos import native
 from inferchaos.engine import Experiment
-from inferchaos.faults.cuda_errors import CudaErrors
+from inferchaos.faults.base import Fault
+from inferchaos.faults.specs.cuda_errors import cuda_errors
 from inferchaos.faults.ledger import Ledger
 from inferchaos.probes.slo import load_slo
 from inferchaos.progress import Progress
@@ -57,7 +58,7 @@ def rejects(tmp_path_factory: pytest.TempPathFactory):
                               ClusterSpec(replicas=3, provisioning_delay_s=0.5, replica_cmd=shell_cmd()))
 
 
-def run(cluster: LocalCluster, fault: CudaErrors, tmp: Path, *slo_set: str):  # type: ignore[no-untyped-def]
+def run(cluster: LocalCluster, fault: Fault, tmp: Path, *slo_set: str):  # type: ignore[no-untyped-def]
     ledger = Ledger(tmp / "ledger.jsonl")
     fault.ledger, fault.experiment = ledger, fault.name
     lines: list[str] = []
@@ -84,7 +85,7 @@ def slot_up(cluster: LocalCluster, slot: int | None) -> bool:
                                          ("ecc", "CUDA error: uncorrectable ECC error encountered")])
 def test_the_reference_server_dies_on_it_and_its_gpu_crash_loops_until_revert(dies, tmp_path, error, says):
     before = snapshot(dies)
-    fault = CudaErrors(target=dies, ledger=Ledger(tmp_path / "ledger.jsonl"), error=error)
+    fault = cuda_errors.on(dies, ledger=Ledger(tmp_path / "ledger.jsonl"), error=error)
     try:
         fault.prepare()
         (victim,) = fault.victims
@@ -108,7 +109,7 @@ def test_the_reference_server_dies_on_it_and_its_gpu_crash_loops_until_revert(di
 
 
 def test_the_experiment_passes_where_the_server_dies_and_the_lb_fails_over(dies, tmp_path):
-    result, ledger, _ = run(dies, CudaErrors(target=dies), tmp_path)
+    result, ledger, _ = run(dies, cuda_errors.on(dies), tmp_path)
     assert result.landing and result.landing["landed"], result.landing
     assert "returned out of memory (2)" in result.landing["evidence"]
     assert result.verdict == "pass", result.failure_message()
@@ -116,7 +117,7 @@ def test_the_experiment_passes_where_the_server_dies_and_the_lb_fails_over(dies,
 
 
 def test_a_planted_breach_fails_naming_the_slo(dies, tmp_path):
-    result, _, _ = run(dies, CudaErrors(target=dies), tmp_path, "availability=1")
+    result, _, _ = run(dies, cuda_errors.on(dies), tmp_path, "availability=1")
     assert result.verdict == "fail"
     assert [s.name for s in result.slos if not s.ok] == ["availability"], result.failure_message()
 
@@ -125,7 +126,7 @@ def test_a_planted_breach_fails_naming_the_slo(dies, tmp_path):
 def test_a_server_that_rejects_stays_in_rotation_failing_and_heals_in_the_same_process(rejects, tmp_path):
     before = shell_snapshot(rejects)
     assert before["foreign_allocations"] == 3
-    fault = CudaErrors(target=rejects, ledger=Ledger(tmp_path / "ledger.jsonl"), error="oom")
+    fault = cuda_errors.on(rejects, ledger=Ledger(tmp_path / "ledger.jsonl"), error="oom")
     try:
         fault.prepare()
         (victim,) = fault.victims
@@ -148,7 +149,7 @@ def test_a_server_that_rejects_stays_in_rotation_failing_and_heals_in_the_same_p
 
 
 def test_a_lost_context_ends_even_a_server_that_rejects(rejects, tmp_path):
-    fault = CudaErrors(target=rejects, ledger=Ledger(tmp_path / "ledger.jsonl"), error="illegal_address")
+    fault = cuda_errors.on(rejects, ledger=Ledger(tmp_path / "ledger.jsonl"), error="illegal_address")
     try:
         fault.prepare()
         (victim,) = fault.victims
@@ -164,7 +165,7 @@ def test_a_lost_context_ends_even_a_server_that_rejects(rejects, tmp_path):
 def test_the_experiment_fails_where_the_server_rejects_and_nothing_notices(rejects, tmp_path):
     """Not a planted objective: the default SLOs, and a server whose health check cannot
     see its CUDA errors. The LB keeps routing to it, so availability breaks."""
-    result, ledger, _ = run(rejects, CudaErrors(target=rejects), tmp_path)
+    result, ledger, _ = run(rejects, cuda_errors.on(rejects), tmp_path)
     assert result.landing and result.landing["landed"], result.landing
     assert result.verdict == "fail", result.failure_message()
     assert "availability" in {s.name for s in result.slos if not s.ok}, result.failure_message()

@@ -17,19 +17,9 @@ from typing import Callable
 
 import pytest
 
-from inferchaos.faults.autoscaled_surge import AutoscaledSurge
 from inferchaos.faults.base import Fault
-from inferchaos.faults.cuda_errors import CudaErrors
-from inferchaos.faults.dependency_latency import DependencyLatency
-from inferchaos.faults.gpu_oom import GpuOom
+from inferchaos.faults.catalogue import lookup
 from inferchaos.faults.ledger import Ledger
-from inferchaos.faults.model_load_stall import ModelLoadStall
-from inferchaos.faults.pipeline_lag import PipelineLag
-from inferchaos.faults.replica_crash import ReplicaCrash
-from inferchaos.faults.replica_hang import ReplicaHang
-from inferchaos.faults.spot_reclamation import SpotReclamation
-from inferchaos.faults.traffic_surge import TrafficSurge
-from inferchaos.faults.wrong_answers import WrongAnswers
 from inferchaos.engine import Experiment
 from inferchaos.progress import Progress
 from inferchaos.probes.slo import load_slo
@@ -59,26 +49,26 @@ def trickle(real: Callable) -> Callable:
 #: fault id -> (how to build it, the plant: (module path, attribute, replacement) or None,
 #: what the inconclusive reason must say). A plant of None means the parameters make it a no-op.
 CASES: dict[str, tuple[Callable[[LocalCluster], Fault], tuple[str, str, object] | None, str]] = {
-    "replica_crash": (lambda c: ReplicaCrash(target=c), ("inferchaos.faults.local", "signal_group", no_signal),
+    "replica_crash": (lambda c: lookup("replica_crash").on(c), ("inferchaos.faults.local.base", "signal_group", no_signal),
                       "still running"),
-    "replica_hang": (lambda c: ReplicaHang(target=c), ("inferchaos.faults.replica_hang", "signal_group", no_signal),
-                     "not stopped"),
-    "spot_reclamation": (lambda c: SpotReclamation(target=c, notice_s=0.5),
-                         ("inferchaos.faults.spot_reclamation", "signal_group", no_signal), "still running"),
-    "gpu_oom": (lambda c: GpuOom(target=c, leave="100%"), None, "the hog holds nothing"),
+    "replica_hang": (lambda c: lookup("replica_hang").on(c),
+                     ("inferchaos.faults.local.replica_hang", "signal_group", no_signal), "not stopped"),
+    "spot_reclamation": (lambda c: lookup("spot_reclamation").on(c, notice_s=0.5),
+                         ("inferchaos.faults.local.spot_reclamation", "signal_group", no_signal), "still running"),
+    "gpu_oom": (lambda c: lookup("gpu_oom").on(c, leave="100%"), None, "the hog holds nothing"),
     # armed, read by the shim, but every call still within `after`: nothing the server felt
-    "cuda_errors": (lambda c: CudaErrors(target=c, after=10**9), None, "returned no CUDA error"),
-    "model_load_stall": (lambda c: ModelLoadStall(target=c, stall_s=math.inf),
+    "cuda_errors": (lambda c: lookup("cuda_errors").on(c, after=10**9), None, "returned no CUDA error"),
+    "model_load_stall": (lambda c: lookup("model_load_stall").on(c, stall_s=math.inf),
                          ("inferchaos.targets.local.depproxy", "ProxyControl.set_toxics", no_toxics), "model store route"),
-    "dependency_latency": (lambda c: DependencyLatency(target=c, latency_ms=300.0),
+    "dependency_latency": (lambda c: lookup("dependency_latency").on(c, latency_ms=300.0),
                            ("inferchaos.targets.local.depproxy", "ProxyControl.set_toxics", no_toxics), "feature_store route"),
-    "pipeline_lag": (lambda c: PipelineLag(target=c, mode="stop"), ("inferchaos.faults.pipeline_lag", "signal_group", no_signal),
-                     "is not stopped"),
-    "traffic_surge": (lambda c: TrafficSurge(factor=3.0), ("inferchaos.faults.traffic_surge", "surge_profile", "trickle"),
-                      "req/s of"),
-    "wrong_answers": (lambda c: WrongAnswers(target=c, sigma=1e-12), None, "still answers the golden case"),
-    "autoscaled_surge": (lambda c: AutoscaledSurge(target=c, factor=4.0, max_replicas=2),
-                         ("inferchaos.faults.autoscaled_surge", "surge_profile", "trickle"), "req/s of"),
+    "pipeline_lag": (lambda c: lookup("pipeline_lag").on(c, mode="stop"),
+                     ("inferchaos.faults.local.pipeline_lag", "signal_group", no_signal), "is not stopped"),
+    "traffic_surge": (lambda c: lookup("traffic_surge").on(c, factor=3.0),
+                      ("inferchaos.faults.endpoint.traffic_surge", "surge_profile", "trickle"), "req/s of"),
+    "wrong_answers": (lambda c: lookup("wrong_answers").on(c, sigma=1e-12), None, "still answers the golden case"),
+    "autoscaled_surge": (lambda c: lookup("autoscaled_surge").on(c, factor=4.0, max_replicas=2),
+                         ("inferchaos.faults.local.autoscaled_surge", "surge_profile", "trickle"), "req/s of"),
 }
 
 
@@ -140,7 +130,7 @@ def test_the_same_faults_unplanted_land_with_evidence(name, cluster, tmp_path):
     build, _, _ = CASES[name]
     fault = build(cluster)
     if name == "wrong_answers":
-        fault = WrongAnswers(target=cluster, sigma=2.0)
+        fault = lookup("wrong_answers").on(cluster, sigma=2.0)
     result, ledger, _ = run(cluster, fault, tmp_path)
     assert result.landing and result.landing["landed"] is True, result.landing
     assert result.inconclusive is None and result.verdict in ("pass", "fail"), result.failure_message()

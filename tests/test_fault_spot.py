@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from inferchaos.faults.ledger import Ledger
-from inferchaos.faults.spot_reclamation import SpotReclamation
+from inferchaos.faults.specs.spot_reclamation import spot_reclamation
 from inferchaos.errors import UsageError
 from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
 from inferchaos.targets.local.control import read_desired
@@ -37,7 +37,7 @@ def all_ready(cluster: LocalCluster, n: int = 3) -> bool:
 def test_notice_then_kill_at_deadline_with_requests_in_flight(cluster, tmp_path):
     wait_for(lambda: all_ready(cluster), 60, "3 ready replicas")
     ledger = Ledger(tmp_path / "ledger.jsonl")
-    fault = SpotReclamation(ledger=ledger, target=cluster, notice_s=1.0, replicas="1", provisioning_delay_s=4.0)
+    fault = spot_reclamation.on(cluster, ledger=ledger, notice_s=1.0, replicas="1", provisioning_delay_s=4.0)
     victim = fault.choose()[0]
     long_request = {"model": "mlp", "prompt": "long", "max_tokens": 200}  # 200 x 50 ms = 10 s
     outcome: list[str] = []
@@ -81,18 +81,18 @@ def test_notice_then_kill_at_deadline_with_requests_in_flight(cluster, tmp_path)
 def test_blast_radius_refuses_to_take_the_whole_service(cluster, tmp_path):
     wait_for(lambda: all_ready(cluster), 60, "3 ready replicas")
     for radius in ("3", "100%"):
-        fault = SpotReclamation(ledger=Ledger(tmp_path / "l.jsonl"), target=cluster, replicas=radius)
+        fault = spot_reclamation.on(cluster, ledger=Ledger(tmp_path / "l.jsonl"), replicas=radius)
         with pytest.raises(UsageError, match="at most 2"):
             fault.plan()
     with pytest.raises(UsageError, match="blast radius"):
-        SpotReclamation(ledger=Ledger(tmp_path / "l.jsonl"), target=cluster, replicas="150%")
+        spot_reclamation.on(cluster, ledger=Ledger(tmp_path / "l.jsonl"), replicas="150%")
     assert not (tmp_path / "l.jsonl").exists(), "nothing may be journalled (or done) for a refused fault"
 
 
 def test_plan_changes_nothing(cluster, tmp_path):
     wait_for(lambda: all_ready(cluster), 60, "3 ready replicas")
     before = [(r.name, r.pid) for r in cluster.replicas()]
-    lines = SpotReclamation(ledger=Ledger(tmp_path / "l.jsonl"), target=cluster, notice_s=5).plan()
+    lines = spot_reclamation.on(cluster, ledger=Ledger(tmp_path / "l.jsonl"), notice_s=5).plan()
     assert any(line.startswith("SIGTERM replica-") for line in lines)
     assert [(r.name, r.pid) for r in cluster.replicas()] == before
 
@@ -101,7 +101,7 @@ def test_warm_pool_replica_takes_the_slot_at_once(cluster, tmp_path):
     wait_for(lambda: all_ready(cluster), 60, "3 ready replicas")
     ledger = Ledger(tmp_path / "ledger.jsonl")
     # A provisioning delay far beyond the test: only the warm pool can refill the slot.
-    fault = SpotReclamation(ledger=ledger, target=cluster, notice_s=0.5, provisioning_delay_s=300.0, warm_pool=1)
+    fault = spot_reclamation.on(cluster, ledger=ledger, notice_s=0.5, provisioning_delay_s=300.0, warm_pool=1)
     fault.prepare()
     (standby,) = [r for r in cluster.state.standby() if r.phase == "ready"]
     fault.inject()

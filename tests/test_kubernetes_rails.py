@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from inferchaos.faults.kubernetes import counterpart
+from inferchaos.faults.catalogue import lookup
 from inferchaos.faults.ledger import Ledger
 from inferchaos.errors import UsageError
 from inferchaos.targets.kubernetes import Connection, nodes
@@ -33,7 +33,7 @@ def fake():
 
 
 def fault(name: str, t, tmp: Path, **params):
-    return counterpart(name, {"target": t, "ledger": Ledger(tmp / "ledger.jsonl"), **params})
+    return lookup(name).on(t, ledger=Ledger(tmp / "ledger.jsonl"), **params)
 
 
 # ----------------------------------------------------------------------------- identity
@@ -115,12 +115,19 @@ def test_spot_picks_a_node_whose_pods_fit_and_names_the_other_tenants(fake, tmp_
         assert "cordon node node-b" in plan[0] and plan[1] == "other workloads on the node: team-b/etl-0"
 
 
-def test_delete_node_is_gone(fake, tmp_path):
+def test_a_parameter_the_target_cannot_honour_is_refused_never_dropped(fake, tmp_path):
     uid = seed(fake, {"node-a": ["ref-1"], "node-b": ["ref-2"]})
     with target(fake, tmp_path, uid) as t:
-        spot = fault("spot_reclamation", t, tmp_path, replicas="1", notice_s=1, delete_node=True)
-        assert spot.ignored == {"delete_node": True}, "not a parameter of the Kubernetes fault any more"
-        assert "delete the node" not in " ".join(spot.plan())
+        with pytest.raises(UsageError, match="unknown parameter 'delete_node'"):
+            fault("spot_reclamation", t, tmp_path, replicas="1", notice_s=1, delete_node=True)
+        with pytest.raises(UsageError, match="provisioning_delay_s applies on the local target only"):
+            fault("spot_reclamation", t, tmp_path, replicas="1", provisioning_delay_s=3.0)
+        with pytest.raises(UsageError, match="reset applies on the local target only"):
+            fault("dependency_latency", t, tmp_path, reset=True)
+        # named as local-only by the experiment: applied there, not here, and the plan is the node's
+        spot = fault("spot_reclamation", t, tmp_path, replicas="1", only_on={"local": {"provisioning_delay_s": 3.0}})
+        assert "provisioning_delay_s" not in spot.args and spot.args.notice_s == 30.0, "Kubernetes' own default"
+        assert "cordon node" in spot.plan()[0]
 
 
 # ----------------------------------------------------------------------------- chaos objects

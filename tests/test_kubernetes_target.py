@@ -134,8 +134,8 @@ def test_every_experiment_lands_through_the_api_and_is_undone(kube, endpoint, tm
     assert set(runs) >= {"spot_reclamation", "gpu_oom[sudden]", "gpu_oom[gradual]", "model_load_stall[cold]",
                          "pipeline_lag[stop]", "pipeline_lag[slow_reads]", "dependency_latency",
                          "replica_crash", "replica_hang[tuned]", "traffic_surge"}, out[-3000:]
-    assert "wrong_answers has no Kubernetes implementation" in out  # skipped, not failed
-    assert "cuda_errors has no Kubernetes implementation" in out
+    assert "wrong_answers has no kubernetes executor" in out  # skipped, not failed
+    assert "cuda_errors has no kubernetes executor" in out
     # every fault landed, as the cluster showed it (a fault that did not land is inconclusive)
     unlanded = {k: r.get("inconclusive") or r.get("error") for k, r in runs.items() if r["verdict"] in ("inconclusive", "error")}
     assert unlanded == {}, unlanded
@@ -260,7 +260,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(kube, endpoint, tmp_path):
     assert "dry run, nothing changed: would cordon node node-" in out
     assert "would SIGKILL the server process in pod ref-" in out and "NetworkChaos" in out
     assert "scale Deployment feature-pipeline" in out
-    assert "not applied on Kubernetes (local cluster only): provisioning_delay_s=3.0" in out
+    # the experiment names provisioning_delay_s as local-only: not applied here, and not pretended to be
+    assert "provisioning_delay_s" not in out
     assert mutations(kube) == [] and kube.execs == []
     assert not (tmp_path / "ledger.jsonl").exists()
 
@@ -268,14 +269,21 @@ def test_dry_run_prints_the_plan_and_changes_nothing(kube, endpoint, tmp_path):
 def test_inferchaos_plan_with_target_kubernetes_only_reads(kube):
     base = ["--target", "kubernetes", "--kubeconfig", str(kube.kubeconfig), "--namespace", NS,  # type: ignore[attr-defined]
             "--allow-namespace", NS, "--selector", "app=ref", "--allow-shared-nodes"]
+    kube.clear_requests()
+    local_only = subprocess.run([sys.executable, "-m", "inferchaos.cli", "plan", "spot_reclamation", "notice_s=30",
+                                 "provisioning_delay_s=60", *base, "--allow-cluster", kube.uid],  # type: ignore[attr-defined]
+                                capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert local_only.returncode == 2, local_only.stdout + local_only.stderr
+    assert local_only.stderr.strip() == ("inferchaos: error: spot_reclamation: provisioning_delay_s applies on the "
+                                         "local target only, not on kubernetes (parameters there: replicas, notice_s)")
+    assert kube.requests() == [], "refused before the cluster was reached"
     ok = subprocess.run([sys.executable, "-m", "inferchaos.cli", "plan", "spot_reclamation", "notice_s=30",
-                         "provisioning_delay_s=60", *base, "--allow-cluster", kube.uid],  # type: ignore[attr-defined]
+                         *base, "--allow-cluster", kube.uid],  # type: ignore[attr-defined]
                         capture_output=True, text=True, timeout=60, cwd=REPO)
     assert ok.returncode == 0, ok.stderr
     assert f"plan: spot_reclamation in context {CONTEXT} (cluster {kube.uid}@{kube.url}), namespace {NS}" \
         in ok.stdout  # type: ignore[attr-defined]
     assert "cordon node node-" in ok.stdout and "with grace 30 s" in ok.stdout
-    assert "not applied on Kubernetes (local cluster only): provisioning_delay_s=60" in ok.stdout
     refused = subprocess.run([sys.executable, "-m", "inferchaos.cli", "plan", "replica_crash", *base],
                              capture_output=True, text=True, timeout=60, cwd=REPO)
     assert refused.returncode == 2 and "is not on the allowlist" in refused.stderr
@@ -285,10 +293,10 @@ def test_inferchaos_plan_with_target_kubernetes_only_reads(kube):
 
 # ----------------------------------------------------------------------------- refusals
 BLAST = """
-from inferchaos.faults.replica_crash import ReplicaCrash
+from inferchaos.faults.specs.replica_crash import replica_crash
 
 def test_everything(run_experiment, target):
-    run_experiment(ReplicaCrash(target=target, replicas="100%"))
+    run_experiment(replica_crash.on(target, replicas="100%"))
 """
 
 

@@ -8,7 +8,7 @@ the cluster exactly as before (replicas, memory, proxy routes, pipeline, answers
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 import re
 import signal
 import subprocess
@@ -19,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inferchaos.faults.catalogue import CATALOGUE, constructor_params, lookup
+from inferchaos.faults.catalogue import CATALOGUE, lookup
+from inferchaos.faults.registry import executor_class, kinds_of
+from inferchaos.faults.spec import TARGET_KINDS
 from inferchaos.faults.ledger import Ledger
 from inferchaos.load.records import read_log
 from inferchaos.load.runner import free_port
@@ -37,24 +39,45 @@ from tests.leftovers import module_cluster, processes_mentioning
 from tests.test_cli import inferchaos, one_line
 
 REPO = Path(__file__).resolve().parent.parent
-#: Inherited fields a fault ignores; the catalogue leaves them out on purpose.
-IGNORED = {"pipeline_lag": {"replicas"}, "dependency_latency": {"replicas"}, "autoscaled_surge": {"replicas"}}
 
 
 # ----------------------------------------------------------------------------- the catalogue (no cluster)
-def test_catalogue_names_every_fault_and_every_parameter_of_its_class():
-    assert set(CATALOGUE) == set(FAULT_MARKERS), "one catalogue entry per fault marker"
+def test_every_spec_is_complete_and_has_an_executor():
+    assert set(CATALOGUE) == set(FAULT_MARKERS), "one pytest marker per spec"
     for spec in CATALOGUE.values():
-        assert spec.cls.name == spec.id
-        assert {p.name for p in spec.params} == constructor_params(spec.cls) - IGNORED.get(spec.id, set()), spec.id
-        assert all(p.meaning for p in spec.params) and spec.blast_radius and spec.summary
+        assert spec.summary and spec.marker and spec.blast_radius and spec.effect, spec.name
+        assert all(p.meaning for p in spec.params), spec.name
+        assert kinds_of(spec.name), f"{spec.name}: no executor on any target"
+        for p in spec.params:
+            assert p.only in (None, *TARGET_KINDS) and set(p.defaults) <= set(TARGET_KINDS), (spec.name, p.name)
 
 
-def test_catalogue_defaults_are_the_classes_own():
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_each_executor_reads_only_the_parameters_its_spec_gives_that_target(name):
+    """Read from the executors' source: a parameter an executor reads that the spec does not
+    give its target would be an AttributeError on a path the tests might not take."""
+    spec = CATALOGUE[name]
+    for kind in kinds_of(name):
+        cls = executor_class(name, kind)
+        given = set(spec.defaults(kind))
+        for klass in cls.__mro__:
+            if klass.__module__.startswith("inferchaos.faults."):
+                read = set(re.findall(r"self\.args\.(\w+)", inspect.getsource(klass)))
+                assert read <= given | {"get"}, f"{name} on {kind}: {klass.__name__} reads {sorted(read - given)}"
+
+
+def test_defaults_are_the_specs_and_differ_per_target_only_where_declared():
     spot = lookup("spot_reclamation")
-    field = {f.name: f.default for f in dataclasses.fields(spot.cls)}
-    assert spot.defaults() == {k: field[k] for k in ("replicas", "notice_s", "provisioning_delay_s", "warm_pool")}
-    assert spot.defaults()["notice_s"] == 2.0
+    assert spot.defaults("local") == {"replicas": "1", "notice_s": 2.0, "provisioning_delay_s": None,
+                                      "warm_pool": None}
+    assert spot.defaults("kubernetes") == {"replicas": "1", "notice_s": 30.0}
+    assert "device" in lookup("gpu_oom").defaults("kubernetes") and "device" not in lookup("gpu_oom").defaults("local")
+    res = inferchaos("faults", "spot_reclamation")
+    assert res.returncode == 0, res.stderr
+    assert "default on local: 2.0; kubernetes: 30.0" in res.stdout, res.stdout
+    assert "targets:      local, kubernetes" in res.stdout
+    gpu = inferchaos("faults", "gpu_oom").stdout
+    assert "device=0" in gpu and "(kubernetes only)" in gpu
 
 
 def test_parameters_parse_to_the_types_the_fault_takes():
@@ -73,7 +96,7 @@ def test_faults_verb_shows_ids_defaults_meaning_and_blast_radius():
     res = inferchaos("faults")
     assert res.returncode == 0, res.stderr
     for spec in CATALOGUE.values():
-        assert f"{spec.id}: " in res.stdout
+        assert f"{spec.name}: " in res.stdout
         assert f"runbook:      {spec.runbook}" in res.stdout
         for p in spec.params:
             assert f"{p.name}=" in res.stdout

@@ -3,7 +3,7 @@
 One representative run, in-process and against the fake API server (tests/fakekube) with
 deploy/'s Roles and ClusterRoles enforced for the runner's ServiceAccount: the target starts
 (identity, opt-in, pod and EndpointSlice watches), the report's inventory and the autoscaling
-view are read, every Kubernetes fault of the catalogue (`faults.kubernetes._classes()`, so a
+view are read, every Kubernetes executor of the catalogue (from the registry, so a
 new fault without a case here fails) is planned, injected, read back until it landed and
 reverted -- each through its real undo steps -- and a hang left behind by a runner whose pod is
 gone is recovered by `inferchaos recover --expired` (the runs' ledgers, then the sweep). Pods
@@ -31,7 +31,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from inferchaos.faults.kubernetes import _classes, counterpart
+from inferchaos.faults.catalogue import CATALOGUE, lookup
+from inferchaos.faults.registry import executor_class, kinds_of
 from inferchaos.faults.ledger import Ledger
 from inferchaos.targets.kubernetes import KubeSettings, KubeTarget
 from inferchaos.targets.local import wait_for
@@ -200,8 +201,7 @@ def _exercise(fake: FakeKube, cluster: FakeCluster, uid: str, tmp: Path) -> Run:
                                  take(target, Ledger(tmp / "watch.jsonl"))))
 
         def one_fault(name: str) -> None:
-            fault = counterpart(name, {"target": target, "ledger": Ledger(tmp / f"{name}.jsonl"), "replicas": "1",
-                                       **CASES[name]})
+            fault = lookup(name).on(target, ledger=Ledger(tmp / f"{name}.jsonl"), **CASES[name])
             assert fault.plan(), f"{name}: an empty plan"
             if name == "spot_reclamation":  # a PDB refuses the eviction: the deadline deletes the pod
                 for p in target.replicas():
@@ -224,7 +224,7 @@ def _exercise(fake: FakeKube, cluster: FakeCluster, uid: str, tmp: Path) -> Run:
             before = os.environ.get(RUNNER_POD_ENV)
             os.environ[RUNNER_POD_ENV] = "inferchaos-nightly-gone"
             try:
-                hang = counterpart("replica_hang", {"target": target, "ledger": Ledger(tmp / "lost.jsonl")})
+                hang = lookup("replica_hang").on(target, ledger=Ledger(tmp / "lost.jsonl"))
                 hang.inject()
                 wait_for(lambda: hang.landed().ok, 15, "the hang to land")
             finally:
@@ -300,7 +300,10 @@ def called(authorizations: Iterable[Authorization]) -> list[str]:
 
 # ----------------------------------------------------------------------------- tests
 def test_every_kubernetes_fault_was_exercised(run: Run) -> None:
-    assert set(CASES) == set(_classes()), "a Kubernetes fault without a case here: add it to CASES"
+    # the surge acts on the endpoint alone (faults/endpoint/): it makes no API call to authorise
+    on_the_api = {n for n in CATALOGUE if "kubernetes" in kinds_of(n)
+                  and executor_class(n, "kubernetes").__module__.startswith("inferchaos.faults.kubernetes")}
+    assert set(CASES) == on_the_api, "a Kubernetes fault without a case here: add it to CASES"
     assert run.ran == list(CASES)
 
 

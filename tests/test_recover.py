@@ -22,11 +22,11 @@ pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parent.parent
 
 INNER = """
-from inferchaos.faults.spot_reclamation import SpotReclamation
+from inferchaos.faults.specs.spot_reclamation import spot_reclamation
 
 def test_spot_held_long(run_experiment, target):
     # A provisioning delay of 10 minutes: without recover, the slot would stay empty.
-    run_experiment(SpotReclamation(target=target, notice_s=1.0, provisioning_delay_s=600.0))
+    run_experiment(spot_reclamation.on(target, notice_s=1.0, provisioning_delay_s=600.0))
 """
 
 

@@ -32,12 +32,12 @@ EXPERIMENT = '''
 """Our own crash experiment: nothing here comes from the inferchaos repository."""
 import pytest
 
-from inferchaos.faults.replica_crash import ReplicaCrash
+from inferchaos.faults.specs.replica_crash import replica_crash
 
 
 @pytest.mark.chaos(owner="team-a")
 def test_one_replica_dies(run_experiment, target):
-    result = run_experiment(ReplicaCrash(target=target, replicas="1"))
+    result = run_experiment(replica_crash.on(target, replicas="1"))
     assert result.verdict == "pass", result.failure_message()
 '''
 

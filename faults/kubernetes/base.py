@@ -1,10 +1,9 @@
-"""What every fault on a Kubernetes target shares: choosing pods within the blast radius,
-the connection its undo steps carry, and the casualties the failover probe follows.
+"""What every executor on a Kubernetes target shares: choosing pods within the blast
+radius, the connection its undo steps carry, and the casualties the failover probe follows.
 
-An experiment written for the local cluster runs here unchanged: `SpotReclamation(target=
-kube_target, notice_s=2, provisioning_delay_s=3)` builds the Kubernetes counterpart (see
-`faults.kubernetes.counterpart`); parameters that only mean something locally (a
-provisioning delay, a warm pool) are listed in the plan as not applied.
+An experiment runs here unchanged when it names its local-only parameters as such
+(`spot_reclamation.on(target, notice_s=2, only_on={"local": {"provisioning_delay_s": 3}})`);
+one given plainly that means nothing here is refused by the spec, never dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferchaos.faults.base import BlastRadius, Fault, Landing
+from inferchaos.faults.base import Fault, Landing
+from inferchaos.faults.radius import BlastRadius
 from kubernetes.client.exceptions import ApiException
 
 from inferchaos.errors import FaultError, UsageError
@@ -34,21 +34,14 @@ def runner_pod() -> str:
 
 @dataclass
 class KubeFault(Fault):
-    target: KubeTarget | None = None
-    replicas: str = "1"
     victims: list[PodView] = field(default_factory=list, init=False)
-    #: local-only parameters the experiment gave, not applied here (said in the plan).
-    ignored: dict[str, Any] = field(default_factory=dict, init=False)
     _died: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.target is None:
-            raise UsageError(f"{self.name} needs a target")
-        self.radius = BlastRadius.parse(self.replicas)
-        self.validate()
-
-    def validate(self) -> None:
-        """Check the fault's own parameters; raise UsageError with one line."""
+        if not isinstance(self.target, KubeTarget):
+            raise UsageError(f"{self.name} needs a Kubernetes target")
+        self.radius = BlastRadius.parse(self.args.get("replicas", "1"))
+        super().__post_init__()
 
     @property
     def kube(self) -> KubeTarget:
@@ -74,16 +67,6 @@ class KubeFault(Fault):
         return {"kind": "kubernetes", "context": self.kube.connection.context, "namespace": self.namespace,
                 "selector": self.kube.selector, "connection": self.conn, "ledger": self.kube.run_id,
                 "runner_pod": runner_pod(), "expire_after_s": self.kube.settings.expire_after_s}
-
-    def params(self) -> dict[str, Any]:
-        return {"replicas": str(self.radius)}
-
-    def plan(self) -> list[str]:
-        lines = super().plan()
-        if self.ignored:
-            lines.append("not applied on Kubernetes (local cluster only): "
-                         + ", ".join(f"{k}={v}" for k, v in self.ignored.items()))
-        return lines
 
     def choose(self) -> list[PodView]:
         """The first Ready pods by name, as many as the blast radius allows of the pods the

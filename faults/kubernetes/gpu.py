@@ -16,7 +16,7 @@ from typing import Any
 
 from inferchaos.faults.base import Landing
 from inferchaos.faults.kubernetes.base import KubeFault
-from inferchaos.faults.local import non_negative
+from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import step
 from inferchaos.errors import FaultError
 from inferchaos.targets.kubernetes import ops
@@ -25,28 +25,19 @@ HOG_LOG = "/tmp/inferchaos-gpu-hog.log"
 HOG_STATUS = "/tmp/inferchaos-gpu-hog.json"
 
 
+@executes("gpu_oom", "kubernetes")
 @dataclass
 class KubeGpuOom(KubeFault):
-    name = "gpu_oom"
-    leave: str = "0"
-    ramp_s: float = 0.0
-    device: int = 0
     restarts_before: dict[str, int] = field(default_factory=dict, init=False)
 
-    def validate(self) -> None:
-        non_negative(self.name, self.ramp_s, "ramp_s")
-
-    def params(self) -> dict[str, Any]:
-        return {"replicas": str(self.radius), "leave": self.leave, "ramp_s": self.ramp_s, "device": self.device}
-
     def hog_argv(self) -> list[str]:
-        argv = ["python", "-m", "inferchaos.faults.gpu_hog", "--cuda", "--device", str(self.device), "--leave", self.leave,
+        argv = ["python", "-m", "inferchaos.faults.gpu_hog", "--cuda", "--device", str(self.args.device), "--leave", self.args.leave,
                 "--status", HOG_STATUS]
-        return argv + (["--ramp-s", f"{self.ramp_s:g}"] if self.ramp_s else [])
+        return argv + (["--ramp-s", f"{self.args.ramp_s:g}"] if self.args.ramp_s else [])
 
     def _plan(self) -> list[str]:
         return [f"exec in pod {p.name} ({self.kube.container_of(p)}): {' '.join(self.hog_argv())} in the background, "
-                f"holding GPU {self.device} memory until revert (or {self.kube.settings.expire_after_s} s)" for p in self.choose()]
+                f"holding GPU {self.args.device} memory until revert (or {self.kube.settings.expire_after_s} s)" for p in self.choose()]
 
     def _inject(self) -> None:
         self.victims = self.victims_or_fail()

@@ -19,6 +19,7 @@ from typing import Any
 from inferchaos.faults.base import Landing
 from inferchaos.faults.kubernetes.base import KubeFault
 from inferchaos.faults.kubernetes.pods import KubeReplicaCrash
+from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import step
 from inferchaos.errors import UsageError
 from inferchaos.targets.kubernetes import ops
@@ -122,31 +123,22 @@ class _NetworkFault(KubeFault):
         return self.chaos_landed()
 
 
+@executes("dependency_latency", "kubernetes")
 @dataclass
 class KubeDependencyLatency(_NetworkFault):
-    name = "dependency_latency"
-    dependency: str = "feature_store"
-    latency_ms: float = 50.0
-    jitter_ms: float = 0.0
-    bandwidth_kbs: float | None = None
-    stall_s: float = 0.0
-    reset: bool = False
-
-    def validate(self) -> None:
-        if self.reset:
-            raise UsageError("dependency_latency: reset is not available on Kubernetes (Chaos Mesh has no RST action)")
 
     def _plan(self) -> list[str]:
-        return [f"NetworkChaos from the Ready pods ({', '.join(self.serving())}) toward {self.dependency} "
-                f"({self.kube.settings.dependencies.get(self.dependency, '<host not given>')}): "
-                f"{'loss 100%' if self.stall_s else f'delay {self.latency_ms:g}±{self.jitter_ms:g} ms'}"
-                + (f", bandwidth {self.bandwidth_kbs:g} KB/s" if self.bandwidth_kbs else "") + "; deleted on revert"]
+        return [f"NetworkChaos from the Ready pods ({', '.join(self.serving())}) toward {self.args.dependency} "
+                f"({self.kube.settings.dependencies.get(self.args.dependency, '<host not given>')}): "
+                f"{'loss 100%' if self.args.stall_s else f'delay {self.args.latency_ms:g}±{self.args.jitter_ms:g} ms'}"
+                + (f", bandwidth {self.args.bandwidth_kbs:g} KB/s" if self.args.bandwidth_kbs else "") + "; deleted on revert"]
 
     def _inject(self) -> None:
-        self.apply_chaos(self.serving(), self.host(self.dependency), latency_ms=self.latency_ms, jitter_ms=self.jitter_ms,
-                         bandwidth_kbs=self.bandwidth_kbs, loss=bool(self.stall_s))
+        self.apply_chaos(self.serving(), self.host(self.args.dependency), latency_ms=self.args.latency_ms, jitter_ms=self.args.jitter_ms,
+                         bandwidth_kbs=self.args.bandwidth_kbs, loss=bool(self.args.stall_s))
 
 
+@executes("model_load_stall", "kubernetes")
 @dataclass
 class KubeModelLoadStall(_NetworkFault):
     """The store side: Chaos Mesh injects only into pods that exist when the chaos is
@@ -154,10 +146,6 @@ class KubeModelLoadStall(_NetworkFault):
     The model store's pods exist already: their egress is slowed, then the chosen replicas'
     servers are killed, and their restarted containers load through the slowed store."""
 
-    name = "model_load_stall"
-    stall_s: float = 5.0
-    bandwidth_kbs: float | None = None
-    latency_ms: float = 0.0
     store_pods: list[str] = field(default_factory=list, init=False)
     crash: KubeReplicaCrash | None = field(default=None, init=False, repr=False)
 
@@ -174,8 +162,8 @@ class KubeModelLoadStall(_NetworkFault):
         return pods
 
     def _how(self) -> str:
-        return "loss 100%" if self.stall_s else (f"bandwidth {self.bandwidth_kbs:g} KB/s" if self.bandwidth_kbs
-                                                else f"delay {self.latency_ms:g} ms")
+        return "loss 100%" if self.args.stall_s else (f"bandwidth {self.args.bandwidth_kbs:g} KB/s" if self.args.bandwidth_kbs
+                                                else f"delay {self.args.latency_ms:g} ms")
 
     def _plan(self) -> list[str]:
         return [f"NetworkChaos on the model store's pods ({', '.join(self._store())}): {self._how()} on their "
@@ -184,9 +172,9 @@ class KubeModelLoadStall(_NetworkFault):
 
     def _inject(self) -> None:
         self.store_pods = self._store()
-        self.apply_chaos(self.store_pods, None, latency_ms=self.latency_ms, bandwidth_kbs=self.bandwidth_kbs,
-                         loss=bool(self.stall_s))
-        self.crash = KubeReplicaCrash(target=self.target, replicas=self.replicas)
+        self.apply_chaos(self.store_pods, None, latency_ms=self.args.latency_ms, bandwidth_kbs=self.args.bandwidth_kbs,
+                         loss=bool(self.args.stall_s))
+        self.crash = KubeReplicaCrash(spec=self.spec, target=self.target, args=self.args)
         self.crash._entry = self._entry  # journals into this fault's entry
         self.crash._inject()
         self.victims = self.crash.victims
@@ -201,29 +189,23 @@ class KubeModelLoadStall(_NetworkFault):
         return {**super().figures(), **(self.crash.figures() if self.crash else {})}
 
 
+@executes("pipeline_lag", "kubernetes")
 @dataclass
 class KubePipelineLag(_NetworkFault):
-    name = "pipeline_lag"
-    mode: str = "stop"
-    read_latency_ms: float = 1000.0
-
-    def validate(self) -> None:
-        if self.mode not in ("stop", "slow_reads", "both"):
-            raise UsageError(f"pipeline_lag: mode must be stop, slow_reads or both, got {self.mode!r}")
 
     def _plan(self) -> list[str]:
         lines = []
-        if self.mode in ("stop", "both"):
+        if self.args.mode in ("stop", "both"):
             lines.append(f"scale Deployment {self.kube.settings.pipeline_deployment or '<--pipeline-deployment>'} "
                          "to 0 replicas; back to its count on revert")
-        if self.mode in ("slow_reads", "both"):
-            lines.append(f"NetworkChaos delay {self.read_latency_ms:g} ms toward the feature store "
+        if self.args.mode in ("slow_reads", "both"):
+            lines.append(f"NetworkChaos delay {self.args.read_latency_ms:g} ms toward the feature store "
                          f"({self.kube.settings.dependencies.get('feature_store', '<host not given>')})")
         return lines
 
     def _inject(self) -> None:
         used = []
-        if self.mode in ("stop", "both"):
+        if self.args.mode in ("stop", "both"):
             deployment = self.kube.settings.pipeline_deployment
             if not deployment:
                 raise UsageError("pipeline_lag on Kubernetes needs --pipeline-deployment NAME (the feature pipeline)")
@@ -236,21 +218,21 @@ class KubePipelineLag(_NetworkFault):
             ops.scale(conn, self.namespace, deployment, 0)
             used.append(f"scaled Deployment {deployment} from {before} to 0")
             self.note("scaled to 0", deployment)
-        if self.mode in ("slow_reads", "both"):
-            self.apply_chaos(self.serving(), self.host("feature_store"), latency_ms=self.read_latency_ms)
+        if self.args.mode in ("slow_reads", "both"):
+            self.apply_chaos(self.serving(), self.host("feature_store"), latency_ms=self.args.read_latency_ms)
             used.append(self.mechanism)
         self.mechanism = "; ".join(used)
 
     def landed(self) -> Landing:
         """The pipeline's Deployment reads back 0 replicas; the NetworkChaos was created."""
         seen = []
-        if self.mode in ("stop", "both"):
+        if self.args.mode in ("stop", "both"):
             deployment = self.kube.settings.pipeline_deployment or ""
             now = ops.replicas_of(self.kube.connection, self.namespace, deployment)
             if now != 0:
                 return Landing(False, f"Deployment {deployment} reads back {now} replicas, not 0")
             seen.append(f"Deployment {deployment} reads back 0 replicas")
-        if self.mode in ("slow_reads", "both"):
+        if self.args.mode in ("slow_reads", "both"):
             chaos = self.chaos_landed()
             if not chaos.ok:
                 return chaos

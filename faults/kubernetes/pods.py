@@ -17,6 +17,7 @@ from typing import Any
 
 from inferchaos.faults.base import Landing
 from inferchaos.faults.kubernetes.base import KubeFault
+from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import step
 from inferchaos.targets.kubernetes import processes
 from inferchaos.targets.kubernetes.pods import PodView
@@ -36,9 +37,9 @@ class _ProcessFault(KubeFault):
         return {"processes": {pod: {"pid": p.pid, "cmdline": p.cmdline[:120]} for pod, p in self.procs.items()}}
 
 
+@executes("replica_crash", "kubernetes")
 @dataclass
 class KubeReplicaCrash(_ProcessFault):
-    name = "replica_crash"
     restarts_before: dict[str, int] = field(default_factory=dict, init=False)
     #: the kubelet notices the exit and restarts the container: a pod status update away.
     land_within_s = 15.0  # type: ignore[misc]
@@ -89,9 +90,9 @@ class KubeReplicaCrash(_ProcessFault):
                              for n, b in self.restarts_before.items()}}
 
 
+@executes("replica_hang", "kubernetes")
 @dataclass
 class KubeReplicaHang(_ProcessFault):
-    name = "replica_hang"
 
     def _plan(self) -> list[str]:
         return [f"SIGSTOP the server process in pod {p.name} ({self.kube.container_of(p)}), found by its command "

@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 
 from inferchaos.faults.base import Landing
 from inferchaos.faults.kubernetes.base import KubeFault
-from inferchaos.faults.local import non_negative
+from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import step
 from inferchaos.errors import UsageError
 from inferchaos.targets.kubernetes import nodes as node_marks
@@ -33,20 +33,13 @@ from inferchaos.targets.kubernetes import ops
 from inferchaos.targets.kubernetes.pods import PodView
 
 
+@executes("spot_reclamation", "kubernetes")
 @dataclass
 class KubeSpotReclamation(KubeFault):
-    name = "spot_reclamation"
-    notice_s: float = 30.0
     nodes: list[str] = field(default_factory=list, init=False)
     evictions: list[ops.Eviction] = field(default_factory=list, init=False)
     deleted_at_deadline: list[str] = field(default_factory=list, init=False)
     _timer: threading.Timer | None = field(default=None, init=False, repr=False)
-
-    def validate(self) -> None:
-        non_negative(self.name, self.notice_s, "notice_s")
-
-    def params(self) -> dict[str, Any]:
-        return {"replicas": str(self.radius), "notice_s": self.notice_s}
 
     def node_map(self) -> dict[str, list[PodView]]:
         by_node: dict[str, list[PodView]] = {}
@@ -79,7 +72,7 @@ class KubeSpotReclamation(KubeFault):
         node, pods, others = self.pick()
         return [f"cordon node {node} and taint it {node_marks.TAINT_KEY}:NoSchedule (expiring after "
                 f"{self.kube.settings.expire_after_s} s); evict {', '.join(p.name for p in pods)} with grace "
-                f"{int(self.notice_s)} s; delete what is left at +{self.notice_s:g} s; release the node on revert",
+                f"{int(self.args.notice_s)} s; delete what is left at +{self.args.notice_s:g} s; release the node on revert",
                 "other workloads on the node: " + (", ".join(others) if others else "none")]
 
     def _inject(self) -> None:
@@ -90,18 +83,18 @@ class KubeSpotReclamation(KubeFault):
         node_marks.reclaim(conn, node, self.run_id, self.expires_at())
         self.note("cordoned", node)
         for p in pods:
-            result = ops.evict(conn, self.namespace, p.name, int(self.notice_s))
+            result = ops.evict(conn, self.namespace, p.name, int(self.args.notice_s))
             self.evictions.append(result)
             self.note("evicted" if result.ok else "eviction refused", p.name)
             if result.ok:
                 self.died(p)  # terminating: its EndpointSlice entry stops being ready now
-        self._timer = threading.Timer(self.notice_s, self._deadline)
+        self._timer = threading.Timer(self.args.notice_s, self._deadline)
         self._timer.daemon = True
         self._timer.start()
 
     @property
     def land_within_s(self) -> float:  # type: ignore[override]
-        return self.notice_s + 5.0
+        return self.args.notice_s + 5.0
 
     def landed(self) -> Landing:
         """The node reads back cordoned and tainted, and its inference pods are out of service."""
@@ -116,6 +109,10 @@ class KubeSpotReclamation(KubeFault):
             return Landing(False, f"node {self.nodes[0]} is not cordoned and tainted")
         pods = super().landed()
         return Landing(pods.ok, f"node {self.nodes[0]} cordoned and tainted; {pods.evidence}")
+
+    def settle(self) -> None:
+        if self._timer is not None:
+            self._timer.join(self.args.notice_s + 30)
 
     def _deadline(self) -> None:
         """The instance is gone: whatever still runs on it goes with it. Grace 1, not 0: a

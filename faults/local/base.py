@@ -1,9 +1,9 @@
-"""What every fault on the local cluster shares: choosing replicas within the blast
+"""What every executor on the local cluster shares: choosing replicas within the blast
 radius, changing runtime settings with their undo journalled first, and watching the
 replicas it hit so probes know when each one stopped serving.
 
 Kept out of `faults/base.py` because the base knows nothing about any target; the
-kubernetes target gets its own counterpart.
+Kubernetes executors have their own (faults/kubernetes/base.py).
 """
 
 from __future__ import annotations
@@ -16,23 +16,14 @@ from typing import Any
 
 import httpx
 
-from inferchaos.faults.base import BlastRadius, Fault, Landing
+from inferchaos.faults.base import Fault, Landing
+from inferchaos.faults.radius import BlastRadius
 from inferchaos.faults.undo import group_ref, step
 from inferchaos.errors import UsageError
 from inferchaos.targets.local.cluster import LocalCluster, wait_for
 from inferchaos.targets.local.control import read_desired, set_desired
 from inferchaos.targets.local.processes import group_alive, signal_group
 from inferchaos.targets.local.state import ReplicaRecord
-
-
-def non_negative(name: str, value: float | None, what: str) -> None:
-    if value is not None and not value >= 0:
-        raise UsageError(f"{name}: {what} must be 0 or more, got {value}")
-
-
-def positive(name: str, value: float | None, what: str) -> None:
-    if value is not None and not value > 0:
-        raise UsageError(f"{name}: {what} must be above 0, got {value}")
 
 
 def gone(victims: list[ReplicaRecord]) -> Landing:
@@ -67,32 +58,20 @@ def route_shows(route: dict, toxics: Any, what: str) -> Landing:
 
 @dataclass
 class LocalFault(Fault):
-    """A fault on a `LocalCluster`. `replicas` is the blast radius (count or percentage)."""
+    """An executor on a `LocalCluster`. `args.replicas`, where the spec has it, is the blast
+    radius (count or percentage)."""
 
-    target: LocalCluster | None = None
-    replicas: str = "1"
     #: Replicas this fault took out of service, with the monotonic time each stopped serving.
     victims: list[ReplicaRecord] = field(default_factory=list, init=False)
     _down_at: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     _watch_stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _watcher: threading.Thread | None = field(default=None, init=False, repr=False)
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        """On a Kubernetes target the same experiment builds the Kubernetes counterpart."""
-        if getattr(kwargs.get("target"), "kind", "local") == "kubernetes":
-            from inferchaos.faults.kubernetes import counterpart
-
-            return counterpart(cls.name, kwargs)
-        return super().__new__(cls)
-
     def __post_init__(self) -> None:
-        if self.target is None:
-            raise UsageError(f"{self.name} needs a target cluster")
-        self.radius = BlastRadius.parse(self.replicas)
-        self.validate()
-
-    def validate(self) -> None:
-        """Check the fault's own parameters; raise UsageError with one line."""
+        if not isinstance(self.target, LocalCluster):
+            raise UsageError(f"{self.name} needs a local cluster")
+        self.radius = BlastRadius.parse(self.args.get("replicas", "1"))
+        super().__post_init__()
 
     @property
     def cluster(self) -> LocalCluster:
@@ -191,6 +170,9 @@ class LocalFault(Fault):
                 if on_deadline is not None:
                     on_deadline(list(pending.values()))
             self._watch_stop.wait(0.02)
+
+    def settle(self) -> None:
+        self.stop_watching()
 
     def stop_watching(self) -> None:
         self._watch_stop.set()

@@ -31,9 +31,10 @@ from typing import Any
 import httpx
 
 from inferchaos import native
-from inferchaos.errors import FaultError, UsageError
+from inferchaos.errors import FaultError
 from inferchaos.faults.base import Landing
-from inferchaos.faults.local import LocalFault, non_negative
+from inferchaos.faults.local.base import LocalFault
+from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import step
 from inferchaos.targets.local.cluster import wait_for
 from inferchaos.targets.local.model import INPUT_DIM
@@ -81,15 +82,12 @@ def _group_of(pid: int) -> int | None:
         return None
 
 
+@executes("cuda_errors", "local")
 @dataclass
 class CudaErrors(LocalFault):
-    name = "cuda_errors"
-    #: oom (allocations fail), illegal_address or ecc (launches fail; the context is lost).
-    error: str = "oom"
-    #: calls of that kind that still succeed in each process before the errors start.
-    after: int = 0
-    #: the share of allocations that fail (oom only): 1 fails every one.
-    rate: float = 1.0
+    """`error`: oom (allocations fail), illegal_address or ecc (launches fail; the context is
+    lost); `after`: calls that still pass first; `rate`: the share of allocations that fail."""
+
     land_within_s = 10.0
     #: what the one request `landed()` sent to a victim got back, if it sent one
     answer: str = field(default="", init=False)
@@ -97,22 +95,12 @@ class CudaErrors(LocalFault):
     _triggers: dict[int, Path] = field(default_factory=dict, init=False, repr=False)
 
     def validate(self) -> None:
-        if self.error not in ERRORS:
-            raise UsageError(f"{self.name}: error {self.error!r}: expected one of {', '.join(ERRORS)}")
-        non_negative(self.name, self.after, "after")
-        if not 0 < self.rate <= 1:
-            raise UsageError(f"{self.name}: rate must be above 0 and at most 1, got {self.rate}")
-        if self.rate < 1 and self.error != "oom":
-            raise UsageError(f"{self.name}: rate applies to error=oom only (a lost context is not a matter of odds)")
         native.compiler()  # the shim is compiled where it runs: no compiler is bad input, said before anything
 
-    def params(self) -> dict[str, Any]:
-        return {"replicas": str(self.radius), "error": self.error, "after": self.after, "rate": self.rate}
-
     def _words(self) -> str:
-        _, returns, calls = ERRORS[self.error]
-        odds = f"{self.rate:.0%} of " if self.rate < 1 else ""
-        return f"{odds}its {calls} return {returns}" + (f" after {self.after} succeed" if self.after else "")
+        _, returns, calls = ERRORS[self.args.error]
+        odds = f"{self.args.rate:.0%} of " if self.args.rate < 1 else ""
+        return f"{odds}its {calls} return {returns}" + (f" after {self.args.after} succeed" if self.args.after else "")
 
     def _plan(self) -> list[str]:
         return [f"restart {v.name} (GPU {v.device}) with the CUDA error shim preloaded, inert, before the baseline; "
@@ -167,9 +155,9 @@ class CudaErrors(LocalFault):
     def _inject(self) -> None:
         if not self.victims:
             raise FaultError(f"{self.name}: inject() before prepare()")
-        words = ERRORS[self.error][0]
-        count = "after" if self.error == "oom" else "launch_after"
-        text = f"id={self.trigger_id} {words} {count}={self.after} rate={self.rate:g} seed=1\n"
+        words = ERRORS[self.args.error][0]
+        count = "after" if self.args.error == "oom" else "launch_after"
+        text = f"id={self.trigger_id} {words} {count}={self.args.after} rate={self.args.rate:g} seed=1\n"
         for trigger in self._triggers.values():
             write_trigger(trigger, text)
         for v in self.victims:
@@ -213,7 +201,7 @@ class CudaErrors(LocalFault):
                 return Landing(False, f"the shim on GPU {device} is armed but returned no CUDA error "
                                       f"({sum(int(s.get('allocs', 0)) for s in hits)} allocations, "
                                       f"{sum(int(s.get('launches', 0)) for s in hits)} launches passed)")
-            seen.append(f"GPU {device}: {failed} call(s) returned {ERRORS[self.error][1]} in pid "
+            seen.append(f"GPU {device}: {failed} call(s) returned {ERRORS[self.args.error][1]} in pid "
                         + ", ".join(s["pid"] for s in hits if int(s.get("alloc_failed", 0)) + int(s.get("launch_failed", 0))))
         said = f"; a request sent to the victim got {self.answer}" if self.answer else ""
         return Landing(True, "; ".join(seen) + said)

@@ -23,28 +23,24 @@ from typing import Any
 
 from inferchaos.faults.base import Landing
 from inferchaos.faults.gpu_hog import parse_bytes
-from inferchaos.faults.local import LocalFault, non_negative
+from inferchaos.faults.local.base import LocalFault
+from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import group_ref, step
 from inferchaos.errors import FaultError, UsageError
 from inferchaos.targets.local.processes import MARK_ENV, new_mark, service_env, spawn
 from inferchaos.targets.local.vgpu import VirtualDevice
 
 
+@executes("gpu_oom", "local")
 @dataclass
 class GpuOom(LocalFault):
-    name = "gpu_oom"
-    #: what to leave free: bytes ("0", "256MiB", "1.5GB") or a share of capacity ("2%").
-    leave: str = "0"
-    ramp_s: float = 0.0
+    """`leave`: bytes ("0", "256MiB", "1.5GB") or a share of capacity ("2%")."""
+
     hog_status: dict[int, dict] = field(default_factory=dict, init=False)
     _hogs: list[Any] = field(default_factory=list, init=False, repr=False)
 
-    def validate(self) -> None:
-        non_negative(self.name, self.ramp_s, "ramp_s")
-        self._leave_args()
-
     def _leave_args(self) -> list[str]:
-        text = str(self.leave).strip()
+        text = str(self.args.leave).strip()
         m = re.fullmatch(r"(\d+(?:\.\d+)?)%", text)
         if m:
             share = float(m.group(1)) / 100
@@ -53,12 +49,9 @@ class GpuOom(LocalFault):
             return ["--leave-fraction", str(share)]
         return ["--leave", str(parse_bytes(text))]
 
-    def params(self) -> dict[str, Any]:
-        return {"replicas": str(self.radius), "leave": self.leave, "ramp_s": self.ramp_s}
-
     def _plan(self) -> list[str]:
-        how = f"over {self.ramp_s:g}s" if self.ramp_s else "at once"
-        return [f"start a memory hog on GPU {v.device} (used by {v.name}) leaving {self.leave} free, {how}; "
+        how = f"over {self.args.ramp_s:g}s" if self.args.ramp_s else "at once"
+        return [f"start a memory hog on GPU {v.device} (used by {v.name}) leaving {self.args.leave} free, {how}; "
                 "end it on revert" for v in self.choose()]
 
     def _status_path(self, device: int) -> Path:
@@ -73,7 +66,7 @@ class GpuOom(LocalFault):
             status = self._status_path(v.device)
             status.unlink(missing_ok=True)
             argv = [sys.executable, "-m", "inferchaos.faults.gpu_hog", "--device", str(v.device), *self._leave_args(),
-                    "--ramp-s", str(self.ramp_s), "--vgpu-dir", vgpu_dir, "--status", str(status)]
+                    "--ramp-s", str(self.args.ramp_s), "--vgpu-dir", vgpu_dir, "--status", str(status)]
             mark = new_mark("gpu-hog")
             self.journal([step("end_marked", mark=mark, what=f"gpu hog on device {v.device}")])
             proc = spawn(argv, status.with_suffix(".log"), service_env(**{MARK_ENV: mark}))

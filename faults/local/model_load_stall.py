@@ -12,54 +12,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from inferchaos.faults.base import Landing
-from inferchaos.faults.local import LocalFault, gone, non_negative, route_shows
-from inferchaos.errors import UsageError
+from inferchaos.faults.local.base import LocalFault, gone, route_shows
+from inferchaos.faults.registry import executes
 from inferchaos.targets.local.depproxy import Toxics
 
 
+@executes("model_load_stall", "local")
 @dataclass
 class ModelLoadStall(LocalFault):
-    name = "model_load_stall"
-    #: seconds the store stalls from injection; math.inf = until revert.
-    stall_s: float = 5.0
-    bandwidth_kbs: float | None = None
-    latency_ms: float = 0.0
-    warm_pool: int | None = None
-    provisioning_delay_s: float | None = None
-
-    def validate(self) -> None:
-        for key in ("stall_s", "latency_ms", "provisioning_delay_s", "warm_pool"):
-            non_negative(self.name, getattr(self, key), key)
-        if self.bandwidth_kbs is not None and not self.bandwidth_kbs > 0:
-            raise UsageError(f"{self.name}: bandwidth_kbs must be above 0, got {self.bandwidth_kbs}")
-        if not self.toxics().active:
-            raise UsageError(f"{self.name}: nothing slows the store (give stall_s, bandwidth_kbs or latency_ms)")
+    """`stall_s` of math.inf stalls until revert."""
 
     def toxics(self) -> Toxics:
-        return Toxics(latency_ms=self.latency_ms, bandwidth_kbs=self.bandwidth_kbs, stall_s=self.stall_s)
-
-    def params(self) -> dict[str, Any]:
-        return {"replicas": str(self.radius), **self.toxics().to_dict(), "warm_pool": self.warm_pool,
-                "provisioning_delay_s": self.provisioning_delay_s}
+        return Toxics(latency_ms=self.args.latency_ms, bandwidth_kbs=self.args.bandwidth_kbs, stall_s=self.args.stall_s)
 
     def _plan(self) -> list[str]:
-        stall = "until revert" if math.isinf(self.stall_s) else f"{self.stall_s:g}s"
-        lines = [f"set warm_pool={self.warm_pool} before the baseline"] if self.warm_pool is not None else []
-        lines.append(f"model store route: stall {stall}, bandwidth {self.bandwidth_kbs or 'unlimited'} KB/s, "
-                     f"+{self.latency_ms:g} ms; clear on revert")
+        stall = "until revert" if math.isinf(self.args.stall_s) else f"{self.args.stall_s:g}s"
+        lines = [f"set warm_pool={self.args.warm_pool} before the baseline"] if self.args.warm_pool is not None else []
+        lines.append(f"model store route: stall {stall}, bandwidth {self.args.bandwidth_kbs or 'unlimited'} KB/s, "
+                     f"+{self.args.latency_ms:g} ms; clear on revert")
         return lines + [f"SIGKILL {v.name} (slot r{v.slot}) so its replacement loads through the slow store"
                         for v in self.choose()]
 
     def _prepare(self) -> None:
-        self.fill_warm_pool(self.warm_pool)
+        self.fill_warm_pool(self.args.warm_pool)
 
     def _inject(self) -> None:
         self.victims = self._victims_or_fail()
-        if self.provisioning_delay_s is not None:
-            self.change_settings(provisioning_delay_s=self.provisioning_delay_s)
+        if self.args.provisioning_delay_s is not None:
+            self.change_settings(provisioning_delay_s=self.args.provisioning_delay_s)
         self.degrade("model_store", self.toxics())
         self.crash()
 

@@ -21,38 +21,25 @@ from typing import Any
 import httpx
 
 from inferchaos.faults.base import Landing
-from inferchaos.faults.local import LocalFault, non_negative, route_shows, timed_read
+from inferchaos.faults.local.base import LocalFault, route_shows, timed_read
+from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import process_ref, step
-from inferchaos.errors import UsageError
 from inferchaos.targets.local.depproxy import Toxics
 from inferchaos.targets.local.processes import signal_group, stopped
 
-MODES = ("stop", "slow_reads", "both")
-
-
+@executes("pipeline_lag", "local")
 @dataclass
 class PipelineLag(LocalFault):
-    name = "pipeline_lag"
-    mode: str = "stop"
-    read_latency_ms: float = 1000.0
     age_at_inject_s: float | None = field(default=None, init=False)
     age_at_revert_s: float | None = field(default=None, init=False)
 
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise UsageError(f"{self.name}: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        non_negative(self.name, self.read_latency_ms, "read_latency_ms")
-
-    def params(self) -> dict[str, Any]:
-        return {"mode": self.mode, **({"read_latency_ms": self.read_latency_ms} if self.slow else {})}
-
     @property
     def stops(self) -> bool:
-        return self.mode in ("stop", "both")
+        return self.args.mode in ("stop", "both")
 
     @property
     def slow(self) -> bool:
-        return self.mode in ("slow_reads", "both")
+        return self.args.mode in ("slow_reads", "both")
 
     def _plan(self) -> list[str]:
         lines = []
@@ -60,7 +47,7 @@ class PipelineLag(LocalFault):
             p = self.cluster.state.service("pipeline")
             lines.append(f"SIGSTOP the feature pipeline (pid {p.pid}); SIGCONT on revert")
         if self.slow:
-            lines.append(f"add {self.read_latency_ms:g} ms to every read from the feature store "
+            lines.append(f"add {self.args.read_latency_ms:g} ms to every read from the feature store "
                          f"(proxy {self.cluster.state.proxy_url}); clear on revert")
         return lines
 
@@ -73,7 +60,7 @@ class PipelineLag(LocalFault):
             signal_group(p.pgid, signal.SIGSTOP)
             self.note("sigstop", "pipeline")
         if self.slow:
-            self.degrade("feature_store", Toxics(latency_ms=self.read_latency_ms))
+            self.degrade("feature_store", Toxics(latency_ms=self.args.read_latency_ms))
 
     def landed(self) -> Landing:
         """The pipeline stopped (state T) and/or the store's reads slowed (the route read
@@ -85,14 +72,14 @@ class PipelineLag(LocalFault):
                 return Landing(False, f"the feature pipeline (pid {p.pid}) is not stopped")
             seen.append(f"feature pipeline stopped (pid {p.pid}, state T)")
         if self.slow:
-            toxics = Toxics(latency_ms=self.read_latency_ms)
+            toxics = Toxics(latency_ms=self.args.read_latency_ms)
             route = route_shows(self.dependency_route("feature_store"), toxics, "feature store")
             if not route.ok:
                 return route
             took = timed_read(self.cluster.state.via_proxy["feature_store"])
-            if took["health_ms"] < 0.5 * self.read_latency_ms and not took["timed_out"]:
+            if took["health_ms"] < 0.5 * self.args.read_latency_ms and not took["timed_out"]:
                 return Landing(False, f"a read through the proxy took {took['health_ms']} ms, "
-                                      f"not +{self.read_latency_ms:g} ms")
+                                      f"not +{self.args.read_latency_ms:g} ms")
             seen.append(f"a feature-store read through the proxy took {took['health_ms']} ms")
         return Landing(True, "; ".join(seen))
 

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
-from typing import Any
 
 from inferchaos.faults.base import Landing
-from inferchaos.faults.local import LocalFault
+from inferchaos.faults.local.base import LocalFault
+from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import process_ref, step
 from inferchaos.targets.local.processes import signal_group, stopped
 
 
+@executes("replica_hang", "local")
 @dataclass
 class ReplicaHang(LocalFault):
-    name = "replica_hang"
-
-    def params(self) -> dict[str, Any]:
-        return {"replicas": str(self.radius)}
+    """SIGSTOP the victims' process groups; the journal sends SIGCONT."""
 
     def _plan(self) -> list[str]:
         return [f"SIGSTOP {v.name} (pid {v.pid}, slot r{v.slot}); SIGCONT on revert" for v in self.choose()]

@@ -9,30 +9,25 @@ golden-set canary, prediction drift) can tell, and this fault is how they are te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
 from inferchaos.faults.base import Landing
-from inferchaos.faults.local import LocalFault, positive
+from inferchaos.faults.local.base import LocalFault
+from inferchaos.faults.registry import executes
 from inferchaos.probes.model_health import check_answer, golden_set, infer_body
 from inferchaos.faults.undo import process_ref, step
 from inferchaos.targets.local.server import PERTURB_PATH
 
 
+@executes("wrong_answers", "local")
 @dataclass
 class WrongAnswers(LocalFault):
-    name = "wrong_answers"
-    sigma: float = 2.0
-
-    def validate(self) -> None:
-        positive(self.name, self.sigma, "sigma (noise on the log-probabilities)")
-
-    def params(self) -> dict[str, Any]:
-        return {"replicas": str(self.radius), "sigma": self.sigma}
+    """Noise of `sigma` on each victim's log-probabilities, through the reference server's
+    own perturbation endpoint; exact again on revert."""
 
     def _plan(self) -> list[str]:
-        return [f"perturb the infer outputs of {v.name} (port {v.port}, slot r{v.slot}) with sigma {self.sigma:g}; "
+        return [f"perturb the infer outputs of {v.name} (port {v.port}, slot r{v.slot}) with sigma {self.args.sigma:g}; "
                 "exact again on revert" for v in self.choose()]
 
     def _inject(self) -> None:
@@ -41,7 +36,7 @@ class WrongAnswers(LocalFault):
         self.journal([step("clear_perturbation", state_dir=str(self.cluster.state_dir), **process_ref(v.pid, mark),
                            what=f"replica {v.name}") for v in self.victims])
         for v in self.victims:
-            resp = httpx.put(f"http://127.0.0.1:{v.port}{PERTURB_PATH}", json={"sigma": self.sigma}, timeout=5)
+            resp = httpx.put(f"http://127.0.0.1:{v.port}{PERTURB_PATH}", json={"sigma": self.args.sigma}, timeout=5)
             resp.raise_for_status()
             self.note("perturbing", v.name)
 

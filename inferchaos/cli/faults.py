@@ -90,23 +90,30 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def cmd_faults(args: argparse.Namespace) -> int:
     from inferchaos.faults.catalogue import CATALOGUE, lookup
+    from inferchaos.faults.registry import kinds_of
 
     specs = [lookup(args.fault)] if args.fault else list(CATALOGUE.values())
     for n, spec in enumerate(specs):
         if n:
             print()
-        print(f"{spec.id}: {spec.summary}")
+        kinds = kinds_of(spec.name)
+        print(f"{spec.name}: {spec.summary}")
+        print(f"  targets:      {', '.join(kinds)}")
         print(f"  blast radius: {spec.blast_radius}")
+        print(f"  landed when:  {spec.effect}")
         print(f"  runbook:      {spec.runbook}")
         if spec.standalone_refusal:
             print(f"  by hand:      no — {spec.standalone_refusal}")
-        defaults = spec.defaults()
         print("  parameters (KEY=DEFAULT):" if spec.params else "  parameters: none")
         for p in spec.params:
-            default = defaults[p.name]
-            shown = "none" if default is None else (str(default).lower() if isinstance(default, bool) else default)
-            print(f"    {p.name + '=' + str(shown):<28}{p.meaning} [{p.accepts()}]")
+            own = [f"{k}: {_shown(p.default_on(k))}" for k in kinds] if p.defaults else []
+            where = f" ({p.only} only)" if p.only else (f" (default on {'; '.join(own)})" if own else "")
+            print(f"    {p.name + '=' + _shown(p.default):<28}{p.meaning}{where} [{p.accepts()}]")
     return 0
+
+
+def _shown(value: object) -> str:
+    return "none" if value is None else (str(value).lower() if isinstance(value, bool) else str(value))
 
 
 def _fault(args: argparse.Namespace, for_inject: bool) -> Iterator[tuple[Fault, Ledger, str]]:
@@ -119,6 +126,7 @@ def _fault(args: argparse.Namespace, for_inject: bool) -> Iterator[tuple[Fault, 
     if for_inject and spec.standalone_refusal:
         raise UsageError(spec.standalone_refusal)
     params = spec.parse(args.params)
+    spec.args(args.target, params)  # a parameter this target cannot honour: refused before it is reached
     ledger = ledger_file(args.ledger, write=for_inject)
     if args.target == "kubernetes":
         from dataclasses import replace
@@ -127,7 +135,7 @@ def _fault(args: argparse.Namespace, for_inject: bool) -> Iterator[tuple[Fault, 
 
         for_s = getattr(args, "for_s", None)
         with KubeTarget(kube_settings(args, for_s)) as target:
-            fault = spec.build(target, ledger, params)
+            fault = spec.on(target, ledger=ledger, **params)
             if for_s is not None:
                 # the cluster's own expiry counts from each change, the timer from the landing,
                 # which may come up to land_within_s later: the backstop must not end it first
@@ -136,7 +144,7 @@ def _fault(args: argparse.Namespace, for_inject: bool) -> Iterator[tuple[Fault, 
             yield fault, ledger, f"in {target.describe()}"
         return
     cluster = running_cluster(args.state_dir)
-    yield spec.build(cluster, ledger, params), ledger, f"on the cluster in {cluster.state_dir}"
+    yield spec.on(cluster, ledger=ledger, **params), ledger, f"on the cluster in {cluster.state_dir}"
 
 
 def kube_settings(args: argparse.Namespace, for_s: float | None = None) -> KubeSettings:
@@ -169,7 +177,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     with contextlib.closing(_fault(args, for_inject=False)) as made:
         fault, _, where = next(made)
         lines = _plan(fault)
-    print(f"plan: {spec.id} {where} (nothing is changed)")
+    print(f"plan: {spec.name} {where} (nothing is changed)")
     for line in lines or ["(nothing to act on right now)"]:
         print(f"  {line}")
     print(f"blast radius: {spec.blast_radius}")
@@ -177,7 +185,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"by hand: {spec.standalone_refusal}")
     elif args.target == "local":
         params = " ".join(args.params)
-        print(f"apply it with: inferchaos inject {spec.id}{' ' + params if params else ''} --state-dir {args.state_dir}")
+        print(f"apply it with: inferchaos inject {spec.name}{' ' + params if params else ''} --state-dir {args.state_dir}")
     return 0
 
 
@@ -202,7 +210,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
                                  f"(checked for {fault.land_within_s:g} s)")
             if timer is not None:
                 _start_countdown(timer)
-            _settle(fault)
+            fault.settle()  # its own threads end with this process: finish what they hold
         except BaseException:
             fault.revert()  # whatever got applied is undone before the error is told
             raise
@@ -277,24 +285,6 @@ def _start_countdown(timer: subprocess.Popen) -> None:
     except OSError as exc:  # it died: nothing would revert the fault, so it is not left applied
         raise FaultError(f"the --for timer (pid {timer.pid}) is gone ({exc}), so nothing would revert "
                          f"the fault by itself: reverted") from None
-
-
-def _settle(fault: Fault) -> None:
-    """A fault's own threads end with this process: finish the work they still hold
-    (a reclamation's kill at the notice deadline), then stop them."""
-    from inferchaos.faults.local import LocalFault
-    from inferchaos.faults.spot_reclamation import SpotReclamation
-    from inferchaos.targets.local.cluster import wait_for
-    from inferchaos.targets.local.processes import group_alive
-
-    deadline = getattr(fault, "_timer", None)  # Kubernetes: the reclamation's eviction at the notice deadline
-    if deadline is not None:
-        deadline.join(getattr(fault, "notice_s", 0) + 30)
-    elif isinstance(fault, SpotReclamation):
-        wait_for(lambda: not any(group_alive(v.pgid) for v in fault.victims), fault.notice_s + 15,
-                 "the reclaimed replicas gone at the notice deadline")
-    if isinstance(fault, LocalFault):
-        fault.stop_watching()
 
 
 def cmd_revert(args: argparse.Namespace) -> int:

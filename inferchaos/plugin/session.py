@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from inferchaos.faults.catalogue import CATALOGUE
 from inferchaos.faults.ledger import Ledger
 from inferchaos.engine import ExperimentResult
 from inferchaos import kube_options, load_options
@@ -24,19 +25,8 @@ from inferchaos.targets.kubernetes.settings import KubeSettings
 from inferchaos.targets.local import ClusterSpec, LocalCluster
 
 
-FAULT_MARKERS = {
-    "spot_reclamation": "spot instance reclaimed mid-inference (notice, then kill)",
-    "gpu_oom": "device memory exhausted on a replica",
-    "cuda_errors": "a replica's own CUDA calls fail (out of memory, illegal address, ECC)",
-    "model_load_stall": "model store slow or stalled while replicas load",
-    "pipeline_lag": "feature pipeline stopped or feature reads slow",
-    "dependency_latency": "latency, jitter or resets toward a dependency",
-    "replica_crash": "a replica SIGKILLed",
-    "replica_hang": "a replica SIGSTOPped (socket open, no answers)",
-    "traffic_surge": "load jumps N-fold for the fault window",
-    "wrong_answers": "a replica answers 200 OK with wrong numbers",
-    "autoscaled_surge": "a surge on a fleet that autoscales on queue length",
-}
+#: one pytest marker per fault, from its spec.
+FAULT_MARKERS = {spec.name: spec.marker for spec in CATALOGUE.values()}
 TARGETS = ("local", "kubernetes")
 RUNBOOK_BASE_ENV = "INFERCHAOS_RUNBOOK_BASE"
 
