@@ -1,13 +1,15 @@
 """Which executor carries out a fault on a kind of target: (fault, target kind) -> class.
 
-Executors register themselves with `@executes(...)` in their target's folder; the folder is
-imported only when a fault is built for that kind, so a run on the local cluster never
-imports the Kubernetes client, and a fault a target has no executor for is one clear line.
+Executors register themselves with `@executes(...)` in their target's folder; every module of
+the folder is imported when a fault is first built for that kind (a new executor is a new file,
+listed nowhere else), so a run on the local cluster never imports the Kubernetes client, and a
+fault a target has no executor for is one clear line.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Callable, TypeVar
 
 from inferchaos.errors import NotOnTarget
@@ -36,8 +38,10 @@ def executes(fault: str, *kinds: str) -> Callable[[T], T]:
 
 
 def load(kind: str) -> None:
-    for package in PACKAGES[kind]:
-        importlib.import_module(package)
+    for name in PACKAGES[kind]:
+        package = importlib.import_module(name)
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{name}.{module.name}")
 
 
 def executor_class(fault: str, kind: str) -> type:

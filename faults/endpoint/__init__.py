@@ -1,3 +1,2 @@
-"""Executors that act on the endpoint alone (a surge of load), so they run on every target."""
-
-from inferchaos.faults.endpoint import traffic_surge  # noqa: F401
+"""Executors that act on the endpoint alone (a surge of load), so they run on every target; the
+registry imports every module here."""

@@ -1,4 +1,2 @@
-"""The Kubernetes executors: importing this package registers them (it needs the
-`kubernetes` extra, so it is imported only when a fault is built for a Kubernetes target)."""
-
-from inferchaos.faults.kubernetes import gpu, network, pods, spot  # noqa: F401
+"""The Kubernetes executors; the registry imports every module here, and only when a fault is
+built for a Kubernetes target (they need the `kubernetes` extra)."""
