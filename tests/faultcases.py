@@ -38,6 +38,7 @@ PARAMS: dict[str, dict] = {
     "dependency_latency": {"dependency": "feature_store", "latency_ms": 300.0},
     "replica_crash": {"provisioning_delay_s": 600.0},
     "replica_hang": {},
+    "replica_restart": {"grace_s": 5.0},
     "traffic_surge": {"factor": 3.0},
     "wrong_answers": {"sigma": 2.0},
     "autoscaled_surge": {"factor": 8.0, "target_waiting": 1.0, "max_replicas": 2},
@@ -74,6 +75,8 @@ PLANTED = {
     "dependency_latency": Planted("test_dependency_latency.py", "latency", ("p99_ms=150",), "p99_ms"),
     "replica_crash": Planted("test_replica_crash.py", "crash", ("replacement_s=0.5",), "replacement_s"),
     "replica_hang": Planted("test_replica_hang.py", "hang and not plain", ("failover_s=0.5",), "failover_s"),
+    # a restart reloads the model: its slot cannot be back within 50 ms
+    "replica_restart": Planted("test_replica_restart.py", "restart", ("replacement_s=0.05",), "replacement_s"),
     "traffic_surge": Planted("test_traffic_surge.py", "surge", ("queue_p99_ms=1",), "queue_p99_ms"),
     "wrong_answers": Planted("test_wrong_answers.py", "wrong", ("baseline_s=3",), "golden_pass_rate", xfail=True),
     # scaling from cold is an expected failure under an open-loop surge: pytest exits 0

@@ -117,6 +117,16 @@ def effect_replica_crash(cluster: LocalCluster, fault) -> None:  # type: ignore[
     assert len(cluster.state.active()) == 2
 
 
+def effect_replica_restart(cluster: LocalCluster, fault) -> None:  # type: ignore[no-untyped-def]
+    (victim,) = fault.victims
+    wait_for(lambda: not group_alive(victim.pgid), 7, "the restarted replica's old process gone after SIGTERM")
+    assert fault.first("sigkill", victim.name) is None, "the reference server drains and exits on SIGTERM"
+    new = wait_for(lambda: [r for r in cluster.state.replicas
+                            if r.slot == victim.slot and r.name != victim.name and r.phase == "ready"], 30,
+                   "the same slot serving again, with no provisioning delay")[0]
+    assert infer(f"http://127.0.0.1:{new.port}").status_code == 200
+
+
 def effect_replica_hang(cluster: LocalCluster, fault) -> None:  # type: ignore[no-untyped-def]
     (victim,) = fault.victims
     wait_for(lambda: stopped(victim.pid), 2, "the replica stopped (state T)")

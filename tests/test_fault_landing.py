@@ -53,6 +53,8 @@ CASES: dict[str, tuple[Callable[[LocalCluster], Fault], tuple[str, str, object] 
                       "still running"),
     "replica_hang": (lambda c: lookup("replica_hang").on(c),
                      ("inferchaos.faults.local.replica_hang", "signal_group", no_signal), "not stopped"),
+    "replica_restart": (lambda c: lookup("replica_restart").on(c, grace_s=0.5),
+                        ("inferchaos.faults.local.replica_restart", "signal_group", no_signal), "still running"),
     "spot_reclamation": (lambda c: lookup("spot_reclamation").on(c, notice_s=0.5),
                          ("inferchaos.faults.local.spot_reclamation", "signal_group", no_signal), "still running"),
     "gpu_oom": (lambda c: lookup("gpu_oom").on(c, leave="100%"), None, "the hog holds nothing"),

@@ -201,6 +201,14 @@ def effect_replica_crash(c: LocalCluster) -> None:
     assert len(c.state.active()) == 2
 
 
+def effect_replica_restart(c: LocalCluster) -> None:
+    # inject waited for the drained replica to exit; the slot restarts in place, with no delay
+    assert read_desired(c.state_dir) == {"provisioning_delay_s": 0.0}
+    restarted = [h for h in c.state.history if h.slot in {r.slot for r in c.state.replicas}]
+    assert restarted and not any(group_alive(h.pgid) for h in restarted)
+    wait_for(lambda: sum(r.phase == "ready" for r in c.state.active()) == 3, 30, "the slot serving again")
+
+
 def effect_spot_reclamation(c: LocalCluster) -> None:
     # inject waited for the notice deadline before it exited: the victim is already gone
     assert sum(group_alive(r.pgid) for r in c.state.active()) == 2
@@ -252,6 +260,7 @@ def effect_model_load_stall(c: LocalCluster) -> None:
 INJECT = {
     "replica_hang": [],
     "replica_crash": ["provisioning_delay_s=600"],
+    "replica_restart": ["grace_s=5"],
     "spot_reclamation": ["notice_s=1", "provisioning_delay_s=600"],
     "gpu_oom": ["leave=0"],
     "cuda_errors": ["error=oom"],

@@ -147,6 +147,7 @@ CASES: dict[str, dict[str, Any]] = {
     "dependency_latency": {"dependency": "feature_store", "latency_ms": 100.0},
     "replica_crash": {},
     "replica_hang": {},
+    "replica_restart": {},
 }
 
 
