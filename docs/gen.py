@@ -249,6 +249,7 @@ def slo_markdown() -> str:
            "numbers. What the verdicts do with them: [Verdicts](verdicts.md).", "",
            "## The file's own introduction", "", "```text",
            *(line[2:] if line.startswith("# ") else line.lstrip("#") for line in intro), "```", ""]
+    out += keys_table()
     for section in sections:
         out += [f"## `[{section['name']}]`", ""]
         for block in section["about"]:
@@ -262,6 +263,23 @@ def slo_markdown() -> str:
         for block in section["after"]:
             out += _prose(block)
     return "\n".join(out).rstrip() + "\n"
+
+
+def keys_table() -> list[str]:
+    """Every key an objective may be set on, from the probes' own declarations."""
+    from inferchaos.probes.measure import WINDOWS
+    from inferchaos.probes.vocabulary import MEASURES
+
+    out = ["## SLO keys", "",
+           "Every key an objective may be set on, as the probes that compute it declare it "
+           "(`probes/vocabulary.py`). *relative*: the objective may be a bound relative to the run's own baseline; "
+           "*steady*: it may be part of the steady-state hypothesis.", "",
+           "| key | direction | unit | judged over | relative | steady | meaning |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m in MEASURES.values():
+        out.append(f"| `{m.name}` | `{m.op}` | {m.unit} | {WINDOWS[m.window]} | {'yes' if m.relative else ''} | "
+                   f"{'yes' if m.steady else ''} | {_cell(m.meaning)} |")
+    return out + [""]
 
 
 PAGES = {"cli.md": cli_markdown, "slo.md": slo_markdown}

@@ -12,8 +12,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
+from inferchaos.probes.measure import Measure
 from inferchaos.probes.probe import BaseProbe, Measurement, RunView
 from inferchaos.probes.window import Record, series
 from inferchaos.targets.capabilities import AUTOSCALER
@@ -130,6 +131,10 @@ class ScaleProbe(BaseProbe):
 
     name: str = "autoscaling"
     keys: tuple[str, ...] = ("scale_out_s",)
+    measures: ClassVar[tuple[Measure, ...]] = (
+        Measure("scale_out_s", "<=", "s", "seconds from the surge's start until the capacity the autoscaler asked for "
+                "was ready and p99 back within objective"),
+    )
     needs: frozenset[str] = frozenset({AUTOSCALER})
     view: Callable[[], dict] = dict
     samples: list[ScaleSample] = field(default_factory=list)

@@ -16,7 +16,11 @@ from typing import Any, Mapping, Sequence
 
 import httpx
 
+from inferchaos.probes.measure import FRACTION, Measure
 from inferchaos.probes.model_health import REPLICA_HEADER, GoldenCase, check_answer, infer_body
+
+GOLDEN = Measure("golden_pass_rate", ">=", "fraction", "golden-set canary answers (inject -> end) that matched the "
+                 "expected outputs, of those answered", FRACTION, window="after_inject")
 
 
 @dataclass(frozen=True)

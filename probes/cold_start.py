@@ -7,7 +7,9 @@ A replacement that never turns ready is the worst cold start there is, so it is 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Callable, ClassVar, Iterable, Protocol
+
+from inferchaos.probes.measure import Measure
 
 from inferchaos.probes.probe import BaseProbe, Measurement, RunView
 
@@ -65,6 +67,10 @@ class ColdStartProbe(BaseProbe):
 
     name: str = "cold_start"
     keys: tuple[str, ...] = ("cold_start_s",)
+    measures: ClassVar[tuple[Measure, ...]] = (
+        Measure("cold_start_s", "<=", "s", "seconds from a replica's start until it is ready (the slowest started in "
+                "the run)", window="after_inject"),
+    )
     replicas: Callable[[], Iterable[Replica]] = list
     starts: list[ColdStart] = field(default_factory=list)
 

@@ -30,9 +30,10 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
-from inferchaos.probes.gpu import GPU_KEYS
+from inferchaos.probes.gpu import GPU_KEYS, GPU_MEASURES
+from inferchaos.probes.measure import Measure
 from inferchaos.probes.probe import BaseProbe, Measurement, RunView
 from inferchaos.probes.prometheus import (NOT_MEASURED, PrometheusClient, PrometheusError, PromSlo, Series,
                                           observe_all)
@@ -128,6 +129,7 @@ class DcgmProbe(BaseProbe):
 
     name: str = "dcgm"
     keys: tuple[str, ...] = GPU_KEYS
+    measures: ClassVar[tuple[Measure, ...]] = GPU_MEASURES
     needs: frozenset[str] = frozenset()
     url: str | None = None
     #: the serving pods' names, asked once the run is over (replacements included).

@@ -11,9 +11,10 @@ For each replica a fault removed, three times on the run's clock:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Protocol, Sequence
 
 from inferchaos.probes.lb_sampler import LbSample, LbSampler
+from inferchaos.probes.measure import Measure
 from inferchaos.probes.probe import BaseProbe, Measurement, RunView
 from inferchaos.targets.capabilities import LB_SLOTS
 
@@ -93,6 +94,11 @@ class FailoverProbe(BaseProbe):
 
     name: str = "failover"
     keys: tuple[str, ...] = ("failover_s", "replacement_s")
+    measures: ClassVar[tuple[Measure, ...]] = (
+        Measure("failover_s", "<=", "s", "seconds from replica death until the LB stopped routing to it"),
+        Measure("replacement_s", "<=", "s", "seconds from a removed replica's death until its replacement served a "
+                "valid answer"),
+    )
     needs: frozenset[str] = frozenset({LB_SLOTS})
     source: Any = None
     #: the fault's (replica, monotonic time it stopped serving) pairs.

@@ -15,19 +15,31 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 try:
     import pynvml
 except ImportError:  # the `gpu` extra (nvidia-ml-py) is not installed
     pynvml = None
 
+from inferchaos.probes.measure import FRACTION, Bound, Measure
 from inferchaos.probes.probe import BaseProbe, Measurement, RunView
 from inferchaos.targets.capabilities import GPU
 
 #: The observations a GPU run yields, for SLO objectives.
 GPU_KEYS = ("gpu_memory_peak_frac", "gpu_memory_peak_bytes", "gpu_utilization_mean_pct", "gpu_power_peak_w",
             "gpu_temperature_peak_c", "gpu_xid_errors")
+
+#: the GPU keys an objective may be set on (the rest are reported only); NVML and DCGM yield the same.
+GPU_MEASURES: tuple[Measure, ...] = (
+    Measure("gpu_memory_peak_frac", "<=", "fraction", "peak device memory in use / total on any GPU (inject -> end, "
+            "NVML)", FRACTION, window="after_inject"),
+    Measure("gpu_xid_errors", "<=", "errors", "XID critical errors NVML reported (inject -> end)",
+            Bound(0.0, integer=True), window="after_inject"),
+    Measure("gpu_power_peak_w", "<=", "W", "peak board power on any GPU (inject -> end, NVML)", window="after_inject"),
+    Measure("gpu_temperature_peak_c", "<=", "C", "peak temperature on any GPU (inject -> end, NVML)",
+            window="after_inject"),
+)
 
 NOT_MEASURED = "not measured: "
 
@@ -365,6 +377,7 @@ class GpuObserver(BaseProbe):
 
     name: str = "gpu"
     keys: tuple[str, ...] = GPU_KEYS
+    measures: ClassVar[tuple[Measure, ...]] = GPU_MEASURES
     needs: frozenset[str] = frozenset({GPU})
     interval_s: float = 0.5
     run: GpuRun | None = None

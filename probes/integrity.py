@@ -12,6 +12,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Protocol
 
+from inferchaos.probes.measure import FRACTION, Measure
+
+MEASURES = (
+    Measure("stream_integrity", ">=", "fraction", "complete answers (inject -> end) whose text equals the same "
+            "prompt's baseline answer (temperature 0)", FRACTION, window="after_inject"),
+)
+
 
 class Record(Protocol):
     @property

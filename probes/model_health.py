@@ -24,6 +24,7 @@ from typing import Sequence
 import httpx
 import numpy as np
 
+from inferchaos.probes.measure import FRACTION, Measure
 from inferchaos.targets.local import model as mdl
 
 PSI_MODERATE = 0.1
@@ -34,6 +35,13 @@ NOT_MEASURED = "not measured: "
 MODEL_KEYS = ("golden_pass_rate", "golden_failures", "prediction_psi", "prediction_ks_pvalue")
 
 REPLICA_HEADER = "x-inferchaos-replica"
+
+DRIFT = (
+    Measure("prediction_psi", "<=", "PSI", "population stability index of the answers' top-class probability, "
+            "fault window (inject -> revert) against baseline"),
+    Measure("prediction_ks_pvalue", ">=", "fraction", "two-sample Kolmogorov-Smirnov p-value of the same; low "
+            "means the distribution moved", FRACTION),
+)
 
 
 # ---------------------------------------------------------------------- golden set

@@ -11,7 +11,9 @@ new probe is one file implementing this and one line in `probes.catalogue`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, ClassVar, Protocol, Sequence
+
+from inferchaos.probes.measure import Measure
 
 from inferchaos.targets.capabilities import missing
 
@@ -48,8 +50,10 @@ class RunView:
 
 class Probe(Protocol):
     name: str
-    #: the SLO keys it measures.
+    #: the keys it yields (some only reported, such as GPU bytes).
     keys: tuple[str, ...]
+    #: what it declares of the keys an objective may be set on (probes/vocabulary.py reads them).
+    measures: ClassVar[tuple[Measure, ...]]
     #: the target capabilities it needs.
     needs: frozenset[str]
 
@@ -69,6 +73,7 @@ class BaseProbe:
 
     name: str = "probe"
     keys: tuple[str, ...] = ()
+    measures: ClassVar[tuple[Measure, ...]] = ()
     needs: frozenset[str] = field(default_factory=frozenset)
 
     def start(self) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, ClassVar, Mapping
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferchaos.probes.measure import Measure
 from inferchaos.probes.probe import BaseProbe, Measurement, RunView
 from inferchaos.targets.capabilities import METRICS
 
@@ -130,6 +131,9 @@ class QueueTimeProbe(BaseProbe):
 
     name: str = "queue_time"
     keys: tuple[str, ...] = ("queue_p99_ms",)
+    measures: ClassVar[tuple[Measure, ...]] = (
+        Measure("queue_p99_ms", "<=", "ms", "99th percentile of the servers' own queue time (inject -> revert)"),
+    )
     needs: frozenset[str] = frozenset({METRICS})
     urls: Callable[[], Mapping[str, str]] = dict
     result: QueueTime | None = None

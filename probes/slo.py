@@ -20,89 +20,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from inferchaos.errors import UsageError
+from inferchaos.probes.measure import COUNT, DURATION, FRACTION, POSITIVE, Bound, Measure
+from inferchaos.probes.vocabulary import MEASURES, RELATIVE, STEADY
 
 
 # --------------------------------------------------------------------------- registries
-@dataclass(frozen=True)
-class Bound:
-    """The numbers a key accepts; checked once, at load time, so a run never starts on nonsense."""
-
-    low: float = 0.0
-    low_open: bool = False
-    high: float | None = None
-    integer: bool = False
-
-    def problem(self, v: float) -> str | None:
-        if self.integer and not float(v).is_integer():
-            return f"expected an integer, got {v:g}"
-        too_low = v <= self.low if self.low_open else v < self.low
-        if too_low or (self.high is not None and v > self.high):
-            return f"must be {self.describe()}, got {v:g}"
-        return None
-
-    def describe(self) -> str:
-        if self.high is not None:
-            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
-        return f"{'>' if self.low_open else '>='} {self.low:g}"
-
-
-FRACTION = Bound(0.0, high=1.0)
-DURATION = Bound(0.0)
-POSITIVE = Bound(0.0, low_open=True)
-COUNT = Bound(1.0, integer=True)
-
-
-@dataclass(frozen=True)
-class SloKey:
-    op: str
-    unit: str
-    meaning: str
-    bound: Bound = DURATION
-
-
-#: Every objective an experiment can be judged on: direction, unit, one-line meaning.
-SLO_KEYS: dict[str, SloKey] = {
-    "availability": SloKey(">=", "fraction", "fraction of requests (inject -> revert) that got a valid answer", FRACTION),
-    "error_rate": SloKey("<=", "fraction", "fraction of requests (inject -> revert) that did not", FRACTION),
-    "p50_ms": SloKey("<=", "ms", "median latency (inject -> revert); a failed request counts as at least the client timeout"),
-    "p95_ms": SloKey("<=", "ms", "95th percentile latency (inject -> revert), failures as at least the client timeout"),
-    "p99_ms": SloKey("<=", "ms", "99th percentile latency (inject -> revert), failures as at least the client timeout"),
-    "ttft_p99_ms": SloKey("<=", "ms", "99th percentile time to first token of streaming requests, from the "
-                          "scheduled send (queueing included)"),
-    "itl_p99_ms": SloKey("<=", "ms", "99th percentile inter-token latency: the gaps between successive tokens"),
-    "tpot_p99_ms": SloKey("<=", "ms", "99th percentile of the streams' time per output token after the first"),
-    "output_tokens_per_s": SloKey(">=", "tok/s", "streamed tokens received per second (inject -> revert)"),
-    "goodput_rps": SloKey(">=", "req/s", "valid answers per second that also met every [goodput] constraint"),
-    "incomplete_rate": SloKey("<=", "fraction", "streams cut before their end, or still out when the load "
-                              "stopped, of all streams (inject -> revert)", FRACTION),
-    "stream_integrity": SloKey(">=", "fraction", "complete answers (inject -> end) whose text equals the same "
-                               "prompt's baseline answer (temperature 0)", FRACTION),
-    "schedule_lag_p99_ms": SloKey("<=", "ms", "99th percentile of how late the load generator sent requests "
-                                  "against its open-loop schedule (the whole run): above it the load was "
-                                  "not what was asked"),
-    "throughput_rps": SloKey(">=", "req/s", "valid answers per second (inject -> revert)"),
-    "recovery_s": SloKey("<=", "s", "seconds after revert until the first of recovery_healthy_s consecutive "
-                         "seconds with errors and p99 within objective"),
-    "failover_s": SloKey("<=", "s", "seconds from replica death until the LB stopped routing to it"),
-    "freshness_s": SloKey("<=", "s", "worst age of the features a request was answered with"),
-    "cold_start_s": SloKey("<=", "s", "seconds from a replica's start until it is ready (the slowest started in the run)"),
-    "replacement_s": SloKey("<=", "s", "seconds from a removed replica's death until its replacement served a valid answer"),
-    "queue_p99_ms": SloKey("<=", "ms", "99th percentile of the servers' own queue time (inject -> revert)"),
-    "scale_out_s": SloKey("<=", "s", "seconds from the surge's start until the capacity the autoscaler asked for "
-                          "was ready and p99 back within objective"),
-    "golden_pass_rate": SloKey(">=", "fraction", "golden-set canary answers (inject -> end) that matched the "
-                               "expected outputs, of those answered", FRACTION),
-    "prediction_psi": SloKey("<=", "PSI", "population stability index of the answers' top-class probability, "
-                             "fault window (inject -> revert) against baseline"),
-    "prediction_ks_pvalue": SloKey(">=", "fraction", "two-sample Kolmogorov-Smirnov p-value of the same; low "
-                                   "means the distribution moved", FRACTION),
-    "gpu_memory_peak_frac": SloKey("<=", "fraction", "peak device memory in use / total on any GPU (inject -> end, "
-                                   "NVML)", FRACTION),
-    "gpu_xid_errors": SloKey("<=", "errors", "XID critical errors NVML reported (inject -> end)",
-                             Bound(0.0, integer=True)),
-    "gpu_power_peak_w": SloKey("<=", "W", "peak board power on any GPU (inject -> end, NVML)"),
-    "gpu_temperature_peak_c": SloKey("<=", "C", "peak temperature on any GPU (inject -> end, NVML)"),
-}
+#: Every objective an experiment can be judged on, as the probes declare it (probes/vocabulary.py).
+SLO_KEYS: dict[str, Measure] = MEASURES
 
 PHASE_KEYS: dict[str, Bound] = {
     "rate": DURATION,
@@ -122,12 +46,10 @@ SAFEGUARD_KEYS: dict[str, Bound] = {
 }
 
 #: The keys a bound relative to the baseline may use: what the baseline window measures.
-RELATIVE_KEYS: tuple[str, ...] = ("availability", "error_rate", "p50_ms", "p95_ms", "p99_ms", "ttft_p99_ms",
-                                  "itl_p99_ms", "tpot_p99_ms", "output_tokens_per_s", "throughput_rps")
+RELATIVE_KEYS: tuple[str, ...] = RELATIVE
 
 #: What the baseline may be judged on before anything is injected (the steady-state hypothesis).
-STEADY_KEYS: tuple[str, ...] = ("availability", "error_rate", "p50_ms", "p95_ms", "p99_ms", "throughput_rps",
-                                "ttft_p99_ms", "itl_p99_ms", "tpot_p99_ms")
+STEADY_KEYS: tuple[str, ...] = STEADY
 
 #: Per-request constraints a valid answer must also meet to count as goodput (any subset).
 GOODPUT_KEYS: dict[str, Bound] = {"latency_ms": POSITIVE, "ttft_ms": POSITIVE, "itl_ms": POSITIVE, "tpot_ms": POSITIVE}

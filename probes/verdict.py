@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from inferchaos.probes.slo import ExperimentSlo, Objective
-from inferchaos.probes.window import Record, WindowStats, series
+from inferchaos.probes.measure import Measure
+from inferchaos.probes.window import WINDOW_MEASURES, Record, WindowStats, series
 
-#: The window statistics an objective can be judged on directly.
-WINDOW_KEYS = ("availability", "error_rate", "p50_ms", "p95_ms", "p99_ms", "ttft_p99_ms", "itl_p99_ms",
-               "tpot_p99_ms", "output_tokens_per_s", "incomplete_rate", "throughput_rps", "freshness_s")
+if TYPE_CHECKING:  # the SLO file's types; at run time verdicts need only their fields
+    from inferchaos.probes.slo import ExperimentSlo, Objective
+
+#: The window statistics an objective can be judged on directly (declared in probes/window.py).
+WINDOW_KEYS = tuple(m.name for m in WINDOW_MEASURES)
+
+RECOVERY = Measure("recovery_s", "<=", "s", "seconds after revert until the first of recovery_healthy_s consecutive "
+                   "seconds with errors and p99 within objective", window="recovery")
 
 
 @dataclass(frozen=True)
@@ -79,20 +84,13 @@ def observed_from_window(stats: WindowStats) -> dict[str, float | None]:
 
 
 def reasons_from_window(stats: WindowStats) -> dict[str, str]:
-    """Why each missing value of `observed_from_window` is missing, for `judge`."""
+    """Why each missing value of `observed_from_window` is missing, for `judge`: each
+    measure says what its absence means (no stream, no feature header)."""
     span = f"[{stats.start:.1f}, {stats.end:.1f})"
     if stats.requests == 0:
         return {key: f"no requests in window {span}" for key in WINDOW_KEYS}
-    reasons = {}
-    if stats.ttft_p99_ms is None:
-        reasons["ttft_p99_ms"] = f"no streaming request got a first token in window {span}"
-    if stats.itl_p99_ms is None:
-        reasons["itl_p99_ms"] = reasons["tpot_p99_ms"] = f"no stream got two tokens in window {span}"
-    if stats.incomplete_rate is None:
-        reasons["incomplete_rate"] = reasons["output_tokens_per_s"] = f"no streaming request in window {span}"
-    if stats.freshness_s is None:
-        reasons["freshness_s"] = f"no valid answer reported its feature age in window {span}"
-    return reasons
+    return {m.name: m.missing.format(span=span) for m in WINDOW_MEASURES
+            if m.missing and getattr(stats, m.name) is None}
 
 
 def recovery_time(records: Iterable[Record], revert_at: float, end: float,
@@ -107,7 +105,7 @@ def recovery_time(records: Iterable[Record], revert_at: float, end: float,
     A window without requests is not healthy: a hung service starts no new requests."""
     if healthy_s < 1:
         raise ValueError(f"healthy_s must be 1 or more, got {healthy_s}")
-    objs = list(objectives.objectives if isinstance(objectives, ExperimentSlo) else objectives)
+    objs: list[Any] = list(getattr(objectives, "objectives", objectives))
     criteria = [o for o in objs if o.key in ("availability", "error_rate", "p99_ms")]
     if not criteria:
         raise ValueError("recovery needs an availability, error_rate or p99_ms objective")

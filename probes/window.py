@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable, Protocol, Sequence
 
+from inferchaos.probes.measure import FRACTION, Measure
+
 
 class Record(Protocol):
     """What the window needs of a request record (`load.records.RequestRecord` fits).
@@ -56,6 +58,42 @@ TOKEN_FIELDS = {"lag_s": 0.0, "tokens": None, "itl_ms": None, "incomplete": Fals
 
 def _f(r: Record, name: str):  # noqa: ANN202 - one of TOKEN_FIELDS
     return getattr(r, name, TOKEN_FIELDS[name])
+
+
+#: The keys read straight off a window's statistics (judged over inject -> revert; the
+#: steady state reads the same off the baseline). A new one is a WindowStats field and a line here.
+WINDOW_MEASURES: tuple[Measure, ...] = (
+    Measure("availability", ">=", "fraction", "fraction of requests (inject -> revert) that got a valid answer",
+            FRACTION, relative=True, steady=True),
+    Measure("error_rate", "<=", "fraction", "fraction of requests (inject -> revert) that did not", FRACTION,
+            relative=True, steady=True),
+    Measure("p50_ms", "<=", "ms", "median latency (inject -> revert); a failed request counts as at least the client "
+            "timeout", relative=True, steady=True),
+    Measure("p95_ms", "<=", "ms", "95th percentile latency (inject -> revert), failures as at least the client timeout",
+            relative=True, steady=True),
+    Measure("p99_ms", "<=", "ms", "99th percentile latency (inject -> revert), failures as at least the client timeout",
+            relative=True, steady=True),
+    Measure("ttft_p99_ms", "<=", "ms", "99th percentile time to first token of streaming requests, from the "
+            "scheduled send (queueing included)", relative=True, steady=True,
+            missing="no streaming request got a first token in window {span}"),
+    Measure("itl_p99_ms", "<=", "ms", "99th percentile inter-token latency: the gaps between successive tokens",
+            relative=True, steady=True, missing="no stream got two tokens in window {span}"),
+    Measure("tpot_p99_ms", "<=", "ms", "99th percentile of the streams' time per output token after the first",
+            relative=True, steady=True, missing="no stream got two tokens in window {span}"),
+    Measure("output_tokens_per_s", ">=", "tok/s", "streamed tokens received per second (inject -> revert)",
+            relative=True, missing="no streaming request in window {span}"),
+    Measure("incomplete_rate", "<=", "fraction", "streams cut before their end, or still out when the load "
+            "stopped, of all streams (inject -> revert)", FRACTION, missing="no streaming request in window {span}"),
+    Measure("throughput_rps", ">=", "req/s", "valid answers per second (inject -> revert)", relative=True, steady=True),
+    Measure("freshness_s", "<=", "s", "worst age of the features a request was answered with",
+            missing="no valid answer reported its feature age in window {span}"),
+)
+#: Keys of the load itself, computed from the request log over other spans.
+LOAD_MEASURES: tuple[Measure, ...] = (
+    Measure("goodput_rps", ">=", "req/s", "valid answers per second that also met every [goodput] constraint"),
+    Measure("schedule_lag_p99_ms", "<=", "ms", "99th percentile of how late the load generator sent requests "
+            "against its open-loop schedule (the whole run): above it the load was not what was asked", window="run"),
+)
 
 
 @dataclass(frozen=True)

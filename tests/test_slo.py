@@ -67,8 +67,28 @@ def test_default_file_overrides_spot_reclamation() -> None:
 
 def test_default_file_documents_every_key() -> None:
     text = default_slo_path().read_text()
-    for key in [*SLO_KEYS, *BUILTIN_PHASES, "spawn_rate", *BUILTIN_SAFEGUARD, "max_p99_ms"]:
+    for key in [*BUILTIN_PHASES, "spawn_rate", *BUILTIN_SAFEGUARD, "max_p99_ms"]:
         assert key in text, key
+    # the SLO keys are documented where they are declared, and the reference is generated from that
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "slo.md").read_text()
+    for key, m in SLO_KEYS.items():
+        assert f"| `{key}` | `{m.op}` | {m.unit} |" in reference, key
+
+
+def test_every_key_is_declared_by_the_probe_that_yields_it() -> None:
+    """The vocabulary is the probes' declarations: a probe declares only keys it yields, and
+    every declared key is in the vocabulary the SLO file is checked against."""
+    from inferchaos.probes.autoscaling import ScaleProbe
+    from inferchaos.probes.cold_start import ColdStartProbe
+    from inferchaos.probes.dcgm import DcgmProbe
+    from inferchaos.probes.failover import FailoverProbe
+    from inferchaos.probes.gpu import GpuObserver
+    from inferchaos.probes.queue_time import QueueTimeProbe
+
+    for cls in (ScaleProbe, ColdStartProbe, DcgmProbe, FailoverProbe, GpuObserver, QueueTimeProbe):
+        declared = {m.name for m in cls.measures}
+        assert declared and declared <= set(cls.keys), cls.__name__
+        assert all(SLO_KEYS[name] is m for name, m in ((m.name, m) for m in cls.measures)), cls.__name__
 
 
 def test_empty_file_gives_builtin_defaults(tmp_path: Path) -> None:
