@@ -73,6 +73,9 @@ WINDOW_MEASURES: tuple[Measure, ...] = (
             relative=True, steady=True),
     Measure("p99_ms", "<=", "ms", "99th percentile latency (inject -> revert), failures as at least the client timeout",
             relative=True, steady=True),
+    Measure("ttft_p50_ms", "<=", "ms", "median time to first token of streaming requests, from the scheduled send "
+            "(queueing included): what a typical user waits before the answer starts", relative=True, steady=True,
+            missing="no streaming request got a first token in window {span}"),
     Measure("ttft_p99_ms", "<=", "ms", "99th percentile time to first token of streaming requests, from the "
             "scheduled send (queueing included)", relative=True, steady=True,
             missing="no streaming request got a first token in window {span}"),

@@ -27,7 +27,7 @@ def steady(n: int = 200, t0: float = 0.0, **kw) -> list[RequestRecord]:
 
 
 OBJ = {k: Objective(k, op, v, unit) for k, op, v, unit in [
-    ("itl_p99_ms", "<=", 50, "ms"), ("tpot_p99_ms", "<=", 30, "ms"), ("output_tokens_per_s", ">=", 100, "tok/s"),
+    ("ttft_p50_ms", "<=", 50, "ms"), ("itl_p99_ms", "<=", 50, "ms"), ("tpot_p99_ms", "<=", 30, "ms"), ("output_tokens_per_s", ">=", 100, "tok/s"),
     ("incomplete_rate", "<=", 0.05, "fraction"), ("goodput_rps", ">=", 15, "req/s"),
     ("schedule_lag_p99_ms", "<=", 100, "ms"), ("stream_integrity", ">=", 1.0, "fraction")]}
 
@@ -45,6 +45,17 @@ def test_healthy_streams_measure_what_was_planted():
     assert s.incomplete_rate == 0.0 and s.schedule_lag_p99_ms == pytest.approx(1.0)
     for key in ("itl_p99_ms", "tpot_p99_ms", "output_tokens_per_s", "incomplete_rate", "schedule_lag_p99_ms"):
         assert verdict_on(steady(), key) == [], key
+
+
+def test_ttft_p50_passes_a_healthy_median_and_fails_when_most_users_wait():
+    assert window(steady(), 0.0, 10.0).ttft_p50_ms == 30.0
+    assert verdict_on(steady(), "ttft_p50_ms") == []
+    # slow starts move p99 long before the median: half of them still leave the nearest-rank
+    # median at 30 ms; three in five move it
+    half = [stream(r.start, ttft_ms=400.0) if i % 2 == 0 else r for i, r in enumerate(steady())]
+    assert verdict_on(half, "ttft_p50_ms") == []
+    most = [stream(r.start, ttft_ms=400.0) if i % 5 < 3 else r for i, r in enumerate(steady())]
+    assert verdict_on(most, "ttft_p50_ms") == ["ttft_p50_ms"]
 
 
 def test_a_stalling_token_breaches_itl_but_not_tpot():
@@ -76,8 +87,10 @@ def test_no_stream_leaves_token_measures_not_measured_with_the_reason():
     unary = [RequestRecord(start=i * 0.1, wall=0, latency_s=0.01, kind="infer", status=200, ok=True)
              for i in range(50)]
     stats = window(unary, 0, 10)
-    results = judge([OBJ["itl_p99_ms"], OBJ["incomplete_rate"]], observed_from_window(stats), reasons_from_window(stats))
-    assert [r.ok for r in results] == [False, False]
+    results = judge([OBJ["itl_p99_ms"], OBJ["incomplete_rate"], OBJ["ttft_p50_ms"]], observed_from_window(stats),
+                    reasons_from_window(stats))
+    assert [r.ok for r in results] == [False, False, False]
+    assert "no streaming request got a first token" in results[2].detail
     assert "no stream got two tokens" in results[0].detail and "no streaming request" in results[1].detail
 
 
