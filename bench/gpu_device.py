@@ -22,7 +22,7 @@ recording what it saw rather than asserting:
 
 Writes gpu_device.json to --out (default: $OUT where set, else reports/out/gpu_device) and
 prints the figures. Needs torch with CUDA, nvidia-ml-py and, for step 2, a C compiler or a
-prebuilt shim (`--shim`, from `python -m inferchaos.native` on an x86-64 machine).
+prebuilt shim (`--shim`, from `python -m inferchaos.ground.native` on an x86-64 machine).
 Exit: 0 it ran (whatever it saw), 2 bad input, 3 no CUDA device here (nothing written).
 """
 
@@ -47,7 +47,7 @@ from typing import Any, NoReturn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inferchaos.errors import UsageError  # noqa: E402
+from inferchaos.ground.errors import UsageError  # noqa: E402
 
 MIB = 2**20
 PROBE_INTERVAL_S = 0.25
@@ -287,12 +287,12 @@ def shim_vs_torch(pynvml: Any, handle: Any, device: int, shim: Path | None, work
 
     out: dict[str, Any] = {}
     if shim is None:
-        from inferchaos import native  # noqa: PLC0415
+        from inferchaos.ground import native  # noqa: PLC0415
 
         try:
             shim = native.path("cuda_shim")
         except UsageError as exc:
-            return {"skipped": f"no shim: {exc} (give --shim, built with `python -m inferchaos.native`)"}
+            return {"skipped": f"no shim: {exc} (give --shim, built with `python -m inferchaos.ground.native`)"}
     out["shim"] = str(shim)
     trigger = work / "device.trigger"
     worker = Worker(device, {"LD_PRELOAD": str(shim), "INFERCHAOS_CUDA_TRIGGER": str(trigger),

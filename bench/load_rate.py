@@ -31,7 +31,7 @@ from inferchaos.load.runner import LoadProfile, LoadRunner, group_members  # noq
 from inferchaos.load.workload import reference  # noqa: E402
 from inferchaos.probes.window import percentile  # noqa: E402
 from inferchaos.targets.local.haproxy import find_haproxy  # noqa: E402
-from inferchaos.targets.local.ports import free_ports  # noqa: E402
+from inferchaos.ground.ports import free_ports  # noqa: E402
 
 ANSWER = '{"model_name":"mlp","outputs":[{"name":"p","shape":[1,8],"datatype":"FP32","data":[0.125,0.125,0.125,0.125,0.125,0.125,0.125,0.125]}]}'
 

@@ -19,7 +19,7 @@ Two LBs, side by side, in front of the same replicas:
 import pytest
 
 from inferchaos.faults.specs.replica_hang import replica_hang
-from inferchaos.errors import NotOnTarget
+from inferchaos.ground.errors import NotOnTarget
 
 #: what HAProxy's defaults may breach, p99_ms always: vLLM drops a stream or two it held while
 #: hung; the reference server, never ejected, answers with the features it had before the hang.

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from inferchaos.faults.ledger import Entry, Ledger, UndoStep
 
@@ -45,14 +45,15 @@ class Landing:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a fault may know of the experiment it runs in (a surge adds load to it)."""
+    """What a fault may know of the experiment it runs in (a surge adds load to it). The
+    load layer sits above the faults: its profile and its runner are handed in, not imported."""
 
     lb_url: str
     out_dir: Path
-    users: int
-    spawn_rate: float
-    #: the experiment's own load (load.runner.LoadProfile): a surge multiplies it.
-    load: Any = None
+    #: the experiment's own load (a load.runner.LoadProfile): a surge multiplies it.
+    load: Any
+    #: how to start more of it: load.runner.LoadRunner(url, log, profile, log_locust_to=...).
+    runner: Callable[..., Any]
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.faults import specs
 from inferchaos.faults.spec import FaultSpec, suggest
 

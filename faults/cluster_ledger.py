@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import warnings
 
-from inferchaos.errors import FaultError, InferchaosError
+from inferchaos.ground.errors import FaultError, InferchaosError
 from inferchaos.faults.ledger import Entry, open_of
 
 

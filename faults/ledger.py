@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from inferchaos.errors import FaultError
+from inferchaos.ground.errors import FaultError
+from inferchaos.ground.procs import start_time
 from inferchaos.targets.ownership import check_open_file, check_private, private_dir
 
 DEFAULT_LEDGER = Path(".inferchaos/ledger.jsonl")
@@ -123,14 +124,6 @@ def operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _own_start_time() -> int | None:
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 class Ledger:
     def __init__(self, path: Path | str = DEFAULT_LEDGER) -> None:
         self.path = Path(path)
@@ -176,7 +169,7 @@ class Ledger:
         entry = Entry(
             id=uuid.uuid4().hex[:12], event="applied", fault=fault, wall=time.time(), runner_pid=os.getpid(),
             target=target or {}, params=params or {}, undo=tuple(undo), experiment=experiment,
-            runner_started=_own_start_time(), detail=detail, operator=operator(),
+            runner_started=start_time(os.getpid()), detail=detail, operator=operator(),
         )
         self._append(entry, first=True)
         return entry

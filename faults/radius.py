@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 
 
 @dataclass(frozen=True)

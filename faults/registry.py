@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 from typing import Callable, TypeVar
 
-from inferchaos.errors import NotOnTarget
+from inferchaos.ground.errors import NotOnTarget
 
 T = TypeVar("T", bound=type)
 

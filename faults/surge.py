@@ -6,18 +6,17 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.faults.base import Fault, Landing
 from inferchaos.faults.undo import group_ref, step
-from inferchaos.load.runner import LoadProfile, LoadRunner
+from typing import Any
 
 
-def surge_profile(fault: Fault, factor: float, spawn_rate: float) -> LoadProfile:
+def surge_profile(fault: Fault, factor: float, spawn_rate: float) -> Any:
     """The extra load a surge of `factor` adds: (factor - 1) times the experiment's."""
     if fault.run is None:
         raise UsageError(f"{fault.name} runs inside an experiment (it adds load to the experiment's own)")
-    base = fault.run.load if fault.run.load is not None else LoadProfile(users=fault.run.users)
-    return replace(base.scaled(factor - 1), spawn_rate=spawn_rate, processes=1)
+    return replace(fault.run.load.scaled(factor - 1), spawn_rate=spawn_rate, processes=1)
 
 
 def describe_surge(fault: Fault, factor: float, spawn_rate: float) -> str:
@@ -27,12 +26,12 @@ def describe_surge(fault: Fault, factor: float, spawn_rate: float) -> str:
     return f"+{extra.rate:g} req/s" if extra.open_loop else f"+{extra.users} users"
 
 
-def start_surge(fault: Fault, profile: LoadProfile) -> LoadRunner:
+def start_surge(fault: Fault, profile: Any) -> Any:
     """A second locust with `profile` against the experiment's endpoint, its process group
     journalled in `fault`'s ledger entry the moment it exists."""
     if fault.run is None:
         raise UsageError(f"{fault.name} runs inside an experiment (it adds load to the experiment's own)")
-    surge = LoadRunner(fault.run.lb_url, fault.run.out_dir / "surge.jsonl", profile,
+    surge = fault.run.runner(fault.run.lb_url, fault.run.out_dir / "surge.jsonl", profile,
                        log_locust_to=fault.run.out_dir / "surge-locust.log")
     fault.journal([step("end_marked", mark=surge.mark, what="surge locust")])
     surge.start(on_spawn=lambda pgid: fault.journal(
@@ -44,7 +43,7 @@ class SurgeArrivals:
     """The surge's own requests as its load generator logged them (answered or still
     out), to show the arrival rate was reached: a surge that never ran adds nothing."""
 
-    def __init__(self, surge: LoadRunner, fault: Fault, factor: float) -> None:
+    def __init__(self, surge: Any, fault: Fault, factor: float) -> None:
         self.surge, self.since = surge, time.monotonic()
         self._tail = surge.tail()
         self._starts: list[float] = []

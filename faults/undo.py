@@ -13,7 +13,7 @@ import types
 import typing
 from typing import Any, Callable, get_type_hints
 
-from inferchaos.errors import FaultError, UsageError
+from inferchaos.ground.errors import FaultError, UsageError
 from inferchaos.faults.ledger import UndoStep
 from inferchaos.faults.undo_kube import (check_conn, kube_connection, kube_delete_custom, kube_end_hog,
                                          kube_node, kube_resume, kube_scale, use, via, within)

@@ -16,7 +16,7 @@ import contextlib
 import re
 from typing import Any, Iterator
 
-from inferchaos.errors import FaultError
+from inferchaos.ground.errors import FaultError
 
 #: the only custom objects the suite creates (and so the only ones its undo deletes).
 CUSTOM_KINDS = frozenset({("chaos-mesh.org", "v1alpha1", "networkchaos")})

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from inferchaos.errors import FaultError
+from inferchaos.ground.errors import FaultError
 from inferchaos.targets.local.control import DESIRED_KEYS, replace_desired
 from inferchaos.targets.local.processes import (boot_id, end_groups, group_alive, group_carries, marked,
                                                  same_process, signal_group, start_time, valid_mark)
@@ -114,7 +114,7 @@ def _trigger_path(state_dir: Path, device: int) -> Path:
 def _check_desired(state_dir: Path, values: dict[str, Any]) -> None:
     """Runtime settings to write back: known keys of their types, and for `cuda_faults` only
     the suite's own shim and this state dir's triggers (it goes into replicas' LD_PRELOAD)."""
-    from inferchaos import native
+    from inferchaos.ground import native
 
     for key, value in values.items():
         kind = DESIRED_KEYS.get(key)

@@ -96,7 +96,7 @@ class Experiment:
                        "rate": profile.rate, "users": None if profile.open_loop else profile.users,
                        "arrival": profile.arrival if profile.open_loop else None,
                        "workload": profile.resolved().describe()}
-        self.fault.run = RunContext(self.target.lb_url, self.out_dir, p.users, p.spawn_rate, load=profile)
+        self.fault.run = RunContext(self.target.lb_url, self.out_dir, load=profile, runner=LoadRunner)
         load_entry = None
         canary = self._canary()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.targets.kubernetes.settings import KubeSettings
 
 OPTIONS: tuple[tuple[str, dict], ...] = (

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.load.runner import ARRIVALS
 from inferchaos.load.workload import APIS, parse_headers, read_payloads
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.targets.local.autoscaler import DEFAULT_METRIC, Policy
 
 AUTOSCALE = ("Put the running local cluster on queue-length autoscaling with KEDA's semantics: "

@@ -65,6 +65,7 @@ from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
+from inferchaos.ground.procs import start_time
 from inferchaos.load.records import (
     FEATURE_AGE_HEADER,
     FEATURE_VERSION_HEADER,
@@ -237,14 +238,6 @@ def _emit(record: RequestRecord) -> None:
     _ensure_flusher()
 
 
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
-
-
 def _watch_owner(environment) -> None:
     """A dead man's switch: a runner SIGKILLed without `inferchaos recover` must not leave
     load hammering the endpoint for ever. Its pid and start time name it exactly."""
@@ -252,7 +245,7 @@ def _watch_owner(environment) -> None:
     pid = int(pid_text)
     while True:
         gevent.sleep(1.0)
-        if _start_time(pid) != started:
+        if str(start_time(pid)) != started:
             print(f"inferchaos: the runner (pid {pid}) is gone: stopping the load", flush=True)
             if environment.runner is not None:
                 environment.runner.quit()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 
 KINDS = ("infer", "completion", "stream", "chat", "chat_stream")
 #: the kinds whose answer comes as server-sent events, token by token.

@@ -26,7 +26,6 @@ import math
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,19 +34,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
+from inferchaos.ground.ports import free_port  # noqa: F401 - also this module's API
+from inferchaos.ground.procs import group_members, start_time
 
 #: the variable `targets.local.processes.marked` looks for (load/ imports nothing of targets/).
 MARK_ENV = "INFERCHAOS_MARK"
 
 
-def _start_time(pid: int) -> str | None:
-    """Clock ticks since boot when `pid` started: with the pid, it names a process for good."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
 from inferchaos.load.records import (
     RequestLogTail,
     RequestRecord,
@@ -266,7 +260,7 @@ class LoadRunner:
             env[WEB_PASSWORD_ENV] = self.web_password
         env.update(self.extra_env)
         env[MARK_ENV] = self.mark
-        env["INFERCHAOS_OWNER"] = f"{os.getpid()}:{_start_time(os.getpid())}"
+        env["INFERCHAOS_OWNER"] = f"{os.getpid()}:{start_time(os.getpid())}"
         return env
 
     @property
@@ -508,32 +502,8 @@ def check_web(web: str, login: bool) -> None:
                          f"127.0.0.1")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _killpg(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) pids in process group `pgid`, from /proc."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...: comm may contain spaces and parens
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            members.append(int(entry))
-    return members

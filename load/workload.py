@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import httpx
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.load.records import STREAMING, parse_mix
 
 APIS = ("oip", "openai", "openai-chat", "auto")

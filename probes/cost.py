@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Protocol
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.probes.slo import ExperimentSlo, Objective
 from inferchaos.probes.verdict import meets
 from inferchaos.probes.window import Record, WindowStats, series

@@ -24,7 +24,7 @@ from typing import Iterable, Mapping, Sequence
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_exponential_jitter
 
-from inferchaos.errors import TargetError
+from inferchaos.ground.errors import TargetError
 
 #: Statuses a busy or restarting Prometheus (or the proxy before it) answers with.
 RETRY_STATUSES = frozenset({429, 502, 503, 504})

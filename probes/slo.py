@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.probes.measure import COUNT, DURATION, FRACTION, POSITIVE, Bound, Measure
 from inferchaos.probes.vocabulary import MEASURES, RELATIVE, STEADY
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 
 #: a relative move smaller than this is noise, not a trend.
 NOISE = 0.10

@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 
 
 class NotPrivate(UsageError):

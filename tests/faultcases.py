@@ -19,7 +19,8 @@ import httpx
 from inferchaos.faults.base import Fault, RunContext
 from inferchaos.faults.catalogue import lookup
 from inferchaos.faults.ledger import Ledger
-from inferchaos.probes.model_health import check_answer, golden_set, infer_body
+from inferchaos.load.runner import LoadProfile, LoadRunner
+from inferchaos.targets.local.golden import check_answer, golden_set, infer_body
 from inferchaos.targets.local import LocalCluster
 from inferchaos.targets.local.control import read_desired
 from inferchaos.targets.local.depproxy import ProxyControl, Toxics
@@ -49,7 +50,7 @@ BUILDERS: dict[str, Callable[[LocalCluster, Ledger], Fault]] = {
 
 def build(name: str, cluster: LocalCluster, ledger: Ledger, out_dir: Path) -> Fault:
     fault = BUILDERS[name](cluster, ledger)
-    fault.run = RunContext(cluster.lb_url, out_dir, users=2, spawn_rate=50.0)
+    fault.run = RunContext(cluster.lb_url, out_dir, load=LoadProfile(users=2, spawn_rate=50.0), runner=LoadRunner)
     return fault
 
 

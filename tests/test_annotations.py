@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from inferchaos.annotations import Annotations
-from inferchaos.targets.local.ports import free_port
+from inferchaos.ground.ports import free_port
 
 
 class FakeGrafana:

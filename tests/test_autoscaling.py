@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.load.burst import burst
 from inferchaos.targets.kubernetes import KubeSettings, KubeTarget
 from inferchaos.targets.local import ClusterSpec, wait_for

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.load.records import RequestRecord
 from inferchaos.probes.cost import Prices, cost_line, lifetimes, per_day, run_cost, slo_loss
 from inferchaos.probes.slo import Objective

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inferchaos import native
+from inferchaos.ground import native
 from inferchaos.engine import Experiment
 from inferchaos.faults.base import Fault
 from inferchaos.faults.specs.cuda_errors import cuda_errors

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from inferchaos import native
+from inferchaos.ground import native
 
 HERE = Path(__file__).resolve().parent
 CLIENT_SRC = HERE / "native" / "cuda_client.c"

@@ -24,7 +24,7 @@ from inferchaos.probes.slo import Objective
 from inferchaos.probes.verdict import judge, verdict
 from inferchaos.targets import capabilities as caps
 from inferchaos.targets.local import wait_for
-from inferchaos.targets.local.ports import free_port
+from inferchaos.ground.ports import free_port
 from inferchaos.targets.local.prometheus import LocalPrometheus
 
 MIB = 1024 * 1024

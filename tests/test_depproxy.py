@@ -29,7 +29,7 @@ from aiohttp import web
 
 from inferchaos.targets.local.cluster import wait_for
 from inferchaos.targets.local.depproxy import DepProxy, ProxyControl, Toxics, parse_args
-from inferchaos.targets.local.ports import free_port
+from inferchaos.ground.ports import free_port
 from inferchaos.targets.local.processes import end_groups, group_alive
 
 pytestmark = pytest.mark.timeout(60)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from inferchaos import load_options
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.load.records import part_paths, read_log
 from inferchaos.load.relay import Inbox, Outbox
 from inferchaos.load.runner import LOCUSTFILE, LoadProfile, LoadRunner, free_port

@@ -34,7 +34,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.faults.ledger import Ledger, UndoStep
 from inferchaos.load import runner as runner_mod
 from inferchaos.load.records import RequestRecord, read_log

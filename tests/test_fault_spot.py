@@ -10,7 +10,7 @@ import pytest
 
 from inferchaos.faults.ledger import Ledger
 from inferchaos.faults.specs.spot_reclamation import spot_reclamation
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
 from inferchaos.targets.local.control import read_desired
 from inferchaos.targets.local.processes import group_alive

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from inferchaos import native
+from inferchaos.ground import native
 from inferchaos.targets.local import wait_for
 from inferchaos.targets.local.processes import pid_alive
 

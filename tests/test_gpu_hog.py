@@ -21,7 +21,7 @@ from inferchaos.faults.gpu_hog import (
     CHUNK, CUDA_ERROR_MEMORY_ALLOCATION, MIN_CHUNK, CudartBackend, Hog, HogPlan, VgpuBackend,
     leave_bytes, parse_bytes, take_in_chunks, target_free,
 )
-from inferchaos.errors import FaultError, UsageError
+from inferchaos.ground.errors import FaultError, UsageError
 from inferchaos.targets.local.vgpu import GIB, MIB, VirtualDevice
 from tests.leftovers import processes_mentioning
 
@@ -355,7 +355,7 @@ def test_the_cuda_path_runs_end_to_end_against_a_libcudart_at_the_c_boundary(tmp
     """`--cuda` as on a GPU host without torch or cupy: the hog finds libcudart by its soname
     (here the suite's stand-in, first on LD_LIBRARY_PATH), calls it through ctypes, takes
     device memory until `leave` is free, reports it, and gives it back on SIGTERM."""
-    from inferchaos import native
+    from inferchaos.ground import native
 
     try:
         lib = native.path("cudart")

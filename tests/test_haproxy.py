@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from inferchaos.targets.local import haproxy
-from inferchaos.targets.local.ports import free_port, free_ports
+from inferchaos.ground.ports import free_port, free_ports
 from inferchaos.targets.local.processes import end_groups, spawn
 from inferchaos.targets.local.cluster import wait_for
 

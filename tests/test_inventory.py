@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from inferchaos.cli import main
-from inferchaos.errors import TargetError, UsageError
+from inferchaos.ground.errors import TargetError, UsageError
 from inferchaos.targets.inventory import inventory_of, shadow_line, table
 from inferchaos.targets.inventory.kube import kube_inventory, model_from_args
 from inferchaos.targets.inventory.local import local_inventory

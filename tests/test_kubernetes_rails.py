@@ -17,7 +17,7 @@ import pytest
 
 from inferchaos.faults.catalogue import lookup
 from inferchaos.faults.ledger import Ledger
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.targets.kubernetes import Connection, nodes
 from inferchaos.targets.kubernetes.sweep import sweep
 from tests.fakekube import FakeKube

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.load import runner as runner_mod
 from inferchaos.load.records import (
     RequestLogTail,

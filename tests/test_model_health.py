@@ -34,7 +34,7 @@ from inferchaos.probes.slo import Objective
 from inferchaos.probes.verdict import judge, verdict
 from inferchaos.targets.local import model as mdl
 from inferchaos.targets.local.cluster import wait_for
-from inferchaos.targets.local.ports import free_port
+from inferchaos.ground.ports import free_port
 from inferchaos.targets.local.processes import end_groups, spawn
 
 

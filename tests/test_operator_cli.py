@@ -25,7 +25,7 @@ from inferchaos.faults.spec import TARGET_KINDS
 from inferchaos.faults.ledger import Ledger
 from inferchaos.load.records import read_log
 from inferchaos.load.runner import free_port
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.plugin import FAULT_MARKERS
 from inferchaos.watch import between, frontend_counters, take, watch
 from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for

@@ -19,7 +19,7 @@ from inferchaos.probes.prometheus import PrometheusClient, PrometheusError, Prom
 from inferchaos.probes.slo import Objective
 from inferchaos.probes.verdict import judge, verdict
 from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
-from inferchaos.targets.local.ports import free_port
+from inferchaos.ground.ports import free_port
 from inferchaos.targets.local.prometheus import LocalPrometheus, render_config
 from tests.leftovers import assert_nothing_left, processes_mentioning
 

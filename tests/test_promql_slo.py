@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.probes.slo import load_slo
 from inferchaos.targets.local import ClusterSpec, LocalCluster, wait_for
 from tests.leftovers import module_cluster

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inferchaos.faults.ledger import Entry, Ledger, UndoStep
-from inferchaos.errors import FaultError, UsageError
+from inferchaos.ground.errors import FaultError, UsageError
 from inferchaos.probes.slo import PHASE_KEYS, SAFEGUARD_KEYS, SLO_KEYS, load_slo, parse_overrides
 
 # ----------------------------------------------------------------------------- SLO files

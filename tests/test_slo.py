@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.probes.slo import (
     BUILTIN_PHASES,
     BUILTIN_SAFEGUARD,

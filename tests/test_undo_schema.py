@@ -19,7 +19,7 @@ import pytest
 
 from inferchaos.faults.ledger import Ledger, UndoStep
 from inferchaos.faults.undo import run_all, step, validate
-from inferchaos.errors import FaultError
+from inferchaos.ground.errors import FaultError
 
 REPO = Path(__file__).resolve().parent.parent
 CONN = {"context": "in-cluster", "cluster": "uid-1"}

@@ -114,7 +114,7 @@ def test_a_team_runs_an_experiment_from_an_empty_folder_with_only_the_wheel(whee
                   timeout=120)
     assert recover.returncode == 0 and "nothing to recover" in recover.stdout, recover.stdout + recover.stderr
     # the C parts compile from the installed sources, into the cache it is told
-    built = run([str(py), "-m", "inferchaos.native"], cwd=team, timeout=120,
+    built = run([str(py), "-m", "inferchaos.ground.native"], cwd=team, timeout=120,
                 env={**env, "INFERCHAOS_NATIVE_DIR": str(tmp_path / "native")})
     assert built.returncode == 0, built.stdout + built.stderr
     assert sorted(p.name for p in (tmp_path / "native").glob("*/*.so*")) == [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.load.runner import LoadProfile, LoadRunner
 from inferchaos.load.workload import parse_headers, read_payloads, resolve
 from inferchaos.probes.self_canary import SelfCanary

@@ -16,7 +16,6 @@ from typing import Any
 from inferchaos.faults.base import Fault, Landing
 from inferchaos.faults.registry import executes
 from inferchaos.faults.surge import SurgeArrivals, describe_surge, start_surge, surge_profile
-from inferchaos.load.runner import LoadRunner
 
 
 @executes("traffic_surge", "local", "kubernetes")
@@ -25,7 +24,7 @@ class TrafficSurge(Fault):
     """Acts on the endpoint alone, so one executor serves every target. `spawn_rate`: users
     started per second under closed loop (a flash sale does not ramp politely)."""
 
-    _surge: LoadRunner | None = field(default=None, init=False, repr=False)
+    _surge: Any = field(default=None, init=False, repr=False)
     _arrivals: SurgeArrivals | None = field(default=None, init=False, repr=False)
 
     def target_ref(self) -> dict[str, Any]:

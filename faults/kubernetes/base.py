@@ -17,7 +17,7 @@ from inferchaos.faults.base import Fault, Landing
 from inferchaos.faults.radius import BlastRadius
 from kubernetes.client.exceptions import ApiException
 
-from inferchaos.errors import FaultError, UsageError
+from inferchaos.ground.errors import FaultError, UsageError
 from inferchaos.faults.undo import use
 from inferchaos.targets.kubernetes.pods import PodView
 from inferchaos.targets.kubernetes.target import KubeTarget

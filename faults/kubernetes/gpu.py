@@ -18,7 +18,7 @@ from inferchaos.faults.base import Landing
 from inferchaos.faults.kubernetes.base import KubeFault
 from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import step
-from inferchaos.errors import FaultError
+from inferchaos.ground.errors import FaultError
 from inferchaos.targets.kubernetes import ops
 
 HOG_LOG = "/tmp/inferchaos-gpu-hog.log"

@@ -21,7 +21,7 @@ from inferchaos.faults.kubernetes.base import KubeFault
 from inferchaos.faults.kubernetes.pods import KubeReplicaCrash
 from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import step
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.targets.kubernetes import ops
 from inferchaos.targets.kubernetes.nodes import EXPIRES, RUN, iso
 from inferchaos.targets.kubernetes.sweep import RESTORE

@@ -27,7 +27,7 @@ from inferchaos.faults.base import Landing
 from inferchaos.faults.kubernetes.base import KubeFault
 from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import step
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.targets.kubernetes import nodes as node_marks
 from inferchaos.targets.kubernetes import ops
 from inferchaos.targets.kubernetes.pods import PodView

@@ -19,7 +19,6 @@ from inferchaos.faults.base import Landing
 from inferchaos.faults.local.base import LocalFault
 from inferchaos.faults.registry import executes
 from inferchaos.faults.surge import SurgeArrivals, describe_surge, start_surge, surge_profile
-from inferchaos.load.runner import LoadRunner
 from inferchaos.targets.local.autoscaler import Policy
 
 
@@ -29,7 +28,7 @@ class AutoscaledSurge(LocalFault):
     """`target_waiting`: summed queue length per replica the autoscaler aims at; `preheat`:
     replicas held ready before the surge (0: none)."""
 
-    _surge: LoadRunner | None = field(default=None, init=False, repr=False)
+    _surge: Any = field(default=None, init=False, repr=False)
     _arrivals: SurgeArrivals | None = field(default=None, init=False, repr=False)
 
     def validate(self) -> None:

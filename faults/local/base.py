@@ -19,7 +19,7 @@ import httpx
 from inferchaos.faults.base import Fault, Landing
 from inferchaos.faults.radius import BlastRadius
 from inferchaos.faults.undo import group_ref, step
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.targets.local.cluster import LocalCluster, wait_for
 from inferchaos.targets.local.control import read_desired, set_desired
 from inferchaos.targets.local.processes import group_alive, signal_group

@@ -30,8 +30,8 @@ from typing import Any
 
 import httpx
 
-from inferchaos import native
-from inferchaos.errors import FaultError
+from inferchaos.ground import native
+from inferchaos.ground.errors import FaultError
 from inferchaos.faults.base import Landing
 from inferchaos.faults.local.base import LocalFault
 from inferchaos.faults.registry import executes

@@ -26,7 +26,7 @@ from inferchaos.faults.gpu_hog import parse_bytes
 from inferchaos.faults.local.base import LocalFault
 from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import group_ref, step
-from inferchaos.errors import FaultError, UsageError
+from inferchaos.ground.errors import FaultError, UsageError
 from inferchaos.targets.local.processes import MARK_ENV, new_mark, service_env, spawn
 from inferchaos.targets.local.vgpu import VirtualDevice
 

@@ -15,7 +15,7 @@ import httpx
 from inferchaos.faults.base import Landing
 from inferchaos.faults.local.base import LocalFault
 from inferchaos.faults.registry import executes
-from inferchaos.probes.model_health import check_answer, golden_set, infer_body
+from inferchaos.targets.local.golden import check_answer, golden_set, infer_body
 from inferchaos.faults.undo import process_ref, step
 from inferchaos.targets.local.server import PERTURB_PATH
 

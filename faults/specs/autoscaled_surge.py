@@ -1,6 +1,6 @@
 """A surge on an autoscaled fleet: does capacity arrive before the users leave?"""
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.faults.spec import WARM_POOL, Args, FaultSpec, Param
 
 

@@ -1,6 +1,6 @@
 """CUDA errors in the serving process: allocations fail, or launches (the context is lost)."""
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.faults.spec import REPLICAS, Args, FaultSpec, Param
 
 #: the errors the shim can return (the executor maps each to the shim's trigger words).

@@ -1,6 +1,6 @@
 """Dependency latency: the path from the replicas to a store gets slow, jittery, narrow, stalls or resets."""
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.faults.spec import Args, FaultSpec, Param
 
 DEPENDENCIES = ("model_store", "feature_store")

@@ -1,6 +1,6 @@
 """Model-load stall: the model store stalls exactly when replicas must (re)load their weights."""
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.faults.spec import PROVISIONING, RADIUS_REPLICAS, REPLICAS, WARM_POOL, Args, FaultSpec, Param
 
 

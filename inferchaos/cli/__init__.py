@@ -15,7 +15,7 @@ import sys
 
 from inferchaos.cli import cluster, faults, live, load, recover, reports
 from inferchaos.cli.inputs import EXIT_CODES, Parser, one_line
-from inferchaos.errors import InferchaosError, UsageError
+from inferchaos.ground.errors import InferchaosError, UsageError
 
 GROUPS = (cluster, faults, live, load, recover, reports)
 EPILOG = f"""\

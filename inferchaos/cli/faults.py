@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterator
 from inferchaos import kube_options
 from inferchaos.cli.inputs import add_verb, duration, ledger_arg, ledger_file, running_cluster, state_dir_arg
 from inferchaos.cli.recover import namespace_connection, recover_from_cluster, sweep_namespace, undo
-from inferchaos.errors import FaultError, UsageError
+from inferchaos.ground.errors import FaultError, UsageError
 
 #: ledger entries that are not faults: a cluster (`down` ends it), a load (`load` or `recover`).
 NOT_FAULTS = ("cluster", "load")

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 
 if TYPE_CHECKING:
     from inferchaos.faults.ledger import Ledger

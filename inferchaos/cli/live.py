@@ -43,7 +43,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from inferchaos.errors import TargetError
+    from inferchaos.ground.errors import TargetError
     from inferchaos.watch import watch
 
     ledger = ledger_file(args.ledger)

@@ -22,7 +22,7 @@ from pathlib import Path
 from inferchaos import load_options
 from inferchaos.cli.inputs import (add_verb, duration, ledger_arg, ledger_file, running_cluster, state_dir_arg,
                                    stop_signals)
-from inferchaos.errors import TargetError, UsageError
+from inferchaos.ground.errors import TargetError, UsageError
 
 DEFAULT_RATE = 20.0
 WEB = "127.0.0.1:8089"

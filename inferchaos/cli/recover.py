@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from inferchaos.cli.inputs import add_verb, ledger_arg, ledger_file, printable
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 
 if TYPE_CHECKING:
     from inferchaos.faults.ledger import Entry, Ledger
@@ -41,7 +41,7 @@ def undo(ledger: Ledger, entries: list[Entry], force: bool) -> tuple[int, int]:
     undo may need its cluster. Every entry on its own: one that fails, however oddly,
     is said in one line and the others still run. Returns (failed, skipped)."""
     from inferchaos.faults.undo import run_all
-    from inferchaos.errors import FaultError
+    from inferchaos.ground.errors import FaultError
     from inferchaos.targets.local.processes import pid_alive, start_time
 
     failed = skipped = 0

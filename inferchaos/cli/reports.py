@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from inferchaos.cli.inputs import add_verb
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 
 
 def add(sub: argparse._SubParsersAction) -> None:

@@ -18,7 +18,7 @@ import pytest
 from inferchaos.faults.ledger import DEFAULT_LEDGER
 from inferchaos.annotations import GRAFANA_TOKEN_ENV
 from inferchaos import kube_options, load_options
-from inferchaos.errors import NotOnTarget, UsageError
+from inferchaos.ground.errors import NotOnTarget, UsageError
 from inferchaos.reports import allure_results, write_summary
 
 from inferchaos.plugin.fixtures import annotations, chaos, run_experiment, target, workload  # noqa: F401 - fixtures of the plugin

@@ -20,7 +20,7 @@ from inferchaos.engine import Experiment, ExperimentResult
 from inferchaos.annotations import Annotations
 from inferchaos.load.workload import Workload, resolve
 from inferchaos.costing import experiment_cost
-from inferchaos.errors import InferchaosError, UsageError
+from inferchaos.ground.errors import InferchaosError, UsageError
 from inferchaos.probes.slo import load_slo
 from inferchaos.reports import allure_results, write_run
 from inferchaos.targets.base import Target

@@ -16,7 +16,7 @@ from inferchaos.engine import ExperimentResult
 from inferchaos import kube_options, load_options
 from inferchaos.load_options import LoadOptions
 from inferchaos.load.workload import Workload
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.progress import CLEAR, Progress
 from inferchaos.probes.cost import Prices
 from inferchaos.probes.slo import default_slo_path, load_slo

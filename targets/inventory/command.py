@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from inferchaos.errors import InferchaosError, UsageError
+from inferchaos.ground.errors import InferchaosError, UsageError
 from inferchaos.targets.inventory.workload import DEFAULT_OWNER_KEYS, Workload, shadow_line, shadow_workloads, table, to_json
 
 DEFAULT_STATE_DIR = Path(".inferchaos/cluster")

@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.quantity import parse_quantity
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from inferchaos.errors import TargetError, UsageError
+from inferchaos.ground.errors import TargetError, UsageError
 from inferchaos.targets.inventory.workload import DEFAULT_OWNER_KEYS, Workload
 from inferchaos.targets.kubernetes.settings import equality_terms
 

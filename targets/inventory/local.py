@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.targets.inventory.workload import DEFAULT_OWNER_KEYS, DeviceMemory, Workload
 from inferchaos.targets.local.cluster import LocalCluster
 from inferchaos.targets.local.control import read_desired

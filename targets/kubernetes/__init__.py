@@ -29,6 +29,6 @@ def __getattr__(name: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name != "kubernetes" and not (exc.name or "").startswith("kubernetes."):
             raise
-        from inferchaos.errors import UsageError
+        from inferchaos.ground.errors import UsageError
         raise UsageError("the Kubernetes target needs the kubernetes client: pip install 'inferchaos[kubernetes]'") from exc
     return getattr(module, name)

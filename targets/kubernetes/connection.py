@@ -19,7 +19,7 @@ from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from inferchaos.errors import TargetError, UsageError
+from inferchaos.ground.errors import TargetError, UsageError
 
 IN_CLUSTER = "in-cluster"
 

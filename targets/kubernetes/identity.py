@@ -16,7 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from inferchaos.errors import TargetError, UsageError
+from inferchaos.ground.errors import TargetError, UsageError
 from inferchaos.targets.kubernetes.settings import ALLOW_CLUSTERS_ENV
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from inferchaos.errors import FaultError
+from inferchaos.ground.errors import FaultError
 from inferchaos.targets.kubernetes.connection import Connection
 
 TAINT_KEY = "inferchaos.io/spot-reclaimed"

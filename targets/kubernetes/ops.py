@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
-from inferchaos.errors import FaultError, UsageError
+from inferchaos.ground.errors import FaultError, UsageError
 from inferchaos.targets.kubernetes.connection import Connection
 
 def _core(conn: Connection) -> client.CoreV1Api:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inferchaos.errors import FaultError, UsageError
+from inferchaos.ground.errors import FaultError, UsageError
 from inferchaos.targets.kubernetes import ops
 from inferchaos.targets.kubernetes.connection import Connection
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from inferchaos.errors import FaultError
+from inferchaos.ground.errors import FaultError
 from inferchaos.targets.kubernetes.connection import Connection
 from inferchaos.targets.kubernetes.nodes import EXPIRES, iso, wall
 

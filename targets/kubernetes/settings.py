@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 
 #: Where `--allow-cluster` comes from when the option is not given (the CronJob sets it).
 ALLOW_CLUSTERS_ENV = "INFERCHAOS_ALLOW_CLUSTERS"

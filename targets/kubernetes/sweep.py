@@ -16,7 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from inferchaos.errors import FaultError
+from inferchaos.ground.errors import FaultError
 
 from inferchaos.targets.kubernetes import nodes, ops
 from inferchaos.targets.kubernetes.connection import Connection

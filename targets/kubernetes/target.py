@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from inferchaos.errors import TargetError, UsageError
+from inferchaos.ground.errors import TargetError, UsageError
 from inferchaos.targets import capabilities as caps
 from inferchaos.targets.kubernetes.connection import Connection
 from inferchaos.targets.kubernetes.pods import PodCache, PodView

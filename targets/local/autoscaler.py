@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 
 DEFAULT_METRIC = "vllm:num_requests_waiting"
 

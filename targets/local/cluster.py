@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from inferchaos.errors import ClusterStartError, TargetError
+from inferchaos.ground.errors import ClusterStartError, TargetError
 from inferchaos.targets import capabilities as caps
 from inferchaos.targets.local import haproxy
-from inferchaos.targets.local.ports import port_in_use
+from inferchaos.ground.ports import port_in_use
 from inferchaos.targets.local.processes import (MARK_ENV, boot_id, end_groups, group_alive, group_carries, new_mark,
                                                  replica_env, spawn)
 from inferchaos.targets.local.control import read_desired

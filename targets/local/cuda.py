@@ -4,7 +4,7 @@ made through the CUDA runtime's own C functions.
 The symbols are resolved through the process's global scope (`dlopen(NULL)`), the scope a
 PLT call from PyTorch's libc10_cuda resolves through, so whatever is LD_PRELOAD'ed in front
 of libcudart (the `cuda_errors` shim) sees these calls exactly as it sees a real server's.
-Without a GPU the library is the suite's stand-in (`inferchaos.native`, "cudart"); the
+Without a GPU the library is the suite's stand-in (`inferchaos.ground.native`, "cudart"); the
 errors it returns, and how the server treats them, are CUDA's:
 
 - out of memory (2): the batch fails; the server exits or rejects (`--oom`), as for a

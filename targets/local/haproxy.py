@@ -22,7 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferchaos.errors import ClusterStartError, UsageError
+from inferchaos.ground.errors import ClusterStartError, UsageError
 
 BACKEND = "replicas"
 #: The same replicas behind HAProxy as most fleets first ship it (round robin, its default

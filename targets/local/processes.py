@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from inferchaos.ground.procs import boot_id, group_members, start_time, state  # noqa: F401 - also this module's API
+
 
 def spawn(argv: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,33 +74,13 @@ def signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a group, read from /proc."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != b"Z" and int(fields[2]) == pgid:
-            pids.append(int(entry))
-    return pids
-
-
 def group_alive(pgid: int) -> bool:
     return bool(group_members(pgid))
 
 
 def stopped(pid: int) -> bool:
     """True when a process is stopped by a signal (SIGSTOP), as a hung replica is."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] in (b"T", b"t")
-    except OSError:
-        return False
+    return state(pid) in ("T", "t")
 
 
 def end_groups(pgids: Iterable[int], grace_s: float = 5.0) -> list[int]:
@@ -118,17 +100,6 @@ def end_groups(pgids: Iterable[int], grace_s: float = 5.0) -> list[int]:
     while time.monotonic() < deadline and any(group_alive(p) for p in killed):
         time.sleep(0.05)
     return killed
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22):
-    with the pid, it names one process for good, so an undo recorded before a crash never
-    signals an unrelated process that reused the pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -156,15 +127,6 @@ def new_mark(kind: str) -> str:
 
 def valid_mark(mark: object) -> bool:
     return isinstance(mark, str) and MARK.fullmatch(mark) is not None
-
-
-def boot_id() -> str:
-    """This boot's id: a pid and start time recorded before a reboot name nothing now."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def carries_mark(pid: int, mark: str) -> bool:

@@ -18,8 +18,8 @@ from typing import Sequence
 
 import httpx
 
-from inferchaos.errors import ClusterStartError
-from inferchaos.targets.local.ports import free_port
+from inferchaos.ground.errors import ClusterStartError
+from inferchaos.ground.ports import free_port
 from inferchaos.targets.local.processes import end_groups, group_alive, service_env, spawn
 
 

@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     p.add_argument("--oom", choices=("exit", "reject"), default="exit",
                    help="on device out-of-memory: exit (vLLM's engine dies) or reject the batch and stay up")
     p.add_argument("--cudart", type=Path, help="libcudart to call per batch (an allocation, a launch); "
-                   "the local cluster passes the suite's stand-in (`python -m inferchaos.native`)")
+                   "the local cluster passes the suite's stand-in (`python -m inferchaos.ground.native`)")
     p.add_argument("--feature-timeout-ms", type=non_negative, default=200.0,
                    help="per feature read; on timeout the last features are used")
     p.add_argument("--feature-backoff-ms", type=non_negative, default=1000.0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import asdict, dataclass, field
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 from inferchaos.targets.local import haproxy
 
 GIB = 1024**3

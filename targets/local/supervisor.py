@@ -27,11 +27,11 @@ from pathlib import Path
 
 import aiohttp
 
-from inferchaos import native
-from inferchaos.errors import ClusterStartError, UsageError
+from inferchaos.ground import native
+from inferchaos.ground.errors import ClusterStartError, UsageError
 from inferchaos.targets.local import haproxy, prometheus
 from inferchaos.targets.local.autoscaler import ScaleLoop, metric_sum, policy_from
-from inferchaos.targets.local.ports import free_port, free_ports, port_in_use
+from inferchaos.ground.ports import free_port, free_ports, port_in_use
 from inferchaos.targets.local.control import read_desired
 from inferchaos.targets.local.processes import (MARK_ENV, boot_id, end_groups, new_mark, pid_alive, replica_env,
                                                  service_env, signal_group, spawn, valid_mark)

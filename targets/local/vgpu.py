@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from inferchaos.ground.procs import state
+
 GIB = 1024**3
 MIB = 1024**2
 
@@ -53,11 +55,7 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie still answers kill(0) but its memory is gone; read /proc where we can.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return True
+    return state(pid) != "Z"
 
 
 class VirtualDevice:

@@ -7,7 +7,7 @@ is never served stale, and two processes building at once both end with a whole 
 (each builds in its own temporary name, then renames). A machine without a C compiler gets
 one clear line saying which fault needs it.
 
-    python -m inferchaos.native            # build everything, print where it is
+    python -m inferchaos.ground.native            # build everything, print where it is
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferchaos.errors import UsageError
+from inferchaos.ground.errors import UsageError
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # the inferchaos package: sources are named from it
 CACHE_ENV = "INFERCHAOS_NATIVE_DIR"
 
 
@@ -105,7 +105,7 @@ def main() -> int:
         for name in LIBRARIES:
             print(f"{name}: {path(name)}")
     except UsageError as exc:
-        print(f"inferchaos.native: {exc}", file=sys.stderr)
+        print(f"inferchaos.ground.native: {exc}", file=sys.stderr)
         return 2
     return 0
 
