@@ -221,9 +221,9 @@ class _Layer:
 
 
 def default_slo_path() -> Path:
-    """The SLO file inferchaos ships: `inferchaos/slo.toml` in a wheel, a link to
-    experiments/slo.toml in the repository (one file, documented where it is used)."""
-    return Path(str(resources.files("inferchaos") / "slo.toml"))
+    """The SLO file inferchaos ships: experiments/slo.toml, beside the experiments it
+    sets objectives for (`inferchaos/experiments/slo.toml` in a wheel; one file)."""
+    return Path(str(resources.files("inferchaos.experiments") / "slo.toml"))
 
 
 def load_slo(path: Path | None, experiment: str, overrides: Sequence[str] = ()) -> ExperimentSlo:

@@ -133,8 +133,12 @@ def healthy(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory):
     """One healthy run with the short phases, shared by the tests that read it."""
     wait_all_ready(cluster)
     tmp = tmp_path_factory.mktemp("healthy")
-    proc, out = run_chaos(cluster, tmp, *SHORT, "--alluredir", str(tmp / "allure"), "--junitxml",
-                          str(tmp / "junit.xml"))
+    os.environ["INFERCHAOS_MODULES_SEEN"] = str(tmp / "modules_seen.json")
+    try:
+        proc, out = run_chaos(cluster, tmp, *SHORT, "--alluredir", str(tmp / "allure"), "--junitxml",
+                              str(tmp / "junit.xml"), "-p", "tests.modules_seen")
+    finally:
+        del os.environ["INFERCHAOS_MODULES_SEEN"]
     return proc, out, tmp
 
 
@@ -194,6 +198,15 @@ def test_healthy_run_passes_and_writes_the_documented_summary(cluster, healthy):
     assert f["replacement"] is not None and f["replacement_traffic_s"] is not None, f
 
     assert_restored(cluster, tmp / "ledger.jsonl")
+
+
+def test_a_whole_run_imports_no_layer_by_its_top_level_name(healthy):
+    """The checkout is on the run's sys.path (pytest runs from it), so `import load` would work
+    and give a second copy of every module in it; the run must use only `inferchaos.*`."""
+    proc, out, tmp = healthy
+    assert proc.returncode == 0, out
+    seen = json.loads((tmp / "modules_seen.json").read_text())
+    assert seen == [], seen
 
 
 def test_summary_failover_times_are_on_the_run_clock(healthy):
@@ -372,7 +385,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_injected(ready, run_dir, case)
 def test_an_unreverted_ledger_entry_blocks_injection_until_recovered(ready, run_dir):
     ledger_path = run_dir / "ledger.jsonl"
     # A runner that died with its fault applied (its own process, gone by now).
-    subprocess.run([sys.executable, "-c", "import sys; from faults.ledger import Ledger; "
+    subprocess.run([sys.executable, "-c", "import sys; from inferchaos.faults.ledger import Ledger; "
                     "Ledger(sys.argv[1]).applied('spot_reclamation', [], {'kind': 'local'})", str(ledger_path)],
                    check=True, cwd=REPO, timeout=30)
     ledger = Ledger(ledger_path)

@@ -56,7 +56,7 @@ class Procs:
 
     def holder(self, nbytes: int, tag: str = "server") -> subprocess.Popen:
         """Another process holding device memory, as an inference replica would."""
-        code = ("import sys, time; from targets.local.vgpu import VirtualDevice;"
+        code = ("import sys, time; from inferchaos.targets.local.vgpu import VirtualDevice;"
                 f"VirtualDevice({str(self.tmp)!r}, 0).allocate({nbytes}, {tag!r}); print('held', flush=True);"
                 "time.sleep(60)")
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -255,8 +255,20 @@ def app_layout(final: Stage) -> dict[str, Path]:
     for ins in final.all("RUN"):
         for m in re.finditer(r"ln -s (\S+) /app/(\S+)", ins.args):
             site = m.group(1).split("/site-packages/", 1)[1]
-            layout[m.group(2)] = ROOT / site  # the installed package is this checkout's inferchaos/
+            layout[m.group(2)] = checkout_path(site)  # the installed package is built from this checkout
     return layout
+
+
+def checkout_path(site: str) -> Path:
+    """Where an installed file (`inferchaos/load/locustfile.py`) comes from in this checkout:
+    pyproject.toml maps the layers into the package (`inferchaos.load` is `load/`)."""
+    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    parts = Path(site).parts
+    for n in range(len(parts), 0, -1):
+        folder = mapping.get(".".join(parts[:n]))
+        if folder:
+            return ROOT / folder / Path(*parts[n:])
+    return ROOT / site
 
 
 def test_app_holds_the_experiments_their_config_and_runbooks(final):

@@ -29,7 +29,7 @@ def test_exhaustion_raises_cuda_like_error_and_takes_nothing(tmp_path):
 def test_memory_of_another_process_is_seen_and_freed_when_it_dies(tmp_path):
     VirtualDevice.create(tmp_path, 0, 2 * GIB)
     code = (
-        "import sys, time; from targets.local.vgpu import VirtualDevice, GIB;"
+        "import sys, time; from inferchaos.targets.local.vgpu import VirtualDevice, GIB;"
         f"VirtualDevice({str(tmp_path)!r}, 0).allocate(GIB, 'hog'); print('held', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.checkout import clean_copy
 from tests.leftovers import processes_mentioning
 
 pytestmark = pytest.mark.cluster
@@ -61,7 +62,8 @@ def run(argv: list[str], **kw) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
-    built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)], timeout=600)
+    built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(clean_copy(
+        tmp_path_factory.mktemp("src")))], timeout=600)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     (path,) = dist.glob("inferchaos-*.whl")
     return path
@@ -73,7 +75,7 @@ def test_the_wheel_holds_one_import_package_and_the_files_it_runs_with(wheel):
     assert tops == {"inferchaos"}, tops
     for layer in LAYERS:
         assert f"inferchaos/{layer}/__init__.py" in names, layer
-    for needed in ("inferchaos/slo.toml", "inferchaos/load/locustfile.py", "inferchaos/targets/local/server.py",
+    for needed in ("inferchaos/experiments/slo.toml", "inferchaos/load/locustfile.py", "inferchaos/targets/local/server.py",
                    "inferchaos/faults/cuda_shim.c", "inferchaos/targets/local/fakecuda/cudart.c"):
         assert needed in names, needed
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()

@@ -13,6 +13,7 @@ one clear line saying which fault needs it.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -23,14 +24,14 @@ from pathlib import Path
 
 from inferchaos.ground.errors import UsageError
 
-HERE = Path(__file__).resolve().parent.parent  # the inferchaos package: sources are named from it
 CACHE_ENV = "INFERCHAOS_NATIVE_DIR"
 
 
 @dataclass(frozen=True)
 class Library:
-    """One shared object: its source (relative to the package), file name and link flags."""
+    """One shared object: its source (a package and a path inside it), file name and link flags."""
 
+    package: str
     source: str
     filename: str
     soname: str
@@ -41,12 +42,23 @@ class Library:
 
 
 LIBRARIES: dict[str, Library] = {
-    "cuda_shim": Library("faults/cuda_shim.c", "libinferchaos_cudashim.so", "libinferchaos_cudashim.so",
-                         ("-ldl", "-lpthread")),
-    "cudart": Library("targets/local/fakecuda/cudart.c", "libcudart.so.12", "libcudart.so.12", version="libcudart.so.12"),
-    "cuda": Library("targets/local/fakecuda/cuda.c", "libcuda.so.1", "libcuda.so.1"),
+    "cuda_shim": Library("inferchaos.faults", "cuda_shim.c", "libinferchaos_cudashim.so",
+                         "libinferchaos_cudashim.so", ("-ldl", "-lpthread")),
+    "cudart": Library("inferchaos.targets", "local/fakecuda/cudart.c", "libcudart.so.12", "libcudart.so.12",
+                      version="libcudart.so.12"),
+    "cuda": Library("inferchaos.targets", "local/fakecuda/cuda.c", "libcuda.so.1", "libcuda.so.1"),
 }
 CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror")
+
+
+def source_path(lib: Library) -> Path:
+    """Where `lib`'s source is, found the way the import system finds its package (the layers
+    are mapped into `inferchaos`, so the folder is not the package's name) without running the
+    package's code: the ground floor imports nothing above it."""
+    spec = importlib.util.find_spec(lib.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError(f"{lib.package} is not installed: cannot find {lib.source}")
+    return Path(list(spec.submodule_search_locations)[0]) / lib.source
 
 
 def compiler() -> str:
@@ -66,7 +78,7 @@ def cache_dir() -> Path:
     for name in sorted(LIBRARIES):
         lib = LIBRARIES[name]
         h.update(repr((lib, CFLAGS)).encode())
-        h.update((HERE / lib.source).read_bytes())
+        h.update(source_path(lib).read_bytes())
     base = os.environ.get(CACHE_ENV) or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "inferchaos", "native")
     return Path(base) / h.hexdigest()[:16]
@@ -75,7 +87,7 @@ def cache_dir() -> Path:
 def compile_library(lib: Library, out: Path, cc: str | None = None) -> Path:
     """Compile `lib` to `out` (atomically: a reader sees the old file or the whole new one)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    argv = [cc or compiler(), *CFLAGS, f"-Wl,-soname,{lib.soname}", str(HERE / lib.source)]
+    argv = [cc or compiler(), *CFLAGS, f"-Wl,-soname,{lib.soname}", str(source_path(lib))]
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".build-") as tmp:
         if lib.version:
             script = Path(tmp, "version.map")
