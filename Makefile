@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 REPORT ?= reports/out
 
-.PHONY: setup system servers native demo test lint docs bench clean image
+.PHONY: setup system servers native demo check test lint docs bench clean image
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -56,6 +56,11 @@ setup: $(VENV)/.installed system $(VENV)/node/.installed native
 demo: setup
 	@$(PY) -m pytest experiments/ --chaos-report $(REPORT) --alluredir $(REPORT)/allure-results --clean-alluredir \
 	  $(PYTEST_ARGS); status=$$?; $(VENV)/bin/inferchaos report $(REPORT); exit $$status
+
+# The unit tier: no process started, loopback only (tests/unit/conftest.py holds it to that);
+# seconds, and no system packages needed. `make test` runs it with every other tier.
+check: $(VENV)/.installed
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test: setup servers
 	$(PY) -m pytest $(PYTEST_ARGS)

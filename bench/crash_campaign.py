@@ -1,6 +1,6 @@
 """Crash campaign: SIGKILL the experiment runner many times, across faults and stages,
 run `inferchaos recover` after each kill, and count how often the cluster is exactly as
-before (the cycle of tests/test_crash_safety.py, many times over).
+before (the cycle of tests/cluster/test_crash_safety.py, many times over).
 
     python bench/crash_campaign.py [--kills 30] [--seed N] [--variants] [--faults gpu_oom,replica_hang]
                                    [--stages inject,revert]
@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inferchaos.targets.local import ClusterSpec, LocalCluster  # noqa: E402
-from tests.crashcycle import FAULTS, PHASES, Outcome, plan_kills, run_cycle  # noqa: E402
+from tests.support.crashcycle import FAULTS, PHASES, Outcome, plan_kills, run_cycle  # noqa: E402
 
 
 def main() -> int:

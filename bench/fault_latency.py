@@ -2,7 +2,7 @@
 
     python bench/fault_latency.py [--rounds 1] [--faults gpu_oom,replica_hang] [--replicas 3]
 
-Per fault of the catalogue (built as tests/faultcases.py builds them, on one local cluster,
+Per fault of the catalogue (built as tests/support/faultcases.py builds them, on one local cluster,
 no load): inject-to-effect, from the call to `fault.inject()` until its effect is observable
 on the target (the catalogue's effect checks, as a condition polled every 10 ms), with how
 long `inject()` itself took; for faults that take a replica out, until HAProxy stopped
@@ -34,7 +34,7 @@ from inferchaos.targets.local import ClusterSpec, LocalCluster  # noqa: E402
 from inferchaos.targets.local.depproxy import ProxyControl  # noqa: E402
 from inferchaos.targets.local.processes import group_alive, stopped  # noqa: E402
 from inferchaos.targets.local.vgpu import VirtualDevice  # noqa: E402
-from tests.faultcases import BUILDERS, answers_right, build, infer, snapshot  # noqa: E402
+from tests.support.faultcases import BUILDERS, answers_right, build, infer, snapshot  # noqa: E402
 
 POLL_S = 0.01
 EFFECT_TIMEOUT_S = 30.0
@@ -191,7 +191,7 @@ def main() -> int:
         spec = ClusterSpec(replicas=a.replicas, provisioning_delay_s=0.5)
         with LocalCluster(spec, Path(tmp) / "cluster", owner_pid=os.getpid()) as cluster:
             print(f"target: local cluster, {a.replicas} replicas, provisioning delay 0.5 s, no load; faults as "
-                  "tests/faultcases.py builds them")
+                  "tests/support/faultcases.py builds them")
             for i in range(a.rounds):
                 for name in faults:
                     work = Path(tmp) / f"{name}-{i}"

@@ -1,6 +1,6 @@
 """A stand-in NVML for the device script's dry run: one device, fixed readings, and no XID
 events (as NVML answers on many virtual machines). Not for the probe's own tests, which
-replace NVML's functions in process (tests/test_gpu_probe.py)."""
+replace NVML's functions in process (tests/unit/test_gpu_probe.py)."""
 
 from types import SimpleNamespace
 
