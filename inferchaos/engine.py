@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Callable, ContextManager
 
 from inferchaos.faults.base import Fault, Landing, RunContext
 from inferchaos.faults.ledger import Ledger
@@ -25,22 +25,12 @@ from inferchaos.result import ExperimentResult, Phase
 from inferchaos.load.records import RequestRecord
 from inferchaos.load.runner import LoadProfile, LoadRunner, RequestLogTail
 from inferchaos.load.workload import Workload
-from inferchaos.probes.autoscaling import ScaleProbe
-from inferchaos.probes.catalogue import standard_probes
+from inferchaos.probes.catalogue import canary_for, run_probes, standard_probes
 from inferchaos.probes.probe import Probe, RunView, measurements, unmet
-from inferchaos.probes.canary import Canary, golden_window
-from inferchaos.probes.self_canary import SelfCanary
-from inferchaos.probes.cold_start import ColdStartProbe
-from inferchaos.probes.failover import FailoverProbe
-from inferchaos.probes.gpu import GpuObserver
-from inferchaos.probes.model_health import drift, golden_set
-from inferchaos.probes.prometheus import PrometheusClient, PrometheusError, PromSlo
-from inferchaos.probes.queue_time import QueueTimeProbe
 from inferchaos.probes.safeguard import Safeguard
 from inferchaos.probes.slo import ExperimentSlo
-from inferchaos.probes.verdict import judge, observed_from_window, reasons_from_window, recovery_time, verdict
-from inferchaos.probes.integrity import integrity
-from inferchaos.probes.window import goodput, percentile, window
+from inferchaos.probes.verdict import judge, observed_from_window, reasons_from_window, resolve, verdict
+from inferchaos.probes.window import percentile, window
 from inferchaos.targets.base import Target
 
 TICK_S = 0.25
@@ -74,11 +64,11 @@ class Experiment:
         self._records: list[RequestRecord] = []
         self._tails: list[RequestLogTail] = []
         self.capabilities: frozenset[str] = getattr(target, "capabilities", frozenset)()
+        #: the target's probes; run() adds the run's own (requests, load, recovery, answers, PromQL).
         self.probes: list[Probe] = standard_probes(target, fault, prometheus_url)
         #: the probes whose capabilities the target has: the only ones started.
         self.active = [pr for pr in self.probes if unmet(pr, self.capabilities) is None]
         self._started: list[Probe] = []
-        self._self_canary: SelfCanary | None = None
 
     def run(self) -> ExperimentResult:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +88,9 @@ class Experiment:
                        "workload": profile.resolved().describe()}
         self.fault.run = RunContext(self.target.lb_url, self.out_dir, load=profile, runner=LoadRunner)
         load_entry = None
-        canary = self._canary()
+        self.probes += run_probes(self.slo, profile.open_loop, canary_for(self.target, self.workload),
+                                  self.prometheus_url)
+        self.active = [pr for pr in self.probes if unmet(pr, self.capabilities) is None]
 
         def journal_load(pgid: int) -> None:
             nonlocal load_entry
@@ -117,8 +109,6 @@ class Experiment:
             for probe in self.active:
                 probe.start()
                 self._started.append(probe)
-            if canary is not None:
-                canary.start()
             # journalled before it exists: a crash between the spawn and its pid's journal
             # would otherwise leave locust running with nothing to undo it
             load_entry = self.ledger.applied("load", [step("end_marked", mark=load.mark, what="locust")],
@@ -154,13 +144,7 @@ class Experiment:
                     result.inconclusive = "the load was not what was asked: " + "; ".join(lost)
                 for probe in self._started:
                     probe.stop()
-                failover, gpu = self._probe(FailoverProbe), self._probe(GpuObserver)
-                queue, scale = self._probe(QueueTimeProbe), self._probe(ScaleProbe)
-                result.lb_samples = failover.samples if failover else []
-                result.canary = canary.stop() if canary is not None else []
-                result.gpu = gpu.run if gpu else None
-                result.queue = queue.result if queue else None
-                result.scale_samples = scale.samples if scale else []
+                self._collect(result)
                 self.progress.done()
         for extra in self.fault.load_runners():
             records = records + extra.records()
@@ -185,7 +169,7 @@ class Experiment:
         baseline = self.phases[-1]
         self._watch()
         stats = window(self._records, baseline.start, baseline.end)
-        result.baseline = stats
+        result.steady_baseline = stats
         result.steady_state = judge(self.slo.steady_state, observed_from_window(stats),
                                     reasons_from_window(stats)) if self.slo.steady_state else []
         failed = [r for r in result.steady_state if not r.ok]
@@ -229,8 +213,6 @@ class Experiment:
             self.say(f"{self.id}: {result.inconclusive}: reverting")
 
     def _inject(self) -> None:
-        if self._self_canary is not None:
-            self._self_canary.freeze()
         self.fault.inject()
         if self.annotations is not None:
             self._window_open = True
@@ -242,20 +224,9 @@ class Experiment:
             self._window_open = False
             self.annotations.fault_ended(self.fault.name, self.id, time.time())
 
-    def _canary(self) -> Canary | None:
-        """The reference model's golden set where the target serves it; for any other
-        server, its own baseline answers to fixed requests (self-consistency)."""
-        model = self.target.golden_model()
-        if model is not None:
-            return Canary(self.target.lb_url, golden_set(model), model)
-        if self.workload is not None and (self.workload.inputs or self.workload.api != "oip"):
-            self._self_canary = SelfCanary(self.target.lb_url, self.workload)
-            return self._self_canary
-        return None
-
-    def _probe(self, kind: type) -> Any:
-        """The probe of `kind` this run uses (None: the target lacks what it needs)."""
-        return next((pr for pr in self.active if isinstance(pr, kind)), None)
+    def _collect(self, result: ExperimentResult) -> None:
+        """Each started probe's report, kept whole in the result (the reports read them there)."""
+        result.reports = {pr.name: rep for pr in self._started if (rep := pr.report()) is not None}
 
     # ----------------------------------------------------------------------------- phases
     def _phase(self, name: str, seconds: float, action: Callable[[], None] | None = None,
@@ -307,119 +278,27 @@ class Experiment:
 
     # ----------------------------------------------------------------------------- verdict
     def _evaluate(self, result: ExperimentResult) -> None:
-        inject, revert, recovery = result.phase("inject"), result.phase("revert"), result.phase("recovery")
-        baseline = result.phase("baseline")
-        assert inject and revert and recovery and baseline
-        end = recovery.end
-        result.baseline = window(result.records, baseline.start, inject.start)
-        # the fault window alone: how long the recovery window is must not dilute it
-        result.during = window(result.records, inject.start, revert.end)
-        result.recovery = window(result.records, revert.end, end)
-        before = observed_from_window(result.baseline)
-        objectives = [o.resolve(before.get(o.key)) for o in self.slo.objectives]
-        observed = observed_from_window(result.during)
-        reasons = reasons_from_window(result.during)
-        for o in objectives:
-            if o.relative is not None and o.baseline is None and o.limit is None:
-                observed[o.key] = None
-                reasons[o.key] = f"relative to the baseline, which measured no {o.key}"
-        self._load_measures(result, observed, reasons)
-        healthy = self.slo.phases.recovery_healthy_s
-        observed["recovery_s"] = recovery_time(result.records, revert.end, end, objectives, healthy_s=healthy)
-        if observed["recovery_s"] is None:
-            reasons["recovery_s"] = (f"errors or p99 were not within objective for {healthy} consecutive seconds "
-                                     f"before the run ended")
-        view = RunView(result.records, {ph.name: (ph.start, ph.end) for ph in result.phases}, result.t0,
-                       result.wall0, objectives)
+        """Every probe's measurements against the objectives, each over the window its
+        Measure declares; relative bounds from the run's own baseline."""
+        view = RunView(result.records, {ph.name: (ph.start, ph.end) for ph in result.phases}, result.t0, result.wall0)
+        objectives, moot = resolve(self.slo.objectives, window(result.records, *view.span("baseline")))
+        view = replace(view, objectives=objectives)
+        observed: dict[str, float | None] = {}
+        reasons: dict[str, str] = {}
+        by_design: set[str] = set()
         for m in measurements(self.probes, self.capabilities, view):
             observed[m.key] = m.value
             if m.reason:
                 reasons[m.key] = m.reason
-        cold, scale, failover = self._probe(ColdStartProbe), self._probe(ScaleProbe), self._probe(FailoverProbe)
-        result.failover = failover.results if failover else []
-        result.cold_starts = cold.starts if cold else []
-        result.scale_out = scale.result if scale else None
-        self._model_health(result, observed, reasons)
-        if self.slo.promql:
-            self._promql(result.wall0 + inject.start - result.t0, result.wall0 + end - result.t0, observed, reasons)
+            if m.optional:
+                by_design.add(m.key)
+        for key, why in moot.items():
+            observed[key], reasons[key] = None, why
+        self._collect(result)
         result.observed = {k: v for k, v in observed.items() if v is not None}
-        objectives = [replace(o, optional=True) if o.key == "schedule_lag_p99_ms" and not self.profile.open_loop
-                      else o for o in objectives] + [p.objective for p in self.slo.promql]
-        result.slos = judge(objectives, observed, reasons)
+        judged = [replace(o, optional=True) if o.key in by_design else o for o in objectives]
+        result.slos = judge(judged + [p.objective for p in self.slo.promql], observed, reasons)
         if self.safeguard.tripped:
             result.verdict, result.aborted = "aborted", self.safeguard.tripped
         else:
             result.verdict = verdict(result.slos)
-
-    def _load_measures(self, result: ExperimentResult, observed: dict, reasons: dict) -> None:
-        """Whether the load was what was asked (schedule lag over the whole run), goodput
-        against the SLO file's per-request constraints, and stream integrity."""
-        baseline, inject, end = result.phase("baseline"), result.phase("inject"), result.phase("recovery")
-        assert baseline and inject and end
-        if self.profile.open_loop:
-            observed["schedule_lag_p99_ms"] = window(result.records, baseline.start, end.end).schedule_lag_p99_ms
-            if observed["schedule_lag_p99_ms"] is None:
-                reasons["schedule_lag_p99_ms"] = "no request was scheduled"
-        else:
-            observed["schedule_lag_p99_ms"] = None
-            reasons["schedule_lag_p99_ms"] = "closed-loop load has no schedule to keep"
-        constraints = self.slo.goodput
-        revert = result.phase("revert")
-        assert revert
-        observed["goodput_rps"] = goodput(result.records, inject.start, revert.end, constraints)
-        if observed["goodput_rps"] is None:
-            reasons["goodput_rps"] = "no requests after injection"
-        checked = integrity(result.records, (baseline.start, inject.start), (inject.start, end.end))
-        result.integrity = asdict(checked) | {"rate": checked.rate}
-        observed["stream_integrity"] = checked.rate
-        if checked.rate is None:
-            reasons["stream_integrity"] = checked.reason
-
-    def _promql(self, start_wall: float, end_wall: float, observed: dict, reasons: dict) -> None:
-        """The SLO file's PromQL objectives over inject -> end, once Prometheus has scraped
-        the last second of it."""
-        if not self.prometheus_url:
-            for p in self.slo.promql:
-                reasons[p.key] = ("no Prometheus to ask: give --prometheus URL, or a local cluster with one "
-                                  "(inferchaos up --prometheus; the session's own cluster has one when the "
-                                  "prometheus binary is installed)")
-            return
-        time.sleep(max(0.0, end_wall + 2.0 - time.time()))
-        with PrometheusClient(self.prometheus_url, retry_for_s=5.0) as client:
-            for p in self.slo.promql:
-                try:
-                    observed[p.key], why = PromSlo(p.key, p.query, p.reduce).observe(client, start_wall, end_wall)
-                except PrometheusError as exc:
-                    observed[p.key], why = None, str(exc)
-                if why:
-                    reasons[p.key] = why
-
-    def _model_health(self, result: ExperimentResult, observed: dict, reasons: dict) -> None:
-        """Right answers, not only answers: the golden set over inject -> end, and the
-        predictions of the fault window (inject -> revert) against the baseline's."""
-        baseline, inject, revert, recovery = (result.phase(n) for n in ("baseline", "inject", "revert", "recovery"))
-        assert baseline and inject and revert and recovery
-        if not result.canary:
-            reasons["golden_pass_rate"] = ("no golden set: the reference model's is unknown to this server, and "
-                                           "no fixed request could be built from its metadata")
-        else:
-            result.golden = golden_window(result.canary, inject.start, recovery.end)
-            observed["golden_pass_rate"] = result.golden.pass_rate
-            unstable = self._self_canary.unstable if self._self_canary is not None else []
-            if result.golden.pass_rate is None:
-                reasons["golden_pass_rate"] = (f"no golden-set answer came back between inject and the end "
-                                               f"({result.golden.unanswered} unanswered)")
-                if unstable:
-                    reasons["golden_pass_rate"] += (f"; the baseline's own answers differed for {', '.join(unstable)} "
-                                                    f"(not deterministic)")
-
-        def predictions(start: float, end: float) -> list[float]:
-            return [r.prediction for r in result.records if start <= r.start < end and r.ok
-                    and r.prediction is not None]
-
-        before, during = predictions(baseline.start, inject.start), predictions(inject.start, revert.end)
-        result.drift = drift(before, during, bins=max(2, min(10, min(len(before), len(during)) // 25)))
-        observed["prediction_psi"], observed["prediction_ks_pvalue"] = result.drift.psi, result.drift.ks_pvalue
-        if not result.drift.measured:
-            why = result.drift.reason.removeprefix("not measured: ")
-            reasons["prediction_psi"] = reasons["prediction_ks_pvalue"] = f"{why} (infer answers' predictions)"

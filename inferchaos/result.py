@@ -7,19 +7,25 @@ read results without importing how they are made.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 from inferchaos.faults.base import FaultEvent
 from inferchaos.load.records import RequestRecord
-from inferchaos.probes.autoscaling import ScaleOut, ScaleSample
+from inferchaos.probes.answers import ModelHealth
+from inferchaos.probes.autoscaling import ScaleOut, ScaleSample, Scaling
 from inferchaos.probes.canary import Check, GoldenWindow
-from inferchaos.probes.cold_start import ColdStart
-from inferchaos.probes.failover import Failover
+from inferchaos.probes.cold_start import ColdStart, ColdStarts
+from inferchaos.probes.failover import Failover, Failovers
 from inferchaos.probes.gpu import GpuRun
+from inferchaos.probes.integrity import Integrity
 from inferchaos.probes.lb_sampler import LbSample
 from inferchaos.probes.model_health import DriftResult
 from inferchaos.probes.queue_time import QueueTime
+from inferchaos.probes.requests import Windows
 from inferchaos.probes.verdict import SloResult
 from inferchaos.probes.window import WindowStats
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,10 @@ class ExperimentResult:
     slos: list[SloResult] = field(default_factory=list)
     requests: int = 0
     phases: list[Phase] = field(default_factory=list)
-    failover: list[Failover] = field(default_factory=list)
     events: list[FaultEvent] = field(default_factory=list)
-    baseline: WindowStats | None = None
-    during: WindowStats | None = None
+    #: the baseline as the steady-state hypothesis judged it (the requests probe's own
+    #: windows replace it once the run is judged).
+    steady_baseline: WindowStats | None = None
     aborted: str | None = None
     error: str | None = None
     #: why the run proves nothing either way: the steady state did not hold, or the fault
@@ -50,39 +56,104 @@ class ExperimentResult:
     steady_state: list[SloResult] = field(default_factory=list)
     #: the fault's effect as read back from the target: landed, evidence, after_s.
     landing: dict | None = None
-    #: revert -> end, judged on its own by recovery_s.
-    recovery: WindowStats | None = None
     request_log: str = ""
-    #: server-side queue time over inject -> revert (None: not measured).
-    queue: QueueTime | None = None
-    cold_starts: list[ColdStart] = field(default_factory=list)
     #: what the fault measured on the target to show it took effect.
     figures: dict = field(default_factory=dict)
-    #: golden-set canary over inject -> end, and every check it made.
-    golden: GoldenWindow | None = None
-    canary: list[Check] = field(default_factory=list, repr=False)
-    #: prediction drift, fault window against baseline.
-    drift: DriftResult | None = None
-    #: NVML through the run; `measured` False with the reason on a machine without a GPU.
-    gpu: GpuRun | None = None
-    #: the autoscaler through the run (None: the target reports none).
-    scale_out: ScaleOut | None = None
-    scale_samples: list[ScaleSample] = field(default_factory=list, repr=False)
+    #: each probe's own report, by probe name (probes/*: Windows, Failovers, ModelHealth, GpuRun, ...).
+    reports: dict[str, Any] = field(default_factory=dict, repr=False)
     #: GPU-seconds, their cost (with --gpu-hour-price) and the SLO minutes lost (inferchaos.costing).
     cost: dict | None = None
     #: what the experiment says of itself (severity, owner, model, runbook link).
     labels: dict = field(default_factory=dict)
-    lb_samples: list[LbSample] = field(default_factory=list, repr=False)
     records: list[RequestRecord] = field(default_factory=list, repr=False)
     #: the load as it ran: "open loop, 100 req/s (poisson)" or "closed loop, 8 users", and the workload.
     load: dict = field(default_factory=dict)
-    #: stream integrity over inject -> end (probes.integrity.Integrity as a dict).
-    integrity: dict | None = None
     #: every measure taken (inject -> end unless its key says otherwise), objective or not.
     observed: dict = field(default_factory=dict)
     #: monotonic and wall clock at the start, to turn run times into dates at the edges.
     t0: float = 0.0
     wall0: float = 0.0
+
+    def report(self, kind: type[R]) -> R | None:
+        """The report of type `kind` a probe of this run made (None: no such probe ran)."""
+        return next((r for r in self.reports.values() if isinstance(r, kind)), None)
+
+    # What the reports read, each from the probe that measured it.
+    @property
+    def windows(self) -> Windows | None:
+        return self.report(Windows)
+
+    @property
+    def baseline(self) -> WindowStats | None:
+        return self.windows.baseline if self.windows else self.steady_baseline
+
+    @property
+    def during(self) -> WindowStats | None:
+        return self.windows.during if self.windows else None
+
+    @property
+    def recovery(self) -> WindowStats | None:
+        """revert -> end, judged on its own by recovery_s."""
+        return self.windows.recovery if self.windows else None
+
+    @property
+    def failover(self) -> list[Failover]:
+        found = self.report(Failovers)
+        return list(found.results) if found else []
+
+    @property
+    def lb_samples(self) -> list[LbSample]:
+        found = self.report(Failovers)
+        return list(found.samples) if found else []
+
+    @property
+    def queue(self) -> QueueTime | None:
+        """Server-side queue time over inject -> revert (None: not measured)."""
+        return self.report(QueueTime)
+
+    @property
+    def cold_starts(self) -> list[ColdStart]:
+        found = self.report(ColdStarts)
+        return list(found.starts) if found else []
+
+    @property
+    def golden(self) -> GoldenWindow | None:
+        """The golden-set canary over inject -> end."""
+        health = self.report(ModelHealth)
+        return health.golden if health else None
+
+    @property
+    def canary(self) -> list[Check]:
+        health = self.report(ModelHealth)
+        return list(health.checks) if health else []
+
+    @property
+    def drift(self) -> DriftResult | None:
+        """Prediction drift, fault window against baseline."""
+        health = self.report(ModelHealth)
+        return health.drift if health else None
+
+    @property
+    def gpu(self) -> GpuRun | None:
+        """NVML through the run; `measured` False with the reason on a machine without a GPU."""
+        return self.report(GpuRun)
+
+    @property
+    def scale_out(self) -> ScaleOut | None:
+        """The autoscaler through the run (None: the target reports none)."""
+        found = self.report(Scaling)
+        return found.scale_out if found else None
+
+    @property
+    def scale_samples(self) -> list[ScaleSample]:
+        found = self.report(Scaling)
+        return list(found.samples) if found else []
+
+    @property
+    def integrity(self) -> dict | None:
+        """Stream integrity over inject -> end, as summary.json has it."""
+        found = self.report(Integrity)
+        return None if found is None else asdict(found) | {"rate": found.rate}
 
     def phase(self, name: str) -> Phase | None:
         return next((p for p in self.phases if p.name == name), None)

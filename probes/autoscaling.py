@@ -124,6 +124,15 @@ def _p99_back(records: Sequence[Record], start: float, end: float, objective_ms:
 
 
 # ---------------------------------------------------------------------- as a probe
+@dataclass(frozen=True)
+class Scaling:
+    """The autoscaler through the run: its samples, and the scale-out they showed (None
+    before the run was judged)."""
+
+    scale_out: ScaleOut | None
+    samples: tuple[ScaleSample, ...] = ()
+
+
 @dataclass
 class ScaleProbe(BaseProbe):
     """The autoscaler sampled through the run; scale_out_s over inject -> revert, against
@@ -146,10 +155,12 @@ class ScaleProbe(BaseProbe):
     def stop(self) -> None:
         self.samples = self._sampler.stop()
 
+    def report(self) -> Scaling:
+        return Scaling(self.result, tuple(self.samples))
+
     def observe(self, run: RunView) -> list[Measurement]:
         if not self.samples:
             return [Measurement("scale_out_s", None, "this target reports no autoscaler")]
         p99 = run.objective("p99_ms")
-        self.result = analyse(self.samples, run.records, run.at("inject"), run.at("revert", "end"),
-                              p99.value if p99 else None)
+        self.result = analyse(self.samples, run.records, *run.span("fault"), p99.value if p99 else None)
         return [Measurement("scale_out_s", self.result.scale_out_s, self.result.reason)]

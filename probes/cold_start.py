@@ -61,6 +61,13 @@ def worst(starts: list[ColdStart]) -> tuple[float | None, str | None]:
 
 
 # ---------------------------------------------------------------------- as a probe
+@dataclass(frozen=True)
+class ColdStarts:
+    """Every replica started between the inject and the end, with its cold start."""
+
+    starts: tuple[ColdStart, ...] = ()
+
+
 @dataclass
 class ColdStartProbe(BaseProbe):
     """Every replica started between the inject and the end, read from the target's records."""
@@ -75,6 +82,10 @@ class ColdStartProbe(BaseProbe):
     starts: list[ColdStart] = field(default_factory=list)
 
     def observe(self, run: RunView) -> list[Measurement]:
-        self.starts = cold_starts(self.replicas(), run.wall(run.at("inject")), run.wall(run.at("recovery", "end")))
+        start, end = (run.wall(t) for t in run.span("after_inject"))
+        self.starts = cold_starts(self.replicas(), start, end)
         value, why = worst(self.starts)
         return [Measurement("cold_start_s", value, why)]
+
+    def report(self) -> ColdStarts:
+        return ColdStarts(tuple(self.starts))

@@ -145,7 +145,7 @@ class DcgmProbe(BaseProbe):
     figures: dict[str, float | None] = field(default_factory=dict)
 
     def observe(self, run: RunView) -> list[Measurement]:
-        start, end = run.wall(run.at("inject")), run.wall(run.at("recovery", "end"))
+        start, end = (run.wall(t) for t in run.span("after_inject"))
         values, why = self.read(start, end)
         self.figures = values
         return [Measurement(k, values.get(k), why.get(k)) for k in self.keys]

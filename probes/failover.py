@@ -87,6 +87,14 @@ def analyse(replica: str, port: int, died_at: float, samples: Sequence[LbSample]
 
 
 # ---------------------------------------------------------------------- as a probe
+@dataclass(frozen=True)
+class Failovers:
+    """One Failover per replica the fault removed, and the LB samples they were read from."""
+
+    results: tuple[Failover, ...] = ()
+    samples: tuple[LbSample, ...] = ()
+
+
 @dataclass
 class FailoverProbe(BaseProbe):
     """The LB's view of its servers sampled every 0.1 s through the run; for each replica
@@ -115,6 +123,9 @@ class FailoverProbe(BaseProbe):
 
     def stop(self) -> None:
         self.samples = self._sampler.stop()
+
+    def report(self) -> Failovers:
+        return Failovers(tuple(self.results), tuple(self.samples))
 
     def observe(self, run: RunView) -> list[Measurement]:
         everyone, serving = self.known(), self.serving()

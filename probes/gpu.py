@@ -388,8 +388,11 @@ class GpuObserver(BaseProbe):
     def stop(self) -> None:
         self.run = self._probe.stop()
 
+    def report(self) -> GpuRun | None:
+        return self.run
+
     def observe(self, run: RunView) -> list[Measurement]:
         assert self.run is not None
-        start, end = run.at("inject"), run.at("recovery", "end")
+        start, end = run.span("after_inject")
         values, why = observed_from_gpu(self.run, start, end), reasons_from_gpu(self.run, start, end)
         return [Measurement(k, values.get(k), why.get(k)) for k in self.keys]

@@ -24,6 +24,20 @@ class Measurement:
     value: float | None
     #: why `value` is None (judged as "not measured: <reason>").
     reason: str | None = None
+    #: absent by design on this run (closed-loop load keeps no schedule): an objective on
+    #: the key is judged optional instead of failing for want of a value.
+    optional: bool = False
+
+
+#: The spans a measure is judged over, as (phase, edge) pairs: the windows of
+#: probes/measure.py's WINDOWS, and the baseline relative bounds are taken from.
+SPANS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
+    "baseline": (("baseline", "start"), ("inject", "start")),
+    "fault": (("inject", "start"), ("revert", "end")),
+    "after_inject": (("inject", "start"), ("recovery", "end")),
+    "run": (("baseline", "start"), ("recovery", "end")),
+    "recovery": (("revert", "end"), ("recovery", "end")),
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,11 @@ class RunView:
     def at(self, phase: str, edge: str = "start") -> float:
         start, end = self.phases[phase]
         return start if edge == "start" else end
+
+    def span(self, name: str) -> tuple[float, float]:
+        """A named window (SPANS) on the monotonic clock: what a Measure's `window` means."""
+        (p0, e0), (p1, e1) = SPANS[name]
+        return self.at(p0, e0), self.at(p1, e1)
 
     def wall(self, t: float) -> float:
         return self.wall0 + (t - self.t0)
@@ -66,6 +85,9 @@ class Probe(Protocol):
 
     def observe(self, run: RunView) -> list[Measurement]: ...
 
+    def report(self) -> Any:
+        """What it found, typed, for the result and the reports (None: nothing beyond its keys)."""
+
 
 @dataclass
 class BaseProbe:
@@ -87,6 +109,9 @@ class BaseProbe:
 
     def observe(self, run: RunView) -> list[Measurement]:
         raise NotImplementedError
+
+    def report(self) -> Any:
+        return None
 
 
 def unmet(probe: Probe, has: frozenset[str]) -> str | None:

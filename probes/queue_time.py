@@ -144,6 +144,9 @@ class QueueTimeProbe(BaseProbe):
         elif phase == "revert" and hasattr(self, "_before"):
             self.result = over_window(self._before, scrape(self.urls()))
 
+    def report(self) -> QueueTime | None:
+        return self.result
+
     def observe(self, run: RunView) -> list[Measurement]:
         if self.result is None:
             return [Measurement("queue_p99_ms", None, f"no replica reported {METRIC} over the fault window")]

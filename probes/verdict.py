@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from inferchaos.probes.measure import Measure
 from inferchaos.probes.window import WINDOW_MEASURES, Record, WindowStats, series
 
 if TYPE_CHECKING:  # the SLO file's types; at run time verdicts need only their fields
@@ -20,8 +19,6 @@ if TYPE_CHECKING:  # the SLO file's types; at run time verdicts need only their 
 #: The window statistics an objective can be judged on directly (declared in probes/window.py).
 WINDOW_KEYS = tuple(m.name for m in WINDOW_MEASURES)
 
-RECOVERY = Measure("recovery_s", "<=", "s", "seconds after revert until the first of recovery_healthy_s consecutive "
-                   "seconds with errors and p99 within objective", window="recovery")
 
 
 @dataclass(frozen=True)
@@ -67,6 +64,16 @@ def judge(objectives: Iterable[Objective], observed: Mapping[str, float | None],
             ok = meets(o, value)
             results.append(SloResult(o.key, o.target(), value, ok, o.optional, f"observed {_show(o, value, ok)}"))
     return results
+
+
+def resolve(objectives: Iterable[Objective], baseline: WindowStats) -> tuple[list[Objective], dict[str, str]]:
+    """Relative bounds ("baseline * 2 + 200") made numbers from the run's own baseline, and
+    the keys that cannot be judged because the baseline measured nothing to be relative to."""
+    before = observed_from_window(baseline)
+    resolved = [o.resolve(before.get(o.key)) for o in objectives]
+    moot = {o.key: f"relative to the baseline, which measured no {o.key}" for o in resolved
+            if o.relative is not None and o.baseline is None and o.limit is None}
+    return resolved, moot
 
 
 def verdict(results: Sequence[SloResult]) -> str:

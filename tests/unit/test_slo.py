@@ -77,18 +77,16 @@ def test_default_file_documents_every_key() -> None:
 
 def test_every_key_is_declared_by_the_probe_that_yields_it() -> None:
     """The vocabulary is the probes' declarations: a probe declares only keys it yields, and
-    every declared key is in the vocabulary the SLO file is checked against."""
-    from inferchaos.probes.autoscaling import ScaleProbe
-    from inferchaos.probes.cold_start import ColdStartProbe
-    from inferchaos.probes.dcgm import DcgmProbe
-    from inferchaos.probes.failover import FailoverProbe
-    from inferchaos.probes.gpu import GpuObserver
-    from inferchaos.probes.queue_time import QueueTimeProbe
+    the keys an objective may name are exactly what the probes declare."""
+    from inferchaos.probes.vocabulary import PROBES
 
-    for cls in (ScaleProbe, ColdStartProbe, DcgmProbe, FailoverProbe, GpuObserver, QueueTimeProbe):
-        declared = {m.name for m in cls.measures}
-        assert declared and declared <= set(cls.keys), cls.__name__
-        assert all(SLO_KEYS[name] is m for name, m in ((m.name, m) for m in cls.measures)), cls.__name__
+    declared: set[str] = set()
+    for cls in PROBES:
+        names = {m.name for m in cls.measures}
+        assert names and names <= set(cls.keys), cls.__name__
+        assert all(SLO_KEYS[m.name] is m for m in cls.measures), cls.__name__
+        declared |= names
+    assert declared == set(SLO_KEYS)
 
 
 def test_empty_file_gives_builtin_defaults(tmp_path: Path) -> None:
