@@ -27,6 +27,7 @@ from inferchaos.load.runner import LoadProfile, LoadRunner, RequestLogTail
 from inferchaos.load.workload import Workload
 from inferchaos.probes.catalogue import canary_for, run_probes, standard_probes
 from inferchaos.probes.probe import Probe, RunView, measurements, unmet
+from inferchaos.probes.requests import run_series
 from inferchaos.probes.safeguard import Safeguard
 from inferchaos.probes.slo import ExperimentSlo
 from inferchaos.probes.verdict import judge, observed_from_window, reasons_from_window, resolve, verdict
@@ -151,6 +152,7 @@ class Experiment:
         records.sort(key=lambda r: r.start)
         result.records = records
         result.phases = list(self.phases)
+        result.series = run_series(records, result.t0, [ph.end for ph in self.phases])
         result.events = list(self.fault.events)
         result.requests = len(records)
         result.figures = self.fault.figures()

@@ -21,7 +21,7 @@ from inferchaos.probes.integrity import Integrity
 from inferchaos.probes.lb_sampler import LbSample
 from inferchaos.probes.model_health import DriftResult
 from inferchaos.probes.queue_time import QueueTime
-from inferchaos.probes.requests import Windows
+from inferchaos.probes.requests import Series, Windows
 from inferchaos.probes.verdict import SloResult
 from inferchaos.probes.window import WindowStats
 
@@ -59,6 +59,8 @@ class ExperimentResult:
     request_log: str = ""
     #: what the fault measured on the target to show it took effect.
     figures: dict = field(default_factory=dict)
+    #: the run step by step as the clients saw it (what the timeline draws).
+    series: Series | None = None
     #: each probe's own report, by probe name (probes/*: Windows, Failovers, ModelHealth, GpuRun, ...).
     reports: dict[str, Any] = field(default_factory=dict, repr=False)
     #: GPU-seconds, their cost (with --gpu-hour-price) and the SLO minutes lost (inferchaos.costing).
@@ -263,6 +265,7 @@ class ExperimentResult:
             "autoscaling": self.autoscaling_summary(),
             "cost": self.cost,
             "lb_changes": self.lb_changes(),
+            "series": None if self.series is None else self.series.to_dict(),
             "clock": {"t0_monotonic": self.t0, "wall0": self.wall0},
             "aborted": self.aborted, "error": self.error, "request_log": self.request_log,
         }

@@ -4,13 +4,13 @@ the baseline's and the recovery's kept beside them for the report and for relati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar, Sequence
 
 from inferchaos.probes.measure import Measure
 from inferchaos.probes.probe import BaseProbe, Measurement, RunView
 from inferchaos.probes.verdict import observed_from_window, reasons_from_window
-from inferchaos.probes.window import WINDOW_MEASURES, WindowStats, window
+from inferchaos.probes.window import WINDOW_MEASURES, Record, WindowStats, series, window
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,45 @@ class Windows:
     baseline: WindowStats
     during: WindowStats
     recovery: WindowStats
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One step of the run as the clients saw it; `t` in seconds from the run's start."""
+
+    t: float
+    requests: int
+    rps: float
+    errors_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+@dataclass(frozen=True)
+class Series:
+    """The whole run, step by step: what the timeline draws. `end_s`: the last phase's end
+    or the last answer, whichever is later."""
+
+    end_s: float
+    step_s: float = 1.0
+    buckets: tuple[Bucket, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        """As summary.json holds it (the reports draw from that alone)."""
+        return {"end_s": self.end_s, "step_s": self.step_s, "buckets": [asdict(b) for b in self.buckets]}
+
+
+def run_series(records: Sequence[Record], t0: float, phase_ends: Sequence[float], step_s: float = 1.0) -> Series:
+    """The request log cut into steps from the run's start (every run has one, judged or not:
+    an inconclusive run's timeline shows why)."""
+    last = [r.start + r.latency_s for r in records[-1:]]
+    end = max([e - t0 for e in phase_ends] + [t - t0 for t in last] + [0.0])
+    buckets = []
+    for w in series(records, t0, t0 + end, step_s):
+        span = w.end - w.start
+        buckets.append(Bucket(round(w.start - t0, 3), w.requests, w.requests / span, w.failed / span,
+                              w.p50_ms, w.p99_ms))
+    return Series(round(end, 3), step_s, tuple(buckets))
 
 
 def windows(run: RunView) -> Windows:

@@ -12,22 +12,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from inferchaos.load.records import RequestRecord  # noqa: E402
-from inferchaos.probes.window import series  # noqa: E402
 
 COLOURS = ("#1e88e5", "#e53935", "#43a047", "#8e24aa", "#fb8c00")
 
 
-def plot_side_by_side(experiments: Sequence[dict], records: dict[str, Sequence[RequestRecord]], path: Path) -> Path:
+def plot_side_by_side(experiments: Sequence[dict], path: Path) -> Path:
     fig, (lat, reps) = plt.subplots(2, 1, figsize=(11, 6), dpi=100, sharex=True,
                                     gridspec_kw={"height_ratios": [3, 2]})
     try:
         for colour, e in zip(COLOURS, experiments):
-            t0, inject = e["clock"]["t0_monotonic"], e["fault_window"]["inject_s"]
+            inject = e["fault_window"]["inject_s"]
             revert = e["fault_window"]["revert_s"]
             end = max(p["end_s"] for p in e["phases"])
-            windows = series(records.get(e["id"], []), t0, t0 + end, 1.0)
-            lat.plot([w.start - t0 - inject for w in windows], [w.p99_ms for w in windows], drawstyle="steps-post",
+            buckets = (e.get("series") or {}).get("buckets", [])
+            lat.plot([b["t"] - inject for b in buckets], [b["p99_ms"] for b in buckets], drawstyle="steps-post",
                      color=colour, label=e["id"])
             samples = e["autoscaling"]["samples"] if e.get("autoscaling") else []
             if samples:

@@ -1,17 +1,14 @@
 """One experiment as time series: what the timeline plot draws, from the run's own data.
 
-Built from an experiment's entry in `summary.json` and its request log only, so a
-finished run directory can be plotted again later (`inferchaos report DIR`) without the
-process that ran it. Every time is seconds from the run's start.
+Built from an experiment's entry in `summary.json` alone (its `series`, phases, LB changes
+and failovers, all measured by the run), so a finished run directory can be plotted again
+later (`inferchaos report DIR`) without the process that ran it, and nothing here measures
+anything. Every time is seconds from the run's start.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
-
-from inferchaos.load.records import RequestRecord
-from inferchaos.probes.window import series
 
 #: HAProxy states drawn as lanes; "starting" is the slow-start ramp, already in rotation.
 LB_STATES = ("running", "starting", "stopping", "stopped", "maint")
@@ -56,16 +53,12 @@ class Timeline:
     marks: list[Mark] = field(default_factory=list)
 
 
-def build(experiment: dict, records: Sequence[RequestRecord], step_s: float = 1.0) -> Timeline:
-    """`experiment`: one entry of summary.json's `experiments`; `records`: its request log."""
-    t0 = experiment["clock"]["t0_monotonic"]
+def build(experiment: dict) -> Timeline:
+    """`experiment`: one entry of summary.json's `experiments`, with its `series`."""
     phases = [(p["name"], p["start_s"], p["end_s"]) for p in experiment.get("phases", [])]
-    end = max([p[2] for p in phases] + [r.start - t0 + r.latency_s for r in records[-1:]] + [0.0])
-    buckets = []
-    for w in series(records, t0, t0 + end, step_s):
-        span = w.end - w.start
-        buckets.append(Bucket(round(w.start - t0, 3), w.requests, w.requests / span, w.failed / span,
-                              w.p50_ms, w.p99_ms))
+    measured = experiment.get("series") or {}
+    end = max([p[2] for p in phases] + [measured.get("end_s", 0.0)] + [0.0])
+    buckets = [Bucket(**b) for b in measured.get("buckets", [])]
     fw = experiment.get("fault_window") or {}
     window = (fw["inject_s"], fw["revert_s"]) if fw.get("inject_s") is not None and fw.get("revert_s") else None
     return Timeline(experiment["id"], experiment["fault"], experiment["verdict"], end, buckets, phases, window,

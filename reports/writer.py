@@ -1,7 +1,7 @@
 """Writes a run's report files: per experiment as it finishes, the summary at the end.
 
-Everything is derived from data the engine already wrote (the experiment's summary entry
-and its request log), so `inferchaos report DIR` can write the same files again later.
+Everything is drawn from data the run already measured (the experiment's summary entry; the
+request log only to copy it as CSV), so `inferchaos report DIR` can write the same files again.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Sequence
 
 from inferchaos.faults.ledger import Ledger
-from inferchaos.load.records import RequestRecord, read_log
+from inferchaos.load.records import RequestRecord
 from inferchaos.reports import artifacts, html, timeline
 
 SIDE_BY_SIDE = "autoscaling.png"
@@ -33,17 +33,17 @@ def _plotting() -> ModuleType | None:
     return plot
 
 
-def _draw(experiment: dict, records: Sequence[RequestRecord], path: Path) -> bool:
+def _draw(experiment: dict, path: Path) -> bool:
     plot = _plotting()
     if plot is not None:
-        plot.plot(timeline.build(experiment, records), path)
+        plot.plot(timeline.build(experiment), path)
     return plot is not None
 
 
 def write_run(experiment: dict, records: Sequence[RequestRecord], run_dir: Path, ledger: Ledger | None) -> Path:
     """The experiment's timeline, SLO table, CSV request log, ledger and probe files."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    _draw(experiment, records, run_dir / artifacts.TIMELINE)
+    _draw(experiment, run_dir / artifacts.TIMELINE)
     (run_dir / artifacts.SLO_TABLE).write_text(html.slo_page(experiment))
     artifacts.write_requests_csv(records, run_dir / artifacts.REQUESTS_CSV, experiment["clock"]["t0_monotonic"])
     if ledger is not None:
@@ -76,25 +76,20 @@ def write_summary_html(summary: dict, report_dir: Path) -> Path:
 def write_side_by_side(summary: dict, report_dir: Path) -> Path | None:
     """The autoscaled experiments on one axis, when there are two or more to compare."""
     scaled = [e for e in summary["experiments"] if (e.get("autoscaling") or {}).get("samples")
-              and e.get("fault_window", {}).get("inject_s") is not None and "clock" in e]
+              and e.get("fault_window", {}).get("inject_s") is not None and e.get("series")]
     if len(scaled) < 2 or _plotting() is None:
         return None
     from inferchaos.reports.side_by_side import plot_side_by_side
-    records = {}
-    for e in scaled:
-        log = Path(e.get("request_log") or run_dir_of(e, report_dir) / "requests.jsonl")
-        records[e["id"]] = read_log(log) if log.is_file() else []
-    return plot_side_by_side(scaled, records, report_dir / SIDE_BY_SIDE)
+    return plot_side_by_side(scaled, report_dir / SIDE_BY_SIDE)
 
 
 def replot_missing(summary: dict, report_dir: Path) -> list[Path]:
-    """Timelines for experiments whose run directory has a request log but no plot
-    (a run killed before its report was written)."""
+    """Timelines for experiments that have a series but no plot (a run killed before its
+    report was written gets its series from its request log first: `inferchaos report`)."""
     done = []
     for e in summary["experiments"]:
         run_dir = run_dir_of(e, report_dir)
-        log = Path(e.get("request_log") or run_dir / "requests.jsonl")
-        if not (run_dir / artifacts.TIMELINE).is_file() and log.is_file() and "clock" in e:
-            if _draw(e, read_log(log), run_dir / artifacts.TIMELINE):
+        if not (run_dir / artifacts.TIMELINE).is_file() and e.get("series"):
+            if _draw(e, run_dir / artifacts.TIMELINE):
                 done.append(run_dir / artifacts.TIMELINE)
     return done

@@ -46,6 +46,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.dir is None:
         raise UsageError("report needs DIR (a --chaos-report directory) or --compare OLD NEW")
     summary = load_summary(args.dir)
+    for e in summary["experiments"]:
+        if not e.get("series"):
+            e["series"] = series_from_log(e, args.dir)
     for png in replot_missing(summary, args.dir):
         print(f"timeline: {png}")
     print(f"summary: {write_summary_html(summary, args.dir)}")
@@ -55,6 +58,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     rendered = render_allure(results, args.dir / "allure-report")
     print(rendered.message if rendered.ok else f"Allure HTML not rendered: {rendered.message}")
     return 0
+
+
+def series_from_log(experiment: dict, report_dir: Path) -> dict | None:
+    """A run killed before its report was written has a request log and no series: measure
+    it from the log, as the run would have (the reports only draw)."""
+    from inferchaos.load.records import read_log
+    from inferchaos.probes.requests import run_series
+    from inferchaos.reports.writer import run_dir_of
+
+    log = Path(experiment.get("request_log") or run_dir_of(experiment, report_dir) / "requests.jsonl")
+    if "clock" not in experiment or not log.is_file():
+        return None
+    t0 = experiment["clock"]["t0_monotonic"]
+    return run_series(read_log(log), t0, [t0 + p["end_s"] for p in experiment.get("phases", [])]).to_dict()
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:

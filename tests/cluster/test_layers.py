@@ -50,6 +50,7 @@ def test_the_contracts_hold_on_this_code(site):
     ("targets/local/cluster.py", "import inferchaos.probes.window", "targets import no"),
     ("faults/local/base.py", "import inferchaos.load.records", "faults import no"),
     ("engine.py", "import load.records", "nothing imports the layers by their top-level names"),
+    ("reports/timeline.py", "import inferchaos.probes.window", "reports draw from data"),
 ])
 def test_a_planted_import_breaks_its_contract(site, tmp_path, module, planted, contract):
     copy = tmp_path / "site"

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from inferchaos.cli.reports import series_from_log
 from inferchaos.load.records import RequestRecord
+from inferchaos.probes.requests import run_series
 from inferchaos.reports import allure_site, compare, html, plot, render, timeline
 from inferchaos.reports.allure_results import environment, write_environment
 from inferchaos.reports.writer import replot_missing, write_summary
@@ -62,12 +64,14 @@ def experiment(id: str = "spot_reclamation", verdict: str = "pass", p99: float =
                        {"t": 11.0, "server": "r1", "port": 4, "state": "starting"},
                        {"t": 13.0, "server": "r1", "port": 4, "state": "running"}],
         "clock": {"t0_monotonic": T0, "wall0": WALL0}, "aborted": None, "error": None,
+        # what the run measured step by step (the engine's run_series over these records)
+        "series": run_series(records(), T0, [T0 + b for _, _, b in phases]).to_dict(),
     }
 
 
 # ----------------------------------------------------------------------------- timeline
 def test_timeline_buckets_lanes_and_marks():
-    tl = timeline.build(experiment(), records())
+    tl = timeline.build(experiment())
     assert len(tl.buckets) == 20 and tl.buckets[0].t == 0.0
     by_t = {b.t: b for b in tl.buckets}
     assert by_t[9.0].errors_per_s == 20 and by_t[8.0].errors_per_s == 0
@@ -81,21 +85,21 @@ def test_timeline_buckets_lanes_and_marks():
 
 def test_the_plot_is_a_png_whose_band_is_the_fault_window(tmp_path):
     png = tmp_path / "t.png"
-    geometry = plot.plot(timeline.build(experiment(window=(6.0, 14.0)), records()), png)
+    geometry = plot.plot(timeline.build(experiment(window=(6.0, 14.0))), png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot.read_geometry(png) == geometry
     start, end = band_edges_s(png)
     assert abs(start - 6.0) < 0.1 and abs(end - 14.0) < 0.1, (start, end)
 
     moved = tmp_path / "moved.png"
-    plot.plot(timeline.build(experiment(window=(3.0, 5.0)), records()), moved)
+    plot.plot(timeline.build(experiment(window=(3.0, 5.0))), moved)
     start, end = band_edges_s(moved)
     assert abs(start - 3.0) < 0.1 and abs(end - 5.0) < 0.1, "the band follows the data, it is not drawn fixed"
 
 
 def test_a_run_that_never_injected_has_no_band(tmp_path):
     png = tmp_path / "t.png"
-    plot.plot(timeline.build(experiment(verdict="error", window=None), records()), png)
+    plot.plot(timeline.build(experiment(verdict="error", window=None)), png)
     with pytest.raises(AssertionError, match="no fault band"):
         band_edges_s(png)
 
@@ -117,7 +121,7 @@ def test_summary_html_is_one_file_with_the_images_inlined(tmp_path):
         run = tmp_path / e["id"]
         run.mkdir()
         e["request_log"] = str(run / "requests.jsonl")
-        plot.plot(timeline.build(e, records()), run / "timeline.png")
+        plot.plot(timeline.build(e), run / "timeline.png")
     _, page = write_summary({"target": "local", "experiments": [e1, e2]}, tmp_path)
     text = page.read_text()
     assert text.count("data:image/png;base64,") == 2 and "src=\"timeline" not in text
@@ -136,6 +140,10 @@ def test_a_killed_run_gets_its_timeline_drawn_later(tmp_path):
     run.mkdir()
     write_log(run / "requests.jsonl", records())
     e["request_log"] = str(run / "requests.jsonl")
+    del e["series"]  # killed before its report: the log is all there is
+    assert replot_missing({"experiments": [e]}, tmp_path) == [], "the reports draw, they do not measure"
+    e["series"] = series_from_log(e, tmp_path)  # what `inferchaos report DIR` does first
+    assert e["series"] == experiment()["series"], "the same series the run would have measured"
     assert replot_missing({"experiments": [e]}, tmp_path) == [run / "timeline.png"]
     assert replot_missing({"experiments": [e]}, tmp_path) == [], "drawn once"
 
