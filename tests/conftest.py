@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from typing import Callable
 
 import pytest
 
+from tests.support.inner import PLUGINS_OFF
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytester serves `planted`; a conftest below the root may not name it in pytest_plugins
+    if not config.pluginmanager.has_plugin("pytester"):
+        config.pluginmanager.import_plugin("pytester")
+
 
 @pytest.fixture
-def pytester_free_run(tmp_path: Path) -> Callable[[str], subprocess.CompletedProcess]:
-    """Run a small test file in a separate pytest process, so it can fail or be killed
-    without taking this session with it."""
+def planted(pytester: pytest.Pytester) -> Callable[..., pytest.RunResult]:
+    """Run a test file planted for the purpose in its own pytest process (pytest's pytester),
+    so it can fail or be killed without taking this session with it. Its folder has a bare
+    pytest.ini: the project's options stay out of it, the installed plugin loads."""
 
-    def run(source: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        inner = tmp_path / "inner"
-        inner.mkdir(exist_ok=True)
-        (inner / "test_inner.py").write_text(source)
-        (inner / "pytest.ini").write_text("[pytest]\n")
-        return subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:locust", "-p", "no:cacheprovider", str(inner)],
-            capture_output=True, text=True, timeout=timeout, cwd=inner,
-        )
+    def run(source: str, timeout: float = 120) -> pytest.RunResult:
+        pytester.makeini("[pytest]\n")
+        pytester.makepyfile(test_inner=source)
+        return pytester.runpytest_subprocess("-q", *PLUGINS_OFF, timeout=timeout)
 
     return run

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.fakekube import FakeKube
 from tests.fakekube.cluster import FakeCluster
 from tests.support.kubeseed import RUNNER_TOKEN, identify_and_opt_in, runner_policy
 from tests.support.leftovers import module_cluster
+from tests.support.inner import PYTEST
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,8 +135,7 @@ def test_autoscaling_off(run_experiment, target):
 def test_with_the_autoscaler_off_scale_out_s_fails_by_name(cluster, tmp_path):
     cluster.wait_steady(60)
     (tmp_path / "test_off.py").write_text(OFF)
-    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
-            str(tmp_path / "test_off.py"), "--state-dir", str(cluster.state_dir), "--ledger",
+    argv = [*PYTEST, str(tmp_path / "test_off.py"), "--state-dir", str(cluster.state_dir), "--ledger",
             str(tmp_path / "ledger.jsonl"), "--chaos-report", str(tmp_path / "report"),
             "--slo-set", "baseline_s=1", "--slo-set", "hold_s=4", "--slo-set", "recovery_window_s=3"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd=REPO)

@@ -17,12 +17,13 @@ import pytest
 from inferchaos.faults.catalogue import CATALOGUE
 from inferchaos.faults.spec import Param
 from inferchaos.faults.ledger import Ledger
-from inferchaos.targets.local import ClusterSpec, LocalCluster
+from inferchaos.targets.local import LocalCluster
 from inferchaos.targets.local.control import read_desired
 from inferchaos.targets.local.processes import stopped
 from tests.support.faultcases import repo_env
-from tests.support.leftovers import module_cluster, processes_mentioning
+from tests.support.leftovers import processes_mentioning
 from tests.support.phases import slo_set
+from tests.support.inner import PYTEST
 
 pytestmark = pytest.mark.cluster
 
@@ -31,8 +32,8 @@ SHORT = slo_set(hold_s=2)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    yield from module_cluster(tmp_path_factory, "bad-input", ClusterSpec(replicas=3, provisioning_delay_s=0.5))
+def cluster(standard_cluster: LocalCluster) -> LocalCluster:
+    return standard_cluster
 
 
 @pytest.fixture
@@ -355,8 +356,7 @@ def test_kubernetes_option_bad_input_is_one_line_exit_2_before_connecting(case, 
                           "users: [{name: u, user: {token: t}}]\ncontexts: [{name: staging, context: {cluster: c, "
                           "user: u}}, {name: fake, context: {cluster: c, user: u}}]\ncurrent-context: staging\n")
     places = {"kubeconfig": str(kubeconfig), "missing": str(tmp_path / "missing")}
-    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
-            "experiments/test_replica_crash.py", "--ledger", str(tmp_path / "ledger.jsonl"), *SHORT]
+    argv = [*PYTEST, "experiments/test_replica_crash.py", "--ledger", str(tmp_path / "ledger.jsonl"), *SHORT]
     env = {k: v for k, v in repo_env().items() if not k.startswith("INFERCHAOS_ALLOW") and k != "KUBERNETES_SERVICE_HOST"}
     res = subprocess.run(argv + fill(args, places), capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
@@ -377,8 +377,7 @@ def pytest_case(case: str):  # type: ignore[no-untyped-def]
 def test_pytest_option_bad_input_is_one_line_exit_2_and_nothing_injected(case, cluster, places, tmp_path):
     args, words, _ = PYTEST_CASES[case]
     extra = fill(args, places)
-    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
-            "experiments/test_replica_crash.py", *SHORT]
+    argv = [*PYTEST, "experiments/test_replica_crash.py", *SHORT]
     if "--state-dir" not in args:
         argv += ["--state-dir", places["live"]]
     if "--ledger" not in args:

@@ -150,10 +150,10 @@ def test_device_memory_exhaustion_gives_500_then_exit(cluster):
     wait_all_ready(cluster)
 
 
-def test_teardown_leaves_nothing_even_when_the_test_fails(tmp_path, pytester_free_run):
+def test_teardown_leaves_nothing_even_when_the_test_fails(tmp_path, planted):
     """A test that fails while using a cluster: the fixture still ends every process."""
     state_dir = tmp_path / "c"
-    result = pytester_free_run(f"""
+    result = planted(f"""
 import os
 from inferchaos.targets.local import ClusterSpec, LocalCluster
 
@@ -162,7 +162,7 @@ def test_fails_midway():
         assert c.replicas()
         assert False, "planted failure"
 """)
-    assert result.returncode == 1 and "planted failure" in result.stdout
+    assert result.ret == 1 and "planted failure" in result.stdout.str()
     assert_nothing_left(state_dir)
 
 
@@ -175,9 +175,9 @@ def test_sigkilled_supervisor_leaves_groups_that_down_ends(tmp_path):
     assert_nothing_left(tmp_path / "c")
 
 
-def test_cluster_stops_itself_when_its_owner_dies(tmp_path, pytester_free_run):
+def test_cluster_stops_itself_when_its_owner_dies(tmp_path, planted):
     state_dir = tmp_path / "c"
-    result = pytester_free_run(f"""
+    result = planted(f"""
 import os, signal
 from inferchaos.targets.local import ClusterSpec, LocalCluster
 
@@ -185,7 +185,7 @@ def test_owner_killed():
     LocalCluster(ClusterSpec(replicas=1), {str(state_dir)!r}, owner_pid=os.getpid()).start()
     os.kill(os.getpid(), signal.SIGKILL)
 """)
-    assert result.returncode == -signal.SIGKILL
+    assert result.ret == -signal.SIGKILL
     wait_for(lambda: read_state(state_dir) and not live_groups(state_dir), 30,
              "the cluster to stop after its owner died")
     assert_nothing_left(state_dir)

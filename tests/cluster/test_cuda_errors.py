@@ -50,8 +50,8 @@ def shell_cmd() -> str:
 
 
 @pytest.fixture(scope="module")
-def dies(tmp_path_factory: pytest.TempPathFactory):
-    yield from module_cluster(tmp_path_factory, "cuda-exit", ClusterSpec(replicas=3, provisioning_delay_s=0.5))
+def dies(standard_cluster: LocalCluster) -> LocalCluster:
+    return standard_cluster
 
 
 @pytest.fixture(scope="module")

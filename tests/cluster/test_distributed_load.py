@@ -27,6 +27,7 @@ from tests.support.faultcases import repo_env
 from tests.support.leftovers import processes_mentioning
 from tests.test_load import collect, pgid_members, wait_until
 from tests.test_open_loop import StallServer
+from tests.support.inner import PYTEST
 
 pytestmark = pytest.mark.cluster
 
@@ -189,8 +190,7 @@ def test_load_workers_is_the_processes_phase_key():
 @pytest.mark.parametrize("value", ["0", "abc"])
 def test_bad_load_workers_exits_2_with_one_line_before_anything_starts(value, tmp_path):
     # the plugin comes by its pytest11 entry point (the package is installed)
-    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
-            "experiments/test_replica_crash.py", "--ledger", str(tmp_path / "ledger.jsonl"),
+    argv = [*PYTEST, "experiments/test_replica_crash.py", "--ledger", str(tmp_path / "ledger.jsonl"),
             "--load-workers", value]
     res = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO, env=repo_env())
     out = res.stdout + res.stderr

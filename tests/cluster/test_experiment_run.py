@@ -33,6 +33,7 @@ from inferchaos.targets.local.control import read_desired
 from inferchaos.targets.local.processes import group_alive
 from tests.support.leftovers import module_cluster, processes_mentioning
 from tests.support.phases import slo_set
+from tests.support.inner import PYTEST
 
 pytestmark = pytest.mark.cluster
 
@@ -63,8 +64,7 @@ def locusts_for(cluster: LocalCluster) -> list[str]:
 
 
 def chaos_argv(cluster: LocalCluster, ledger: Path, report: Path, *extra: str, state_dir: bool = True) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
-            EXPERIMENT, "--ledger", str(ledger), "--chaos-report", str(report)]
+    argv = [*PYTEST, EXPERIMENT, "--ledger", str(ledger), "--chaos-report", str(report)]
     if state_dir:
         argv += ["--state-dir", str(cluster.state_dir)]
     return argv + list(extra)

@@ -47,6 +47,7 @@ from tests.support.aioapp import ThreadedApp
 from tests.support.faultcases import repo_env
 from tests.test_cli import inferchaos, one_line
 from tests.test_load import collect, pgid_members, wait_until
+from tests.support.inner import PYTEST
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = socket.gethostname()
@@ -516,8 +517,7 @@ def test_up_with_a_newline_in_the_ready_path_exits_2_and_writes_no_config(tmp_pa
 def test_an_experiment_with_a_newline_in_the_ready_path_exits_2_and_writes_no_config(tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
-            "experiments/test_replica_crash.py", "--ledger", str(tmp_path / "ledger.jsonl"),
+    argv = [*PYTEST, "experiments/test_replica_crash.py", "--ledger", str(tmp_path / "ledger.jsonl"),
             "--chaos-report", str(tmp_path / "report"), "--ready-path", NEWLINE_PATH]
     res = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=REPO,
                          env=repo_env() | {"TMPDIR": str(tmp)})
@@ -581,8 +581,7 @@ def test_the_allure_attachment_of_the_ledger_carries_no_connection(tmp_path):
     run.mkdir()
     artifacts.write_ledger_json(artifacts.experiment_entries(ledger, "exp", 0.0), run / artifacts.LEDGER_JSON)
     (tmp_path / "test_a.py").write_text(ATTACHING.format(run=str(run)))
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:locust",
-                    f"--alluredir={tmp_path / 'results'}", str(tmp_path / "test_a.py")],
+    subprocess.run([*PYTEST, "-q", f"--alluredir={tmp_path / 'results'}", str(tmp_path / "test_a.py")],
                    check=True, capture_output=True, timeout=120, cwd=tmp_path)
     (result,) = [json.loads(f.read_text()) for f in (tmp_path / "results").glob("*-result.json")]
     (attached,) = [a for a in result["attachments"] if a["name"] == "ledger entries"]

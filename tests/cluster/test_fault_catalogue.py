@@ -20,16 +20,17 @@ import httpx
 import pytest
 
 from inferchaos.faults.ledger import Ledger
-from inferchaos.targets.local import ClusterSpec, LocalCluster
+from inferchaos.targets.local import LocalCluster
 from tests.support.waiting import wait_for
 from inferchaos.targets.local.depproxy import ProxyControl
 from inferchaos.targets.local.processes import group_alive, stopped
 from inferchaos.targets.local.vgpu import VirtualDevice
 from tests.support.faultcases import (BUILDERS, CLEAN_TOXICS, PLANTED, answers_right, build, infer, repo_env, snapshot,
                               store_feature_age)
-from tests.support.leftovers import module_cluster, processes_mentioning
+from tests.support.leftovers import processes_mentioning
 from tests.support.reportcheck import assert_experiment_reported
 from tests.support.phases import short
+from tests.support.inner import PYTEST
 
 pytestmark = pytest.mark.cluster
 
@@ -39,8 +40,8 @@ SHORT = short(hold_s=4)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    yield from module_cluster(tmp_path_factory, "catalogue", ClusterSpec(replicas=3, provisioning_delay_s=0.5))
+def cluster(standard_cluster: LocalCluster) -> LocalCluster:
+    return standard_cluster
 
 
 @pytest.fixture
@@ -186,8 +187,7 @@ def test_injection_takes_effect_and_revert_restores(name: str, cluster: LocalClu
 def test_planted_breach_fails_naming_the_slo(name: str, cluster: LocalCluster, before: dict,
                                              tmp_path: Path) -> None:
     plant = PLANTED[name]
-    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
-            f"experiments/{plant.experiment}", "-k", plant.select, "--state-dir", str(cluster.state_dir),
+    argv = [*PYTEST, f"experiments/{plant.experiment}", "-k", plant.select, "--state-dir", str(cluster.state_dir),
             "--ledger", str(tmp_path / "ledger.jsonl"), "--chaos-report", str(tmp_path / "report"),
             "--alluredir", str(tmp_path / "allure")]
     for kv in SHORT + plant.slo_set:

@@ -24,9 +24,8 @@ from inferchaos.engine import Experiment
 from inferchaos.progress import Progress
 from inferchaos.probes.slo import load_slo
 from inferchaos.reports.writer import write_run, write_summary
-from inferchaos.targets.local import ClusterSpec, LocalCluster
+from inferchaos.targets.local import LocalCluster
 from tests.support.faultcases import snapshot
-from tests.support.leftovers import module_cluster
 from tests.support.phases import short
 
 pytestmark = pytest.mark.cluster
@@ -76,8 +75,8 @@ CASES: dict[str, tuple[Callable[[LocalCluster], Fault], tuple[str, str, object] 
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    yield from module_cluster(tmp_path_factory, "landing", ClusterSpec(replicas=3, provisioning_delay_s=0.5))
+def cluster(standard_cluster: LocalCluster) -> LocalCluster:
+    return standard_cluster
 
 
 def run(cluster: LocalCluster, fault: Fault, tmp: Path):  # type: ignore[no-untyped-def]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from inferchaos.targets.local import ClusterSpec, LocalCluster
 from tests.support.waiting import wait_for
 from tests.support.leftovers import module_cluster
 from tests.support.phases import slo_set
+from tests.support.inner import PYTEST
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = slo_set()
@@ -113,8 +113,7 @@ def test_the_cluster_s_prometheus_follows_replicas_as_they_are_replaced(cluster)
 
 
 def run_chaos(cluster: LocalCluster, tmp: Path, slo: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
-    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
-            "experiments/test_replica_crash.py", "--state-dir", str(cluster.state_dir), "--ledger",
+    argv = [*PYTEST, "experiments/test_replica_crash.py", "--state-dir", str(cluster.state_dir), "--ledger",
             str(tmp / "ledger.jsonl"), "--chaos-report", str(tmp / "report"), "--slo", str(slo), *SHORT, *extra]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd=REPO)
     summary = tmp / "report" / "summary.json"

@@ -16,6 +16,7 @@ from inferchaos.targets.local import ClusterSpec, LocalCluster
 from tests.support.waiting import wait_for
 from inferchaos.targets.local.control import read_desired
 from inferchaos.targets.local.processes import group_alive, stopped
+from tests.support.inner import PYTEST
 from tests.support.leftovers import assert_nothing_left
 
 pytestmark = pytest.mark.cluster
@@ -38,8 +39,7 @@ def test_recover_after_the_runner_is_sigkilled_mid_fault(tmp_path):
         (tmp_path / "inner").mkdir()
         (tmp_path / "inner" / "test_inner.py").write_text(INNER)
         runner = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:locust",
-             "-p", "no:cacheprovider", "--rootdir", str(tmp_path / "inner"), str(tmp_path / "inner"),
+            [*PYTEST, "-q", "--rootdir", str(tmp_path / "inner"), str(tmp_path / "inner"),
              "--state-dir", str(state_dir), "--ledger", str(ledger_path), "--chaos-report", str(tmp_path / "rep"),
              "--slo-set", "baseline_s=1", "--slo-set", "hold_s=120"],
             cwd=tmp_path / "inner", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -22,6 +22,7 @@ from inferchaos.reports import allure_site, compare, html, plot, render, timelin
 from inferchaos.reports.allure_results import environment, write_environment
 from inferchaos.reports.writer import replot_missing, write_summary
 from tests.support.reportcheck import band_edges_s
+from tests.support.inner import PYTEST
 
 REPO = Path(__file__).resolve().parents[2]
 T0, WALL0 = 1000.0, 1_790_000_000.0
@@ -235,8 +236,7 @@ def _results(tmp_path: Path) -> Path:
     inner.mkdir()
     (inner / "test_x.py").write_text("import allure\n\ndef test_x():\n    with allure.step('a step'):\n"
                                      "        allure.attach('hi', name='note')\n")
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:locust",
-                    f"--alluredir={tmp_path / 'results'}", str(inner / "test_x.py")],
+    subprocess.run([*PYTEST, "-q", f"--alluredir={tmp_path / 'results'}", str(inner / "test_x.py")],
                    check=True, capture_output=True, timeout=120, cwd=inner)
     return tmp_path / "results"
 
@@ -252,8 +252,7 @@ def test_x():
 
 def test_labels_and_the_runbook_link_reach_the_allure_result(tmp_path):
     (tmp_path / "test_l.py").write_text(LABELLED)
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:locust",
-                    f"--alluredir={tmp_path / 'results'}", str(tmp_path / "test_l.py")],
+    subprocess.run([*PYTEST, "-q", f"--alluredir={tmp_path / 'results'}", str(tmp_path / "test_l.py")],
                    check=True, capture_output=True, timeout=120, cwd=tmp_path)
     (result,) = [json.loads(f.read_text()) for f in (tmp_path / "results").glob("*-result.json")]
     tags = {(x["name"], x["value"]) for x in result["labels"]}
@@ -309,8 +308,7 @@ def test_a_bad_chaos_marker_stops_the_run_before_anything_starts(tmp_path):
     (tmp_path / "test_bad.py").write_text(BAD_MARKER)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:locust",
-                           "-p", "no:cacheprovider", "--ledger", str(tmp_path / "ledger.jsonl"), str(tmp_path)],
+    proc = subprocess.run([*PYTEST, "--ledger", str(tmp_path / "ledger.jsonl"), str(tmp_path)],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out

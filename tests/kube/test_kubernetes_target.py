@@ -35,6 +35,7 @@ from tests.fakekube.execs import Exec, Run
 from tests.fakekube.rbac import Policy, service_account
 from tests.support.leftovers import processes_mentioning
 from tests.support.phases import slo_set
+from tests.support.inner import PYTEST
 
 pytestmark = pytest.mark.cluster
 
@@ -115,8 +116,7 @@ def kube_args(fake: FakeKube, endpoint: LocalCluster, tmp: Path, shared_nodes: b
 
 def pytest_run(paths: list[str], args: list[str], timeout: float = 400) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "KUBERNETES_SERVICE_HOST")}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:locust",
-                           "-p", "no:cacheprovider", *paths, *args], capture_output=True, text=True,
+    return subprocess.run([*PYTEST, *paths, *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=env)
 
 
@@ -348,8 +348,7 @@ def test_recover_undoes_a_cordon_left_by_a_killed_run(kube, endpoint, tmp_path):
     ledger = Ledger(tmp_path / "ledger.jsonl")
     args = kube_args(kube, endpoint, tmp_path) + ["--slo-set", "hold_s=120"]
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    runner = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:locust",
-                               "-p", "no:cacheprovider", "experiments/test_spot_reclamation.py", *args],
+    runner = subprocess.Popen([*PYTEST, "experiments/test_spot_reclamation.py", *args],
                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:
@@ -519,8 +518,7 @@ def test_the_nightly_run_after_a_runner_killed_mid_fault_starts_by_recovering_it
     env = {**{k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "KUBERNETES_SERVICE_HOST")},
            "INFERCHAOS_RUNNER_POD": runner, "INFERCHAOS_OPERATOR": "system:serviceaccount:ml:inferchaos-runner"}
     args = kube_args(kube, endpoint, tmp_path, **{"--ledger": str(tmp_path / "night1.jsonl")})
-    night1 = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-                               "experiments/test_replica_hang.py", "-k", "tuned", *args, "--slo-set", "hold_s=120"],
+    night1 = subprocess.Popen([*PYTEST, "-q", "experiments/test_replica_hang.py", "-k", "tuned", *args, "--slo-set", "hold_s=120"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=env,
                               start_new_session=True)
     try:

@@ -34,6 +34,7 @@ from inferchaos.targets.local.processes import end_groups, start_time, stopped
 from tests.support.faultcases import BUILDERS, PLANTED, repo_env, snapshot
 from tests.support.leftovers import processes_mentioning
 from tests.support.phases import short
+from tests.support.inner import PYTEST
 
 REPO = Path(__file__).resolve().parents[2]
 FAULTS = tuple(sorted(BUILDERS))
@@ -197,8 +198,7 @@ def stopped_in_cluster(cluster: LocalCluster) -> list[str]:
 
 # ----------------------------------------------------------------------------- the cycle
 def runner_argv(kill: Kill, cluster: LocalCluster, work: Path) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", "-p", "no:locust", "-p", "no:cacheprovider",
-            kill.experiment, "-k", kill.select, "--state-dir", str(cluster.state_dir),
+    argv = [*PYTEST, kill.experiment, "-k", kill.select, "--state-dir", str(cluster.state_dir),
             "--ledger", str(work / "ledger.jsonl"), "--chaos-report", str(work / "report")]
     for kv in SHORT:
         argv += ["--slo-set", kv]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from tests.support.faultcases import repo_env
 from tests.support.leftovers import processes_mentioning
 from tests.servers import SERVERS
+from tests.support.inner import PYTEST
 
 pytestmark = [pytest.mark.cluster, pytest.mark.thirdparty]
 
@@ -47,8 +47,7 @@ def catalogue(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         pytest.skip(reason)
     server.prepare()
     out = tmp_path_factory.mktemp(f"real-{server.name}")
-    argv = [sys.executable, "-m", "pytest", *EXPERIMENTS, "-q", "-p", "no:cacheprovider",
-            "--replica-cmd", server.replica_cmd(), "--ready-path", server.ready_path, "--api", server.api,
+    argv = [*PYTEST, *EXPERIMENTS, "-q", "--replica-cmd", server.replica_cmd(), "--ready-path", server.ready_path, "--api", server.api,
             "--model", server.model_name, "--load-rate", str(RATES[server.name]),
             # a baseline judged at >= 99% needs more than 100 requests: at 20/s, 8 s of it
             "--slo-set", f"baseline_s={BASELINE_S}",
