@@ -4,7 +4,7 @@ the baseline's and the recovery's kept beside them for the report and for relati
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
 from inferchaos.probes.measure import Measure
@@ -23,29 +23,23 @@ class Windows:
 
 
 @dataclass(frozen=True)
-class Bucket:
-    """One step of the run as the clients saw it; `t` in seconds from the run's start."""
-
-    t: float
-    requests: int
-    rps: float
-    errors_per_s: float
-    p50_ms: float | None
-    p99_ms: float | None
-
-
-@dataclass(frozen=True)
 class Series:
-    """The whole run, step by step: what the timeline draws. `end_s`: the last phase's end
-    or the last answer, whichever is later."""
+    """The whole run, step by step, as the clients saw it: what the timeline draws. `t0`: the
+    run's start on the monotonic clock; `end_s`: the last phase's end or the last answer,
+    whichever is later, in seconds from it."""
 
+    t0: float
     end_s: float
     step_s: float = 1.0
-    buckets: tuple[Bucket, ...] = field(default_factory=tuple)
+    steps: tuple[WindowStats, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
-        """As summary.json holds it (the reports draw from that alone)."""
-        return {"end_s": self.end_s, "step_s": self.step_s, "buckets": [asdict(b) for b in self.buckets]}
+        """As summary.json holds it (the reports draw from that alone): per step its start
+        (seconds from the run's start), requests, req/s, errors/s, p50 and p99."""
+        buckets = [{"t": round(w.start - self.t0, 3), "requests": w.requests, "rps": w.requests / (w.end - w.start),
+                    "errors_per_s": w.failed / (w.end - w.start), "p50_ms": w.p50_ms, "p99_ms": w.p99_ms}
+                   for w in self.steps]
+        return {"end_s": self.end_s, "step_s": self.step_s, "buckets": buckets}
 
 
 def run_series(records: Sequence[Record], t0: float, phase_ends: Sequence[float], step_s: float = 1.0) -> Series:
@@ -53,12 +47,7 @@ def run_series(records: Sequence[Record], t0: float, phase_ends: Sequence[float]
     an inconclusive run's timeline shows why)."""
     last = [r.start + r.latency_s for r in records[-1:]]
     end = max([e - t0 for e in phase_ends] + [t - t0 for t in last] + [0.0])
-    buckets = []
-    for w in series(records, t0, t0 + end, step_s):
-        span = w.end - w.start
-        buckets.append(Bucket(round(w.start - t0, 3), w.requests, w.requests / span, w.failed / span,
-                              w.p50_ms, w.p99_ms))
-    return Series(round(end, 3), step_s, tuple(buckets))
+    return Series(t0, round(end, 3), step_s, tuple(series(records, t0, t0 + end, step_s)))
 
 
 def windows(run: RunView) -> Windows:
