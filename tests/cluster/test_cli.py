@@ -13,22 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import inferchaos, one_line
 from tests.support.waiting import wait_for
 from inferchaos.targets.local.state import read_state
 from tests.support.leftovers import assert_nothing_left, live_groups
 
 VENV_BIN = str(Path(sys.executable).parent)
-
-
-def inferchaos(*args: str, env: dict | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "inferchaos.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-def one_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line, got: {text!r}"
-    return lines[0]
 
 
 @pytest.mark.parametrize(

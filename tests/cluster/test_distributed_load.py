@@ -25,8 +25,10 @@ from inferchaos.load.runner import LOCUSTFILE, LoadProfile, LoadRunner, free_por
 from inferchaos.load.workload import reference
 from tests.support.faultcases import repo_env
 from tests.support.leftovers import processes_mentioning
-from tests.test_load import collect, pgid_members, wait_until
-from tests.test_open_loop import StallServer
+from inferchaos.ground.procs import group_members
+from tests.support.loadrun import collect
+from tests.support.waiting import wait_for
+from tests.support.stall import StallServer
 from tests.support.inner import PYTEST
 
 pytestmark = pytest.mark.cluster
@@ -66,7 +68,7 @@ def test_two_workers_over_tcp_write_one_log_of_every_request_the_server_saw(tmp_
         finally:
             load.stop()
         arrived = server.arrived
-    assert pgid_members(load.pgid) == [] and processes_mentioning(f"--host {server.url}") == []
+    assert group_members(load.pgid) == [] and processes_mentioning(f"--host {server.url}") == []
     assert load.exit_code == 0
     assert part_paths(log) == [] and read_log(log) == records
     assert [r.start for r in records] == sorted(r.start for r in records)
@@ -94,7 +96,7 @@ def test_a_worker_killed_mid_run_is_reported_lost_with_what_it_had_sent(tmp_path
             run_until(load, lambda rs: {names[victim], names[survivor]} <= {r.worker for r in rs})
             os.kill(victim, signal.SIGKILL)
             # the master's heartbeat notices (locust: 3 missed beats of 1 s); the load goes on
-            wait_until(lambda: b"setting state to missing" in load._this_log(), 30, "the master to miss the worker")
+            wait_for(lambda: b"setting state to missing" in load._this_log(), 30, "the master to miss the worker")
             run_until(load, lambda rs: sum(r.worker == names[survivor] for r in rs) >= 10)
             t0 = time.monotonic()
             records = load.stop()
@@ -102,7 +104,7 @@ def test_a_worker_killed_mid_run_is_reported_lost_with_what_it_had_sent(tmp_path
         finally:
             load.stop()
         arrived = server.arrived
-    assert pgid_members(load.pgid) == [], "a load process outlived the run"
+    assert group_members(load.pgid) == [], "a load process outlived the run"
     assert processes_mentioning(f"--master-port {load.master_bind[1]}") == []
     assert processes_mentioning(f"--host {server.url}") == []
     assert load.exit_code == 0 and stop_s < 15, (load.exit_code, stop_s)
@@ -125,7 +127,7 @@ def test_the_master_publishes_what_its_workers_have_in_flight(tmp_path):
         try:
             load.start()
             tail = load.tail()
-            out = wait_until(lambda: (lambda s: s if len(s) >= 20 else None)(tail.in_flight()), 30,
+            out = wait_for(lambda: (lambda s: s if len(s) >= 20 else None)(tail.in_flight()), 30,
                              "20 requests in flight published")
             assert all(time.monotonic() - 5 < s <= time.monotonic() for s in out)
         finally:

@@ -45,8 +45,10 @@ from inferchaos.targets.local import haproxy
 from inferchaos.targets.local.spec import ClusterSpec
 from tests.support.aioapp import ThreadedApp
 from tests.support.faultcases import repo_env
-from tests.test_cli import inferchaos, one_line
-from tests.test_load import collect, pgid_members, wait_until
+from tests.support.cli import inferchaos, one_line
+from inferchaos.ground.procs import group_members
+from tests.support.loadrun import collect
+from tests.support.waiting import wait_for
 from tests.support.inner import PYTEST
 
 REPO = Path(__file__).resolve().parents[2]
@@ -215,7 +217,7 @@ def test_a_rogue_master_cannot_move_a_worker_or_take_its_tokens(tmp_path, monkey
     assert log.count("ignoring host") == 1, log[-3000:]
     assert log.count("ignoring header 'X-Steal'") == 1 and log.count("(from variable 'OTHER_SECRET')") == 2, log[-3000:]
     assert log.count("refusing a change of user class 'ArrivalUser'") == 1, log[-3000:]
-    assert pgid_members(load.pgid) == []
+    assert group_members(load.pgid) == []
 
 
 @pytest.mark.cluster
@@ -319,7 +321,7 @@ def test_a_rogue_worker_cannot_write_into_the_request_log(tmp_path):
             try:
                 load.start()
                 collect(load, lambda rs: len(rs) >= 40, 40)
-                wait_until(lambda: b"dropped malformed data" in load._this_log(), 20, "the master to drop the forgery")
+                wait_for(lambda: b"dropped malformed data" in load._this_log(), 20, "the master to drop the forgery")
                 records = load.stop()
             finally:
                 load.stop()
@@ -399,7 +401,7 @@ def test_the_ui_refuses_other_origins_and_hosts_and_its_form_cannot_move_the_loa
         load, ui = _start_ui(tmp_path, own.url)
         try:
             with httpx.Client(base_url=ui, timeout=10) as http:
-                wait_until(lambda: http.get("/").status_code == 200, 20, "the UI")
+                wait_for(lambda: http.get("/").status_code == 200, 20, "the UI")
                 # a page in the operator's browser posting the form: refused
                 assert http.post("/swarm", data=SWARM | {"host": decoy.url},
                                  headers={"Origin": "http://evil.example"}).status_code == 403
@@ -409,7 +411,7 @@ def test_the_ui_refuses_other_origins_and_hosts_and_its_form_cannot_move_the_loa
                 r = http.post("/swarm", data=SWARM | {"host": decoy.url}, headers={"Origin": ui})
                 assert r.status_code == 200 and r.json()["success"], r.text
                 before = len(own.requests)
-                wait_until(lambda: len(own.requests) >= before + 30, 30, "more load at the own host")
+                wait_for(lambda: len(own.requests) >= before + 30, 30, "more load at the own host")
                 assert http.post("/user", json={"user_class_name": "ArrivalUser", "host": decoy.url},
                                  headers={"Origin": ui}).status_code == 201
             load.stop()
@@ -419,7 +421,7 @@ def test_the_ui_refuses_other_origins_and_hosts_and_its_form_cannot_move_the_loa
     text = load._this_log().decode()
     assert seen == [], seen[:1]
     assert text.count("ignoring host") == 1 and "refusing a change of user class" in text, text[-2000:]
-    assert pgid_members(load.pgid) == []
+    assert group_members(load.pgid) == []
 
 
 @pytest.mark.cluster
@@ -430,7 +432,7 @@ def test_web_login_puts_locusts_login_page_in_front(tmp_path):
         try:
             assert "--web-login" in load.command() and password not in " ".join(load.command())
             with httpx.Client(base_url=ui, timeout=10) as http:
-                wait_until(lambda: http.get("/login").status_code == 200, 20, "the login page")
+                wait_for(lambda: http.get("/login").status_code == 200, 20, "the login page")
                 # nothing but the login page without it
                 assert http.get("/").status_code == 302 and "/login" in http.get("/").headers["location"]
                 assert http.post("/swarm", data=SWARM).status_code == 302
@@ -447,7 +449,7 @@ def test_web_login_puts_locusts_login_page_in_front(tmp_path):
             load.stop()
         finally:
             load.stop()
-    assert pgid_members(load.pgid) == []
+    assert group_members(load.pgid) == []
 
 
 def test_a_generated_password_is_long_and_only_in_the_environment(tmp_path):

@@ -20,7 +20,7 @@ from inferchaos.targets.local.state import ClusterState, write_state
 from inferchaos.targets.local.vgpu import GIB, MIB, VirtualDevice
 from tests.fakekube import FakeKube
 from tests.support.leftovers import assert_nothing_left
-from tests.test_cli import inferchaos, one_line
+from tests.support.cli import inferchaos, one_line
 
 CONTEXT = "fake-staging"
 KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")

@@ -30,39 +30,13 @@ from inferchaos.load.records import (
 from inferchaos.load.runner import LoadProfile, LoadRunner, LoadStartError
 from inferchaos.targets.local import ClusterSpec, LocalCluster
 from tests.support.leftovers import assert_nothing_left
-from tests.support.waiting import wait_for
+from inferchaos.ground.procs import group_members
+from tests.support.loadrun import collect
 
 pytestmark = pytest.mark.cluster
 
 
 # --------------------------------------------------------------------------- helpers
-def pgid_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, straight from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if fields[0] != b"Z" and int(fields[2]) == pgid:
-            found.append(int(entry))
-    return found
-
-
-def collect(load: LoadRunner, enough, timeout_s: float = 20.0) -> list[RequestRecord]:
-    """Read the live tail until `enough(records)` holds."""
-    tail, seen = load.tail(), []
-
-    def more():
-        seen.extend(tail())
-        return enough(seen)
-    wait_for(more, timeout_s, "enough request records in the live log", interval_s=0.1)
-    return seen
-
-
 # --------------------------------------------------------------------------- a real cluster
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
@@ -81,7 +55,7 @@ def run_one(cluster, tmp_path_factory):
     try:
         load.start()
         pgid = load.pgid
-        assert pgid_members(pgid), "locust is not running"
+        assert group_members(pgid), "locust is not running"
         live = collect(load, lambda rs: {"infer", "completion", "stream"} <= {r.kind for r in rs}
                        and len({r.replica for r in rs}) >= 2 and len(rs) >= 40)
         merged = load.stop()
@@ -141,7 +115,7 @@ def test_streaming_records_have_ttft_below_latency(run_one):
 
 def test_stop_empties_the_process_group_and_is_idempotent(run_one):
     load, _, merged, pgid = run_one
-    assert pgid_members(pgid) == []
+    assert group_members(pgid) == []
     assert not load.running()
     assert load.exit_code == 0
     assert load.stop() == merged  # again: same answer, nothing re-merged
@@ -154,7 +128,7 @@ def test_two_processes_give_one_merged_log_from_every_worker(cluster, tmp_path):
     with LoadRunner(cluster.lb_url, log, LoadProfile(users=4, spawn_rate=100, processes=2, mix="infer=1")) as load:
         pgid = load.pgid
         collect(load, lambda rs: len({r.worker for r in rs}) >= 2 and len(rs) >= 20)
-    assert pgid_members(pgid) == []
+    assert group_members(pgid) == []
     records = read_log(log)
     workers = Counter(r.worker for r in records)
     assert len(workers) >= 2, workers
@@ -175,7 +149,7 @@ def test_a_load_that_ignores_sigint_is_killed_as_a_group(cluster, tmp_path, monk
         assert time.monotonic() - t0 < 12
     finally:
         load.stop()
-    assert pgid_members(pgid) == []
+    assert group_members(pgid) == []
     assert load.exit_code == -9
     assert records and all(r.ok for r in records)  # what was flushed is kept; a torn line is not
     assert read_log(tmp_path / "requests.jsonl") == records
@@ -349,7 +323,7 @@ def test_locust_that_cannot_start_raises_with_its_log(tmp_path):
     with pytest.raises(LoadStartError, match="no-such-option"):
         load.start()
     assert load.stop() == []
-    assert pgid_members(load.pgid) == []
+    assert group_members(load.pgid) == []
 
 
 # --------------------------------------------------------------------------- input checks

@@ -37,7 +37,7 @@ from inferchaos.targets.local.state import ClusterState, write_state
 from inferchaos.targets.local.vgpu import VirtualDevice
 from tests.support.faultcases import CLEAN_TOXICS, answers_right, infer, snapshot, store_feature_age
 from tests.support.leftovers import module_cluster, processes_mentioning
-from tests.test_cli import inferchaos, one_line
+from tests.support.cli import inferchaos, one_line
 
 REPO = Path(__file__).resolve().parents[2]
 

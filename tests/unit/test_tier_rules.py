@@ -24,3 +24,15 @@ def test_loopback_is_allowed() -> None:
         server.listen(1)
         with socket.socket() as client:
             client.connect(server.getsockname())
+
+
+def test_no_test_module_imports_another():
+    """What tests share lives in tests/support/: a test module imported by another is collected
+    twice and moves with its tier (five did, and broke when the tiers were made)."""
+    import re
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    found = [f"{p.relative_to(tests)}: {m.group(0)}" for p in tests.rglob("*.py")
+             for m in re.finditer(r"^\s*(from|import) tests\.(\w+\.)*test_\w+", p.read_text(), re.M)]
+    assert found == []
