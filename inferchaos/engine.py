@@ -65,10 +65,10 @@ class Experiment:
         self._records: list[RequestRecord] = []
         self._tails: list[RequestLogTail] = []
         self.capabilities: frozenset[str] = getattr(target, "capabilities", frozenset)()
-        #: the target's probes; run() adds the run's own (requests, load, recovery, answers, PromQL).
-        self.probes: list[Probe] = standard_probes(target, fault, prometheus_url)
+        #: the target's probes and the run's own, built by run() once the load is known.
+        self.probes: list[Probe] = []
         #: the probes whose capabilities the target has: the only ones started.
-        self.active = [pr for pr in self.probes if unmet(pr, self.capabilities) is None]
+        self.active: list[Probe] = []
         self._started: list[Probe] = []
 
     def run(self) -> ExperimentResult:
@@ -89,8 +89,8 @@ class Experiment:
                        "workload": profile.resolved().describe()}
         self.fault.run = RunContext(self.target.lb_url, self.out_dir, load=profile, runner=LoadRunner)
         load_entry = None
-        self.probes += run_probes(self.slo, profile.open_loop, canary_for(self.target, self.workload),
-                                  self.prometheus_url)
+        self.probes = standard_probes(self.target, self.fault, self.prometheus_url) + run_probes(
+            self.slo, profile.open_loop, canary_for(self.target, self.workload), self.prometheus_url)
         self.active = [pr for pr in self.probes if unmet(pr, self.capabilities) is None]
 
         def journal_load(pgid: int) -> None:

@@ -13,7 +13,7 @@ from inferchaos.faults.base import FaultEvent
 from inferchaos.load.records import RequestRecord
 from inferchaos.probes.answers import ModelHealth
 from inferchaos.probes.autoscaling import ScaleOut, ScaleSample, Scaling
-from inferchaos.probes.canary import Check, GoldenWindow
+from inferchaos.probes.canary import GoldenWindow
 from inferchaos.probes.cold_start import ColdStart, ColdStarts
 from inferchaos.probes.failover import Failover, Failovers
 from inferchaos.probes.gpu import GpuRun
@@ -123,11 +123,6 @@ class ExperimentResult:
         """The golden-set canary over inject -> end."""
         health = self.report(ModelHealth)
         return health.golden if health else None
-
-    @property
-    def canary(self) -> list[Check]:
-        health = self.report(ModelHealth)
-        return list(health.checks) if health else []
 
     @property
     def drift(self) -> DriftResult | None:

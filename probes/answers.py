@@ -24,8 +24,6 @@ NO_GOLDEN_SET = ("no golden set: the reference model's is unknown to this server
 class ModelHealth:
     golden: GoldenWindow | None
     drift: DriftResult
-    #: every check the canary made, for the timeline.
-    checks: tuple[Check, ...] = ()
 
 
 @dataclass
@@ -65,7 +63,7 @@ class ModelHealthProbe(BaseProbe):
 
         before, during = predictions(*run.span("baseline")), predictions(*run.span(DRIFT[0].window))
         moved = drift(before, during, bins=max(2, min(10, min(len(before), len(during)) // 25)))
-        self.report_ = ModelHealth(golden, moved, tuple(self.checks))
+        self.report_ = ModelHealth(golden, moved)
         rate = golden.pass_rate if golden is not None else None
         drift_why = None if moved.measured else f"{moved.reason.removeprefix('not measured: ')} (infer answers' predictions)"
         return [Measurement("golden_pass_rate", rate, None if rate is not None else golden_why),

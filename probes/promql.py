@@ -5,7 +5,7 @@ declares no Measure: the vocabulary is the team's, not ours."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from inferchaos.probes.probe import BaseProbe, Measurement, RunView
@@ -23,7 +23,6 @@ class PromQLProbe(BaseProbe):
     url: str | None = None
     #: how long after the run's end Prometheus is given to scrape it.
     scrape_s: float = 2.0
-    figures: dict[str, float | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.keys = tuple(o.key for o in self.objectives)
@@ -37,5 +36,4 @@ class PromQLProbe(BaseProbe):
         time.sleep(max(0.0, end + self.scrape_s - time.time()))
         with PrometheusClient(self.url, retry_for_s=5.0) as client:
             values, why = observe_all([PromSlo(o.key, o.query, o.reduce) for o in self.objectives], client, start, end)
-        self.figures = values
         return [Measurement(k, values.get(k), why.get(k)) for k in self.keys]

@@ -8,7 +8,9 @@ anything. Every time is seconds from the run's start.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+from inferchaos.ground.errors import UsageError
 
 #: HAProxy states drawn as lanes; "starting" is the slow-start ramp, already in rotation.
 LB_STATES = ("running", "starting", "stopping", "stopped", "maint")
@@ -58,11 +60,23 @@ def build(experiment: dict) -> Timeline:
     phases = [(p["name"], p["start_s"], p["end_s"]) for p in experiment.get("phases", [])]
     measured = experiment.get("series") or {}
     end = max([p[2] for p in phases] + [measured.get("end_s", 0.0)] + [0.0])
-    buckets = [Bucket(**b) for b in measured.get("buckets", [])]
+    buckets = buckets_of(experiment["id"], measured.get("buckets", []))
     fw = experiment.get("fault_window") or {}
     window = (fw["inject_s"], fw["revert_s"]) if fw.get("inject_s") is not None and fw.get("revert_s") else None
     return Timeline(experiment["id"], experiment["fault"], experiment["verdict"], end, buckets, phases, window,
                     lb_spans(experiment.get("lb_changes", []), end), marks(experiment))
+
+
+def buckets_of(experiment: str, raw: object) -> list[Bucket]:
+    """summary.json's buckets, checked: the file is read back from disk and may be anyone's."""
+    names = [f.name for f in fields(Bucket)]
+    ok = isinstance(raw, list) and all(
+        isinstance(b, dict) and sorted(b) == sorted(names)
+        and all(isinstance(b[n], (int, float)) and not isinstance(b[n], bool) or (b[n] is None and n.endswith("_ms"))
+                for n in names) for b in raw)
+    if not ok:
+        raise UsageError(f"{experiment}: summary.json's series is not a list of buckets with {', '.join(names)}")
+    return [Bucket(**b) for b in raw]  # type: ignore[union-attr]
 
 
 def lb_spans(changes: list[dict], end: float) -> dict[str, list[Span]]:

@@ -25,8 +25,8 @@ from tests.support.waiting import wait_for
 from inferchaos.targets.local.depproxy import ProxyControl
 from inferchaos.targets.local.processes import group_alive, stopped
 from inferchaos.targets.local.vgpu import VirtualDevice
-from tests.support.faultcases import (BUILDERS, CLEAN_TOXICS, PLANTED, answers_right, build, infer, repo_env, snapshot,
-                              store_feature_age)
+from tests.support.faultcases import (BUILDERS, PLANTED, answers_right, build, clean_snapshot, infer, repo_env,
+                                      snapshot, store_feature_age)
 from tests.support.leftovers import processes_mentioning
 from tests.support.reportcheck import assert_experiment_reported
 from tests.support.phases import short
@@ -46,10 +46,7 @@ def cluster(standard_cluster: LocalCluster) -> LocalCluster:
 
 @pytest.fixture
 def before(cluster: LocalCluster) -> dict:
-    snap = snapshot(cluster)
-    assert snap["foreign_allocations"] == [] and not snap["pipeline_stopped"] and snap["wrong_replicas"] == []
-    assert all(t == CLEAN_TOXICS for t in snap["toxics"].values())
-    return snap
+    return clean_snapshot(cluster)
 
 
 # ----------------------------------------------------------------------------- effects, measured

@@ -35,7 +35,7 @@ from inferchaos.targets.local.depproxy import ProxyControl
 from inferchaos.targets.local.processes import group_alive, pid_alive, stopped
 from inferchaos.targets.local.state import ClusterState, write_state
 from inferchaos.targets.local.vgpu import VirtualDevice
-from tests.support.faultcases import CLEAN_TOXICS, answers_right, infer, snapshot, store_feature_age
+from tests.support.faultcases import CLEAN_TOXICS, answers_right, clean_snapshot, infer, snapshot, store_feature_age
 from tests.support.leftovers import module_cluster, processes_mentioning
 from tests.support.cli import inferchaos, one_line
 
@@ -165,10 +165,7 @@ def ledger_path(tmp_path: Path):
 
 @pytest.fixture
 def before(cluster: LocalCluster) -> dict:
-    snap = snapshot(cluster)
-    assert snap["foreign_allocations"] == [] and not snap["pipeline_stopped"] and snap["wrong_replicas"] == []
-    assert all(t == CLEAN_TOXICS for t in snap["toxics"].values())
-    return snap
+    return clean_snapshot(cluster)
 
 
 def ids(cluster: LocalCluster) -> set[tuple[str, int]]:

@@ -149,6 +149,18 @@ def test_a_killed_run_gets_its_timeline_drawn_later(tmp_path):
     assert replot_missing({"experiments": [e]}, tmp_path) == [], "drawn once"
 
 
+def test_a_malformed_series_in_summary_json_is_one_usage_error(tmp_path):
+    """summary.json is read back from disk: a series that is not buckets is refused by name."""
+    from inferchaos.ground.errors import UsageError
+
+    for bad in ("not a list", [{"t": 0}], [dict(experiment()["series"]["buckets"][0], rps="fast")]):
+        e = experiment()
+        e["series"]["buckets"] = bad
+        with pytest.raises(UsageError, match=r"^spot_reclamation: summary.json's series is not a list of buckets"):
+            timeline.build(e)
+    assert timeline.build(experiment()).buckets, "a well-formed series still draws"
+
+
 # ----------------------------------------------------------------------------- compare
 def test_compare_names_a_planted_regression():
     old = {"experiments": [experiment("spot"), experiment("crash"), experiment("gone")]}

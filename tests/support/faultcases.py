@@ -110,6 +110,14 @@ def snapshot(cluster: LocalCluster) -> dict:
 
 
 CLEAN_TOXICS = Toxics().to_dict()
+
+
+def clean_snapshot(cluster: LocalCluster) -> dict:
+    """The snapshot a test starts from, checked free of what an earlier fault could leave."""
+    snap = snapshot(cluster)
+    assert snap["foreign_allocations"] == [] and not snap["pipeline_stopped"] and snap["wrong_replicas"] == []
+    assert all(t == CLEAN_TOXICS for t in snap["toxics"].values())
+    return snap
 GOLDEN = golden_set()[0]
 
 
