@@ -14,7 +14,6 @@ of the features behind each answer (`freshness_s`), not only on errors and laten
 from __future__ import annotations
 
 import signal
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +87,7 @@ class PipelineLag(LocalFault):
         url = self.cluster.state.feature_store_url
         try:
             body = httpx.get(f"{url}/features/default", timeout=2.0).json()
-            return round(time.time() - float(body["updated_at"]), 3)
+            return round(float(body["age_s"]), 3)
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return None
 

@@ -82,7 +82,9 @@ class ReferenceServer:
         self.batcher: Batcher | None = None
         self.session: aiohttp.ClientSession | None = None
         self.site: web.TCPSite | None = None
-        self.last_features: tuple[int, float] | None = None  # (version, updated_at)
+        #: (version, its age when read, monotonic time of the read): the age is the store's
+        #: own count, carried on on this process's monotonic clock while reads fail
+        self.last_features: tuple[int, float, float] | None = None
         self._feature_retry_at = 0.0  # monotonic; reads pause until then after a failure
         self.draining = False
         self.dead = False
@@ -270,15 +272,15 @@ class ReferenceServer:
                 async with self.session.get(url, timeout=timeout) as resp:
                     if resp.status == 200:  # a quick "no features yet" costs nothing: no backoff
                         body = await resp.json()
-                        self.last_features = (int(body["version"]), float(body["updated_at"]))
+                        self.last_features = (int(body["version"]), float(body["age_s"]), time.monotonic())
             except (aiohttp.ClientError, TimeoutError):
                 self._feature_retry_at = time.monotonic() + self.cfg.feature_backoff_s
             except (ValueError, KeyError, TypeError):
                 pass
         if self.last_features is None:
             return FeatureUse()
-        version, updated_at = self.last_features
-        return FeatureUse(version, round(time.time() - updated_at, 6))
+        version, age_s, read_at = self.last_features
+        return FeatureUse(version, round(age_s + time.monotonic() - read_at, 6))
 
     @contextlib.asynccontextmanager
     async def _track(self) -> AsyncIterator[None]:

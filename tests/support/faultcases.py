@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -129,7 +128,7 @@ def answers_right(port: int) -> bool:
 
 def store_feature_age(cluster: LocalCluster) -> float:
     body = httpx.get(f"{cluster.state.feature_store_url}/features/default", timeout=2).json()
-    return time.time() - float(body["updated_at"])
+    return float(body["age_s"])
 
 
 def infer(url: str, timeout: float = 10.0) -> httpx.Response:

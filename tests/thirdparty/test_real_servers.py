@@ -70,6 +70,13 @@ def figures(summary: dict) -> dict:
                       "breached": [s["name"] for s in e["slos"] if not s["ok"]]} for e in summary["experiments"]}
 
 
+def evidence(runs: dict[str, dict]) -> dict[str, tuple]:
+    """Each run's verdict with what decided it: a verdict alone cannot be diagnosed from CI's log."""
+    return {k: (r["verdict"], r.get("error"), r.get("landing"),
+                [f"{s['name']} {s['objective']}: {s['detail']}" for s in r["slos"] if not s["ok"]])
+            for k, r in runs.items()}
+
+
 def by_id(summary: dict) -> dict[str, dict]:
     return {e["id"]: e for e in summary["experiments"]}
 
@@ -77,7 +84,7 @@ def by_id(summary: dict) -> dict[str, dict]:
 def test_every_verdict_is_what_the_fleet_earned_for_a_reason_it_names(catalogue):
     name, summary = catalogue
     runs = by_id(summary)
-    assert {k: runs[k]["verdict"] for k in EXPECTED} == EXPECTED, {k: r["verdict"] for k, r in runs.items()}
+    assert {k: runs[k]["verdict"] for k in EXPECTED} == EXPECTED, evidence(runs)
     for run in runs.values():
         for slo in run["slos"]:
             assert slo["detail"], slo
