@@ -55,23 +55,32 @@ def network_chaos(name: str, namespace: str, pods: list[str], host: str | None, 
             "spec": spec}
 
 
-def injected(obj: dict) -> Landing:
-    """Chaos Mesh's own account: AllInjected True, and which pods it selected."""
+def injected(obj: dict, wanted: list[str]) -> Landing:
+    """Chaos Mesh's own account, held to what was asked: AllInjected True *and* every pod
+    named in the chaos among those it injected. Chaos Mesh skips a named pod that does not
+    exist ("pod is not found, skip it") and still says AllInjected of the rest, so the
+    condition alone can call a chaos on fewer pods -- even none asked for -- landed."""
     status = obj.get("status") or {}
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
     records = (status.get("experiment") or {}).get("containerRecords") or []
     pods = sorted({str(r.get("id", "?")).split("/")[-1] for r in records if r.get("phase") == "Injected"})
     name = obj["metadata"]["name"]
-    if conditions.get("AllInjected") == "True":
-        return Landing(True, f"NetworkChaos {name} AllInjected into {', '.join(pods) or '?'}")
-    shown = ", ".join(f"{k}={v}" for k, v in conditions.items()) or "no status yet"
-    return Landing(False, f"NetworkChaos {name} not injected ({shown}; records: {len(records)})")
+    if conditions.get("AllInjected") != "True":
+        shown = ", ".join(f"{k}={v}" for k, v in conditions.items()) or "no status yet"
+        return Landing(False, f"NetworkChaos {name} not injected ({shown}; records: {len(records)})")
+    missing = sorted(set(wanted) - set(pods))
+    if missing:
+        return Landing(False, f"NetworkChaos {name} says AllInjected, but into {', '.join(pods) or 'no pod'}: "
+                              f"not into {', '.join(missing)} (Chaos Mesh skips named pods it cannot find)")
+    return Landing(True, f"NetworkChaos {name} AllInjected into {', '.join(pods)}")
 
 
 @dataclass
 class _NetworkFault(KubeFault):
     mechanism: str = field(default="", init=False)
     chaos_name: str | None = field(default=None, init=False)
+    #: the pods the chaos names: what its status must say it injected.
+    chaos_pods: list[str] = field(default_factory=list, init=False)
     #: Chaos Mesh reconciles, selects, then injects through its daemon on the node (seconds).
     land_within_s = 15.0  # type: ignore[misc]
 
@@ -94,6 +103,7 @@ class _NetworkFault(KubeFault):
         if not pods:
             raise UsageError(f"{self.name}: no pod to put the NetworkChaos on")
         self.chaos_name = f"inferchaos-{self.name.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+        self.chaos_pods = sorted(pods)
         self.journal([step("kube_delete_custom", conn=self.conn, group=CHAOS[0], version=CHAOS[1],
                            namespace=self.namespace, plural=CHAOS[2], name=self.chaos_name, run=self.run_id)])
         body = network_chaos(self.chaos_name, self.namespace, pods, host, self.kube.settings.expire_after_s,
@@ -117,7 +127,7 @@ class _NetworkFault(KubeFault):
         obj = ops.get_custom(self.kube.connection, *CHAOS[:2], self.namespace, CHAOS[2], self.chaos_name)
         if obj is None:
             return Landing(False, f"NetworkChaos {self.chaos_name} is gone")
-        return injected(obj)
+        return injected(obj, self.chaos_pods)
 
     def landed(self) -> Landing:
         return self.chaos_landed()
@@ -196,6 +206,8 @@ class KubePipelineLag(_NetworkFault):
     def _plan(self) -> list[str]:
         lines = []
         if self.args.mode in ("stop", "both"):
+            if self.kube.settings.pipeline_deployment:
+                self.refuse_the_fleet(self.kube.settings.pipeline_deployment)
             lines.append(f"scale Deployment {self.kube.settings.pipeline_deployment or '<--pipeline-deployment>'} "
                          "to 0 replicas; back to its count on revert")
         if self.args.mode in ("slow_reads", "both"):
@@ -210,6 +222,7 @@ class KubePipelineLag(_NetworkFault):
             if not deployment:
                 raise UsageError("pipeline_lag on Kubernetes needs --pipeline-deployment NAME (the feature pipeline)")
             conn = self.kube.connection
+            self.refuse_the_fleet(deployment)
             before = ops.replicas_of(conn, self.namespace, deployment)
             self.journal([step("kube_scale", conn=self.conn, namespace=self.namespace, deployment=deployment,
                                replicas=before, run=self.run_id)])
@@ -222,6 +235,18 @@ class KubePipelineLag(_NetworkFault):
             self.apply_chaos(self.serving(), self.host("feature_store"), latency_ms=self.args.read_latency_ms)
             used.append(self.mechanism)
         self.mechanism = "; ".join(used)
+
+    def refuse_the_fleet(self, deployment: str) -> None:
+        """The pipeline is not the fleet: a Deployment that selects every pod, or any pod
+        `--selector` picks, is the serving one (or shares its pods), and scaling it to 0
+        would take the endpoint down -- far more than a lagging pipeline. One line, exit 2."""
+        selector, pods = ops.deployment_pods(self.kube.connection, self.namespace, deployment)
+        serving = sorted({p.name for p in self.kube.replicas()} & set(pods))
+        if serving or not selector:
+            whose = f"selects {', '.join(serving)}, which --selector {self.kube.selector} picks" if serving \
+                else "selects every pod in the namespace"
+            raise UsageError(f"pipeline_lag: --pipeline-deployment {deployment} {whose}: scaling it to 0 would take "
+                             "the pods under test, not the feature pipeline; name the pipeline's own Deployment")
 
     def landed(self) -> Landing:
         """The pipeline's Deployment reads back 0 replicas; the NetworkChaos was created."""

@@ -137,14 +137,32 @@ def exec_result(stdout: str, stderr: str, status_json: str) -> ExecResult:
 
 
 # ----------------------------------------------------------------------------- workloads
-def replicas_of(conn: Connection, namespace: str, deployment: str) -> int:
+def read_scale(conn: Connection, namespace: str, deployment: str) -> client.V1Scale:
     try:
-        scale_ = client.AppsV1Api(conn.api_client()).read_namespaced_deployment_scale(deployment, namespace)
+        return client.AppsV1Api(conn.api_client()).read_namespaced_deployment_scale(deployment, namespace)
     except ApiException as exc:
         if _gone(exc):
             raise UsageError(f"no Deployment {deployment} in namespace {namespace}") from None
+        if exc.status == 403:  # deploy/'s RBAC names the one Deployment the runner may scale
+            raise UsageError(f"the runner may not read Deployment {deployment}'s scale in {namespace} (403): its "
+                             "role names the feature pipeline's Deployment it may scale; check "
+                             "--pipeline-deployment") from None
         raise FaultError(f"deployment {deployment}: cannot read its scale: {exc.status} {exc.reason}") from None
-    return int(scale_.spec.replicas or 0)
+
+
+def replicas_of(conn: Connection, namespace: str, deployment: str) -> int:
+    return int(read_scale(conn, namespace, deployment).spec.replicas or 0)
+
+
+def deployment_pods(conn: Connection, namespace: str, deployment: str) -> tuple[str, list[str]]:
+    """The Deployment's pod selector (its scale's `status.selector`, the form the API
+    server serialises it in) and the pods it selects now: whose fleet a scale-down takes."""
+    selector = read_scale(conn, namespace, deployment).status.selector or ""
+    try:
+        pods = client.CoreV1Api(conn.api_client()).list_namespaced_pod(namespace, label_selector=selector).items
+    except ApiException as exc:
+        raise FaultError(f"deployment {deployment}: cannot list its pods: {exc.status} {exc.reason}") from None
+    return selector, sorted(p.metadata.name for p in pods)
 
 
 def scale(conn: Connection, namespace: str, deployment: str, replicas: int) -> str:

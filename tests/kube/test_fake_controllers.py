@@ -12,6 +12,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from inferchaos.faults.kubernetes.network import injected
 from tests.fakekube import FakeKube, fakekube, kube_client  # noqa: F401  (fixtures)
 from tests.fakekube.chaosmesh import ChaosMeshController, admission, review, validate
 from tests.fakekube.endpointslices import EndpointSliceController
@@ -106,6 +107,19 @@ def test_pods_map_selects_exactly_those_pods_then_all_injected(
     events = client.CoreV1Api(custom.api_client).list_namespaced_event(NS).items
     assert {e.message for e in events if e.reason == "Applied"} == {
         f"Successfully apply chaos for {NS}/web-1", f"Successfully apply chaos for {NS}/web-2"}
+
+
+def test_a_named_pod_that_does_not_exist_is_skipped_and_the_landing_check_says_so(
+        fakekube: FakeKube, chaos_mesh: ChaosMeshController, custom: client.CustomObjectsApi) -> None:  # noqa: F811
+    """Chaos Mesh's SelectPods skips a named pod it cannot find ("pod is not found, skip it")
+    and says AllInjected of the rest; a fault that asked for both must not call that landed."""
+    seed(fakekube, pod("web-1"))
+    create(custom, network_chaos("slow", {"pods": {NS: ["web-1", "web-gone"]}}))
+    obj = wait_for(all_injected(custom, "slow"), what="AllInjected")
+    assert set(records(obj)) == {f"{NS}/web-1"}
+    landing = injected(obj, ["web-1", "web-gone"])
+    assert not landing.ok and "web-gone" in landing.evidence, landing
+    assert injected(obj, ["web-1"]).ok
 
 
 def test_selection_is_made_once_so_later_pods_are_never_injected(

@@ -311,9 +311,11 @@ def test_everything(run_experiment, target):
     ("existence-only selector", {"--selector": "app"}, ["names no label value"]),
     ("no endpoint", {"--endpoint": None}, ["--endpoint", "URL under test"]),
     ("blast radius", {}, ["100%", "every"]),
+    # the serving Deployment named as the pipeline: deploy/'s role may not even read it
+    ("pipeline is the fleet", {"--pipeline-deployment": "ref"}, ["Deployment ref", "403", "--pipeline-deployment"]),
 ])
 def test_refusals_are_one_line_exit_2_and_touch_nothing(kube, endpoint, tmp_path, case, over, words):
-    paths = ["experiments/test_replica_crash.py"]
+    paths = ["experiments/test_pipeline_lag.py" if case == "pipeline is the fleet" else "experiments/test_replica_crash.py"]
     if case == "blast radius":
         (tmp_path / "test_blast.py").write_text(BLAST)
         paths = [str(tmp_path / "test_blast.py")]
@@ -325,6 +327,23 @@ def test_refusals_are_one_line_exit_2_and_touch_nothing(kube, endpoint, tmp_path
     (line,) = {x.split("inferchaos: error:", 1)[1].strip(" !") for x in out.splitlines() if "inferchaos: error:" in x}
     for word in words:
         assert word in line, line
+    assert mutations(kube) == [] and kube.execs == []
+    assert Ledger(tmp_path / "ledger.jsonl").open_entries() == []
+
+
+def test_pipeline_lag_refuses_the_serving_deployment_whatever_the_role_allows(kube, endpoint, tmp_path):
+    """Run with an admin's rights (no authorizer: RBAC would refuse first, above), naming the
+    serving Deployment as the pipeline: its pods are the ones --selector picks, so scaling it
+    to 0 takes the endpoint, not the features. One line, exit 2, nothing written."""
+    kube.policy = None
+    proc = pytest_run(["experiments/test_pipeline_lag.py"],
+                      kube_args(kube, endpoint, tmp_path, **{"--pipeline-deployment": "ref"}), timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    (line,) = {x.split("inferchaos: error:", 1)[1].strip(" !") for x in out.splitlines() if "inferchaos: error:" in x}
+    pods = sorted(p["metadata"]["name"] for p in kube.cluster.pods())  # type: ignore[attr-defined]
+    assert "--pipeline-deployment ref selects" in line and "--selector app=ref" in line, line
+    assert any(p in line for p in pods), (line, pods)
     assert mutations(kube) == [] and kube.execs == []
     assert Ledger(tmp_path / "ledger.jsonl").open_entries() == []
 
