@@ -39,6 +39,9 @@ class KubeTarget:
         self.slices = SliceCache(client.DiscoveryV1Api(self.api), self.namespace, self.cache)
         self._started = False
         self._hpa_read_at, self._hpa_view = float("-inf"), {"enabled": False}
+        self._desired: int | None = None
+        #: why the last read of the desired replicas failed mid-run (the count kept is the one before).
+        self.desired_error: str | None = None
         #: names this process's ledger in the cluster (targets.kubernetes.runledger).
         self.run_id = uuid.uuid4().hex[:10]
 
@@ -70,9 +73,13 @@ class KubeTarget:
         self.slices.start()
         self._started = True
         pods, _ = self.cache.snapshot()
-        if not pods:
+        try:
+            if not pods:
+                raise UsageError(f"--selector {self.selector} matches no pod in namespace {self.namespace}")
+            self.desired_replicas()
+        except Exception:
             self.close()
-            raise UsageError(f"--selector {self.selector} matches no pod in namespace {self.namespace}")
+            raise
         return self
 
     def close(self) -> None:
@@ -129,21 +136,37 @@ class KubeTarget:
         return f"pod readiness ({why})"
 
     def desired_replicas(self) -> int:
-        """What the Deployments/StatefulSets whose pods the selector picks ask for; without
-        one (bare pods), the pods there are."""
+        """What the Deployments/StatefulSets whose pod template the selector picks ask for
+        (an HPA or a KEDA ScaledObject writes its count there). Read at start, where a
+        selector that picks no workload's pods is refused; during a run an unreadable list
+        keeps the count last read (`desired_error` says why), never a guess from the pods
+        there are (a fleet one replica short would call itself steady)."""
+        try:
+            self._desired = self._read_desired()
+        except TargetError as exc:
+            if self._desired is None:
+                raise
+            self.desired_error = str(exc)
+        return self._desired
+
+    def _read_desired(self) -> int:
         want = equality_terms(self.selector)
-        total, found = 0, False
         try:
             workloads = (self.apps.list_namespaced_deployment(self.namespace).items
                          + self.apps.list_namespaced_stateful_set(self.namespace).items)
-        except ApiException:
-            workloads = []
-        for w in workloads:
-            labels = (w.spec.template.metadata.labels if w.spec.template.metadata else None) or {}
-            if want and all(labels.get(k) == v for k, v in want.items()):
-                total += w.spec.replicas if w.spec.replicas is not None else 1
-                found = True
-        return total if found else len(self.replicas())
+        except ApiException as exc:
+            raise TargetError(f"cannot list the Deployments and StatefulSets of {self.namespace} to read the "
+                              f"replicas they ask for: {exc.status} {exc.reason}") from None
+        except (Urllib3Error, OSError) as exc:
+            raise TargetError(f"cannot list the workloads of {self.namespace}: {exc}") from None
+        asked = [w.spec.replicas if w.spec.replicas is not None else 1 for w in workloads
+                 if all(((w.spec.template.metadata.labels if w.spec.template.metadata else None) or {}).get(k) == v
+                        for k, v in want.items())]
+        if not asked:
+            raise UsageError(f"--selector {self.selector} picks pods that no Deployment or StatefulSet in "
+                             f"{self.namespace} runs: the steady state is the replicas a workload asks for; "
+                             "select a workload's pods")
+        return sum(asked)
 
     def unsteady(self) -> str | None:
         pods, desired = self.pods(), self.desired_replicas()

@@ -309,6 +309,8 @@ def test_everything(run_experiment, target):
     ("namespace not allowed", {"--allow-namespace": None}, ["namespace ml is not allowed", "--allow-namespace ml"]),
     ("selector matches nothing", {"--selector": "app=nothing"}, ["--selector app=nothing matches no pod"]),
     ("existence-only selector", {"--selector": "app"}, ["names no label value"]),
+    # the model store's pod is a bare pod: no workload says how many there should be
+    ("no workload", {"--selector": "app=model-store"}, ["--selector app=model-store", "no Deployment or StatefulSet"]),
     ("no endpoint", {"--endpoint": None}, ["--endpoint", "URL under test"]),
     ("blast radius", {}, ["100%", "every"]),
     # the serving Deployment named as the pipeline: deploy/'s role may not even read it
