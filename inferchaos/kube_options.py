@@ -23,6 +23,9 @@ OPTIONS: tuple[tuple[str, dict], ...] = (
                            "help": "a namespace inferchaos may touch (repeatable; or $INFERCHAOS_ALLOW_NAMESPACES)"}),
     ("--selector", {"metavar": "LABELS", "help": "the inference pods, e.g. app=vllm"}),
     ("--endpoint", {"metavar": "URL", "help": "the URL under load: a Service, Ingress or Gateway"}),
+    ("--service", {"metavar": "NAME", "help": "the Service --endpoint reaches when its URL is not the Service's "
+                                              "own (a port-forward, an Ingress or a Gateway); it must route to "
+                                              "exactly the pods --selector picks (default: read from --endpoint)"}),
     ("--container", {"metavar": "NAME", "help": "the server's container for exec faults (default: the first)"}),
     ("--golden-model", {"metavar": "NAME", "help": "the pods serve the reference model NAME: run the golden set"}),
     ("--pipeline-deployment", {"metavar": "NAME", "help": "the feature pipeline's Deployment (pipeline_lag stop)"}),
@@ -70,6 +73,7 @@ def settings(get: Callable[[str], Any]) -> KubeSettings:
         "pipeline_deployment": get("--pipeline-deployment"), "metrics_port": port,
         "dependencies": dependencies, "server_process": get("--server-process"),
         "allow_shared_nodes": bool(get("--allow-shared-nodes")), "expire_after_s": int(expire),
+        "service": get("--service"),
     }
     allow_c, allow_n = get("--allow-cluster"), get("--allow-namespace")
     if allow_c:

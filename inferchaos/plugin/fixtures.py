@@ -55,12 +55,17 @@ def target(chaos: ChaosSession, request: pytest.FixtureRequest) -> Iterator[Targ
         try:
             from inferchaos.targets.kubernetes import KubeTarget
             kube = KubeTarget(chaos.kube).start()
+            try:
+                kube.tie()
+            except Exception:
+                kube.close()
+                raise
         except InferchaosError as exc:
             pytest.exit(f"inferchaos: error: {exc}", returncode=2)
         chaos.cluster = {"kind": "kubernetes", "context": kube.connection.context, "namespace": kube.namespace,
                          "selector": kube.selector, "replicas": kube.desired_replicas(),
                          "model": chaos.kube.golden_model}
-        say(f"target: {kube.describe()}, {len(kube.replicas())} pods; endpoint {kube.lb_url}")
+        say(f"target: {kube.describe()}, {len(kube.replicas())} pods; endpoint {kube.lb_url} (Service {kube.service})")
         try:
             yield kube
         finally:

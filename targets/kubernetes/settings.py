@@ -56,6 +56,8 @@ class KubeSettings:
     allow_shared_nodes: bool = False
     #: every change made on the cluster undoes itself (or is swept) this long after it was made.
     expire_after_s: int = 900
+    #: the Service --endpoint reaches, where the URL is not its own (a port-forward, an Ingress).
+    service: str | None = None
 
     def validate(self) -> KubeSettings:
         if not self.namespace:
@@ -70,6 +72,9 @@ class KubeSettings:
         if not equality_terms(self.selector):
             raise UsageError(f"--selector {self.selector!r} names no label value: it would pick every pod that has "
                              "the label; give key=value, e.g. app=vllm")
+        if self.service is not None and not re.match(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$", self.service):
+            raise UsageError(f"--service {self.service!r}: expected a Service name (lower-case letters, digits "
+                             "and '-', at most 63)")
         if not re.match(r"^https?://[^\s/]+", self.endpoint or ""):
             raise UsageError(f"--endpoint {self.endpoint!r}: expected the URL under test, e.g. "
                              "http://vllm.inference.svc:8000")

@@ -48,6 +48,8 @@ class SliceCache:
     #: slice name -> (service, {pod: (ready, serving, terminating)})
     slices: dict[str, tuple[str, dict[str, tuple[bool, bool, bool]]]] = field(default_factory=dict)
     readable: bool = True
+    #: the Service under load, once known: only its slices are the data plane's view.
+    pinned: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -93,6 +95,10 @@ class SliceCache:
                 self._stop.wait(1.0)
 
     def service(self) -> str | None:
+        """The Service the endpoint was tied to (KubeTarget.tie); before that, the one whose
+        slices name most of the selected pods."""
+        if self.pinned:
+            return self.pinned
         names = {p.name for p in self.pods.snapshot()[0]} | {p.name for p in self.pods.snapshot()[1]}
         counts: dict[str, int] = {}
         with self._lock:

@@ -20,6 +20,7 @@ from inferchaos.targets import capabilities as caps
 from inferchaos.targets.kubernetes.connection import Connection
 from inferchaos.targets.kubernetes.pods import PodCache, PodView
 from inferchaos.targets.kubernetes.identity import ClusterIdentity, check_identity, read_identity
+from inferchaos.targets.kubernetes.service import tie
 from inferchaos.targets.kubernetes.slices import Endpoint, SliceCache
 from inferchaos.targets.kubernetes.settings import OPT_IN_LABEL, KubeSettings, equality_terms
 
@@ -40,6 +41,8 @@ class KubeTarget:
         self._started = False
         self._hpa_read_at, self._hpa_view = float("-inf"), {"enabled": False}
         self._desired: int | None = None
+        #: the Service under load (tie()).
+        self.service: str | None = None
         #: why the last read of the desired replicas failed mid-run (the count kept is the one before).
         self.desired_error: str | None = None
         #: names this process's ledger in the cluster (targets.kubernetes.runledger).
@@ -80,6 +83,15 @@ class KubeTarget:
         except Exception:
             self.close()
             raise
+        return self
+
+    def tie(self) -> KubeTarget:
+        """Hold the endpoint to the pods: the Service it reaches must route to exactly the
+        pods the selector picks (targets.kubernetes.service). Runs that load the endpoint
+        call it after start(); from then on only that Service's slices are the LB view."""
+        self.service = tie(self.core, self.namespace, self.lb_url, self.settings.service, self.selector,
+                           {p.name for p in self.replicas()})
+        self.slices.pinned = self.service
         return self
 
     def close(self) -> None:

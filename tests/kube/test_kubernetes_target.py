@@ -64,6 +64,14 @@ def kube(tmp_path: Path):
             ns["metadata"]["labels"] = {"inferchaos.io/allow-chaos": "true"}
             return ns
         fake.store.update(fake.store.resource("", "v1", "namespaces"), "", NS, opt_in)
+        # the Service under load; the endpoint is a local cluster reached as through a
+        # port-forward, so the runs name it (--service ref)
+        fake.add("", "v1", "services", {"metadata": {"name": "ref", "namespace": NS},
+                                        "spec": {"selector": {"app": "ref"}, "ports": [{"port": 8000}],
+                                                 "type": "LoadBalancer", "clusterIP": "10.96.0.10",
+                                                 "clusterIPs": ["10.96.0.10"]},
+                                        "status": {"loadBalancer": {"ingress": [{"hostname": "ref.lb.example"}]}}},
+                 NS)
         fake.add("", "v1", "services", {"metadata": {"name": "model-store", "namespace": NS},
                                         "spec": {"selector": {"app": "model-store"}, "ports": [{"port": 8001}]}}, NS)
         fake.add("", "v1", "pods", {"metadata": {"name": "model-store-0", "namespace": NS,
@@ -107,7 +115,7 @@ def kube_args(fake: FakeKube, endpoint: LocalCluster, tmp: Path, shared_nodes: b
             "--namespace": NS, "--allow-namespace": NS, "--selector": "app=ref", "--endpoint": endpoint.lb_url,
             "--ledger": str(tmp / "ledger.jsonl"), "--chaos-report": str(tmp / "report"),
             "--pipeline-deployment": "feature-pipeline", "--dependency": "model_store=model-store.ml.svc",
-            "--server-process": "container_server.py"}
+            "--server-process": "container_server.py", "--service": "ref"}
     opts.update(over)
     argv = [a for k, v in opts.items() if v is not None for a in (k, v)]
     return argv + (["--allow-shared-nodes"] if shared_nodes else []) + [
@@ -311,6 +319,11 @@ def test_everything(run_experiment, target):
     ("existence-only selector", {"--selector": "app"}, ["names no label value"]),
     # the model store's pod is a bare pod: no workload says how many there should be
     ("no workload", {"--selector": "app=model-store"}, ["--selector app=model-store", "no Deployment or StatefulSet"]),
+    # a verdict must judge the pods the faults act on: the endpoint's Service must route to them
+    ("endpoint reaches no Service", {"--service": None}, ["--endpoint", "is not a Service of ml", "--service NAME"]),
+    ("Service routes to other pods", {"--service": "model-store"},
+     ["Service model-store (the endpoint) routes to model-store-0", "--selector app=ref picks ref-"]),
+    ("no such Service", {"--service": "nope"}, ["no Service nope in namespace ml"]),
     ("no endpoint", {"--endpoint": None}, ["--endpoint", "URL under test"]),
     ("blast radius", {}, ["100%", "every"]),
     # the serving Deployment named as the pipeline: deploy/'s role may not even read it
@@ -400,6 +413,18 @@ def test_recover_undoes_a_cordon_left_by_a_killed_run(kube, endpoint, tmp_path):
     assert not spec.get("unschedulable") and not spec.get("taints")
     assert ledger.open_entries() == []
     assert processes_mentioning(f"--host {endpoint.lb_url}") == [], "the dead runner's locust ended too"
+
+
+# ----------------------------------------------------------------------------- the endpoint
+@pytest.mark.parametrize("url", ["http://ref:8000", "http://ref.ml.svc.cluster.local:8000", "http://10.96.0.10:8000",
+                                 "https://ref.lb.example"])
+def test_the_endpoint_is_its_service_by_dns_name_cluster_ip_or_load_balancer(kube, url):
+    settings = KubeSettings(NS, "app=ref", url, kubeconfig=str(kube.kubeconfig),  # type: ignore[attr-defined]
+                            allow_clusters=(kube.uid,), allow_namespaces=(NS,))  # type: ignore[attr-defined]
+    with KubeTarget(settings) as target:
+        target.tie()
+        assert target.service == "ref" and target.slices.service() == "ref"
+        assert "Service ref" in target.lb_view()
 
 
 # ----------------------------------------------------------------------------- the watch

@@ -155,6 +155,8 @@ def _seed(fake: FakeKube) -> str:
     """What deploy/ and a cluster give the runner to work on: kube-system (the identity), the
     opted-in namespace, the model store's Service and pod, an HPA and a KEDA ScaledObject."""
     uid = identify_and_opt_in(fake, NS)
+    fake.add("", "v1", "services", {"metadata": {"name": "ref", "namespace": NS},
+                                    "spec": {"selector": {"app": "ref"}, "ports": [{"port": 8000}]}}, NS)
     fake.add("", "v1", "services", {"metadata": {"name": "model-store", "namespace": NS},
                                     "spec": {"selector": {"app": "model-store"}, "ports": [{"port": 8001}]}}, NS)
     fake.add("", "v1", "pods", {"metadata": {"name": "model-store-0", "namespace": NS, "labels": {"app": "model-store"}},
@@ -184,7 +186,7 @@ def _exercise(fake: FakeKube, cluster: FakeCluster, uid: str, tmp: Path) -> Run:
                             context=CONTEXT, allow_clusters=(uid,), allow_namespaces=(NS,),
                             pipeline_deployment="feature-pipeline", server_process="container_server.py",
                             dependencies={"model_store": "model-store", "feature_store": "feature-store"},
-                            allow_shared_nodes=False, expire_after_s=900)
+                            allow_shared_nodes=False, expire_after_s=900, service="ref")
     phases: dict[str, tuple[int, int]] = {}
     ran: list[str] = []
 
@@ -195,7 +197,7 @@ def _exercise(fake: FakeKube, cluster: FakeCluster, uid: str, tmp: Path) -> Run:
         finally:
             phases[name] = (start, len(fake.authorizations))
 
-    target = phase("start", lambda: KubeTarget(settings).start())
+    target = phase("start", lambda: KubeTarget(settings).start().tie())
     try:
         phase("steady", lambda: target.wait_steady(20))
         phase("probes", lambda: (inventory_of(target), target.autoscaling(), target.desired_replicas(),
