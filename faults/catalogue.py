@@ -33,3 +33,25 @@ def lookup(fault_id: str) -> FaultSpec:
     except KeyError:
         raise UsageError(f"unknown fault {fault_id!r}{suggest(fault_id, list(CATALOGUE))}; "
                          f"known: {', '.join(CATALOGUE)} (`inferchaos faults` describes them)") from None
+
+
+def fault_sets(pairs: list[str], kind: str) -> dict[str, dict]:
+    """`--fault-set spot_reclamation.notice_s=120` (repeatable) → {"spot_reclamation":
+    {"notice_s": 120.0}}: a fault's parameters for every experiment of it, over what the
+    experiment gives. Checked here for the target kind, one line per mistake, so a value the
+    target cannot honour stops the session before anything runs."""
+    out: dict[str, dict] = {}
+    for raw in pairs:
+        name, dot, rest = raw.partition(".")
+        if not dot or "=" not in rest:
+            raise UsageError(f"--fault-set {raw!r}: expected FAULT.KEY=VALUE, e.g. spot_reclamation.notice_s=120")
+        spec = lookup(name.strip())
+        given = spec.parse([rest])
+        if set(given) & set(out.get(spec.name, {})):
+            raise UsageError(f"--fault-set {raw!r}: {spec.name}.{next(iter(given))} given twice")
+        out.setdefault(spec.name, {}).update(given)
+        for key in given:
+            p = spec.param(key)
+            if p.only not in (None, kind):
+                raise UsageError(f"--fault-set {raw!r}: {key} applies on the {p.only} target only, not on {kind}")
+    return out

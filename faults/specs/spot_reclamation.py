@@ -12,8 +12,9 @@ spot_reclamation = FaultSpec(
     effect="the reclaimed replicas gone by the notice deadline (local: their process groups; Kubernetes: the "
            "node cordoned and tainted, its inference pods out of service)",
     params=(REPLICAS,
-            # a laptop-sized notice locally; a cloud's (GCP's 30 s) on a real node
-            Param("notice_s", "seconds", "seconds between the notice (SIGTERM / eviction) and the kill",
-                  default=2.0, defaults={"kubernetes": 30.0}),
+            # a laptop-sized notice locally; a cloud's on a real node: GCP's preemption and Azure's
+            # eviction notice are 30 s, AWS's spot interruption notice 2 minutes (set 120 there)
+            Param("notice_s", "seconds", "seconds between the notice (SIGTERM / eviction) and the kill; the "
+                  "providers give 30 (GCP, Azure) or 120 (AWS)", default=2.0, defaults={"kubernetes": 30.0}),
             PROVISIONING, WARM_POOL),
 )

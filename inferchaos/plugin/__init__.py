@@ -32,6 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                                          "repository)")
     g.addoption("--slo-set", metavar="KEY=VALUE", action="append", default=[],
                 help="override an SLO or phase key for every experiment (repeatable)")
+    g.addoption("--fault-set", metavar="FAULT.KEY=VALUE", action="append", default=[],
+                help="set a fault parameter for every experiment of that fault, over the experiment's own "
+                     "(repeatable), e.g. spot_reclamation.notice_s=120 (an AWS spot notice)")
     g.addoption("--chaos-report", metavar="DIR", default=None, help="write DIR/summary.json and per-run artefacts")
     g.addoption("--ledger", metavar="PATH", default=str(DEFAULT_LEDGER), help="fault ledger (default: %(default)s)")
     g.addoption("--state-dir", metavar="DIR", default=None,

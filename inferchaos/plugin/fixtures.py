@@ -184,6 +184,8 @@ def run_experiment(chaos: ChaosSession, target: Target, annotations: Annotations
         """`via`: the target as the load sees it, when not the session's own (the same
         local cluster behind another LB front, `LocalCluster.behind_plain_lb()`)."""
         experiment_id = re.sub(r"^test_", "", request.node.name)
+        if chaos.fault_sets.get(fault.name):  # --fault-set wins over what the experiment gave
+            fault = fault.spec.on(fault.target, **{**dict(fault.args), **chaos.fault_sets[fault.name]})
         fault.ledger, fault.experiment = chaos.ledger, experiment_id
         slo = load_slo(chaos.slo_path, fault.name, chaos.overrides)
         lines = fault.plan()  # a blast radius the target cannot satisfy stops here, before any change

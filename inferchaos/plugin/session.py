@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from inferchaos.faults.catalogue import CATALOGUE
+from inferchaos.faults.catalogue import CATALOGUE, fault_sets
 from inferchaos.faults.ledger import Ledger
 from inferchaos.engine import ExperimentResult
 from inferchaos import kube_options, load_options
@@ -58,6 +58,8 @@ class ChaosSession:
     metrics_port: int | None = 0
     metrics_host: str = "127.0.0.1"
     load: LoadOptions = field(default_factory=LoadOptions)
+    #: --fault-set: per fault, parameters over the experiments' own (checked for the target kind).
+    fault_sets: dict[str, dict] = field(default_factory=dict)
     #: what the load sends, resolved from the server once the target is up.
     workload: Workload | None = None
 
@@ -94,6 +96,7 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
     if state_dir and target != "local":
         raise UsageError("--state-dir applies to --target local only")
     kube = kube_options.settings(config.getoption) if target == "kubernetes" else None
+    sets = fault_sets(list(config.getoption("--fault-set")), target)
     price = config.getoption("--gpu-hour-price")
     if price is None and config.getoption("--gpu-price"):
         raise UsageError("--gpu-price needs --gpu-hour-price (the price of every other GPU)")
@@ -110,7 +113,7 @@ def _chaos_session(config: pytest.Config) -> ChaosSession:
         report_dir=Path(report) if report else Path(".inferchaos/runs"), summary=bool(report),
         state_dir=Path(state_dir) if state_dir else None, prometheus_url=config.getoption("--prometheus"),
         grafana_url=config.getoption("--grafana"), metrics_port=None if port == "off" else int(port), metrics_host=metrics_host,
-        kube=kube, dry_run=config.getoption("--chaos-dry-run"), prices=prices, load=load,
+        kube=kube, dry_run=config.getoption("--chaos-dry-run"), prices=prices, load=load, fault_sets=sets,
     )
 
 

@@ -118,8 +118,9 @@ def kube_args(fake: FakeKube, endpoint: LocalCluster, tmp: Path, shared_nodes: b
             "--server-process": "container_server.py", "--service": "ref"}
     opts.update(over)
     argv = [a for k, v in opts.items() if v is not None for a in (k, v)]
+    # a spot notice of 2 s, not the Kubernetes default of 30 s (a cloud's): the fake's nodes need no more
     return argv + (["--allow-shared-nodes"] if shared_nodes else []) + [
-        "--dependency", "feature_store=feature-store.ml.svc", *SHORT]
+        "--dependency", "feature_store=feature-store.ml.svc", "--fault-set", "spot_reclamation.notice_s=2", *SHORT]
 
 
 def pytest_run(paths: list[str], args: list[str], timeout: float = 400) -> subprocess.CompletedProcess:
@@ -268,6 +269,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(kube, endpoint, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "dry run, nothing changed: would cordon node node-" in out
+    assert "with grace 2 s; delete what is left at +2 s" in out  # --fault-set over the kind's 30 s
     assert "would SIGKILL the server process in pod ref-" in out and "NetworkChaos" in out
     assert "scale Deployment feature-pipeline" in out
     # the experiment names provisioning_delay_s as local-only: not applied here, and not pretended to be
