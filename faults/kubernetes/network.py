@@ -118,6 +118,12 @@ class _NetworkFault(KubeFault):
         """A dependency's path is every replica's: the chaos names each Ready pod."""
         return sorted(p.name for p in self.kube.replicas() if p.phase == "ready")
 
+    def within_radius(self) -> list[str]:
+        """The first Ready pods by name, as many as `replicas` says. A slow path takes no pod
+        out of service, so all of them may be named (the radius keeps none back)."""
+        ready = self.serving()
+        return ready[:self.radius.resolve(len(ready), "Ready pods", keep_at_least=0)]
+
     def figures(self) -> dict[str, Any]:
         return {"mechanism": self.mechanism}
 
@@ -138,13 +144,14 @@ class _NetworkFault(KubeFault):
 class KubeDependencyLatency(_NetworkFault):
 
     def _plan(self) -> list[str]:
-        return [f"NetworkChaos from the Ready pods ({', '.join(self.serving())}) toward {self.args.dependency} "
+        return [f"NetworkChaos from the Ready pods {', '.join(self.within_radius())} (replicas {self.radius}) toward "
+                f"{self.args.dependency} "
                 f"({self.kube.settings.dependencies.get(self.args.dependency, '<host not given>')}): "
                 f"{'loss 100%' if self.args.stall_s else f'delay {self.args.latency_ms:g}±{self.args.jitter_ms:g} ms'}"
                 + (f", bandwidth {self.args.bandwidth_kbs:g} KB/s" if self.args.bandwidth_kbs else "") + "; deleted on revert"]
 
     def _inject(self) -> None:
-        self.apply_chaos(self.serving(), self.host(self.args.dependency), latency_ms=self.args.latency_ms, jitter_ms=self.args.jitter_ms,
+        self.apply_chaos(self.within_radius(), self.host(self.args.dependency), latency_ms=self.args.latency_ms, jitter_ms=self.args.jitter_ms,
                          bandwidth_kbs=self.args.bandwidth_kbs, loss=bool(self.args.stall_s))
 
 

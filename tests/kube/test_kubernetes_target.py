@@ -429,6 +429,28 @@ def test_the_endpoint_is_its_service_by_dns_name_cluster_ip_or_load_balancer(kub
         assert "Service ref" in target.lb_view()
 
 
+# ----------------------------------------------------------------------------- radius
+@pytest.mark.parametrize("replicas, n", [("1", 1), ("50%", 2), ("100%", 3)])
+def test_dependency_latency_names_only_the_pods_its_radius_allows(kube, endpoint, tmp_path, replicas, n):
+    """Read back from Chaos Mesh (the fake's controller): the pods it injected, not the ones we asked for."""
+    from inferchaos.faults.specs.dependency_latency import dependency_latency
+
+    settings = KubeSettings(NS, "app=ref", endpoint.lb_url, kubeconfig=str(kube.kubeconfig),  # type: ignore[attr-defined]
+                            allow_clusters=(kube.uid,), allow_namespaces=(NS,),  # type: ignore[attr-defined]
+                            dependencies={"feature_store": "feature-store"})
+    with KubeTarget(settings) as target:
+        target.wait_steady(20)
+        ready = sorted(p.name for p in target.replicas() if p.phase == "ready")
+        fault = dependency_latency.on(target, ledger=Ledger(tmp_path / "ledger.jsonl"), replicas=replicas)
+        fault.inject()
+        try:
+            wait_for(lambda: fault.landed().ok, fault.land_within_s + 5, "the chaos to land")
+            assert kube.chaos.injected(NS, fault.chaos_name) == {f"{NS}/{p}" for p in ready[:n]}  # type: ignore[attr-defined]
+        finally:
+            fault.revert()
+    assert Ledger(tmp_path / "ledger.jsonl").open_entries() == []
+
+
 # ----------------------------------------------------------------------------- the watch
 def test_the_pod_cache_relists_after_410_and_remembers_the_dead(kube, endpoint):
     settings = KubeSettings(NS, "app=ref", endpoint.lb_url, kubeconfig=str(kube.kubeconfig),  # type: ignore[attr-defined]
