@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 import kubernetes.client
 from aiohttp import web
 
+from tests.fakekube.validation import invalid_on_create
 from tests.fakekube.execs import Exec, ExecHandler, default_handler, serve_exec
 from tests.fakekube.patches import PatchError, apply_patch
 from tests.fakekube.rbac import (CONNECT_SUBRESOURCES, Attributes, Authorization, Decision, Policy, is_discovery,
@@ -201,7 +202,8 @@ class FakeKube:
 
     # seeding helpers: straight into the store, not logged as requests
     def add(self, group: str, version: str, plural: str, obj: dict[str, Any], namespace: str = "") -> dict[str, Any]:
-        resource = self.store.resource(group, version, plural, obj.get("kind"))
+        # seeding a kind installs it (a CRD), so the API serves it from then on
+        resource = self.store.resource(group, version, plural, obj.get("kind") or plural.rstrip("s").capitalize())
         return self.store.create(resource, namespace or (obj.get("metadata") or {}).get("namespace", ""), obj)
 
     def get(self, group: str, version: str, plural: str, name: str, namespace: str = "") -> dict[str, Any]:
@@ -329,9 +331,10 @@ class FakeKube:
             namespace, plural, name, sub = rest[1], rest[2], _at(rest, 3), _at(rest, 4)
         else:
             namespace, plural, name, sub = "", rest[0], _at(rest, 1), _at(rest, 2)
+        if not self.store.served(group, version, plural):
+            return status_response(404, "NotFound", "the server could not find the requested resource")
         body = request[BODY]
-        resource = self.store.resource(group, version, plural, body.get("kind") if isinstance(body, dict)
-                                       and request.method == "POST" and not name else None)
+        resource = self.store.resource(group, version, plural)
         if name is None:
             return await self._collection(request, resource, namespace, body, watch)
         if sub == "scale" and (resource.group, resource.plural) in SCALABLE:
@@ -347,6 +350,9 @@ class FakeKube:
         if request.method == "POST":
             if not isinstance(body, dict):
                 return status_response(400, "BadRequest", "the body of the request was not an object")
+            invalid = invalid_on_create(resource, namespace, body, self._namespace_exists)
+            if invalid is not None:
+                return status_response(invalid.code, invalid.reason, invalid.message)
             for admit in self.admission:  # validating webhooks (Chaos Mesh's: tests/fakekube/chaosmesh.py)
                 refusal = admit(body)
                 if refusal is not None:
@@ -374,6 +380,9 @@ class FakeKube:
                     continue
             return web.json_response(list_body(resource, answered, self.store.resource_version))
         return status_response(405, "MethodNotAllowed", f"{request.method} is not allowed on a collection")
+
+    def _namespace_exists(self, namespace: str) -> bool:
+        return self.exists("", "v1", "namespaces", namespace)
 
     def _item(self, request: web.Request, resource: Resource, namespace: str, name: str, body: Any) -> web.Response:
         if request.method == "GET":

@@ -147,6 +147,11 @@ class Store:
                     self._resources[(group, version, plural)] = found
             return found
 
+    def served(self, group: str, version: str, plural: str) -> bool:
+        """Built in, or installed (a CRD seeded with `add`): an API server answers 404 for the rest."""
+        with self._lock:
+            return (group, version, plural) in self._resources
+
     def resources(self) -> list[Resource]:
         with self._lock:
             return list(self._resources.values())

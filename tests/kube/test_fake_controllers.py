@@ -54,6 +54,12 @@ def records(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in ((obj.get("status") or {}).get("experiment") or {}).get("containerRecords") or []}
 
 
+@pytest.fixture(autouse=True)
+def namespace(fakekube: FakeKube) -> None:  # noqa: F811
+    """The namespace the tests work in exists, as on a cluster: creating in a missing one is 404."""
+    fakekube.add("", "v1", "namespaces", {"metadata": {"name": NS}})
+
+
 @pytest.fixture
 def chaos_mesh(fakekube: FakeKube) -> Iterator[ChaosMeshController]:  # noqa: F811
     with ChaosMeshController(fakekube, injection_delay_s=0.1) as controller:

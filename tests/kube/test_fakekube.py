@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
@@ -20,6 +21,13 @@ from tests.support.waiting import wait_for
 
 NS = "inferchaos"
 WATCH_READ_TIMEOUT = (5, 8)  # a watch that never ends fails here instead of hanging the suite
+
+
+@pytest.fixture(autouse=True)
+def namespace(fakekube: FakeKube) -> None:  # noqa: F811
+    """The namespace the tests work in exists, as on a cluster: creating in a missing one is 404."""
+    for ns in (NS, "other"):
+        fakekube.add("", "v1", "namespaces", {"metadata": {"name": ns}})
 
 
 def pod(name: str, labels: dict[str, str] | None = None, node: str | None = None, ns: str = NS) -> dict[str, Any]:
@@ -74,9 +82,9 @@ def test_missing_object_is_404_status(kube_client: client.ApiClient) -> None:
 
 def test_namespaces_and_nodes_are_cluster_scoped(kube_client: client.ApiClient) -> None:
     v1 = client.CoreV1Api(kube_client)
-    v1.create_namespace({"metadata": {"name": NS}})
+    v1.create_namespace({"metadata": {"name": "team-c"}})
     v1.create_node({"metadata": {"name": "gpu-1", "labels": {"pool": "spot"}}})
-    assert [n.metadata.name for n in v1.list_namespace().items] == [NS]
+    assert sorted(n.metadata.name for n in v1.list_namespace().items) == sorted([NS, "other", "team-c"])
     node = v1.read_node("gpu-1")
     assert node.metadata.namespace is None and node.kind == "Node"
     assert [n.metadata.name for n in v1.list_node(label_selector="pool=spot").items] == ["gpu-1"]
@@ -769,3 +777,37 @@ def test_eviction_is_a_graceful_delete(fakekube: FakeKube, kube_client: client.A
     v1.create_namespaced_pod(NS, scheduled("web-1", grace=7))  # no deleteOptions: the pod's own grace
     v1.create_namespaced_pod_eviction("web-1", NS, {"metadata": {"name": "web-1"}})
     assert v1.read_namespaced_pod("web-1", NS).metadata.deletion_grace_period_seconds == 7
+
+
+# --- what the API server refuses on create (its messages: k8s.io/apimachinery validation) ---
+
+@pytest.mark.parametrize("case, body, code, words", [
+    ("name not an RFC 1123 subdomain", pod("Bad_Name"), 422,
+     ['Pod "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name"', "lowercase RFC 1123 subdomain"]),
+    ("label key with a space", pod("p1", labels={"bad key": "x"}), 422,
+     ['metadata.labels: Invalid value: "bad key"', "name part must consist of"]),
+    ("label value too long", pod("p2", labels={"app": "x" * 64}), 422, ["a valid label must be an empty string"]),
+    ("no containers", {**pod("p3"), "spec": {}}, 422, ['Pod "p3" is invalid: spec.containers: Required value']),
+    ("namespace missing", pod("p4", ns="nope"), 404, ['namespaces "nope" not found']),
+])
+def test_create_is_refused_as_the_api_server_refuses_it(fakekube, kube_client, case, body, code, words):  # noqa: F811
+    """Sent as kubectl --validate=false would (the python client refuses a pod without
+    containers before sending it): the server's own answer is what is pinned."""
+    sent = httpx.post(f"{fakekube.url}/api/v1/namespaces/{body['metadata']['namespace']}/pods", json=body, timeout=10)
+    assert sent.status_code == code, sent.text
+    status = sent.json()
+    assert (status["kind"], status["code"], status["reason"]) == ("Status", code, "Invalid" if code == 422 else "NotFound")
+    for word in words:
+        assert word in status["message"], status["message"]
+    assert client.CoreV1Api(kube_client).list_namespaced_pod(NS).items == []
+
+
+def test_a_valid_pod_is_created_and_an_unknown_resource_is_not_found(fakekube, kube_client):  # noqa: F811
+    created = client.CoreV1Api(kube_client).create_namespaced_pod(NS, pod("ok-1", labels={"app.kubernetes.io/name": "ref"}))
+    assert created.metadata.name == "ok-1"
+    with pytest.raises(ApiException) as err:
+        client.CustomObjectsApi(kube_client).create_namespaced_custom_object(
+            "example.com", "v1", NS, "widgets", {"apiVersion": "example.com/v1", "kind": "Widget",
+                                                  "metadata": {"name": "w"}})
+    assert err.value.status == 404
+    assert json.loads(err.value.body)["message"] == "the server could not find the requested resource"
