@@ -12,6 +12,7 @@ pick the same pods. Anything else is one line, exit 2, before anything is inject
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from kubernetes import client
@@ -23,7 +24,12 @@ from inferchaos.ground.errors import TargetError, UsageError
 
 def named_by_dns(host: str, namespace: str) -> str | None:
     """The Service a cluster-DNS host names in `namespace`; None when the host is no such name
-    (an IP, an Ingress host). A Service name in another namespace is refused."""
+    (an IP, an Ingress host). A `.svc` name of another namespace is refused."""
+    try:
+        ipaddress.ip_address(host)
+        return None  # an address: matched against the Services' own
+    except ValueError:
+        pass
     parts = host.lower().rstrip(".").split(".")
     if len(parts) == 1:
         return parts[0] if parts[0] not in ("", "localhost") else None
@@ -48,7 +54,12 @@ def _addresses(svc: client.V1Service) -> set[str]:
 
 def _pods_selected_by(core: client.CoreV1Api, namespace: str, selector: dict[str, str]) -> set[str]:
     label = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-    pods = core.list_namespaced_pod(namespace, label_selector=label).items
+    try:
+        pods = core.list_namespaced_pod(namespace, label_selector=label).items
+    except ApiException as exc:
+        raise TargetError(f"cannot list the pods Service selector {label} picks: {exc.status} {exc.reason}") from None
+    except (Urllib3Error, OSError) as exc:
+        raise TargetError(f"cannot list the pods of {namespace}: {exc}") from None
     return {p.metadata.name for p in pods if not p.metadata.deletion_timestamp
             and not (p.status and p.status.phase in ("Succeeded", "Failed"))}
 
@@ -75,7 +86,8 @@ def tie(core: client.CoreV1Api, namespace: str, endpoint: str, service: str | No
     svc = by_name.get(name)
     if svc is None:
         raise UsageError(f"no Service {name} in namespace {namespace} (named by "
-                         f"{'--service' if service else '--endpoint'})")
+                         f"{'--service' if service else '--endpoint'}; a port-forward, an Ingress or a Gateway "
+                         "is named with --service NAME)")
     own = (svc.spec.selector if svc.spec else None) or {}
     if not own:
         raise UsageError(f"Service {name} has no selector: the pods it routes to cannot be checked against "

@@ -72,7 +72,7 @@ class KubeSettings:
         if not equality_terms(self.selector):
             raise UsageError(f"--selector {self.selector!r} names no label value: it would pick every pod that has "
                              "the label; give key=value, e.g. app=vllm")
-        if self.service is not None and not re.match(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$", self.service):
+        if self.service is not None and not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", self.service):
             raise UsageError(f"--service {self.service!r}: expected a Service name (lower-case letters, digits "
                              "and '-', at most 63)")
         if not re.match(r"^https?://[^\s/]+", self.endpoint or ""):

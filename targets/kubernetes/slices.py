@@ -97,8 +97,10 @@ class SliceCache:
     def service(self) -> str | None:
         """The Service the endpoint was tied to (KubeTarget.tie); before that, the one whose
         slices name most of the selected pods."""
-        if self.pinned:
-            return self.pinned
+        if self.pinned:  # until its slices are read (or if they may not be), pod readiness is the view
+            with self._lock:
+                seen = any(svc == self.pinned for svc, _ in self.slices.values())
+            return self.pinned if self.readable and seen else None
         names = {p.name for p in self.pods.snapshot()[0]} | {p.name for p in self.pods.snapshot()[1]}
         counts: dict[str, int] = {}
         with self._lock:

@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from inferchaos.ground.errors import TargetError, UsageError
+from inferchaos.ground.errors import InferchaosError, TargetError, UsageError
 from inferchaos.targets import capabilities as caps
 from inferchaos.targets.kubernetes.connection import Connection
 from inferchaos.targets.kubernetes.pods import PodCache, PodView
@@ -154,8 +154,8 @@ class KubeTarget:
         keeps the count last read (`desired_error` says why), never a guess from the pods
         there are (a fleet one replica short would call itself steady)."""
         try:
-            self._desired = self._read_desired()
-        except TargetError as exc:
+            self._desired, self.desired_error = self._read_desired(), None
+        except InferchaosError as exc:  # unreadable, or the workload gone mid-run
             if self._desired is None:
                 raise
             self.desired_error = str(exc)

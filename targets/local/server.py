@@ -266,13 +266,14 @@ class ReferenceServer:
         must not cost every batch its timeout, or a slow dependency becomes an outage)."""
         if time.monotonic() >= self._feature_retry_at:
             url = f"{self.cfg.feature_store.rstrip('/')}/features/default"
+            asked_at = time.monotonic()  # the age is the store's at its answer: count the way back too
             assert self.session is not None
             try:
                 timeout = aiohttp.ClientTimeout(total=self.cfg.feature_timeout_s)
                 async with self.session.get(url, timeout=timeout) as resp:
                     if resp.status == 200:  # a quick "no features yet" costs nothing: no backoff
                         body = await resp.json()
-                        self.last_features = (int(body["version"]), float(body["age_s"]), time.monotonic())
+                        self.last_features = (int(body["version"]), float(body["age_s"]), asked_at)
             except (aiohttp.ClientError, TimeoutError):
                 self._feature_retry_at = time.monotonic() + self.cfg.feature_backoff_s
             except (ValueError, KeyError, TypeError):

@@ -203,7 +203,8 @@ class FakeKube:
     # seeding helpers: straight into the store, not logged as requests
     def add(self, group: str, version: str, plural: str, obj: dict[str, Any], namespace: str = "") -> dict[str, Any]:
         # seeding a kind installs it (a CRD), so the API serves it from then on
-        resource = self.store.resource(group, version, plural, obj.get("kind") or plural.rstrip("s").capitalize())
+        kind = obj.get("kind") or (plural[:-1] if plural.endswith("s") else plural).capitalize()
+        resource = self.store.resource(group, version, plural, kind)
         return self.store.create(resource, namespace or (obj.get("metadata") or {}).get("namespace", ""), obj)
 
     def get(self, group: str, version: str, plural: str, name: str, namespace: str = "") -> dict[str, Any]:

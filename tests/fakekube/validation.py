@@ -8,7 +8,8 @@ it uses (k8s.io/apimachinery/pkg/util/validation and api/validation of Kubernete
   RFC 1123 subdomain must consist of ...`;
 - a label key that is not a qualified name (an optional DNS-subdomain prefix and `/`, then a
   name of at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric), or a
-  value that is not empty or such a name: 422 Invalid on `metadata.labels`;
+  value that is not empty or such a name: 422 Invalid on `metadata.labels` (a length and a
+  pattern are separate messages, as apimachinery words them);
 - a Pod without containers: 422 Invalid, `spec.containers: Required value`.
 
 Objects seeded with `FakeKube.add` skip this (fixtures are the cluster's state, not requests).
@@ -42,19 +43,32 @@ class Refusal:
     message: str
 
 
+def _subdomain(text: str) -> list[str]:
+    """IsDNS1123Subdomain: the length and the pattern are separate messages."""
+    msgs = ["must be no more than 253 characters"] if len(text) > 253 else []
+    return msgs + ([SUBDOMAIN_MSG] if not SUBDOMAIN.fullmatch(text) else [])
+
+
 def _label_errors(labels: Any) -> list[str]:
+    """IsQualifiedName for each key, IsValidLabelValue for each value."""
     if not isinstance(labels, dict):
         return ["metadata.labels: Invalid value: must be a map of strings"]
     errors = []
     for key, value in labels.items():
         prefix, slash, name = str(key).rpartition("/")
-        if slash and (not prefix or len(prefix) > 253 or not SUBDOMAIN.fullmatch(prefix)):
-            errors.append(f'metadata.labels: Invalid value: "{key}": prefix part {SUBDOMAIN_MSG}')
-        if len(name) > 63 or not NAME_PART.fullmatch(name):
-            errors.append(f'metadata.labels: Invalid value: "{key}": {NAME_PART_MSG}')
+        msgs = []
+        if slash:
+            msgs += ["prefix part must be non-empty"] if not prefix else [f"prefix part {m}" for m in _subdomain(prefix)]
+        if not name:
+            msgs.append("name part must be non-empty")
+        else:
+            msgs += ["name part must be no more than 63 characters"] if len(name) > 63 else []
+            msgs += [NAME_PART_MSG] if not NAME_PART.fullmatch(name) else []
+        errors += [f'metadata.labels: Invalid value: "{key}": {m}' for m in msgs]
         text = str(value) if value is not None else ""
-        if len(text) > 63 or (text and not NAME_PART.fullmatch(text)):
-            errors.append(f'metadata.labels: Invalid value: "{text}": {VALUE_MSG}')
+        msgs = ["must be no more than 63 characters"] if len(text) > 63 else []
+        msgs += [VALUE_MSG] if text and not NAME_PART.fullmatch(text) else []
+        errors += [f'metadata.labels: Invalid value: "{text}": {m}' for m in msgs]
     return errors
 
 
@@ -65,8 +79,7 @@ def invalid_on_create(resource: Resource, namespace: str, body: dict[str, Any],
         return Refusal(404, "NotFound", f'namespaces "{namespace}" not found')
     name = meta.get("name") or ""
     errors = []
-    if name and (len(name) > 253 or not SUBDOMAIN.fullmatch(name)):
-        errors.append(f'metadata.name: Invalid value: "{name}": {SUBDOMAIN_MSG}')
+    errors += [f'metadata.name: Invalid value: "{name}": {m}' for m in (_subdomain(name) if name else [])]
     if "labels" in meta and meta["labels"] is not None:
         errors += _label_errors(meta["labels"])
     if (resource.group, resource.plural) == ("", "pods") and not ((body.get("spec") or {}).get("containers")):

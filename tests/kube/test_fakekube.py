@@ -786,7 +786,10 @@ def test_eviction_is_a_graceful_delete(fakekube: FakeKube, kube_client: client.A
      ['Pod "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name"', "lowercase RFC 1123 subdomain"]),
     ("label key with a space", pod("p1", labels={"bad key": "x"}), 422,
      ['metadata.labels: Invalid value: "bad key"', "name part must consist of"]),
-    ("label value too long", pod("p2", labels={"app": "x" * 64}), 422, ["a valid label must be an empty string"]),
+    ("label value too long", pod("p2", labels={"app": "x" * 64}), 422,
+     [f'metadata.labels: Invalid value: "{"x" * 64}": must be no more than 63 characters']),
+    ("label value with a space", pod("p5", labels={"app": "a b"}), 422, ["a valid label must be an empty string"]),
+    ("label prefix empty", pod("p6", labels={"/app": "x"}), 422, ["prefix part must be non-empty"]),
     ("no containers", {**pod("p3"), "spec": {}}, 422, ['Pod "p3" is invalid: spec.containers: Required value']),
     ("namespace missing", pod("p4", ns="nope"), 404, ['namespaces "nope" not found']),
 ])

@@ -425,8 +425,11 @@ def test_the_endpoint_is_its_service_by_dns_name_cluster_ip_or_load_balancer(kub
                             allow_clusters=(kube.uid,), allow_namespaces=(NS,))  # type: ignore[attr-defined]
     with KubeTarget(settings) as target:
         target.tie()
-        assert target.service == "ref" and target.slices.service() == "ref"
+        assert target.service == "ref"
+        # the LB view is that Service's slices once read: the EndpointSlice controller's conditions
+        wait_for(lambda: target.slices.service() == "ref", 10, "the Service's slices read")
         assert "Service ref" in target.lb_view()
+        assert {(s.name, s.state) for s in target.servers()} == {(p.name, "running") for p in target.replicas()}
 
 
 # ----------------------------------------------------------------------------- radius

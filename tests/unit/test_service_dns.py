@@ -18,6 +18,7 @@ from inferchaos.targets.kubernetes.service import named_by_dns
     ("VLLM.ml.svc.corp.internal.", "vllm"),
     # not a Service's DNS name: resolved by address, or named with --service
     ("10.96.0.12", None),
+    ("fd00::a", None),
     ("localhost", None),
     ("vllm.example.com", None),
 ])
