@@ -49,9 +49,7 @@ def fault_sets(pairs: list[str], kind: str) -> dict[str, dict]:
         given = spec.parse([rest])
         if set(given) & set(out.get(spec.name, {})):
             raise UsageError(f"--fault-set {raw!r}: {spec.name}.{next(iter(given))} given twice")
-        out.setdefault(spec.name, {}).update(given)
         for key in given:
-            p = spec.param(key)
-            if p.only not in (None, kind):
-                raise UsageError(f"--fault-set {raw!r}: {key} applies on the {p.only} target only, not on {kind}")
+            spec.honoured(key, kind)
+        out.setdefault(spec.name, {}).update(given)
     return out

@@ -245,10 +245,7 @@ class FaultSpec:
             if where not in TARGET_KINDS:
                 raise UsageError(f"{self.name}: only_on names {where!r}; target kinds: {', '.join(TARGET_KINDS)}")
             for key in extra:
-                p = self._known(key)
-                if p.only not in (None, where):
-                    raise UsageError(f"{self.name}: {key} applies on the {p.only} target only, not on {where}")
-                p.check(self.name, extra[key])
+                self.honoured(key, where).check(self.name, extra[key])
         given = {**params, **(only_on or {}).get(kind, {})}
         cls = executor_class(self.name, kind)
         kwargs: dict[str, Any] = {"spec": self, "target": target, "args": self.args(kind, given),
@@ -256,6 +253,13 @@ class FaultSpec:
         if ledger is not None:
             kwargs["ledger"] = ledger
         return cls(**kwargs)
+
+    def honoured(self, key: str, kind: str) -> Param:
+        """The parameter, where a `kind` target honours it; one UsageError line where not."""
+        p = self._known(key)
+        if p.only not in (None, kind):
+            raise UsageError(f"{self.name}: {key} applies on the {p.only} target only, not on {kind}")
+        return p
 
     def _known(self, key: str) -> Param:
         names = [p.name for p in self.params]

@@ -161,8 +161,14 @@ class KubeTarget:
             self.desired_error = str(exc)
         return self._desired
 
-    def _read_desired(self) -> int:
+    def _runs_ours(self, workload: client.V1Deployment | client.V1StatefulSet) -> bool:
+        """Its pod template carries every key=value the selector asks for: its pods are ours."""
+        meta = workload.spec.template.metadata
+        labels = (meta.labels if meta else None) or {}
         want = equality_terms(self.selector)
+        return bool(want) and all(labels.get(k) == v for k, v in want.items())
+
+    def _read_desired(self) -> int:
         try:
             workloads = (self.apps.list_namespaced_deployment(self.namespace).items
                          + self.apps.list_namespaced_stateful_set(self.namespace).items)
@@ -171,9 +177,7 @@ class KubeTarget:
                               f"replicas they ask for: {exc.status} {exc.reason}") from None
         except (Urllib3Error, OSError) as exc:
             raise TargetError(f"cannot list the workloads of {self.namespace}: {exc}") from None
-        asked = [w.spec.replicas if w.spec.replicas is not None else 1 for w in workloads
-                 if all(((w.spec.template.metadata.labels if w.spec.template.metadata else None) or {}).get(k) == v
-                        for k, v in want.items())]
+        asked = [w.spec.replicas if w.spec.replicas is not None else 1 for w in workloads if self._runs_ours(w)]
         if not asked:
             raise UsageError(f"--selector {self.selector} picks pods that no Deployment or StatefulSet in "
                              f"{self.namespace} runs: the steady state is the replicas a workload asks for; "
@@ -226,15 +230,12 @@ class KubeTarget:
         return {**self._hpa_view, "ready": ready}
 
     def _read_autoscaling(self) -> dict:
-        want = equality_terms(self.selector)
         try:
             workloads = self.apps.list_namespaced_deployment(self.namespace).items
             hpas = client.AutoscalingV2Api(self.api).list_namespaced_horizontal_pod_autoscaler(self.namespace).items
         except (ApiException, Urllib3Error, OSError):
             return {"enabled": False, "error": "the HorizontalPodAutoscalers could not be read"}
-        names = {w.metadata.name for w in workloads if want and all(
-            ((w.spec.template.metadata.labels if w.spec.template.metadata else None) or {}).get(k) == v
-            for k, v in want.items())}
+        names = {w.metadata.name for w in workloads if self._runs_ours(w)}
         hpa = next((h for h in hpas if h.spec.scale_target_ref.kind == "Deployment"
                     and h.spec.scale_target_ref.name in names), None)
         if hpa is None:

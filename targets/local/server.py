@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -273,7 +274,10 @@ class ReferenceServer:
                 async with self.session.get(url, timeout=timeout) as resp:
                     if resp.status == 200:  # a quick "no features yet" costs nothing: no backoff
                         body = await resp.json()
-                        self.last_features = (int(body["version"]), float(body["age_s"]), asked_at)
+                        age = float(body["age_s"])
+                        if not 0.0 <= age < math.inf:  # input from the network: a record no store could hold
+                            raise ValueError(f"feature age {age!r}")
+                        self.last_features = (int(body["version"]), age, asked_at)
             except (aiohttp.ClientError, TimeoutError):
                 self._feature_retry_at = time.monotonic() + self.cfg.feature_backoff_s
             except (ValueError, KeyError, TypeError):
