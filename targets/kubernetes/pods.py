@@ -1,8 +1,8 @@
 """The pods a selector picks, kept current by a watch: what the engine calls replicas.
 
 Sampling the API ten times a second (as the local target samples HAProxy) would load a
-real API server; a watch keeps a cache instead, re-lists after 410 Expired, and remembers
-the pods deleted during the run, since cold starts and failover are judged afterwards.
+real API server; a watch keeps a cache instead (targets.kubernetes.informer), and the cache
+remembers the pods deleted during the run, since cold starts and failover are judged afterwards.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from kubernetes import client, watch
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as Urllib3Error
+from kubernetes import client
+
+from inferchaos.targets.kubernetes.informer import Informer
 
 
 def _wall(ts: datetime | str | None) -> float | None:
@@ -68,17 +68,25 @@ def view(pod: client.V1Pod, port: int) -> PodView:
                 oom = oom or term.reason == "OOMKilled"
                 at = _wall(term.finished_at)
                 finished = at if finished is None or (at is not None and at > finished) else finished
-    deleting = meta.deletion_timestamp is not None
-    if deleting or status.phase in ("Failed", "Succeeded"):
-        phase = "dead"
-    else:
-        phase = "ready" if ready_at is not None else "starting"
+    ending = meta.deletion_timestamp is not None or status.phase in ("Failed", "Succeeded")
+    phase = "dead" if ending else ("ready" if ready_at is not None else "starting")
     return PodView(
         name=meta.name, port=port, phase=phase, started_at=_wall(meta.creation_timestamp) or time.time(),
-        ready_at=ready_at, died_at=_wall(meta.deletion_timestamp) if deleting else None, exit_code=exit_code,
+        ready_at=ready_at, died_at=_ended_at(statuses) if ending else None, exit_code=exit_code,
         node=spec.node_name if spec else None, ip=status.pod_ip, restarts=sum(cs.restart_count or 0 for cs in statuses),
         oom_killed=oom, terminated_at=finished, containers=tuple(c.name for c in (spec.containers if spec else [])),
     )
+
+
+def _ended_at(statuses: list[client.V1ContainerStatus]) -> float | None:
+    """When the last container of an ending pod finished, as the kubelet reports it; None
+    while one still runs. Not deletionTimestamp: that is when the grace period will run out
+    (the delete's time plus the grace), a deadline, not a death. A pod removed before the
+    kubelet said (the watch's DELETED) dies when that is seen (PodCache)."""
+    ends = [_wall(cs.state.terminated.finished_at) if cs.state and cs.state.terminated else None for cs in statuses]
+    if not ends or None in ends:
+        return None
+    return max(e for e in ends if e is not None)
 
 
 @dataclass
@@ -86,72 +94,32 @@ class PodCache:
     core: client.CoreV1Api
     namespace: str
     selector: str
-    timeout_s: int = 30
     pods: dict[str, PodView] = field(default_factory=dict)
     gone: dict[str, PodView] = field(default_factory=dict)
-    relists: int = 0
     _ids: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _informer: Informer | None = None
 
     def id_of(self, name: str) -> int:
         """A stable small number per pod name: the key the LB view and failover use."""
         return self._ids.setdefault(name, len(self._ids) + 1)
 
-    def list(self) -> str:
-        """List from scratch; the resourceVersion to watch from."""
-        listed = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
-        now = time.time()
-        with self._lock:
-            fresh = {p.metadata.name: view(p, self.id_of(p.metadata.name)) for p in listed.items}
-            for name, old in self.pods.items():
-                if name not in fresh:
-                    self._bury(old, now)
-            self.pods = fresh
-        return listed.metadata.resource_version
+    @property
+    def relists(self) -> int:
+        return self._informer.relists if self._informer else 0
 
     def start(self) -> PodCache:
-        rv = self.list()
-        self._thread = threading.Thread(target=self._run, args=(rv,), name="pod-watch", daemon=True)
-        self._thread.start()
+        self._informer = Informer(self.core.list_namespaced_pod, (self.namespace,),
+                                  {"label_selector": self.selector}, self._apply, name="pod-watch").start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.timeout_s + 5)
-
-    def _run(self, rv: str) -> None:
-        while not self._stop.is_set():
-            w = watch.Watch()
-            try:
-                for event in w.stream(self.core.list_namespaced_pod, self.namespace, label_selector=self.selector,
-                                      resource_version=rv, timeout_seconds=min(self.timeout_s, 5),
-                                      _request_timeout=self.timeout_s + 5):
-                    pod = event["object"]
-                    rv = pod.metadata.resource_version or rv
-                    self._apply(event["type"], pod)
-                    if self._stop.is_set():
-                        w.stop()
-            except ApiException as exc:
-                if exc.status == 410:  # too old a resourceVersion: start again from a list
-                    self.relists += 1
-                    rv = self._relist_or(rv)
-                    self._stop.wait(0.2)  # never a hot loop, whatever the server answers next
-                else:
-                    self._stop.wait(1.0)
-            except (Urllib3Error, OSError, ValueError):
-                self._stop.wait(1.0)
-
-    def _relist_or(self, rv: str) -> str:
-        try:
-            return self.list()
-        except (ApiException, Urllib3Error, OSError):
-            self._stop.wait(1.0)
-            return rv
+        if self._informer is not None:
+            self._informer.stop()
 
     def _apply(self, kind: str, pod: client.V1Pod) -> None:
+        """A pod that leaves the selection (deleted, or relabelled out: DELETED to a selector's
+        watch) is remembered as dead: cold starts and failover are judged afterwards."""
         name = pod.metadata.name
         v = view(pod, self.id_of(name))
         with self._lock:

@@ -16,10 +16,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from kubernetes import client, watch
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as Urllib3Error
+from kubernetes import client
 
+from inferchaos.targets.kubernetes.informer import Informer
 from inferchaos.targets.kubernetes.pods import PodCache
 
 
@@ -44,55 +43,34 @@ class SliceCache:
     discovery: client.DiscoveryV1Api
     namespace: str
     pods: PodCache
-    timeout_s: int = 30
     #: slice name -> (service, {pod: (ready, serving, terminating)})
     slices: dict[str, tuple[str, dict[str, tuple[bool, bool, bool]]]] = field(default_factory=dict)
-    readable: bool = True
     #: the Service under load, once known: only its slices are the data plane's view.
     pinned: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _informer: Informer | None = None
+
+    @property
+    def readable(self) -> bool:
+        """False while the runner may not read EndpointSlices (403): pod readiness is the view."""
+        return not (self._informer and self._informer.forbidden)
 
     def start(self) -> SliceCache:
-        self._thread = threading.Thread(target=self._run, name="slice-watch", daemon=True)
-        self._thread.start()
+        """Listed in the background: a view that stays empty is a fallback, not a refusal."""
+        self._informer = Informer(self.discovery.list_namespaced_endpoint_slice, (self.namespace,),
+                                  on_change=self._apply, name="slice-watch").start(wait=False)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.timeout_s + 5)
+        if self._informer is not None:
+            self._informer.stop()
 
-    def _run(self) -> None:
-        rv = ""
-        while not self._stop.is_set():
-            try:
-                if not rv:
-                    listed = self.discovery.list_namespaced_endpoint_slice(self.namespace)
-                    with self._lock:
-                        self.slices = {s.metadata.name: _entry(s) for s in listed.items}
-                    rv = listed.metadata.resource_version
-                for event in watch.Watch().stream(self.discovery.list_namespaced_endpoint_slice, self.namespace,
-                                                  resource_version=rv, timeout_seconds=5,
-                                                  _request_timeout=self.timeout_s + 5):
-                    s = event["object"]
-                    rv = s.metadata.resource_version or rv
-                    with self._lock:
-                        if event["type"] == "DELETED":
-                            self.slices.pop(s.metadata.name, None)
-                        else:
-                            self.slices[s.metadata.name] = _entry(s)
-                    if self._stop.is_set():
-                        break
-            except ApiException as exc:
-                if exc.status == 403:
-                    self.readable = False
-                    return  # not allowed to read slices: the pods' readiness is the view
-                rv = "" if exc.status == 410 else rv
-                self._stop.wait(0.5 if exc.status == 410 else 1.0)
-            except (Urllib3Error, OSError, ValueError):
-                self._stop.wait(1.0)
+    def _apply(self, kind: str, s: client.V1EndpointSlice) -> None:
+        with self._lock:
+            if kind == "DELETED":
+                self.slices.pop(s.metadata.name, None)
+            else:
+                self.slices[s.metadata.name] = _entry(s)
 
     def service(self) -> str | None:
         """The Service the endpoint was tied to (KubeTarget.tie); before that, the one whose

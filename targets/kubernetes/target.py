@@ -22,7 +22,8 @@ from inferchaos.targets.kubernetes.pods import PodCache, PodView
 from inferchaos.targets.kubernetes.identity import ClusterIdentity, check_identity, read_identity
 from inferchaos.targets.kubernetes.service import tie
 from inferchaos.targets.kubernetes.slices import Endpoint, SliceCache
-from inferchaos.targets.kubernetes.settings import OPT_IN_LABEL, KubeSettings, equality_terms
+from inferchaos.targets.kubernetes.settings import OPT_IN_LABEL, KubeSettings
+from inferchaos.targets.kubernetes.workloads import Workloads
 
 
 class KubeTarget:
@@ -38,8 +39,8 @@ class KubeTarget:
         self.namespace, self.selector = settings.namespace, settings.selector
         self.cache = PodCache(self.core, self.namespace, self.selector)
         self.slices = SliceCache(client.DiscoveryV1Api(self.api), self.namespace, self.cache)
+        self.workloads = Workloads(self.api, self.namespace, self.selector)
         self._started = False
-        self._hpa_read_at, self._hpa_view = float("-inf"), {"enabled": False}
         self._desired: int | None = None
         #: the Service under load (tie()).
         self.service: str | None = None
@@ -72,11 +73,12 @@ class KubeTarget:
         if ((ns.metadata.labels if ns.metadata else None) or {}).get(OPT_IN_LABEL) != "true":
             raise UsageError(f"namespace {self.namespace} has not opted in to chaos: its owners label it "
                              f"{OPT_IN_LABEL}=true (kubectl label namespace {self.namespace} {OPT_IN_LABEL}=true)")
-        self.cache.start()
-        self.slices.start()
         self._started = True
-        pods, _ = self.cache.snapshot()
         try:
+            self.cache.start()
+            self.slices.start()
+            self.workloads.start()
+            pods, _ = self.cache.snapshot()
             if not pods:
                 raise UsageError(f"--selector {self.selector} matches no pod in namespace {self.namespace}")
             self.desired_replicas()
@@ -98,6 +100,7 @@ class KubeTarget:
         if self._started:
             self.cache.stop()
             self.slices.stop()
+            self.workloads.stop()
             self._started = False
         self.api.close()
 
@@ -149,40 +152,17 @@ class KubeTarget:
 
     def desired_replicas(self) -> int:
         """What the Deployments/StatefulSets whose pod template the selector picks ask for
-        (an HPA or a KEDA ScaledObject writes its count there). Read at start, where a
-        selector that picks no workload's pods is refused; during a run an unreadable list
-        keeps the count last read (`desired_error` says why), never a guess from the pods
-        there are (a fleet one replica short would call itself steady)."""
+        (an HPA or a KEDA ScaledObject writes its count there), from their watch. At start a
+        selector that picks no workload's pods is refused; during a run a workload gone, or
+        a watch failing, keeps the count last read (`desired_error` says why), never a guess
+        from the pods there are (a fleet one replica short would call itself steady)."""
         try:
-            self._desired, self.desired_error = self._read_desired(), None
-        except InferchaosError as exc:  # unreadable, or the workload gone mid-run
+            self._desired, self.desired_error = self.workloads.desired(), self.workloads.error
+        except InferchaosError as exc:  # the workload gone mid-run
             if self._desired is None:
                 raise
             self.desired_error = str(exc)
         return self._desired
-
-    def _runs_ours(self, workload: client.V1Deployment | client.V1StatefulSet) -> bool:
-        """Its pod template carries every key=value the selector asks for: its pods are ours."""
-        meta = workload.spec.template.metadata
-        labels = (meta.labels if meta else None) or {}
-        want = equality_terms(self.selector)
-        return bool(want) and all(labels.get(k) == v for k, v in want.items())
-
-    def _read_desired(self) -> int:
-        try:
-            workloads = (self.apps.list_namespaced_deployment(self.namespace).items
-                         + self.apps.list_namespaced_stateful_set(self.namespace).items)
-        except ApiException as exc:
-            raise TargetError(f"cannot list the Deployments and StatefulSets of {self.namespace} to read the "
-                              f"replicas they ask for: {exc.status} {exc.reason}") from None
-        except (Urllib3Error, OSError) as exc:
-            raise TargetError(f"cannot list the workloads of {self.namespace}: {exc}") from None
-        asked = [w.spec.replicas if w.spec.replicas is not None else 1 for w in workloads if self._runs_ours(w)]
-        if not asked:
-            raise UsageError(f"--selector {self.selector} picks pods that no Deployment or StatefulSet in "
-                             f"{self.namespace} runs: the steady state is the replicas a workload asks for; "
-                             "select a workload's pods")
-        return sum(asked)
 
     def unsteady(self) -> str | None:
         pods, desired = self.pods(), self.desired_replicas()
@@ -219,47 +199,10 @@ class KubeTarget:
         return frozenset(has | ({caps.GOLDEN_SET} if self.golden_model() else set()))
 
     def autoscaling(self) -> dict:
-        """The HorizontalPodAutoscaler of the selected pods' workload (the one KEDA creates,
-        or a plain one): its desired and current replicas, with the pods ready; and the
-        KEDA ScaledObject's Ready/Active conditions when KEDA is installed. Read at most
-        every 2 s (the probe samples faster; the API server need not answer that often)."""
-        now = time.monotonic()
-        if now - self._hpa_read_at >= 2.0:
-            self._hpa_read_at, self._hpa_view = now, self._read_autoscaling()
+        """The HPA of the selected pods' workload, KEDA's ScaledObject where there is one
+        (targets.kubernetes.workloads), with the pods ready."""
         ready = sum(p.phase == "ready" for p in self.pods())
-        return {**self._hpa_view, "ready": ready}
-
-    def _read_autoscaling(self) -> dict:
-        try:
-            workloads = self.apps.list_namespaced_deployment(self.namespace).items
-            hpas = client.AutoscalingV2Api(self.api).list_namespaced_horizontal_pod_autoscaler(self.namespace).items
-        except (ApiException, Urllib3Error, OSError):
-            return {"enabled": False, "error": "the HorizontalPodAutoscalers could not be read"}
-        names = {w.metadata.name for w in workloads if self._runs_ours(w)}
-        hpa = next((h for h in hpas if h.spec.scale_target_ref.kind == "Deployment"
-                    and h.spec.scale_target_ref.name in names), None)
-        if hpa is None:
-            return {"enabled": False}
-        status = hpa.status
-        view = {"enabled": True, "hpa": hpa.metadata.name, "workload": hpa.spec.scale_target_ref.name,
-                "desired": status.desired_replicas if status else None,
-                "current": status.current_replicas if status else None,
-                "min": hpa.spec.min_replicas, "max": hpa.spec.max_replicas}
-        view["scaled_object"] = self._scaled_object(hpa.spec.scale_target_ref.name)
-        return view
-
-    def _scaled_object(self, workload: str) -> dict | None:
-        try:
-            items = client.CustomObjectsApi(self.api).list_namespaced_custom_object(
-                "keda.sh", "v1alpha1", self.namespace, "scaledobjects")["items"]
-        except (ApiException, Urllib3Error, OSError):
-            return None  # KEDA not installed (404), or not readable: the HPA says enough
-        for so in items:
-            if ((so.get("spec") or {}).get("scaleTargetRef") or {}).get("name") == workload:
-                conditions = {c.get("type"): c.get("status") for c in (so.get("status") or {}).get("conditions", [])}
-                return {"name": so["metadata"]["name"], "ready": conditions.get("Ready"),
-                        "active": conditions.get("Active")}
-        return None
+        return {**self.workloads.autoscaling(), "ready": ready}
 
     # ------------------------------------------------------------------ for faults
     def pod(self, name: str) -> client.V1Pod:

@@ -1,7 +1,8 @@
 """A stateful fake Kubernetes API server for driving the real `kubernetes` client over HTTP.
 
 Fixtures (import them into a test module: `from tests.fakekube import fakekube, kube_client`):
-- `fakekube`: a running `FakeKube` (url, store, set_eviction, fail_next, expire_watches, requests,
+- `fakekube`: a running `FakeKube` (url, store, set_eviction, fail_next, expire_watches, end_watches,
+  bookmark_every_s, requests,
   finalize_pod, authorizations)
 - `kube_client`: a `kubernetes.client.ApiClient` pointed at it
 

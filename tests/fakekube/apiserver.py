@@ -18,9 +18,11 @@ grace period ends or `finalize_pod` (the kubelet, once the containers stopped) r
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl
@@ -51,6 +53,8 @@ class Request:
     query: dict[str, str]
     body: Any
     content_type: str
+    #: time.monotonic() when it arrived: what a request rate is counted over.
+    at: float = 0.0
 
 
 @dataclass
@@ -89,6 +93,9 @@ class FakeKube:
         self._wakes: set[asyncio.Event] = set()
         self._closing = False
         self.port = 0
+        #: how often a watch that allows bookmarks gets one (the watch cache's bookmarkFrequency).
+        self.bookmark_every_s = 60.0
+        self._watch_epoch = 0
         #: admission hooks on create: object -> a refusal (code, reason, message) or None.
         self.admission: list[Any] = []
         #: every exec asked for, and what answers it (set by tests).
@@ -170,6 +177,12 @@ class FakeKube:
         410 Expired. Returns that resourceVersion."""
         return self.store.compact(through)
 
+    def end_watches(self) -> None:
+        """Close every open watch stream, as an API server restarting (or a load balancer in
+        front of it dropping idle streams) does: clients reconnect from their last version."""
+        self._watch_epoch += 1
+        self._wake_watchers()
+
     def requests(self, method: str | None = None, path: str | None = None,
                  path_endswith: str | None = None) -> list[Request]:
         with self._log_lock:
@@ -244,7 +257,7 @@ class FakeKube:
         except ValueError:
             body = raw.decode(errors="replace")
         entry = Request(request.method, request.path, dict(parse_qsl(request.query_string, keep_blank_values=True)),
-                        body, request.headers.get("Content-Type", ""))
+                        body, request.headers.get("Content-Type", ""), time.monotonic())
         with self._log_lock:
             self._log.append(entry)
         request[BODY] = body
@@ -488,11 +501,18 @@ class FakeKube:
         timeout = float(request.query.get("timeoutSeconds") or 1800)
         deadline = loop.time() + timeout
         sent_rv = request.query.get("resourceVersion") or ""
+        bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1")
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         await response.prepare(request)
 
         async def send(type_: str, obj: dict[str, Any]) -> None:
             await response.write(json.dumps({"type": type_, "object": obj}).encode() + b"\n")
+
+        def next_bookmark(now: float) -> float:
+            """The cacher's nextBookmarkTime: every bookmarkFrequency, and one 2 s before the
+            watch's deadline (never when the client did not ask: allowWatchBookmarks)."""
+            at = min(now + self.bookmark_every_s, deadline - 2.0)
+            return at if bookmarks and at > now else float("inf")
 
         if sent_rv in ("", "0"):
             items, last = self.store.list(resource, namespace or None, predicate)
@@ -502,8 +522,10 @@ class FakeKube:
             last = int(sent_rv)
         wake = asyncio.Event()
         self._wakes.add(wake)
+        bookmark_at = next_bookmark(loop.time())
+        epoch = self._watch_epoch
         try:
-            while not self._closing:
+            while not self._closing and epoch == self._watch_epoch:
                 changes = self.store.changes_since(last)
                 if changes is None:
                     await send("ERROR", status_body(410, "Expired", f"too old resource version: {last} "
@@ -517,22 +539,30 @@ class FakeKube:
                         continue
                     if namespace and resource.namespaced and ns != namespace:
                         continue
-                    if predicate(obj):
-                        stamped = dict(obj, apiVersion=resource.api_version, kind=resource.kind)
-                        await send(change.type, stamped)
-                remaining = deadline - loop.time()
+                    event = _as_seen(change, predicate)
+                    if event is not None:
+                        type_, seen = event
+                        await send(type_, dict(seen, apiVersion=resource.api_version, kind=resource.kind))
+                now = loop.time()
+                if now >= bookmark_at:
+                    await send("BOOKMARK", {"kind": resource.kind, "apiVersion": resource.api_version,
+                                            "metadata": {"resourceVersion": str(last)}})
+                    bookmark_at = next_bookmark(now)
+                remaining = deadline - now
                 if remaining <= 0:
                     break
                 wake.clear()
                 if self.store.changes_since(last):
                     continue
                 try:
-                    await asyncio.wait_for(wake.wait(), remaining)
+                    await asyncio.wait_for(wake.wait(), max(0.0, min(remaining, bookmark_at - now)))
                 except asyncio.TimeoutError:
                     pass
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away (its watch stopped): nothing to end
         finally:
             self._wakes.discard(wake)
-        await response.write_eof()
         return response
 
     def _wake_watchers(self) -> None:
@@ -541,6 +571,23 @@ class FakeKube:
             return
         for wake in list(self._wakes):
             loop.call_soon_threadsafe(wake.set)
+
+
+def _as_seen(change: Any, predicate: Any) -> tuple[str, dict[str, Any]] | None:
+    """What a watch with a selector is told of a change, as the watch cache tells it
+    (cacheWatcher.convertToWatchEvent): an object that leaves the selection is DELETED, with
+    its previous content at the change's resourceVersion; one that joins it is ADDED."""
+    now = predicate(change.object)
+    if change.type != "MODIFIED" or change.previous is None:
+        return (change.type, change.object) if now else None
+    before = predicate(change.previous)
+    if now:
+        return ("MODIFIED" if before else "ADDED"), change.object
+    if before:
+        gone = copy.deepcopy(change.previous)
+        gone.setdefault("metadata", {})["resourceVersion"] = str(change.resource_version)
+        return "DELETED", gone
+    return None
 
 
 def _at(parts: list[str], index: int) -> str | None:

@@ -50,6 +50,7 @@ BUILTIN = [
     Resource("autoscaling", "v1", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
     Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
     Resource("events.k8s.io", "v1", "events", "Event"),
+    Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
     Resource("chaos-mesh.org", "v1alpha1", "networkchaos", "NetworkChaos"),
     Resource("chaos-mesh.org", "v1alpha1", "iochaos", "IOChaos"),
     Resource("chaos-mesh.org", "v1alpha1", "podchaos", "PodChaos"),
@@ -80,6 +81,9 @@ class Change:
     type: str  # ADDED, MODIFIED, DELETED
     resource: Resource
     object: dict[str, Any]
+    #: the object before a MODIFIED: a label-selector watch needs it to tell an object that
+    #: left the selection (DELETED to that watcher) from one that joined it (ADDED).
+    previous: dict[str, Any] | None = None
 
 
 def _now() -> str:
@@ -168,8 +172,9 @@ class Store:
             if wake in self._listeners:
                 self._listeners.remove(wake)
 
-    def _record(self, type_: str, resource: Resource, obj: dict[str, Any]) -> None:
-        self._history.append(Change(self._rv, type_, resource, copy.deepcopy(obj)))
+    def _record(self, type_: str, resource: Resource, obj: dict[str, Any],
+                previous: dict[str, Any] | None = None) -> None:
+        self._history.append(Change(self._rv, type_, resource, copy.deepcopy(obj), copy.deepcopy(previous)))
         for wake in list(self._listeners):
             wake()
 
@@ -284,7 +289,7 @@ class Store:
             self._rv += 1
             meta["resourceVersion"] = str(self._rv)
             self._objects[key] = obj
-            self._record("MODIFIED", resource, obj)
+            self._record("MODIFIED", resource, obj, old)
             return copy.deepcopy(obj)
 
     def update(self, resource: Resource, namespace: str, name: str,
@@ -350,7 +355,7 @@ class Store:
             self._rv += 1
             meta["resourceVersion"] = str(self._rv)
             self._objects[key] = obj
-            self._record("MODIFIED", resource, obj)
+            self._record("MODIFIED", resource, obj, current)
             if period == 0:
                 return Deletion(self.delete(resource, namespace, name), True)
             return Deletion(copy.deepcopy(obj), False, max(remaining, 0.0))

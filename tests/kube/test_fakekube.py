@@ -393,6 +393,56 @@ def test_watch_410_expired_is_handled_by_relisting(fakekube: FakeKube, kube_clie
     assert watch_from(listing.metadata.resource_version) == [("MODIFIED", "web-1"), ("DELETED", "web-1")]
 
 
+def test_a_label_selector_watch_sees_a_pod_relabelled_out_as_deleted_and_back_in_as_added(
+        fakekube: FakeKube, kube_client: client.ApiClient) -> None:
+    """The watch cache tells a selector's watcher of an object that stops matching with a
+    DELETED carrying its previous content at the change's resourceVersion, and of one that
+    starts matching with an ADDED (kube-apiserver cacheWatcher.convertToWatchEvent)."""
+    v1 = client.CoreV1Api(kube_client)
+    v1.create_namespaced_pod(NS, pod("web-0", {"app": "web"}))
+    rv = v1.list_namespaced_pod(NS).metadata.resource_version
+
+    def churn() -> None:
+        wait_for(lambda: fakekube.requests(method="GET", path=f"/api/v1/namespaces/{NS}/pods"))
+        v1.patch_namespaced_pod("web-0", NS, {"metadata": {"labels": {"app": "quarantine"}}})
+        v1.patch_namespaced_pod("web-0", NS, {"metadata": {"labels": {"note": "still-out"}}})
+        v1.patch_namespaced_pod("web-0", NS, {"metadata": {"labels": {"app": "web"}}})
+
+    fakekube.clear_requests()
+    writer = threading.Thread(target=churn)
+    writer.start()
+    seen = [(e["type"], e["object"].metadata.labels.get("app"), e["object"].metadata.resource_version)
+            for e in watch.Watch().stream(v1.list_namespaced_pod, NS, label_selector="app=web",
+                                          resource_version=rv, timeout_seconds=2,
+                                          _request_timeout=WATCH_READ_TIMEOUT)]
+    writer.join()
+    final = v1.read_namespaced_pod("web-0", NS).metadata.resource_version
+    assert [(t, app) for t, app, _ in seen] == [("DELETED", "web"), ("ADDED", "web")]
+    assert int(seen[0][2]) == int(rv) + 1 and seen[1][2] == final
+
+
+def test_bookmarks_come_only_when_allowed_every_interval_and_before_the_deadline(
+        fakekube: FakeKube, kube_client: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(kube_client)
+    v1.create_namespaced_pod(NS, pod("web-0"))
+    rv = v1.list_namespaced_pod(NS).metadata.resource_version
+    fakekube.bookmark_every_s = 1.0
+
+    def events(**extra: Any) -> list[tuple[float, str, Any]]:
+        t0, out = time.monotonic(), []
+        for e in watch.Watch().stream(v1.list_namespaced_pod, NS, resource_version=rv, timeout_seconds=4,
+                                      _request_timeout=WATCH_READ_TIMEOUT, **extra):
+            out.append((time.monotonic() - t0, e["type"], e["raw_object"]))
+        return out
+
+    assert events() == []
+    marks = events(allow_watch_bookmarks=True)
+    # every second, and the last 2 s before the 4-s deadline (the watch cache's nextBookmarkTime)
+    assert [t for _, t, _ in marks] == ["BOOKMARK", "BOOKMARK"], marks
+    assert [round(at) for at, _, _ in marks] == [1, 2], marks
+    assert all(obj["metadata"] == {"resourceVersion": rv} and obj["kind"] == "Pod" for _, _, obj in marks)
+
+
 def test_what_the_client_sends(fakekube: FakeKube, kube_client: client.ApiClient) -> None:
     """kubernetes 37 sends creates (and evictions) with no Content-Type at all; it switches a
     dict PATCH body from the declared json-patch to strategic merge; `watch` goes as "true"."""

@@ -26,25 +26,14 @@ from inferchaos.targets.kubernetes import KubeSettings, KubeTarget
 from inferchaos.targets.local import ClusterSpec, LocalCluster
 from tests.support.waiting import wait_for
 from inferchaos.targets.local.processes import pid_alive
-from inferchaos.targets.local.vgpu import VirtualDevice
 from tests.fakekube import FakeKube
-from tests.fakekube.chaosmesh import ChaosMeshController
-from tests.fakekube.cluster import FakeCluster
-from tests.fakekube.endpointslices import EndpointSliceController
-from tests.fakekube.execs import Exec, Run
-from tests.fakekube.rbac import Policy, service_account
 from tests.support.leftovers import processes_mentioning
-from tests.support.phases import slo_set
 from tests.support.inner import PYTEST
+from tests.support.kubestage import CONTEXT, NS, REPO, kube_args, staged_kube
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parents[2]
-NS, CONTEXT = "ml", "fake-staging"
-SHORT = slo_set()
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
-RUNNER = service_account("inferchaos", "inferchaos-runner")
-RBAC = [REPO / "deploy" / "base" / "rbac.yaml", REPO / "deploy" / "components" / "spot-faults" / "node-access.yaml"]
 
 
 @pytest.fixture(scope="module")
@@ -55,72 +44,8 @@ def endpoint():
 
 @pytest.fixture
 def kube(tmp_path: Path):
-    policy = Policy.from_manifests(RBAC, namespace_override=NS)
-    with FakeKube(policy=policy, tokens={"runner-token": RUNNER}) as fake:
-        cluster = FakeCluster(fake, namespace=NS).seed()
-        uid = fake.add("", "v1", "namespaces", {"metadata": {"name": "kube-system"}})["metadata"]["uid"]
-
-        def opt_in(ns: dict) -> dict:
-            ns["metadata"]["labels"] = {"inferchaos.io/allow-chaos": "true"}
-            return ns
-        fake.store.update(fake.store.resource("", "v1", "namespaces"), "", NS, opt_in)
-        # the Service under load; the endpoint is a local cluster reached as through a
-        # port-forward, so the runs name it (--service ref)
-        fake.add("", "v1", "services", {"metadata": {"name": "ref", "namespace": NS},
-                                        "spec": {"selector": {"app": "ref"}, "ports": [{"port": 8000}],
-                                                 "type": "LoadBalancer", "clusterIP": "10.96.0.10",
-                                                 "clusterIPs": ["10.96.0.10"]},
-                                        "status": {"loadBalancer": {"ingress": [{"hostname": "ref.lb.example"}]}}},
-                 NS)
-        fake.add("", "v1", "services", {"metadata": {"name": "model-store", "namespace": NS},
-                                        "spec": {"selector": {"app": "model-store"}, "ports": [{"port": 8001}]}}, NS)
-        fake.add("", "v1", "pods", {"metadata": {"name": "model-store-0", "namespace": NS,
-                                                 "labels": {"app": "model-store"}},
-                                    "spec": {"nodeName": "node-a", "containers": [{"name": "store", "image": "s:1"}]},
-                                    "status": {"phase": "Running", "podIP": "10.0.1.1"}}, NS)
-        vgpu = tmp_path / "vgpu"
-        VirtualDevice.create(vgpu, 0, 8 * 2**30)
-
-        def hog_on_a_virtual_device(e: Exec) -> Run:
-            """No GPU here: the hog exec'd into the pod runs for real, in the pod's namespaces,
-            on the virtual device ledger instead of CUDA (the one boundary that cannot run here)."""
-            script = e.argv[2].replace("--cuda", f"--vgpu-dir {vgpu}").replace("python -m", f"{sys.executable} -m")
-            pid = cluster.kubelet.host_pid(e.namespace, e.pod, e.container)
-            return Run(("env", f"PYTHONPATH={REPO}", "nsenter", "-t", str(pid), "-p", "-m", "--", "sh", "-c", script),
-                       30.0)
-
-        cluster.kubelet.intercept(lambda e: e.argv[:2] == ("sh", "-c") and "inferchaos.faults.gpu_hog --cuda" in e.argv[2],
-                                  hog_on_a_virtual_device)
-        with cluster.start(), ChaosMeshController(fake) as chaos, \
-                EndpointSliceController(fake, NS, "ref", {"app": "ref"}, port=8000, port_name="http"):
-            kubeconfig = tmp_path / "kubeconfig"
-            kubeconfig.write_text(f"""apiVersion: v1
-kind: Config
-clusters: [{{name: fake, cluster: {{server: "{fake.url}"}}}}]
-users: [{{name: runner, user: {{token: runner-token}}}}]
-contexts: [{{name: {CONTEXT}, context: {{cluster: fake, user: runner}}}}, {{name: prod, context: {{cluster: fake, user: runner}}}}]
-current-context: {CONTEXT}
-""")
-            fake.kubeconfig = kubeconfig  # type: ignore[attr-defined]
-            fake.cluster = cluster  # type: ignore[attr-defined]
-            fake.uid = uid  # type: ignore[attr-defined]
-            fake.chaos = chaos  # type: ignore[attr-defined]
-            yield fake
-
-
-def kube_args(fake: FakeKube, endpoint: LocalCluster, tmp: Path, shared_nodes: bool = True, **over: str) -> list[str]:
-    """The model store's pod shares node-a with a replica: spot runs allow it unless told not to."""
-    opts = {"--target": "kubernetes", "--kubeconfig": str(fake.kubeconfig),  # type: ignore[attr-defined]
-            "--allow-cluster": fake.uid,  # type: ignore[attr-defined]
-            "--namespace": NS, "--allow-namespace": NS, "--selector": "app=ref", "--endpoint": endpoint.lb_url,
-            "--ledger": str(tmp / "ledger.jsonl"), "--chaos-report": str(tmp / "report"),
-            "--pipeline-deployment": "feature-pipeline", "--dependency": "model_store=model-store.ml.svc",
-            "--server-process": "container_server.py", "--service": "ref"}
-    opts.update(over)
-    argv = [a for k, v in opts.items() if v is not None for a in (k, v)]
-    # a spot notice of 2 s, not the Kubernetes default of 30 s (a cloud's): the fake's nodes need no more
-    return argv + (["--allow-shared-nodes"] if shared_nodes else []) + [
-        "--dependency", "feature_store=feature-store.ml.svc", "--fault-set", "spot_reclamation.notice_s=2", *SHORT]
+    with staged_kube(tmp_path) as fake:
+        yield fake
 
 
 def pytest_run(paths: list[str], args: list[str], timeout: float = 400) -> subprocess.CompletedProcess:
@@ -204,7 +129,8 @@ def test_every_experiment_lands_through_the_api_and_is_undone(kube, endpoint, tm
     used = {(a.group, a.resource, a.verb) for a in kube.authorizations}
     granted = {(g, r, v) for rule in ROLE["rules"] for g in rule["apiGroups"] for r in rule["resources"]
                for v in rule["verbs"]}
-    elsewhere = {("keda.sh", "scaledobjects", "list"),  # read only where an HPA exists (test_autoscaling.py)
+    elsewhere = {("keda.sh", "scaledobjects", "list"),  # read only where an HPA exists (test_autoscaling.py,
+                 ("keda.sh", "scaledobjects", "watch"),  # test_watches.py)
                  ("", "pods", "delete"),  # the deadline's delete of a pod left on the node (the PDB test below)
                  ("", "pods", "get"),  # the container's command, without --server-process (the rails tests)
                  ("", "configmaps", "list")}  # the runs' ledgers: recover --expired, watch, the kill switch (below)
@@ -465,6 +391,7 @@ def test_the_pod_cache_relists_after_410_and_remembers_the_dead(kube, endpoint):
         # the watch, reconnecting from its older version, gets 410 and must list again
         kube.add("", "v1", "configmaps", {"metadata": {"name": "unrelated", "namespace": NS}}, NS)
         kube.expire_watches()
+        kube.end_watches()  # as an API server restart does: the watch reconnects from its old version
         wait_for(lambda: target.cache.relists >= 1, 15, "a re-list after 410 Expired")
         victim = target.replicas()[0].name
         kube.store.delete(kube.store.resource("", "v1", "pods"), NS, victim)
