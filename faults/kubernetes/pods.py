@@ -19,7 +19,7 @@ from inferchaos.faults.base import Landing
 from inferchaos.faults.kubernetes.base import KubeFault
 from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import step
-from inferchaos.targets.kubernetes import processes
+from inferchaos.targets.kubernetes import dataplane, processes
 from inferchaos.targets.kubernetes.pods import PodView
 from inferchaos.targets.kubernetes.processes import Proc
 
@@ -114,8 +114,14 @@ class KubeReplicaHang(_ProcessFault):
             self.died(p)
             self.note("sigstop", p.name)
 
+    #: the mechanism (state T) and then the effect (each victim silent at its address while a
+    #: peer answers, a 2-s request each) are read on every check.
+    land_within_s = 12.0  # type: ignore[misc]
+
     def landed(self) -> Landing:
-        """Each server process reads back in state T (stopped) from /proc inside its container."""
+        """The mechanism: each server process reads back in state T from /proc inside its
+        container. The effect: each victim's own address says nothing while a peer answers
+        (a stopped master whose workers still serve passes the first and fails the second)."""
         if not self.victims:
             return Landing(False, "no pod was chosen")
         conn, seen = self.kube.connection, []
@@ -126,4 +132,36 @@ class KubeReplicaHang(_ProcessFault):
                 return Landing(False, f"pod {v.name}: process {proc.pid if proc else '?'} is "
                                       f"{'gone' if now is None else 'in state ' + now}, not stopped (T)")
             seen.append(f"{v.name} pid {proc.pid}")
-        return Landing(True, "stopped (state T in /proc): " + ", ".join(seen))
+        silence = self.silence()
+        if not silence.ok:
+            return Landing(False, f"stopped (state T: {', '.join(seen)}), but {silence.evidence}")
+        return Landing(True, f"stopped (state T in /proc: {', '.join(seen)}); {silence.evidence}")
+
+    def silence(self) -> Landing:
+        """Each victim asked at the address its EndpointSlice names, and a Ready peer the same
+        way: the victims silent and a peer answering is the hang's effect; a peer silent too
+        means the runner cannot reach pod IPs, and the effect is unread (targets.kubernetes.dataplane)."""
+        replies = []
+        for v in self.victims:
+            address = self.kube.address_of(v.name)
+            if address is None:
+                return Landing(False, f"its effect cannot be read: no EndpointSlice address for pod {v.name} "
+                                      f"(the LB view is {self.kube.lb_view()})")
+            replies.append(dataplane.ask(v.name, *address))
+        loud = [r for r in replies if r.answered]
+        if loud:
+            return Landing(False, "the pod still answers: " + "; ".join(map(str, loud))
+                           + " (another process serves it: workers of the stopped one?)")
+        names = {v.name for v in self.victims}
+        peers = [p.name for p in self.kube.replicas() if p.phase == "ready" and p.name not in names]
+        asked = []
+        for peer in peers[:2]:
+            address = self.kube.address_of(peer)
+            if address is not None:
+                reply = dataplane.ask(peer, *address)
+                if reply.answered:
+                    return Landing(True, "silent: " + "; ".join(map(str, replies)) + f"; while {reply}")
+                asked.append(str(reply))
+        why = f"no peer answered either ({'; '.join(asked)})" if asked else "no Ready peer with an address to compare"
+        return Landing(False, f"its effect cannot be read: {'; '.join(map(str, replies))}, and {why}: "
+                              "the runner may not reach pod IPs")

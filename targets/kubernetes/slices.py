@@ -45,6 +45,8 @@ class SliceCache:
     pods: PodCache
     #: slice name -> (service, {pod: (ready, serving, terminating)})
     slices: dict[str, tuple[str, dict[str, tuple[bool, bool, bool]]]] = field(default_factory=dict)
+    #: slice name -> {pod: (address, port)}: where kube-proxy sends the Service's traffic.
+    addresses: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
     #: the Service under load, once known: only its slices are the data plane's view.
     pinned: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -69,8 +71,10 @@ class SliceCache:
         with self._lock:
             if kind == "DELETED":
                 self.slices.pop(s.metadata.name, None)
+                self.addresses.pop(s.metadata.name, None)
             else:
                 self.slices[s.metadata.name] = _entry(s)
+                self.addresses[s.metadata.name] = _addresses(s)
 
     def service(self) -> str | None:
         """The Service the endpoint was tied to (KubeTarget.tie); before that, the one whose
@@ -97,6 +101,33 @@ class SliceCache:
                 if name == svc:
                     merged.update(eps)
         return merged
+
+
+    def address(self, pod: str) -> tuple[str, int] | None:
+        """The pod's address and port in the Service's slices: what the data plane dials."""
+        svc = self.service()
+        if svc is None:
+            return None
+        with self._lock:
+            for name, (service, _) in self.slices.items():
+                if service == svc and pod in self.addresses.get(name, {}):
+                    return self.addresses[name][pod]
+        return None
+
+
+def _addresses(s: client.V1EndpointSlice) -> dict[str, tuple[str, int]]:
+    """Each pod's first address with the slice's first TCP port (a Service with one port; with
+    several, the one named http, as the serving port usually is)."""
+    ports = [p for p in s.ports or [] if (p.protocol or "TCP") == "TCP" and p.port]
+    port = next((p.port for p in ports if p.name == "http"), ports[0].port if ports else None)
+    if port is None:
+        return {}
+    out = {}
+    for e in s.endpoints or []:
+        ref = e.target_ref
+        if ref is not None and ref.kind == "Pod" and ref.name and e.addresses:
+            out[ref.name] = (e.addresses[0], int(port))
+    return out
 
 
 def _entry(s: client.V1EndpointSlice) -> tuple[str, dict[str, tuple[bool, bool, bool]]]:

@@ -141,6 +141,10 @@ class KubeTarget:
             return records
         return [Endpoint(p.name, p.port, *endpoints.get(p.name, (False, False, False))) for p in records]
 
+    def address_of(self, pod: str) -> tuple[str, int] | None:
+        """Where the data plane reaches the pod: its address and port in the Service's slices."""
+        return self.slices.address(pod)
+
     def lb_view(self) -> str:
         """Whose view the failover figures are: said in the report beside them."""
         svc = self.slices.service()

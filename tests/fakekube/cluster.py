@@ -7,7 +7,7 @@ an evicted pod is replaced elsewhere, a cordoned node gets no new pods, a SIGSTO
 fails its readiness probe, `kill -STOP 1` does nothing.
 
     with FakeKube() as fake, FakeCluster(fake, namespace="ml") as cluster:
-        cluster.kubelet.port("ml", pod)        # the pod's server, on 127.0.0.1
+        cluster.kubelet.ip("ml", pod), cluster.serving_port  # where the pod's server listens
         cluster.kubelet.intercept(lambda e: "gpu_hog" in " ".join(e.argv), lambda e: ("", "", 0))
 
 Pods are created Pending and not ready; the kubelet starts them and its probe makes them
@@ -24,7 +24,7 @@ from typing import Any
 
 from tests.fakekube.apiserver import FakeKube
 from tests.fakekube.execs import default_handler
-from tests.fakekube.kubelet import Kubelet
+from tests.fakekube.kubelet import Kubelet, free_port
 from tests.fakekube.store import NotFound
 
 POD = ("", "v1", "pods")
@@ -42,8 +42,14 @@ class FakeCluster:
     (the reference deployment's choice) puts a pause process at PID 1 of each pod."""
 
     def __init__(self, fake: FakeKube, namespace: str = "ml", app: str = "ref", replicas: int = 3,
-                 nodes: tuple[str, ...] = ("node-a", "node-b", "node-c"), share_process_namespace: bool = True) -> None:
+                 nodes: tuple[str, ...] = ("node-a", "node-b", "node-c"), share_process_namespace: bool = True,
+                 server_args: tuple[str, ...] = ()) -> None:
         self.fake, self.namespace, self.app, self.replicas = fake, namespace, app, replicas
+        #: the container port every pod's server listens on, on the pod's own IP (the
+        #: Service's targetPort); free on this machine when the cluster was made.
+        self.serving_port = free_port()
+        #: the server's arguments in the pod template (container_server.py's options).
+        self.server_args = server_args
         self.nodes, self.share_process_namespace = nodes, share_process_namespace
         self.kubelet = Kubelet(fake, nodes)
         self._names = itertools.count(1)
@@ -59,7 +65,8 @@ class FakeCluster:
     def pod_spec(self, node: str) -> dict[str, Any]:
         return {"nodeName": node, "shareProcessNamespace": self.share_process_namespace,
                 "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
-                "containers": [{"name": "server", "image": "ref:1"}]}
+                "containers": [{"name": "server", "image": "ref:1", "args": list(self.server_args),
+                                "ports": [{"name": "http", "containerPort": self.serving_port}]}]}
 
     def seed(self) -> FakeCluster:
         f = self.fake
@@ -133,8 +140,12 @@ class FakeCluster:
         return [p["metadata"]["name"] for p in self.pods() if _ready(p)]
 
     def port(self, pod: str) -> int | None:
-        """Where the pod's server listens (127.0.0.1), per its kubelet."""
+        """The port the pod's server listens on (on its IP: `address`), per its kubelet."""
         return self.kubelet.port(self.namespace, pod)
+
+    def address(self, pod: str) -> tuple[str, int] | None:
+        ip, port = self.kubelet.ip(self.namespace, pod), self.kubelet.port(self.namespace, pod)
+        return (ip, port) if ip and port else None
 
     # ------------------------------------------------------------------ the controller
     def _run(self) -> None:
@@ -175,7 +186,7 @@ class FakeCluster:
             return None
         i = next(self._names)
         name = f"{self.app}-{i:03d}"
-        status: dict[str, Any] = {"phase": "Pending", "podIP": f"10.0.0.{i % 250}",
+        status: dict[str, Any] = {"phase": "Pending",  # no IP until its kubelet starts the sandbox
                                   "conditions": [{"type": "PodScheduled", "status": "True",
                                                   "lastTransitionTime": _now()}]}
         self.fake.add(*POD, {"metadata": {"name": name, "namespace": self.namespace, "labels": {"app": self.app}},

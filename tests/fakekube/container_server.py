@@ -1,7 +1,7 @@
 """The process the fake kubelet runs "in the container" when a pod's container names no command
 (the image's entrypoint, as it were): a tiny HTTP server with a readiness endpoint.
 
-    python tests/fakekube/container_server.py --port 8080
+    python tests/fakekube/container_server.py --host 127.100.0.2 --port 8080 [--fork-worker]
 
 GET /ready answers 200 "ok" (the kubelet's readiness probe); anything else 404. It writes
 nothing else, to stdout or elsewhere. It installs a SIGTERM handler, so as its container's PID 1
@@ -15,6 +15,7 @@ Stdlib only, and runnable by path: it must not import the test suite.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 import time
@@ -42,14 +43,7 @@ class Handler(BaseHTTPRequestHandler):
         """Silent: the container writes nothing but its answers."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    args = parser.parse_args(argv)
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.daemon_threads = True
-
+def serve(server: ThreadingHTTPServer) -> int:
     def terminate(signum: int, frame: FrameType | None) -> None:
         # shutdown() blocks until serve_forever returns, which runs in this very thread: ask from another
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -59,6 +53,27 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(DRAIN_S)
     server.server_close()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--fork-worker", action="store_true",
+                        help="bind, then serve from a forked child while this process only waits for it "
+                             "(a gunicorn or uvicorn master's shape: stopping the master stops no answer)")
+    args = parser.parse_args(argv)
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    server.daemon_threads = True
+    if not args.fork_worker:
+        return serve(server)
+    child = os.fork()
+    if child == 0:
+        os._exit(serve(server))
+    server.server_close()
+    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(child, signal.SIGTERM))
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
 if __name__ == "__main__":

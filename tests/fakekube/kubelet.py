@@ -13,10 +13,14 @@ What it does, for every pod bound to one of its nodes:
 - `spec.shareProcessNamespace: true`: a pause process is the namespace's PID 1 and each
   container's shim joins it (setns), so the server's pid is not 1;
 - the container's command is `command + args` from its spec; without one, the default image's
-  entrypoint `python -I tests/fakekube/container_server.py --port P` (+ args), on a free port
-  chosen per container at the pod's start and kept across restarts: `Kubelet.port(ns, pod)`;
+  entrypoint `python -I tests/fakekube/container_server.py --host IP --port P` (+ args);
+- each pod gets its own IP on the loopback network (127.100.x.y: Linux routes all of
+  127.0.0.0/8 to lo), written to status.podIP once its sandbox runs and kept across container
+  restarts; the default server listens there, on the container's first declared
+  `containerPort` (else a free port chosen at the pod's start): `Kubelet.ip(ns, pod)`,
+  `Kubelet.port(ns, pod)`. So what reaches a pod's IP in a cluster reaches it here;
 - readiness: a container with an HTTP server (the default one, or a `readinessProbe.httpGet`
-  with a numeric port) is probed on 127.0.0.1 every PROBE_EVERY_S with PROBE_TIMEOUT_S; one
+  with a numeric port) is probed on the pod's IP every PROBE_EVERY_S with PROBE_TIMEOUT_S; one
   success makes it ready, one failure unready (a SIGSTOPped server times out). A container
   without a probe is ready while it runs, as on a cluster;
 - a container whose process exits is restarted after RESTART_BACKOFF_S (the real kubelet backs
@@ -41,6 +45,7 @@ not through HTTP, so it is not in the request log), and only when it changes.
 from __future__ import annotations
 
 import http.client
+import itertools
 import os
 import shutil
 import signal
@@ -152,8 +157,20 @@ def _cmdline(pid: int) -> bytes | None:
         return None
 
 
-def _probe(port: int, path: str) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT_S)
+#: pod IPs, one per pod for its life (kept across container restarts), never reused in this
+#: process: addresses on the loopback network, which Linux routes whole (127.0.0.0/8), so each
+#: pod's servers listen on their own IP -- as in a pod's network namespace -- and the runner
+#: reaches a pod by its status.podIP and the port its EndpointSlice names, as in a cluster.
+_POD_IPS = itertools.count(1)
+
+
+def next_pod_ip() -> str:
+    n = next(_POD_IPS)
+    return f"127.100.{(n // 250) % 250}.{n % 250 + 1}"
+
+
+def _probe(host: str, port: int, path: str) -> bool:
+    conn = http.client.HTTPConnection(host, port, timeout=PROBE_TIMEOUT_S)
     try:
         conn.request("GET", path)
         return 200 <= conn.getresponse().status < 400
@@ -232,8 +249,8 @@ class Container:
     name: str
     image: str
     argv: tuple[str, ...]
-    probe: tuple[int, str] | None  # (port, path) of its readiness probe
-    port: int | None  # the default server's port
+    probe: tuple[str, int, str] | None  # (pod IP, port, path) of its readiness probe
+    port: int | None  # the default server's port (on the pod's IP)
     log: Path
     proc: Process | None = None
     ready: bool = False
@@ -282,23 +299,25 @@ class Container:
         return out
 
 
-def container_of(spec: dict[str, Any], log_dir: Path, pod: str) -> Container:
-    """What runs for a container's spec: its command + args, or the default server."""
+def container_of(spec: dict[str, Any], log_dir: Path, pod: str, ip: str) -> Container:
+    """What runs for a container's spec: its command + args, or the default server, on the
+    pod's IP and the container's first declared port (else a free one)."""
     name = spec.get("name") or "container"
     command, args = list(spec.get("command") or []), list(spec.get("args") or [])
     port = None
     if command:
         argv = tuple(command + args)
     else:
-        port = free_port()
+        declared = [p.get("containerPort") for p in spec.get("ports") or [] if isinstance(p.get("containerPort"), int)]
+        port = declared[0] if declared else free_port()
         # -I: not the script's folder on sys.path (tests/fakekube/selectors.py would shadow the stdlib's)
-        argv = (sys.executable, "-I", str(SERVER), "--port", str(port), *args)
+        argv = (sys.executable, "-I", str(SERVER), "--host", ip, "--port", str(port), *args)
     http_get = (spec.get("readinessProbe") or {}).get("httpGet") or {}
     probe = None
     if isinstance(http_get.get("port"), int):
-        probe = (http_get["port"], http_get.get("path") or "/")
+        probe = (ip, http_get["port"], http_get.get("path") or "/")
     elif port is not None:
-        probe = (port, "/ready")
+        probe = (ip, port, "/ready")
     return Container(name, spec.get("image", ""), argv, probe, port, log_dir / f"{pod}_{name}.log")
 
 
@@ -313,7 +332,8 @@ class PodWorker(threading.Thread):
         self.kubelet = kubelet
         self.namespace, self.pod, self.uid = meta.get("namespace", ""), meta["name"], meta["uid"]
         self.shared = bool(spec.get("shareProcessNamespace"))
-        self.containers = [container_of(c, kubelet.log_dir, f"{self.namespace}_{self.pod}")
+        self.ip = next_pod_ip()
+        self.containers = [container_of(c, kubelet.log_dir, f"{self.namespace}_{self.pod}", self.ip)
                            for c in spec.get("containers") or []]
         self.pause: Process | None = None
         self._lock = threading.Lock()
@@ -419,7 +439,7 @@ class PodWorker(threading.Thread):
             phase = "Succeeded" if all((c.terminated or {}).get("exitCode") == 0 for c in self.containers) else "Failed"
         else:
             phase = "Running"
-        snapshot = (phase, ready, statuses)
+        snapshot = (phase, ready, statuses, bool(self._started_at))
         if snapshot == self._written:
             return
 
@@ -429,6 +449,8 @@ class PodWorker(threading.Thread):
             status = pod.setdefault("status", {})
             status["phase"] = phase
             status["containerStatuses"] = statuses
+            if self._started_at:  # the sandbox is up: its IP is known (the CNI's, as a kubelet reports it)
+                status["podIP"], status["podIPs"] = self.ip, [{"ip": self.ip}]
             if self._started_at:
                 status.setdefault("startTime", self._started_at)
             status["conditions"] = _conditions(status.get("conditions") or [], ready)
@@ -524,6 +546,11 @@ class Kubelet:
         w = self.worker(namespace, pod)
         c = w.container(container) if w else None
         return c.port if c else None
+
+    def ip(self, namespace: str, pod: str) -> str | None:
+        """The pod's IP, where its servers listen."""
+        w = self.worker(namespace, pod)
+        return w.ip if w else None
 
     def host_pid(self, namespace: str, pod: str, container: str = "") -> int | None:
         """The container's process as the host sees it, while it runs."""

@@ -124,8 +124,8 @@ def test_a_killed_server_is_restarted_with_its_exit_code_in_last_state(make) -> 
 def test_a_graceful_delete_sends_sigterm_and_finalizes_before_the_grace_ends(make) -> None:
     fake, cluster = make(share=True)
     pod = only_pod(cluster)
-    port = cluster.port(pod)
-    assert port and processes_mentioning(f"--port {port} ")
+    address = cluster.address(pod)
+    assert address and processes_mentioning(f"--host {address[0]} --port {address[1]}")
     pods = fake.store.resource("", "v1", "pods")
     since = fake.store.resource_version
     t0 = time.monotonic()
@@ -148,7 +148,7 @@ def test_a_graceful_delete_sends_sigterm_and_finalizes_before_the_grace_ends(mak
     term = last["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (term["exitCode"], term["reason"]) == (0, "Completed"), "SIGTERM handled: a clean exit, no SIGKILL"
     assert last["status"]["phase"] == "Succeeded"
-    assert not processes_mentioning(f"--port {port} ")
+    assert not processes_mentioning(f"--host {address[0]} ")
     wait_for(lambda: len(cluster.ready_pods()) == 1 and pod not in cluster.ready_pods(), 10, "a replacement")
 
 
@@ -187,9 +187,9 @@ def test_exec_into_a_container_the_kubelet_does_not_run_is_refused(make) -> None
 def test_a_pod_removed_outright_keeps_running_until_the_kubelet_notices(make) -> None:
     fake, cluster = make(share=False)
     pod = only_pod(cluster)
-    port = cluster.port(pod)
+    ip = cluster.kubelet.ip(NS, pod)
     fake.store.delete(fake.store.resource("", "v1", "pods"), NS, pod)  # grace 0, force
-    wait_for(lambda: not processes_mentioning(f"--port {port} "), 5, "its server stopped by the kubelet")
+    wait_for(lambda: not processes_mentioning(f"--host {ip} "), 5, "its server stopped by the kubelet")
     wait_for(lambda: len(cluster.ready_pods()) == 1, 10, "a replacement pod Ready")
 
 
@@ -212,7 +212,7 @@ from tests.fakekube import FakeKube
 from tests.fakekube.cluster import FakeCluster
 fake = FakeKube().start()
 cluster = FakeCluster(fake, namespace="ml", replicas=2, share_process_namespace=sys.argv[1] == "1").seed().start()
-print(cluster.kubelet.log_dir, *(cluster.kubelet.port("ml", p) for p in cluster.ready_pods()), flush=True)
+print(cluster.kubelet.log_dir, *(cluster.kubelet.ip("ml", p) for p in cluster.ready_pods()), flush=True)
 time.sleep(60)
 """
 
@@ -223,14 +223,14 @@ def test_a_killed_test_process_takes_its_containers_along(share: bool) -> None:
     proc = subprocess.Popen([sys.executable, "-c", KEEPER, "1" if share else "0"], cwd=REPO,
                             stdout=subprocess.PIPE, text=True)
     try:
-        log_dir, *ports = proc.stdout.readline().split()  # type: ignore[union-attr]
-        assert len(ports) == 2 and all(processes_mentioning(f"--port {p} ") for p in ports)
+        log_dir, *ips = proc.stdout.readline().split()  # type: ignore[union-attr]
+        assert len(ips) == 2 and all(processes_mentioning(f"--host {ip} ") for ip in ips)
     finally:
         proc.kill()
         proc.wait(10)
     shutil.rmtree(log_dir, ignore_errors=True)  # the one thing a killed kubelet leaves
-    for p in ports:
-        wait_for(lambda: not processes_mentioning(f"--port {p} "), 5, f"the server on port {p} gone")
+    for ip in ips:
+        wait_for(lambda: not processes_mentioning(f"--host {ip} "), 5, f"the server on {ip} gone")
 
 
 def test_a_background_child_holding_the_streams_keeps_the_exec_open_and_pause_reaps_it(make) -> None:

@@ -455,7 +455,8 @@ def test_a_game_day_inject_for_reverts_itself_with_the_injector_killed(kube, tmp
             break
     proc.kill()  # the operator's laptop is gone the moment the fault is in
     proc.wait(30)
-    assert "injected replica_hang in context" in out and "landed: stopped (state T in /proc)" in out, \
+    assert "injected replica_hang in context" in out and "landed: stopped (state T in /proc: " in out \
+        and "; silent: " in out, \
         out + proc.stderr.read()  # type: ignore[union-attr]
     timer = int(out.split("(timer pid ")[1].split(")")[0])
     applied = next(e for e in Ledger(ledger).entries() if e.event == "applied")

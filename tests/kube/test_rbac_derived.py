@@ -265,7 +265,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                                   lambda e: ("4242\n", "", 0))
         cluster.kubelet.intercept(lambda e: e.argv == ("cat", HOG_STATUS), lambda e: (HOG_STATUS_JSON, "", 0))
         with cluster.start(), ChaosMeshController(fake), \
-                EndpointSliceController(fake, NS, "ref", {"app": "ref"}, port=8000, port_name="http"):
+                EndpointSliceController(fake, NS, "ref", {"app": "ref"}, port=cluster.serving_port, port_name="http"):
             yield _exercise(fake, cluster, uid, tmp)
 
 

@@ -31,11 +31,12 @@ RBAC = [REPO / "deploy" / "base" / "rbac.yaml", REPO / "deploy" / "components" /
 
 
 @contextmanager
-def staged_kube(tmp_path: Path) -> Iterator[FakeKube]:
-    """The namespace the project's own Kubernetes runs go against (see the module's docstring)."""
+def staged_kube(tmp_path: Path, server_args: tuple[str, ...] = ()) -> Iterator[FakeKube]:
+    """The namespace the project's own Kubernetes runs go against (see the module's docstring);
+    `server_args`: the pods' server's options (container_server.py's)."""
     policy = Policy.from_manifests(RBAC, namespace_override=NS)
     with FakeKube(policy=policy, tokens={"runner-token": RUNNER}) as fake:
-        cluster = FakeCluster(fake, namespace=NS).seed()
+        cluster = FakeCluster(fake, namespace=NS, server_args=server_args).seed()
         uid = fake.add("", "v1", "namespaces", {"metadata": {"name": "kube-system"}})["metadata"]["uid"]
 
         def opt_in(ns: dict) -> dict:
@@ -45,7 +46,9 @@ def staged_kube(tmp_path: Path) -> Iterator[FakeKube]:
         # the Service under load; the endpoint is a local cluster reached as through a
         # port-forward, so the runs name it (--service ref)
         fake.add("", "v1", "services", {"metadata": {"name": "ref", "namespace": NS},
-                                        "spec": {"selector": {"app": "ref"}, "ports": [{"port": 8000}],
+                                        "spec": {"selector": {"app": "ref"},
+                                                 "ports": [{"name": "http", "port": 8000,
+                                                            "targetPort": cluster.serving_port}],
                                                  "type": "LoadBalancer", "clusterIP": "10.96.0.10",
                                                  "clusterIPs": ["10.96.0.10"]},
                                         "status": {"loadBalancer": {"ingress": [{"hostname": "ref.lb.example"}]}}},
@@ -70,7 +73,7 @@ def staged_kube(tmp_path: Path) -> Iterator[FakeKube]:
         cluster.kubelet.intercept(lambda e: e.argv[:2] == ("sh", "-c") and "inferchaos.faults.gpu_hog --cuda" in e.argv[2],
                                   hog_on_a_virtual_device)
         with cluster.start(), ChaosMeshController(fake) as chaos, \
-                EndpointSliceController(fake, NS, "ref", {"app": "ref"}, port=8000, port_name="http"):
+                EndpointSliceController(fake, NS, "ref", {"app": "ref"}, port=cluster.serving_port, port_name="http"):
             kubeconfig = tmp_path / "kubeconfig"
             kubeconfig.write_text(f"""apiVersion: v1
 kind: Config
