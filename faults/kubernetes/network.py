@@ -12,6 +12,8 @@ the plan and the figures say which mechanism was used.
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,9 +33,11 @@ CHAOS = ("chaos-mesh.org", "v1alpha1", "networkchaos")
 
 def network_chaos(name: str, namespace: str, pods: list[str], host: str | None, duration_s: int, run: str,
                   expires_at: str, latency_ms: float = 0, jitter_ms: float = 0, bandwidth_kbs: float | None = None,
-                  loss: bool = False) -> dict:
+                  loss: bool = False, to_pods: list[str] | None = None) -> dict:
     """The NetworkChaos object: from exactly the named pods (never a label selector: what it
-    picks changes under us), toward `host` (None: all their egress), for `duration_s`.
+    picks changes under us), toward `host`, or toward exactly the pods `to_pods` names (a
+    `target` selector: tc filters the sources' egress by those pods' IPs), or else all their
+    egress, for `duration_s`.
 
     Chaos Mesh passes a bandwidth `rate` to tc, where `kbps` is kilobytes per second (kbit
     is kilobits): KB/s go out as kbps, unconverted."""
@@ -41,6 +45,8 @@ def network_chaos(name: str, namespace: str, pods: list[str], host: str | None, 
                             "direction": "to", "duration": f"{int(duration_s)}s"}
     if host:
         spec["externalTargets"] = [host]
+    if to_pods:
+        spec["target"] = {"mode": "all", "selector": {"pods": {namespace: sorted(to_pods)}}}
     if loss:
         spec |= {"action": "loss", "loss": {"loss": "100", "correlation": "100"}}
     elif bandwidth_kbs:
@@ -96,7 +102,7 @@ class _NetworkFault(KubeFault):
     def chaos_mesh(self) -> bool:
         return ops.has_custom(self.kube.connection, CHAOS[0], CHAOS[1], self.namespace, CHAOS[2])
 
-    def apply_chaos(self, pods: list[str], host: str | None, **shape: Any) -> None:
+    def apply_chaos(self, pods: list[str], host: str | None, duration_s: int | None = None, **shape: Any) -> None:
         if not self.chaos_mesh():
             raise UsageError(f"{self.name}: Chaos Mesh (networkchaos.chaos-mesh.org) is not installed in "
                              f"{self.namespace}, and this fault has no fallback; install Chaos Mesh")
@@ -106,10 +112,13 @@ class _NetworkFault(KubeFault):
         self.chaos_pods = sorted(pods)
         self.journal([step("kube_delete_custom", conn=self.conn, group=CHAOS[0], version=CHAOS[1],
                            namespace=self.namespace, plural=CHAOS[2], name=self.chaos_name, run=self.run_id)])
-        body = network_chaos(self.chaos_name, self.namespace, pods, host, self.kube.settings.expire_after_s,
+        body = network_chaos(self.chaos_name, self.namespace, pods, host,
+                             min(duration_s or self.kube.settings.expire_after_s, self.kube.settings.expire_after_s),
                              self.run_id, iso(self.expires_at()), **shape)
         ops.create_custom(self.kube.connection, *CHAOS[:2], self.namespace, CHAOS[2], body)
-        toward = f"toward {host}" if host else "on all their egress"
+        to_pods = shape.get("to_pods")
+        toward = f"toward {host}" if host else (f"toward pods {', '.join(sorted(to_pods))}" if to_pods
+                                                 else "on all their egress")
         self.mechanism = (f"Chaos Mesh NetworkChaos {self.chaos_name} ({body['spec']['action']} from "
                           f"{', '.join(sorted(pods))} {toward}, duration {body['spec']['duration']})")
         self.note("networkchaos", self.chaos_name)
@@ -158,13 +167,19 @@ class KubeDependencyLatency(_NetworkFault):
 @executes("model_load_stall", "kubernetes")
 @dataclass
 class KubeModelLoadStall(_NetworkFault):
-    """The store side: Chaos Mesh injects only into pods that exist when the chaos is
-    created, so a NetworkChaos on the inference pods would miss the replacement that loads.
-    The model store's pods exist already: their egress is slowed, then the chosen replicas'
-    servers are killed, and their restarted containers load through the slowed store."""
+    """The store side, toward the victims only: Chaos Mesh injects only into pods that exist
+    when the chaos is created, so a NetworkChaos on the inference pods would miss the
+    replacement that loads. The model store's pods exist already: their traffic *to the
+    chosen pods* (a `target` selector: the victims' IPs, which a container restart keeps) is
+    stalled (100% loss for `stall_s`, then Chaos Mesh ends it), delayed or throttled; once
+    Chaos Mesh says it is in, the victims' servers are killed, and their restarted containers
+    load through it. Every other client of the store -- the other replicas, its readiness
+    probe -- is answered as before."""
 
     store_pods: list[str] = field(default_factory=list, init=False)
     crash: KubeReplicaCrash | None = field(default=None, init=False, repr=False)
+    #: Chaos Mesh reconciles and injects through its daemons before the kill: up to this long.
+    chaos_within_s: float = field(default=15.0, init=False, repr=False)
 
     def _store(self) -> list[str]:
         host = self.host("model_store")
@@ -179,20 +194,35 @@ class KubeModelLoadStall(_NetworkFault):
         return pods
 
     def _how(self) -> str:
-        return "loss 100%" if self.args.stall_s else (f"bandwidth {self.args.bandwidth_kbs:g} KB/s" if self.args.bandwidth_kbs
-                                                else f"delay {self.args.latency_ms:g} ms")
+        if self.args.stall_s:
+            return "loss 100% " + ("until revert" if math.isinf(self.args.stall_s) else f"for {self.args.stall_s:g} s")
+        return f"bandwidth {self.args.bandwidth_kbs:g} KB/s" if self.args.bandwidth_kbs \
+            else f"delay {self.args.latency_ms:g} ms"
+
+    def _duration_s(self) -> int | None:
+        """A stall ends by itself after stall_s (Chaos Mesh's duration); the rest at revert."""
+        stall = self.args.stall_s
+        return max(1, math.ceil(stall)) if stall and not math.isinf(stall) else None
 
     def _plan(self) -> list[str]:
-        return [f"NetworkChaos on the model store's pods ({', '.join(self._store())}): {self._how()} on their "
-                "egress; then SIGKILL the server in " + ", ".join(p.name for p in self.choose())
-                + " so its restarted container loads through it; the NetworkChaos is deleted on revert"]
+        victims = [p.name for p in self.choose()]
+        return [f"NetworkChaos on the model store's pods ({', '.join(self._store())}) toward "
+                f"{', '.join(victims)} only: {self._how()}; then SIGKILL the server in {', '.join(victims)} "
+                "so its restarted container loads through it; the store answers everyone else as before; "
+                "the NetworkChaos is deleted on revert"]
 
     def _inject(self) -> None:
         self.store_pods = self._store()
-        self.apply_chaos(self.store_pods, None, latency_ms=self.args.latency_ms, bandwidth_kbs=self.args.bandwidth_kbs,
-                         loss=bool(self.args.stall_s))
         self.crash = KubeReplicaCrash(spec=self.spec, target=self.target, args=self.args)
         self.crash._entry = self._entry  # journals into this fault's entry
+        self.crash.victims = self.crash.victims_or_fail()
+        victims = [v.name for v in self.crash.victims]
+        self.apply_chaos(self.store_pods, None, duration_s=self._duration_s(), to_pods=victims,
+                         latency_ms=self.args.latency_ms, bandwidth_kbs=self.args.bandwidth_kbs,
+                         loss=bool(self.args.stall_s))
+        deadline = time.monotonic() + self.chaos_within_s
+        while not self.chaos_landed().ok and time.monotonic() < deadline:
+            time.sleep(0.2)
         self.crash._inject()
         self.victims = self.crash.victims
         self._died = self.crash._died

@@ -50,7 +50,7 @@ class KubeReplicaCrash(_ProcessFault):
                 "restarts the container" for p in self.choose()]
 
     def _inject(self) -> None:
-        self.victims = self.victims_or_fail()
+        self.victims = self.victims or self.victims_or_fail()  # chosen already by a fault that wraps this one
         conn = self.kube.connection
         found = {p.name: self._find(p) for p in self.victims}  # every victim checked before any is touched
         for p in self.victims:

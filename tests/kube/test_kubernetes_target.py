@@ -117,9 +117,16 @@ def test_every_experiment_lands_through_the_api_and_is_undone(kube, endpoint, tm
     created = [b for m, p, _, b in sent if m == "POST" and p.endswith("/networkchaos")]
     deleted = [p.rsplit("/", 1)[1] for m, p, _, _ in sent if m == "DELETE" and "/networkchaos/" in p]
     assert sorted(b["metadata"]["name"] for b in created) == sorted(deleted) and len(created) >= 4
-    assert all(set(b["spec"]["selector"]) == {"pods"} and b["spec"]["duration"] == "900s" for b in created)
     stall = [b for b in created if "model-load" in b["metadata"]["name"]]
+    others = [b for b in created if b not in stall]
+    assert all(set(b["spec"]["selector"]) == {"pods"} for b in created)
+    assert all(b["spec"]["duration"] == "900s" for b in others), "the expiry; a stall ends by itself"
     assert stall[0]["spec"]["selector"] == {"pods": {NS: ["model-store-0"]}}, "the store side"
+    # toward the crashed pod only, for the stall's 5 s: the store answers everyone else
+    (killed,) = runs["model_load_stall[cold]"]["figures"]["restarts"]
+    assert stall[0]["spec"]["target"] == {"mode": "all", "selector": {"pods": {NS: [killed]}}}, stall[0]["spec"]
+    assert (stall[0]["spec"]["action"], stall[0]["spec"]["loss"]["loss"], stall[0]["spec"]["duration"]) == \
+        ("loss", "100", "5s") and "externalTargets" not in stall[0]["spec"]
     scales = [b for m, p, _, b in sent if p.endswith("/deployments/feature-pipeline/scale")]
     assert scales == [{"spec": {"replicas": 0}}, {"spec": {"replicas": 1}}]
 
