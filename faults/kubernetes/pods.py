@@ -19,6 +19,7 @@ from inferchaos.faults.base import Landing
 from inferchaos.faults.kubernetes.base import KubeFault
 from inferchaos.faults.registry import executes
 from inferchaos.faults.undo import step
+from inferchaos.ground.errors import FaultError
 from inferchaos.targets.kubernetes import dataplane, processes
 from inferchaos.targets.kubernetes.pods import PodView
 from inferchaos.targets.kubernetes.processes import Proc
@@ -61,7 +62,11 @@ class KubeReplicaCrash(_ProcessFault):
             self.note("killed", p.name)
 
     def landed(self) -> Landing:
-        """Each victim's container restarted, as the kubelet reports it (restartCount grew)."""
+        """Each victim's container restarted, as the kubelet reports it (restartCount grew),
+        and the process killed is gone from the container (its pid and start time no longer
+        in /proc: not a zombie, not a survivor). Whether the Service's slices took the pod
+        out is said beside it, not required: a data plane that never noticed is the failover
+        probe's finding, which an inconclusive run would hide."""
         if not self.victims:
             return Landing(False, "no pod was chosen")
         now = {p.name: p for p in self.kube.replica_records()}
@@ -69,8 +74,23 @@ class KubeReplicaCrash(_ProcessFault):
                    if v.name not in now or now[v.name].restarts <= self.restarts_before.get(v.name, 0)]
         if waiting:
             return Landing(False, "restartCount unchanged: " + ", ".join(waiting))
-        return Landing(True, "container restarted: " + ", ".join(
-            f"{v.name} (restartCount {self.restarts_before[v.name]} -> {now[v.name].restarts})" for v in self.victims))
+        seen = []
+        for v in self.victims:
+            proc = self.procs[v.name]
+            try:
+                left = processes.state(self.kube.connection, self.namespace, v.name, self.kube.container_of(v), proc)
+            except FaultError as exc:  # the restarted container not running yet: ask again
+                return Landing(False, f"pod {v.name} restarted; its processes cannot be listed yet ({exc})")
+            if left is not None:
+                return Landing(False, f"pod {v.name} restarted, but process {proc.pid} is still there (state {left})")
+            out = self.kube.went_out_at(v.name)
+            killed = self._died.get(v.name)
+            told = (f"out of the Service's slices {out - killed:.2f} s after the kill"
+                    if out is not None and killed is not None and out >= killed - 0.5
+                    else "not taken out of the Service's slices")
+            seen.append(f"{v.name} (restartCount {self.restarts_before[v.name]} -> {now[v.name].restarts}; "
+                        f"process {proc.pid} gone; {told})")
+        return Landing(True, "container restarted: " + ", ".join(seen))
 
     def casualties(self) -> list[tuple[PodView, float]]:
         """Dead when the kubelet says the container finished (the data plane's death), on the

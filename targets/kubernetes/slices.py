@@ -14,6 +14,7 @@ the runner may not read slices), the view is the pods' readiness, and `source` s
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 from kubernetes import client
@@ -47,6 +48,8 @@ class SliceCache:
     slices: dict[str, tuple[str, dict[str, tuple[bool, bool, bool]]]] = field(default_factory=dict)
     #: slice name -> {pod: (address, port)}: where kube-proxy sends the Service's traffic.
     addresses: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
+    #: (service, pod) -> monotonic time its endpoint last went from ready to not (or away).
+    went_out: dict[tuple[str, str], float] = field(default_factory=dict)
     #: the Service under load, once known: only its slices are the data plane's view.
     pinned: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -68,13 +71,34 @@ class SliceCache:
             self._informer.stop()
 
     def _apply(self, kind: str, s: client.V1EndpointSlice) -> None:
+        entry = _entry(s)
         with self._lock:
+            before = self._ready_in(entry[0])
             if kind == "DELETED":
                 self.slices.pop(s.metadata.name, None)
                 self.addresses.pop(s.metadata.name, None)
             else:
-                self.slices[s.metadata.name] = _entry(s)
+                self.slices[s.metadata.name] = entry
                 self.addresses[s.metadata.name] = _addresses(s)
+            after, now = self._ready_in(entry[0]), time.monotonic()
+            for pod, was in before.items():
+                if was and not after.get(pod, False):
+                    self.went_out[(entry[0], pod)] = now
+
+    def _ready_in(self, service: str) -> dict[str, bool]:
+        """Each pod's `ready` across the Service's slices (under the lock)."""
+        merged: dict[str, bool] = {}
+        for svc, eps in self.slices.values():
+            if svc == service:
+                merged.update({pod: cond[0] for pod, cond in eps.items()})
+        return merged
+
+    def went_out_at(self, pod: str) -> float | None:
+        """When (monotonic) the pod's endpoint last stopped being ready in the Service's slices
+        (not ready, or gone from them): when the data plane was told to stop sending to it."""
+        svc = self.service()
+        with self._lock:
+            return self.went_out.get((svc, pod)) if svc else None
 
     def service(self) -> str | None:
         """The Service the endpoint was tied to (KubeTarget.tie); before that, the one whose

@@ -145,6 +145,10 @@ class KubeTarget:
         """Where the data plane reaches the pod: its address and port in the Service's slices."""
         return self.slices.address(pod)
 
+    def went_out_at(self, pod: str) -> float | None:
+        """When (monotonic) the Service's slices last took the pod out of rotation."""
+        return self.slices.went_out_at(pod)
+
     def lb_view(self) -> str:
         """Whose view the failover figures are: said in the report beside them."""
         svc = self.slices.service()

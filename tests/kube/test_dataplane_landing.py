@@ -99,3 +99,22 @@ def test_a_runner_that_cannot_reach_pod_ips_cannot_call_a_hang_landed(tmp_path, 
             assert "cannot be read" in landing.evidence and "no peer answered either" in landing.evidence, landing
         finally:
             target.close()
+
+
+def test_a_crash_lands_with_its_process_gone_and_the_slices_say_when_it_went_out(tmp_path):
+    with staged_kube(tmp_path) as fake:
+        target = target_of(fake, tmp_path)
+        try:
+            crash = lookup("replica_crash").on(target, ledger=Ledger(tmp_path / "crash.jsonl"))
+            crash.inject()
+            victim = crash.victims[0].name
+            landing = wait_for(lambda: (lambda l: l if l.ok else None)(crash.landed()), 20, "the crash's landing")
+            crash.revert()
+            pid = crash.procs[victim].pid
+            assert f"{victim} (restartCount 0 -> 1; process {pid} gone; out of the Service's slices" in \
+                landing.evidence, landing.evidence
+            out = target.went_out_at(victim)
+            assert out is not None and out >= crash._died[victim] - 0.5
+            wait_for(lambda: target.unsteady() is None, 20, "the restarted pod Ready again")
+        finally:
+            target.close()

@@ -98,6 +98,8 @@ def test_every_experiment_lands_through_the_api_and_is_undone(kube, endpoint, tm
     assert restarts["after"] == restarts["before"] + 1, crash
     assert (victim, ("sh", "-c", f"kill -KILL {crash['processes'][victim]['pid']}")) in execs
     assert not any(m == "DELETE" and p.endswith(f"/pods/{victim}") for m, p, _, _ in sent)
+    landed = runs["replica_crash"]["landing"]["evidence"]
+    assert f"process {crash['processes'][victim]['pid']} gone; out of the Service's slices" in landed, landed
 
     # hang: the server (never PID 1) stopped, read back as T, resumed by the same pid
     hang = runs["replica_hang[tuned]"]["figures"]
@@ -109,6 +111,8 @@ def test_every_experiment_lands_through_the_api_and_is_undone(kube, endpoint, tm
     assert "EndpointSlices of Service ref" in runs["replica_hang[tuned]"]["figures"]["lb_view"]
     (f,) = runs["replica_hang[tuned]"]["failover"]
     assert f["failover_s"] is not None, "the stopped server failed its probe; its slice endpoint went unready"
+    landed = runs["replica_hang[tuned]"]["landing"]["evidence"]
+    assert f"silent: {hung} at 127.100." in landed and "no answer in 2 s; while " in landed, landed
 
     # GPU OOM: the hog ran in the pod (on the virtual device: no GPU here) and ended on revert
     assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmd(pid).find("inferchaos.faults.gpu_hog") >= 0]
