@@ -31,6 +31,7 @@ import kubernetes.client
 from aiohttp import web
 
 from tests.fakekube.validation import invalid_on_create
+from tests.fakekube.disruption import evict_or_refuse
 from tests.fakekube.execs import Exec, ExecHandler, default_handler, serve_exec
 from tests.fakekube.patches import PatchError, apply_patch
 from tests.fakekube.rbac import (CONNECT_SUBRESOURCES, Attributes, Authorization, Decision, Policy, is_discovery,
@@ -38,7 +39,7 @@ from tests.fakekube.rbac import (CONNECT_SUBRESOURCES, Attributes, Authorization
 from tests.fakekube.selectors import SelectorError, field_predicate, label_predicate
 from tests.fakekube.shapes import (API_VERSIONS, VERSION, api_group_list, forbidden_response, list_body,
                                    resource_list, scale_of, status_body, status_response, unauthorized_response)
-from tests.fakekube.store import SCALABLE, Conflict, Deletion, NotFound, Resource, Store, rfc3339_now
+from tests.fakekube.store import SCALABLE, Conflict, Deletion, Invalid, NotFound, Resource, Store, rfc3339_now
 
 
 BODY = web.RequestKey("body", object)
@@ -96,6 +97,7 @@ class FakeKube:
         #: how often a watch that allows bookmarks gets one (the watch cache's bookmarkFrequency).
         self.bookmark_every_s = 60.0
         self._watch_epoch = 0
+        self._dry = False  # a dry run's handler is running (against a clone of the store)
         #: admission hooks on create: object -> a refusal (code, reason, message) or None.
         self.admission: list[Any] = []
         #: every exec asked for, and what answers it (set by tests).
@@ -268,15 +270,23 @@ class FakeKube:
         if queued:
             status, message = queued.pop(0)
             return status_response(status, None, message or "injected by the test")
+        dry = request.method in ("POST", "PUT", "PATCH", "DELETE") and request.query.get("dryRun") == "All"
+        real = self.store
+        if dry:  # validated, admitted and answered as ever, against a copy: nothing persisted
+            self.store, self._dry = real.clone(), True
         try:
             return await handler(request)
         except NotFound as exc:
             return status_response(404, "NotFound", str(exc))
         except Conflict as exc:
             return status_response(409, exc.reason, str(exc))
+        except Invalid as exc:
+            return status_response(422, "Invalid", str(exc))
         except (PatchError, SelectorError, ValueError) as exc:
             return status_response(422 if isinstance(exc, PatchError) else 400,
                                    "Invalid" if isinstance(exc, PatchError) else "BadRequest", str(exc))
+        finally:
+            self.store, self._dry = real, False
 
     # --- authentication and authorisation --------------------------------------------------
 
@@ -439,7 +449,12 @@ class FakeKube:
 
     def _evict(self, resource: Resource, namespace: str, name: str, body: Any) -> web.Response:
         self.store.get(resource, namespace, name)  # 404 when the pod is gone
-        answer = self._evictions.get((namespace, name), EvictionAnswer())
+        answer = self._evictions.get((namespace, name))
+        if answer is None:  # no canned answer: the pod's PodDisruptionBudget decides
+            refusal = evict_or_refuse(self.store, namespace, name)
+            if refusal is not None:
+                return status_response(refusal.code, refusal.reason, refusal.message, refusal.details)
+            answer = EvictionAnswer()
         if answer.times is not None:
             answer.times -= 1
             if answer.times <= 0:
@@ -468,7 +483,7 @@ class FakeKube:
         """A DELETE as the registry does it; a pod left terminating is removed when its grace ends
         (the kubelet's final delete, which a kubelet model may do earlier by `finalize_pod`)."""
         outcome = self.store.delete_gracefully(resource, namespace, name, grace)
-        if not outcome.removed and self._loop is not None:
+        if not outcome.removed and self._loop is not None and not self._dry:
             uid = outcome.object["metadata"].get("uid", "")
             key = (namespace, name, uid)
             end = self._loop.time() + outcome.remaining_s

@@ -111,3 +111,20 @@ def field_predicate(text: str | None) -> Predicate:
         return all((_field(obj, key) == value) == equal for key, equal, value in terms)
 
     return matches
+
+
+_OPS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
+
+
+def label_selector_predicate(selector: dict[str, Any] | None) -> Callable[[dict[str, str]], bool]:
+    """A metav1.LabelSelector over a labels map, as LabelSelectorAsSelector reads it: null
+    selects nothing, {} everything (policy/v1 PDBs), matchLabels and matchExpressions ANDed."""
+    if selector is None:
+        return lambda labels: False
+    requirements = [Requirement(k, "=", frozenset({str(v)})) for k, v in (selector.get("matchLabels") or {}).items()]
+    for e in selector.get("matchExpressions") or []:
+        op = _OPS.get(e.get("operator", ""))
+        if op is None:
+            raise SelectorError(f"{e.get('operator')!r} is not a valid label selector operator")
+        requirements.append(Requirement(e.get("key", ""), op, frozenset(e.get("values") or [])))
+    return lambda labels: all(r.matches(labels) for r in requirements)

@@ -75,6 +75,10 @@ class NotFound(Exception):
     pass
 
 
+class Invalid(Exception):
+    """A write the registry's validation refuses (422 Invalid), worded as it words it."""
+
+
 @dataclass(frozen=True)
 class Change:
     resource_version: int
@@ -134,6 +138,16 @@ class Store:
         self._listeners: list[Callable[[], None]] = []
         for resource in BUILTIN:
             self.register(resource)
+
+    def clone(self) -> Store:
+        """A copy to run a dry run against (`?dryRun=All`): the same objects, kinds and
+        resourceVersion, no history and no listeners, so nothing it does is persisted or seen."""
+        with self._lock:
+            twin = Store()
+            twin._objects = copy.deepcopy(self._objects)
+            twin._resources = dict(self._resources)
+            twin._rv, twin._compacted = self._rv, self._rv
+            return twin
 
     # --- resources -------------------------------------------------------------------------
 
@@ -284,12 +298,20 @@ class Store:
                           "deletionGracePeriodSeconds"):
                 if field in old["metadata"]:
                     meta[field] = old["metadata"][field]
+            added = [f for f in meta.get("finalizers") or [] if f not in (old["metadata"].get("finalizers") or [])]
+            if meta.get("deletionTimestamp") and added:
+                listed = ", ".join(f'"{f}"' for f in added)
+                raise Invalid(f'{resource.kind} "{name}" is invalid: metadata.finalizers: Forbidden: no new finalizers '
+                              f'can be added if the object is being deleted, found new finalizers []string{{{listed}}}')
             generation = old["metadata"].get("generation", 1)
             meta["generation"] = generation + 1 if obj.get("spec") != old.get("spec") else generation
             self._rv += 1
             meta["resourceVersion"] = str(self._rv)
             self._objects[key] = obj
             self._record("MODIFIED", resource, obj, old)
+            if meta.get("deletionTimestamp") and not meta.get("finalizers") and not meta.get("deletionGracePeriodSeconds"):
+                # the registry's deleteForEmptyFinalizers: the last finalizer gone, nothing waits
+                self.delete(resource, namespace, name)
             return copy.deepcopy(obj)
 
     def update(self, resource: Resource, namespace: str, name: str,
@@ -329,6 +351,8 @@ class Store:
                 raise NotFound(f'{resource.plural}{"." + resource.group if resource.group else ""} "{name}" not found')
             key, current = found
             if (resource.group, resource.plural) not in GRACEFUL:
+                if current["metadata"].get("finalizers"):
+                    return self._finalizing(resource, key, current)
                 return Deletion(self.delete(resource, namespace, name), True)
             obj = copy.deepcopy(current)
             meta = obj["metadata"]
@@ -336,6 +360,8 @@ class Store:
             if meta.get("deletionTimestamp"):
                 old = meta.get("deletionGracePeriodSeconds")
                 if not old:
+                    if meta.get("finalizers"):
+                        return Deletion(self._stamp(resource, obj), False)
                     return Deletion(self.delete(resource, namespace, name), True)
                 if grace is None or grace >= old:  # pending: a longer grace never extends it
                     left = (_parse_time(meta["deletionTimestamp"]) - now).total_seconds()
@@ -357,5 +383,26 @@ class Store:
             self._objects[key] = obj
             self._record("MODIFIED", resource, obj, current)
             if period == 0:
+                if meta.get("finalizers"):
+                    return Deletion(copy.deepcopy(obj), False)
                 return Deletion(self.delete(resource, namespace, name), True)
             return Deletion(copy.deepcopy(obj), False, max(remaining, 0.0))
+
+    def _finalizing(self, resource: Resource, key: Key, current: dict[str, Any]) -> Deletion:
+        """A DELETE of an object that has finalizers (under the lock): it is marked, not
+        removed -- deletionTimestamp now, grace 0, a MODIFIED -- and stays, terminating,
+        until whoever owns each finalizer removes it (replace() then removes the object).
+        A second DELETE changes nothing."""
+        if current["metadata"].get("deletionTimestamp"):
+            return Deletion(self._stamp(resource, current), False)
+        obj = copy.deepcopy(current)
+        meta = obj["metadata"]
+        meta["deletionTimestamp"] = _rfc3339(datetime.now(timezone.utc).replace(microsecond=0))
+        meta["deletionGracePeriodSeconds"] = 0
+        if meta.get("generation"):
+            meta["generation"] += 1
+        self._rv += 1
+        meta["resourceVersion"] = str(self._rv)
+        self._objects[key] = obj
+        self._record("MODIFIED", resource, obj, current)
+        return Deletion(self._stamp(resource, obj), False)

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from inferchaos.faults.kubernetes.network import injected
@@ -113,6 +113,26 @@ def test_pods_map_selects_exactly_those_pods_then_all_injected(
     events = client.CoreV1Api(custom.api_client).list_namespaced_event(NS).items
     assert {e.message for e in events if e.reason == "Applied"} == {
         f"Successfully apply chaos for {NS}/web-1", f"Successfully apply chaos for {NS}/web-2"}
+
+
+def test_a_deleted_chaos_terminates_until_chaos_mesh_has_recovered_its_pods(
+        fakekube: FakeKube, chaos_mesh: ChaosMeshController, custom: client.CustomObjectsApi) -> None:  # noqa: F811
+    """Chaos Mesh's finalizer (chaos-mesh/records) holds a deleted chaos until every record is
+    recovered: only its disappearance says the traffic is clean again."""
+    seed(fakekube, pod("web-1"))
+    create(custom, network_chaos("slow", {"pods": {NS: ["web-1"]}}))
+    wait_for(all_injected(custom, "slow"), what="AllInjected")
+    rv = custom.list_namespaced_custom_object(*CHAOS, NS, "networkchaos")["metadata"]["resourceVersion"]
+    answer = custom.delete_namespaced_custom_object(*CHAOS, NS, "networkchaos", "slow")
+    assert answer["metadata"]["deletionTimestamp"] and answer["metadata"]["finalizers"] == ["chaos-mesh/records"]
+    wait_for(lambda: not fakekube.exists(*CHAOS, "networkchaos", "slow", NS), what="the chaos gone")
+    assert chaos_mesh.effects_on(NS, "web-1") == []
+    seen = [(e["type"], (e["raw_object"]["status"].get("conditions") or [{}]), e["raw_object"]["metadata"])
+            for e in watch.Watch().stream(custom.list_namespaced_custom_object, *CHAOS, NS, "networkchaos",
+                                          resource_version=rv, timeout_seconds=1, _request_timeout=(5, 8))]
+    assert seen[-1][0] == "DELETED" and not seen[-1][2].get("finalizers")
+    recovered = [c for _, conds, _ in seen for c in conds if c.get("type") == "AllRecovered" and c["status"] == "True"]
+    assert recovered, "recovered before it went"
 
 
 def test_a_named_pod_that_does_not_exist_is_skipped_and_the_landing_check_says_so(

@@ -242,6 +242,82 @@ def test_eviction_blocked_by_a_budget_is_429(fakekube: FakeKube, kube_client: cl
     assert not fakekube.exists("", "v1", "pods", "web-0", NS)
 
 
+def ready_pod(name: str, labels: dict[str, str], ready: bool = True) -> dict[str, Any]:
+    p = pod(name, labels, node="node-a")
+    p["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    return p
+
+
+def budget(name: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {"selector": {"matchLabels": {"app": "web"}}, **spec}}
+
+
+def evict(v1: client.CoreV1Api, name: str) -> int:
+    try:
+        v1.create_namespaced_pod_eviction(name, NS, {"metadata": {"name": name, "namespace": NS}})
+    except ApiException as exc:
+        return exc.status
+    return 201
+
+
+def test_a_pod_disruption_budget_decides_evictions_as_the_api_server_does(
+        fakekube: FakeKube, kube_client: client.ApiClient) -> None:
+    """minAvailable 2 of 2 Ready: 429 with the budget's cause; maxUnavailable 1 of 3: one goes, the
+    next waits while the first still terminates (status.disruptedPods); a pod not Ready goes
+    while the budget is healthy (IfHealthyBudget); two budgets on one pod: 500."""
+    v1, policy = client.CoreV1Api(kube_client), client.PolicyV1Api(kube_client)
+    for n in ("web-0", "web-1"):
+        fakekube.add("", "v1", "pods", ready_pod(n, {"app": "web"}), NS)
+    policy.create_namespaced_pod_disruption_budget(NS, budget("web", min_available=2))
+    with pytest.raises(ApiException) as caught:
+        v1.create_namespaced_pod_eviction("web-0", NS, {"metadata": {"name": "web-0", "namespace": NS}})
+    status = status_of(caught.value)
+    assert (caught.value.status, status["reason"], status["message"]) == (
+        429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.")
+    assert status["details"]["causes"] == [{"reason": "DisruptionBudget",
+                                            "message": "The disruption budget web needs 2 healthy pods and has 2 "
+                                                       "currently"}]
+    policy.delete_namespaced_pod_disruption_budget("web", NS)
+    fakekube.add("", "v1", "pods", ready_pod("web-2", {"app": "web"}), NS)
+    policy.create_namespaced_pod_disruption_budget(NS, budget("web", max_unavailable=1))
+    assert evict(v1, "web-0") == 201
+    assert fakekube.get("", "v1", "pods", "web-0", NS)["metadata"]["deletionTimestamp"], "terminating, gracefully"
+    assert evict(v1, "web-1") == 429, "web-0 is still going: no disruption left"
+    got = policy.read_namespaced_pod_disruption_budget("web", NS).status
+    assert (got.current_healthy, got.desired_healthy, got.expected_pods) == (3, 2, 3) and "web-0" in got.disrupted_pods
+    policy.delete_namespaced_pod_disruption_budget("web", NS)
+    policy.create_namespaced_pod_disruption_budget(NS, budget("web", min_available=2))
+    fakekube.add("", "v1", "pods", ready_pod("web-9", {"app": "web"}, ready=False), NS)
+    assert evict(v1, "web-1") == 429, "no disruption allowed: 2 Ready of 2 needed"
+    assert evict(v1, "web-9") == 201, "not Ready, and the budget is healthy (web-1, web-2 Ready)"
+    policy.create_namespaced_pod_disruption_budget(NS, budget("web-too", min_available=0))
+    assert evict(v1, "web-2") == 500
+    assert fakekube.exists("", "v1", "pods", "web-1", NS) and fakekube.exists("", "v1", "pods", "web-2", NS)
+
+
+def test_a_server_side_dry_run_answers_as_the_write_would_and_persists_nothing(
+        fakekube: FakeKube, kube_client: client.ApiClient) -> None:
+    """?dryRun=All: the request is validated and answered as the real write would be (a
+    refusal is still a refusal), and no object, no resourceVersion and no watch event results."""
+    v1 = client.CoreV1Api(kube_client)
+    v1.create_namespaced_pod(NS, pod("web-0", {"app": "web"}))
+    rv = fakekube.store.resource_version
+    made = v1.create_namespaced_pod(NS, pod("web-1"), dry_run="All")
+    assert made.metadata.name == "web-1" and made.metadata.uid
+    labelled = v1.patch_namespace(NS, {"metadata": {"labels": {"team": "ml"}}}, dry_run="All")
+    assert labelled.metadata.labels["team"] == "ml"
+    v1.delete_namespaced_pod("web-0", NS, dry_run="All")
+    with pytest.raises(ApiException) as caught:
+        v1.create_namespaced_pod(NS, pod("Bad_Name"), dry_run="All")
+    assert caught.value.status == 422
+    assert fakekube.store.resource_version == rv
+    assert [p.metadata.name for p in v1.list_namespaced_pod(NS).items] == ["web-0"]
+    assert v1.read_namespaced_pod("web-0", NS).metadata.deletion_timestamp is None
+    assert "team" not in (v1.read_namespace(NS).metadata.labels or {})
+    time.sleep(0.5)
+    assert fakekube.exists("", "v1", "pods", "web-0", NS), "no grace timer left behind by the dry delete"
+
+
 def test_eviction_of_a_missing_pod_is_404(kube_client: client.ApiClient) -> None:
     with pytest.raises(ApiException) as caught:
         client.CoreV1Api(kube_client).create_namespaced_pod_eviction("ghost", NS, {"metadata": {"name": "ghost"}})
@@ -798,6 +874,35 @@ def test_a_second_delete_only_shortens_the_grace(fakekube: FakeKube, kube_client
     assert shorter.deletion_grace_period_seconds == 1
     assert (first.deletion_timestamp - shorter.deletion_timestamp).total_seconds() == 29
     wait_for(lambda: not fakekube.exists("", "v1", "pods", "web-0", NS), timeout_s=6)
+
+
+def test_an_object_with_finalizers_terminates_until_the_last_is_removed(
+        fakekube: FakeKube, kube_client: client.ApiClient) -> None:
+    """As the registry does it: a DELETE marks it (deletionTimestamp, grace 0, MODIFIED) and it
+    stays; a second DELETE changes nothing; no finalizer may be added while it terminates (422);
+    the update that removes the last finalizer removes it (MODIFIED, then DELETED)."""
+    v1 = client.CoreV1Api(kube_client)
+    v1.create_namespaced_config_map(NS, {"metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
+    rv = v1.list_namespaced_config_map(NS).metadata.resource_version
+    answer = v1.delete_namespaced_config_map("held", NS)
+    assert answer["kind"] == "ConfigMap" and answer["metadata"]["deletionTimestamp"]  # the object, not a Status
+    held = v1.read_namespaced_config_map("held", NS)
+    assert held.metadata.deletion_timestamp and held.metadata.deletion_grace_period_seconds == 0
+    v1.delete_namespaced_config_map("held", NS)
+    assert v1.read_namespaced_config_map("held", NS).metadata.resource_version == held.metadata.resource_version
+    with pytest.raises(ApiException) as caught:
+        v1.patch_namespaced_config_map("held", NS, {"metadata": {"finalizers": ["example.com/hold", "x.io/more"]}})
+    assert caught.value.status == 422 and status_of(caught.value)["message"] == (
+        'ConfigMap "held" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added if the object '
+        'is being deleted, found new finalizers []string{"x.io/more"}')
+    v1.patch_namespaced_config_map("held", NS, {"metadata": {"finalizers": None}})
+    with pytest.raises(ApiException) as gone:
+        v1.read_namespaced_config_map("held", NS)
+    assert gone.value.status == 404
+    events = [(e["type"], e["object"].metadata.name)
+              for e in watch.Watch().stream(v1.list_namespaced_config_map, NS, resource_version=rv, timeout_seconds=1,
+                                            _request_timeout=WATCH_READ_TIMEOUT)]
+    assert events == [("MODIFIED", "held"), ("MODIFIED", "held"), ("DELETED", "held")]
 
 
 def test_finalize_pod_ends_the_grace_early(fakekube: FakeKube, kube_client: client.ApiClient) -> None:

@@ -187,12 +187,14 @@ def test_faults_that_do_not_land_are_inconclusive_and_undone(kube, endpoint, tmp
 
 
 def test_a_pdb_refusal_is_reported_and_the_deadline_takes_the_pod(kube, endpoint, tmp_path):
-    kube.cluster.reconcile()  # type: ignore[attr-defined]
-    victim = sorted(kube.cluster.ready_pods())[0]  # type: ignore[attr-defined]
-    kube.set_eviction(NS, victim, status=429, message="Cannot evict pod as it would violate the pod's disruption budget.")
+    # a budget at its minimum: the fake's eviction subresource refuses as the API server would
+    kube.add("policy", "v1", "poddisruptionbudgets", {"metadata": {"name": "ref", "namespace": NS},
+                                                      "spec": {"minAvailable": 3,
+                                                               "selector": {"matchLabels": {"app": "ref"}}}}, NS)
     proc = pytest_run(["experiments/test_spot_reclamation.py"], kube_args(kube, endpoint, tmp_path))
     figures = summary(tmp_path)["spot_reclamation"]["figures"]
-    assert victim in figures["refused_by_pdb"], proc.stdout[-3000:]
+    (victim,) = figures["refused_by_pdb"] or [None]
+    assert victim, proc.stdout[-3000:]
     assert "disruption budget" in figures["refused_by_pdb"][victim]
     assert victim in figures["deleted_at_deadline"], "the reclaimed instance takes the pod down anyway"
     deletes = [q for m, p, q, _ in mutations(kube) if m == "DELETE" and p.endswith(f"/pods/{victim}")]
