@@ -20,10 +20,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import shutil
 import socket
+import ssl
+import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -34,6 +39,7 @@ from tests.fakekube.validation import invalid_on_create
 from tests.fakekube.disruption import evict_or_refuse
 from tests.fakekube.execs import Exec, ExecHandler, default_handler, serve_exec
 from tests.fakekube.patches import PatchError, apply_patch
+from tests.fakekube.podsecurity import refusal as pod_security_refusal
 from tests.fakekube.rbac import (CONNECT_SUBRESOURCES, Attributes, Authorization, Decision, Policy, is_discovery,
                                  request_attributes)
 from tests.fakekube.selectors import SelectorError, field_predicate, label_predicate
@@ -76,10 +82,13 @@ class FakeKube:
     """
 
     def __init__(self, policy: Policy | None = None, tokens: dict[str, str] | None = None,
-                 exec_verb: str = "create") -> None:
+                 exec_verb: str = "create", tls: bool = False) -> None:
         if exec_verb not in ("get", "create"):
             raise ValueError(f"exec_verb must be 'get' or 'create', not {exec_verb!r}")
         self.policy, self.tokens, self.exec_verb = policy, dict(tokens or {}), exec_verb
+        #: serve HTTPS (a certificate made at start, for 127.0.0.1; `ca_path` is its CA), as an
+        #: API server does: client-go sends a bearer token only over TLS.
+        self.tls, self.ca_path = tls, ""
         #: every authorisation decision on a resource request, allowed or not, in order.
         self.authorizations: list[Authorization] = []
         self._grace_ends: dict[tuple[str, str, str], float] = {}  # (ns, pod, uid) -> loop time
@@ -108,7 +117,22 @@ class FakeKube:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """A self-signed certificate for 127.0.0.1, made with the openssl CLI (the stdlib makes
+        none); it is also the CA a client trusts (`ca_path`)."""
+        folder = Path(tempfile.mkdtemp(prefix="fakekube-tls-"))
+        key, cert = folder / "key.pem", folder / "cert.pem"
+        made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                               "-out", str(cert), "-days", "1", "-subj", "/CN=fakekube",
+                               "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, text=True, timeout=60)
+        if made.returncode != 0:
+            raise RuntimeError(f"fake API server: cannot make a TLS certificate: {made.stderr.strip()[-300:]}")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(cert), str(key))
+        self.ca_path = str(cert)
+        return context
 
     def start(self) -> "FakeKube":
         sock = socket.socket()
@@ -116,11 +140,12 @@ class FakeKube:
         self.port = sock.getsockname()[1]
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
+        context = self._tls_context() if self.tls else None
 
         async def serve() -> None:
             self._runner = web.AppRunner(self._app(), handle_signals=False, shutdown_timeout=1)
             await self._runner.setup()
-            await web.SockSite(self._runner, sock).start()
+            await web.SockSite(self._runner, sock, ssl_context=context).start()
             ready.set()
 
         def run() -> None:
@@ -146,6 +171,8 @@ class FakeKube:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop = self._thread = None
+        if self.ca_path:
+            shutil.rmtree(Path(self.ca_path).parent, ignore_errors=True)
 
     def __enter__(self) -> "FakeKube":
         return self.start()
@@ -154,9 +181,11 @@ class FakeKube:
         self.stop()
 
     def api_client(self, token: str | None = None) -> kubernetes.client.ApiClient:
-        """A real client pointed at this server (no TLS; `token` sent as a bearer token, as a
-        service account's is). Close it when done."""
+        """A real client pointed at this server (trusting its certificate when it serves TLS;
+        `token` sent as a bearer token, as a service account's is). Close it when done."""
         config = kubernetes.client.Configuration(host=self.url)
+        if self.tls:
+            config.ssl_ca_cert = self.ca_path
         if token is not None:
             config.api_key = {"BearerToken": token}
             config.api_key_prefix = {"BearerToken": "Bearer"}
@@ -377,6 +406,12 @@ class FakeKube:
             invalid = invalid_on_create(resource, namespace, body, self._namespace_exists)
             if invalid is not None:
                 return status_response(invalid.code, invalid.reason, invalid.message)
+            if (resource.group, resource.plural) == ("", "pods"):  # Pod Security admission (tests/fakekube/podsecurity.py)
+                labels = self.store.get(self.store.resource("", "v1", "namespaces"), "", namespace)["metadata"]
+                forbidden = pod_security_refusal(labels.get("labels") or {}, body)
+                if forbidden is not None:
+                    return status_response(403, "Forbidden", forbidden, {"name": body["metadata"].get("name", ""),
+                                                                          "kind": "pods"})
             for admit in self.admission:  # validating webhooks (Chaos Mesh's: tests/fakekube/chaosmesh.py)
                 refusal = admit(body)
                 if refusal is not None:

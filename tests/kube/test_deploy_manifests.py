@@ -18,10 +18,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes.client import models
 from pydantic import ValidationError
+
+from tests.fakekube.podsecurity import restricted
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 IMAGE = "ghcr.io/inferchaos/inferchaos:latest"
@@ -445,7 +448,7 @@ def test_kustomize_builds_and_the_result_is_valid(overlay: str) -> None:
     assert shlex.split(addopts) == ([] if has_node_access else ["-m", "not spot_reclamation"])
     # what is applied: every pod "restricted", the image by digest in the overlays, and no
     # ConfigMap holding the cluster pin (it is in the CronJobs' pod specs)
-    assert {w: v for w, pod in pod_specs(docs) if (v := restricted_violations(pod))} == {}
+    assert {w: v for w, pod in pod_specs(docs) if (v := restricted(pod))} == {}
     images = {c["image"] for _, pod in pod_specs(docs) for c in pod["containers"]}
     if overlay == "base":
         assert images == {IMAGE}
@@ -524,8 +527,7 @@ def test_the_roles_resource_names_are_what_the_nightly_run_names() -> None:
 
 
 # --- Pod Security "restricted" ------------------------------------------------------------------
-RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                      "projected", "secret", "name"}
+# one model of the admission, the fake API server's (tests/fakekube/podsecurity.py), in its words
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -543,45 +545,6 @@ def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def restricted_violations(pod: dict[str, Any]) -> list[str]:
-    """What the Pod Security Standard "restricted" refuses in this pod spec (the checks of
-    k8s.io/pod-security-admission's restricted level, plus the host namespaces of baseline)."""
-    bad = []
-    sc = pod.get("securityContext") or {}
-    ctrs = [*pod.get("initContainers", []), *pod.get("containers", []), *pod.get("ephemeralContainers", [])]
-    for key in ("hostNetwork", "hostPID", "hostIPC"):
-        if pod.get(key):
-            bad.append(f"{key}: true")
-    for v in pod.get("volumes", []):
-        if set(v) - RESTRICTED_VOLUMES:
-            bad.append(f"volume {v.get('name')}: {sorted(set(v) - RESTRICTED_VOLUMES)} not allowed")
-    csc = [(c["name"], c.get("securityContext") or {}) for c in ctrs]
-    if sc.get("runAsNonRoot") is not True and not all(s.get("runAsNonRoot") is True for _, s in csc):
-        bad.append("runAsNonRoot is not true (pod, or every container)")
-    if any(s.get("runAsNonRoot") is False for _, s in csc):
-        bad.append("a container sets runAsNonRoot: false")
-    if 0 in [sc.get("runAsUser"), *(s.get("runAsUser") for _, s in csc)]:
-        bad.append("runAsUser: 0")
-    pod_seccomp = (sc.get("seccompProfile") or {}).get("type")
-    for name, s in csc:
-        seccomp = (s.get("seccompProfile") or {}).get("type") or pod_seccomp
-        if seccomp != "RuntimeDefault":
-            bad.append(f"{name}: seccompProfile {seccomp or 'unset'}, not RuntimeDefault")
-        if s.get("allowPrivilegeEscalation") is not False:
-            bad.append(f"{name}: allowPrivilegeEscalation is not false")
-        if s.get("privileged"):
-            bad.append(f"{name}: privileged")
-        caps = s.get("capabilities") or {}
-        if "ALL" not in (caps.get("drop") or []):
-            bad.append(f"{name}: capabilities do not drop ALL")
-        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
-            bad.append(f"{name}: adds capabilities {sorted(set(caps['add']) - {'NET_BIND_SERVICE'})}")
-    for c in ctrs:
-        if any(p.get("hostPort") for p in c.get("ports", [])):
-            bad.append(f"{c['name']}: hostPort")
-    return bad
-
-
 def all_documents() -> list[dict[str, Any]]:
     return [d for p in ALL_YAML if p not in KUSTOMIZATIONS and p.resolve() not in patch_files() for d in load(p)]
 
@@ -590,22 +553,53 @@ def test_every_pod_is_pod_security_restricted() -> None:
     pods = pod_specs(all_documents())
     assert {w.split("/")[1] for w, _ in pods} >= {"inferchaos-nightly", "inferchaos-sweeper", "reference-server",
                                                   "model-store", "feature-store", "feature-pipeline", "locust-worker"}
-    assert {w: v for w, pod in pods if (v := restricted_violations(pod))} == {}
+    assert {w: v for w, pod in pods if (v := restricted(pod))} == {}
 
 
 def test_the_restricted_check_fails_on_planted_violations() -> None:
     pod = yaml.safe_load(yaml.safe_dump(one("Deployment", "reference-server")))["spec"]["template"]["spec"]
-    assert restricted_violations(pod) == []
+    assert restricted(pod) == []
     container = pod["containers"][0]
     container["securityContext"]["capabilities"]["drop"] = ["NET_RAW"]
     container["securityContext"]["allowPrivilegeEscalation"] = True
     del pod["securityContext"]["seccompProfile"]
     pod["securityContext"]["runAsNonRoot"] = False
     pod["volumes"] = [{"name": "host", "hostPath": {"path": "/"}}]
-    assert restricted_violations(pod) == [
-        "volume host: ['hostPath'] not allowed", "runAsNonRoot is not true (pod, or every container)",
-        "server: seccompProfile unset, not RuntimeDefault", "server: allowPrivilegeEscalation is not false",
-        "server: capabilities do not drop ALL"]
+    assert restricted(pod) == [
+        'allowPrivilegeEscalation != false (container "server" must set securityContext.allowPrivilegeEscalation=false)',
+        'unrestricted capabilities (container "server" must set securityContext.capabilities.drop=["ALL"])',
+        'restricted volume types (volume "host" uses restricted volume type "hostPath")',
+        'runAsNonRoot != true (pod must not set securityContext.runAsNonRoot=false)',
+        'seccompProfile (pod or container "server" must set securityContext.seccompProfile.type to "RuntimeDefault" '
+        'or "Localhost")']
+
+
+def test_every_pod_is_admitted_by_the_api_server_in_our_namespace() -> None:
+    """Each pod deploy/ makes, created as a Pod in a namespace labelled as deploy/'s own, through
+    the fake API server's Pod Security admission: 201, none refused."""
+    from tests.fakekube import FakeKube
+
+    [ns] = objects("Namespace")
+    with FakeKube() as fake, httpx.Client(base_url=fake.url, timeout=10) as http:
+        fake.add("", "v1", "namespaces", {"metadata": {"name": NS, "labels": ns["metadata"]["labels"]}})
+        answers = {}
+        for where, spec in pod_specs(all_documents()):
+            name = where.split("/")[1].lower()
+            sent = http.post(f"/api/v1/namespaces/{NS}/pods",
+                             json={"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+            answers[where] = (sent.status_code, sent.json().get("message", ""))
+        refused = {w: a for w, a in answers.items() if a[0] != 201}
+        assert refused == {} and len(answers) >= 7, answers
+        bare = http.post(f"/api/v1/namespaces/{NS}/pods", json={
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nginx"},
+            "spec": {"containers": [{"name": "nginx", "image": "nginx"}]}})
+    # the control, and the admission's words as Kubernetes' Pod Security docs show them
+    assert bare.status_code == 403 and bare.json()["message"] == (
+        'pods "nginx" is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false '
+        '(container "nginx" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities '
+        '(container "nginx" must set securityContext.capabilities.drop=["ALL"]), runAsNonRoot != true (pod or '
+        'container "nginx" must set securityContext.runAsNonRoot=true), seccompProfile (pod or container "nginx" '
+        'must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")')
 
 
 def test_our_namespace_enforces_pod_security_restricted() -> None:

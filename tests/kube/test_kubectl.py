@@ -2,9 +2,10 @@
 tier is skipped where there is none), each test one row of docs/kubernetes.md's table of
 what the fake does against what Kubernetes does, expecting Kubernetes' answer.
 
-The fake runs without an authorizer here: client-go sends no bearer token over plain HTTP,
-so kubectl is anonymous to it (HTTPS with tokens is still a row the fake does not pass); and
-it serves no OpenAPI documents (another such row), so writes go with --validate=false.
+Most rows run against the fake over plain HTTP without an authorizer (kubectl anonymous);
+the RBAC rows over HTTPS with the runner's ServiceAccount token and deploy/'s Roles enforced,
+since client-go sends a bearer token only over TLS. The fake serves no OpenAPI documents (a
+row it does not pass yet), so writes go with --validate=false.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Iterator
 import pytest
 
 from tests.fakekube import FakeKube
+from tests.support.kubeseed import RUNNER_TOKEN, runner_policy
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="no kubectl on PATH")
@@ -129,3 +131,70 @@ def test_a_server_side_dry_run_persists_nothing(fake: FakeKube) -> None:
 def test_what_the_api_server_refuses_on_create_is_refused(fake: FakeKube, body: str, words: str) -> None:
     refused = kubectl(fake, "create", "-f", "-", "--validate=false", stdin=body)
     assert refused.returncode != 0 and words in refused.stderr, refused
+
+
+def test_pod_security_restricted_refuses_a_pod_that_breaks_it(fake: FakeKube) -> None:
+    """The words as Kubernetes' own examples of the admission show them (runAsUser=0, a
+    privileged container, an added capability), and a pod that meets the level admitted."""
+    labelled = kubectl(fake, "label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted")
+    assert labelled.returncode == 0, labelled.stderr
+    bad = ('{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"}, "spec": {"securityContext": '
+           '{"runAsUser": 0, "runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}}, "containers": '
+           '[{"name": "app", "image": "i", "securityContext": {"privileged": true, "allowPrivilegeEscalation": false, '
+           '"capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]}}}]}}')
+    refused = kubectl(fake, "create", "-f", "-", "--validate=false", stdin=bad)
+    assert refused.returncode != 0, refused
+    assert refused.stderr.strip().endswith(
+        'pods "root" is forbidden: violates PodSecurity "restricted:latest": privileged (container "app" must not set '
+        'securityContext.privileged=true), unrestricted capabilities (container "app" must not include "NET_RAW" in '
+        'securityContext.capabilities.add), runAsUser=0 (pod must not set runAsUser=0)'), refused.stderr
+    good = ('{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ok"}, "spec": {"securityContext": '
+            '{"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}}, "containers": [{"name": "app", '
+            '"image": "i", "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}}')
+    admitted = kubectl(fake, "create", "-f", "-", "--validate=false", stdin=good)
+    assert admitted.returncode == 0 and "pod/ok created" in admitted.stdout, admitted
+
+
+def secured(tmp_path: Path, token: str, tls: bool = True) -> tuple[FakeKube, Path]:
+    server = FakeKube(tls=tls, **runner_policy(NS)).start()
+    server.add("", "v1", "namespaces", {"metadata": {"name": NS}})
+    server.add("apps", "v1", "deployments", {"metadata": {"name": "ref", "namespace": NS}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"app": "ref"}},
+        "template": {"metadata": {"labels": {"app": "ref"}}, "spec": {"containers": [{"name": "s", "image": "i"}]}}}}, NS)
+    ca = f"certificate-authority: {server.ca_path}" if tls else ""
+    config = tmp_path / "kubeconfig"
+    config.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: fake, cluster: {{server: "{server.url}", {ca}}}}}]
+users: [{{name: runner, user: {{token: {token}}}}}]
+contexts: [{{name: fake, context: {{cluster: fake, user: runner, namespace: {NS}}}}}]
+current-context: fake
+""")
+    server.kubeconfig = config  # type: ignore[attr-defined]
+    return server, config
+
+
+def test_over_https_the_runner_token_meets_deploys_rbac_in_the_authorizers_words(tmp_path: Path) -> None:
+    server, _ = secured(tmp_path, RUNNER_TOKEN)
+    try:
+        listed = kubectl(server, "get", "deployments", "-o", "name")
+        assert listed.returncode == 0 and listed.stdout.split() == ["deployment.apps/ref"], listed
+        denied = kubectl(server, "delete", "deployment", "ref")
+        assert denied.returncode != 0 and denied.stderr.strip() == (
+            'Error from server (Forbidden): deployments.apps "ref" is forbidden: User '
+            '"system:serviceaccount:inferchaos:inferchaos-runner" cannot delete resource "deployments" in API group '
+            '"apps" in the namespace "ml"'), denied.stderr
+        assert server.exists("apps", "v1", "deployments", "ref", NS)
+    finally:
+        server.stop()
+
+
+def test_a_bearer_token_is_not_sent_over_plain_http_so_the_api_answers_401(tmp_path: Path) -> None:
+    server, _ = secured(tmp_path, RUNNER_TOKEN, tls=False)
+    try:
+        refused = kubectl(server, "get", "deployments")
+        assert refused.returncode != 0 and "error: You must be logged in to the server (the server has asked for " \
+            "the client to provide credentials)" in refused.stderr, refused
+        assert server.requests() and server.authorizations == [], "every request arrived without the token: 401"
+    finally:
+        server.stop()

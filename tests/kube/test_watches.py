@@ -209,3 +209,24 @@ def test_a_pod_dies_when_its_containers_end_not_when_its_grace_would(fake, tmp_p
         wait_for(lambda: "ref-1" not in {p.name for p in target.replicas()}, 5, "ref-1 gone")
         died = {p.name: p for p in target.replica_records()}["ref-1"].died_at
         assert died is not None and before <= died <= time.time()
+
+
+def test_the_target_follows_a_cluster_over_https_with_its_ca_and_token(tmp_path):
+    """As on a real API server: TLS verified against the kubeconfig's CA, the bearer token sent."""
+    with FakeKube(tls=True, **runner_policy(NS)) as server:
+        uid = seed(server, PLACEMENT)
+        config = tmp_path / "kubeconfig"
+        config.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: fake, cluster: {{server: "{server.url}", certificate-authority: {server.ca_path}}}}}]
+users: [{{name: runner, user: {{token: {RUNNER_TOKEN}}}}}]
+contexts: [{{name: {CONTEXT}, context: {{cluster: fake, user: runner}}}}]
+current-context: {CONTEXT}
+""")
+        assert server.url.startswith("https://")
+        settings = KubeSettings(NS, "app=ref", "http://endpoint.invalid", kubeconfig=str(config),
+                                allow_clusters=(uid,), allow_namespaces=(NS,))
+        with KubeTarget(settings, Connection(settings.kubeconfig, CONTEXT)) as target:
+            assert target.unsteady() is None and target.desired_replicas() == 3
+            wait_for(lambda: "pods" in watches(server), 10, "the pod watch open over TLS")
+        assert {a.user for a in server.authorizations} == {"system:serviceaccount:inferchaos:inferchaos-runner"}
