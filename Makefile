@@ -15,9 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 # HAProxy is required. Chromium (summary.html checked in a real browser) and Prometheus (the
 # Prometheus probe against a real server) are optional: tests that need them skip without.
+# The openssl CLI makes the fake API server's TLS certificate (tests/fakekube, HTTPS tests).
 # A C compiler (gcc) builds the cuda_errors shim; without one that fault says so and stops.
 system:
-	@missing=$$(for c in haproxy chromium prometheus; do command -v $$c >/dev/null 2>&1 || printf '%s ' $$c; done); \
+	@missing=$$(for c in haproxy chromium prometheus openssl; do command -v $$c >/dev/null 2>&1 || printf '%s ' $$c; done); \
 	command -v cc >/dev/null 2>&1 || missing="$$missing""gcc libc6-dev "; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -55,8 +56,9 @@ class Informer:
     objects: dict[str, Any] = field(default_factory=dict)
     #: LISTs after the first (410 Gone, or the watch unreadable for a while).
     relists: int = 0
-    #: watch requests opened.
+    #: watch requests opened, and events (bookmarks included) read from them.
     watches: int = 0
+    events: int = 0
     #: why the view may be stale (the last failure); None while the watch is current.
     error: str | None = None
     #: the last answer was 403: the runner may not read these (RBAC), the view is empty.
@@ -119,8 +121,15 @@ class Informer:
             try:
                 if rv is None:
                     rv = self._list()
+                began, seen = time.monotonic(), self.events
                 rv = self._watch(rv)
-                failures, self.error, self.forbidden = 0, None, False
+                self.error, self.forbidden = None, False
+                if self.events > seen or time.monotonic() - began >= 1.0:
+                    failures = 0
+                    continue
+                # a watch ended at once with nothing in it (a proxy closing streams?): back off
+                self._stop.wait(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
+                failures = min(failures + 1, len(BACKOFF_S) - 1)
                 continue
             except ApiException as exc:
                 self.error = f"watch {self.name}: {exc.status} {exc.reason}"
@@ -162,6 +171,7 @@ class Informer:
                     raise ApiException(status=status.get("code"),
                                        reason=f"{status.get('reason')}: {status.get('message')}")
                 rv = str(w.resource_version or rv)
+                self.events += 1
                 if event["type"] == "BOOKMARK":
                     continue
                 obj, name = event["object"], name_of(event["object"])

@@ -230,3 +230,27 @@ current-context: {CONTEXT}
             assert target.unsteady() is None and target.desired_replicas() == 3
             wait_for(lambda: "pods" in watches(server), 10, "the pod watch open over TLS")
         assert {a.user for a in server.authorizations} == {"system:serviceaccount:inferchaos:inferchaos-runner"}
+
+
+def test_a_server_that_ends_every_watch_at_once_is_not_hammered(fake, tmp_path):
+    """A proxy in front of the API server that closes every stream at once: the informer backs
+    off (0.2 s doubling to 5 s) instead of reconnecting in a hot loop."""
+    with started(fake, tmp_path) as target:
+        wait_for(lambda: "pods" in watches(fake), 10, "the pod watch open")
+        fake.clear_requests()
+        stop = threading.Event()
+
+        def close_every_stream() -> None:
+            while not stop.is_set():
+                fake.end_watches()
+                time.sleep(0.01)
+        closer = threading.Thread(target=close_every_stream, daemon=True)
+        closer.start()
+        try:
+            time.sleep(4.0)
+        finally:
+            stop.set()
+            closer.join(5)
+        reopened = watches(fake).get("pods", 0)
+        assert 1 <= reopened <= 10, f"{reopened} pod watches in 4 s"
+        assert target.unsteady() is None
