@@ -56,15 +56,12 @@ class Informer:
     objects: dict[str, Any] = field(default_factory=dict)
     #: LISTs after the first (410 Gone, or the watch unreadable for a while).
     relists: int = 0
-    #: watch requests opened, and events (bookmarks included) read from them.
-    watches: int = 0
+    #: events (bookmarks included) read from the watches.
     events: int = 0
     #: why the view may be stale (the last failure); None while the watch is current.
     error: str | None = None
     #: the last answer was 403: the runner may not read these (RBAC), the view is empty.
     forbidden: bool = False
-    #: the first list has succeeded.
-    synced: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -72,7 +69,7 @@ class Informer:
 
     def start(self, wait: bool = True) -> Informer:
         """`wait`: list here, and let its errors out; else list in the thread, retried,
-        where a view that may stay empty will do (`synced`, `forbidden` and `error` say)."""
+        where a view that may stay empty will do (`forbidden` and `error` say why it is)."""
         rv = self._list() if wait else None
         self._thread = threading.Thread(target=self._run, args=(rv,), name=self.name, daemon=True)
         self._thread.start()
@@ -100,7 +97,7 @@ class Informer:
         except ApiException as exc:
             self.forbidden = exc.status == 403
             raise
-        self.forbidden, self.synced = False, True
+        self.forbidden = False
         fresh = {name_of(o): o for o in items}
         with self._lock:
             gone = [o for n, o in self.objects.items() if n not in fresh]
@@ -157,7 +154,6 @@ class Informer:
         resp = self.list_fn(*self.args, **self.kwargs, watch=True, resource_version=rv, allow_watch_bookmarks=True,
                             timeout_seconds=timeout, _preload_content=False,
                             _request_timeout=(10, timeout + READ_SLACK_S))
-        self.watches += 1
         self._resp = resp
         try:
             if self._stop.is_set():

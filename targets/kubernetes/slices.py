@@ -87,10 +87,14 @@ class SliceCache:
 
     def _ready_in(self, service: str) -> dict[str, bool]:
         """Each pod's `ready` across the Service's slices (under the lock)."""
-        merged: dict[str, bool] = {}
+        return {pod: cond[0] for pod, cond in self._merged(service).items()}
+
+    def _merged(self, service: str) -> dict[str, tuple[bool, bool, bool]]:
+        """Each pod's conditions across the Service's slices (under the lock)."""
+        merged: dict[str, tuple[bool, bool, bool]] = {}
         for svc, eps in self.slices.values():
             if svc == service:
-                merged.update({pod: cond[0] for pod, cond in eps.items()})
+                merged.update(eps)
         return merged
 
     def went_out_at(self, pod: str) -> float | None:
@@ -119,13 +123,8 @@ class SliceCache:
         svc = self.service()
         if svc is None:
             return None
-        merged: dict[str, tuple[bool, bool, bool]] = {}
         with self._lock:
-            for name, eps in self.slices.values():
-                if name == svc:
-                    merged.update(eps)
-        return merged
-
+            return self._merged(svc)
 
     def address(self, pod: str) -> tuple[str, int] | None:
         """The pod's address and port in the Service's slices: what the data plane dials."""

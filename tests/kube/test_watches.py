@@ -45,6 +45,10 @@ def started(fake: FakeKube, tmp: Path) -> KubeTarget:
     fake.add("keda.sh", "v1alpha1", "scaledobjects", {
         "metadata": {"name": "ref", "namespace": NS}, "spec": {"scaleTargetRef": {"name": "ref"}},
         "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Active", "status": "False"}]}}, NS)
+    return target_of(fake, tmp, uid)
+
+
+def target_of(fake: FakeKube, tmp: Path, uid: str) -> KubeTarget:
     settings = KubeSettings(NS, "app=ref", "http://endpoint.invalid",
                             kubeconfig=str(kubeconfig(fake, tmp, token=RUNNER_TOKEN)),
                             allow_clusters=(uid,), allow_namespaces=(NS,))
@@ -157,11 +161,8 @@ def test_a_reconnect_resumes_from_a_bookmark_and_lists_only_after_410(fake, tmp_
 
 def started_again(fake: FakeKube, tmp: Path) -> KubeTarget:
     uid = fake.store.get(fake.store.resource("", "v1", "namespaces"), "", "kube-system")["metadata"]["uid"]
-    settings = KubeSettings(NS, "app=ref", "http://endpoint.invalid",
-                            kubeconfig=str(kubeconfig(fake, tmp, token=RUNNER_TOKEN)),
-                            allow_clusters=(uid,), allow_namespaces=(NS,))
     fake.clear_requests()
-    return KubeTarget(settings, Connection(settings.kubeconfig, CONTEXT))
+    return target_of(fake, tmp, uid)
 
 
 def test_closing_the_target_ends_its_watches_at_once(fake, tmp_path):
