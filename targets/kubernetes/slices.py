@@ -13,6 +13,7 @@ the runner may not read slices), the view is the pods' readiness, and `source` s
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
@@ -143,14 +144,24 @@ def _addresses(s: client.V1EndpointSlice) -> dict[str, tuple[str, int]]:
     several, the one named http, as the serving port usually is)."""
     ports = [p for p in s.ports or [] if (p.protocol or "TCP") == "TCP" and p.port]
     port = next((p.port for p in ports if p.name == "http"), ports[0].port if ports else None)
-    if port is None:
+    if port is None or not 0 < int(port) < 65536:
         return {}
     out = {}
     for e in s.endpoints or []:
         ref = e.target_ref
-        if ref is not None and ref.kind == "Pod" and ref.name and e.addresses:
+        if ref is not None and ref.kind == "Pod" and ref.name and e.addresses and _is_ip(e.addresses[0]):
             out[ref.name] = (e.addresses[0], int(port))
     return out
+
+
+def _is_ip(text: str) -> bool:
+    """A slice's address is input from the cluster: only an IP is ever dialled (an FQDN
+    endpoint, or anything else, is no pod address)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _entry(s: client.V1EndpointSlice) -> tuple[str, dict[str, tuple[bool, bool, bool]]]:
